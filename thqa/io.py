@@ -1,0 +1,483 @@
+"""Decoding with PyAV: video frames and audio on the container's clock, reading only the seconds that are needed.
+
+The central function is :func:`read_clips`: given the seconds that the sampled clips start at, it seeks to each run of
+nearby seconds, demuxes video and audio together, and returns per clip
+
+* the first ``n_frames`` frames whose timestamp is at or after the clip's start, resized to ``frame_size`` (the
+  temporal branch's input), padded with the last frame when the video ends;
+* the clip's first frame at its native size (the spatial branch's input);
+* mono float32 audio covering ``[start - context, start + 1 s + context)`` on the same clock as the frames, zeros
+  where the file has no sound.
+
+Memory is bounded by the clips asked for, not by the file's duration: a 10-minute file costs about what a
+6-second one does.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from thqa.errors import DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError
+
+__all__ = ["MediaInfo", "ClipData", "VideoClips", "probe", "read_clips", "read_audio", "iter_frames", "check_file"]
+
+log = logging.getLogger(__name__)
+
+#: Runs of clip starts closer than this (seconds) are decoded in one pass instead of seeking between them.
+_SEEK_GAP_S = 2.5
+#: Seek this far before the earliest audio sample a run needs, so that the audio packets around it are demuxed.
+_SEEK_MARGIN_S = 0.6
+
+
+def _av():
+    import av  # local import keeps `import thqa` light
+
+    return av
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds, read from its headers (no decoding)."""
+
+    path: Path
+    width: int  #: displayed width (after rotation)
+    height: int  #: displayed height (after rotation)
+    fps: float  #: average frame rate (frames per second)
+    duration: float  #: video duration in seconds
+    start_time: float  #: timestamp of the first video frame, seconds
+    rotation: int  #: degrees counter-clockwise applied for display (0, 90, 180, 270)
+    video_codec: str
+    has_audio: bool
+    audio_rate: int | None
+    audio_channels: int | None
+    audio_codec: str | None
+
+    @property
+    def n_seconds(self) -> int:
+        """Whole seconds of video (at least 1)."""
+        return max(1, int(math.floor(self.duration + 1e-3)))
+
+
+@dataclass
+class ClipData:
+    """Decoded material of one clip."""
+
+    second: int  #: which second of the video the clip starts at
+    start: float  #: timestamp (s) of the clip's first frame
+    frames: np.ndarray  #: (n_frames, S, S, 3) uint8 RGB, resized to frame_size x frame_size
+    timestamps: np.ndarray  #: (n_frames,) float64 seconds; padded frames repeat the last timestamp
+    first_frame: np.ndarray  #: (H, W, 3) uint8 RGB at the native (displayed) size
+    audio: np.ndarray  #: (round((1 + 2*context) * rate),) float32 mono, starting at start - context
+    n_real_frames: int  #: frames actually decoded before padding
+
+
+@dataclass
+class VideoClips:
+    """The clips of one file, in the order they were asked for."""
+
+    info: MediaInfo
+    clips: list[ClipData]
+    audio_rate: int
+    audio_context: float
+    has_audio: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path after checking it is an existing, non-empty regular file.
+
+    Raises:
+        MediaFileNotFoundError: missing file, or a directory.
+        MediaError: a zero-byte file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MediaFileNotFoundError(f"{p}: no such file")
+    if p.is_dir():
+        raise MediaFileNotFoundError(f"{p}: is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p}: the file is empty (0 bytes)")
+    return p
+
+
+def _open(path: Path):
+    av = _av()
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise DecodeError(f"{path}: not a media file FFmpeg can read ({exc.strerror or exc})") from exc
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DecodeError(f"{path}: cannot be opened ({exc})") from exc
+
+
+def _rotation_of(stream, first_frame=None) -> int:
+    rot = 0
+    if first_frame is not None:
+        rot = getattr(first_frame, "rotation", 0) or 0
+    return int(round(rot / 90.0)) * 90 % 360
+
+
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise NoVideoStreamError(f"{path}: has no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    try:
+        stream.thread_type = "AUTO"  # frame threads; must be set before the codec opens
+    except RuntimeError:
+        pass
+    if stream.codec_context is None or stream.codec_context.name in ("png", "mjpeg", "bmp", "gif", "webp", "tiff"):
+        frames = stream.frames or 0
+        if frames <= 1 and (stream.duration is None or float((stream.duration or 0) * stream.time_base) < 0.05):
+            raise NoVideoStreamError(f"{path}: is a still image ({stream.codec_context.name}), not a video")
+    return stream
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read a file's stream facts without decoding more than its first frame.
+
+    Raises:
+        MediaFileNotFoundError, MediaError, DecodeError, NoVideoStreamError: as :func:`read_clips`.
+    """
+    p = check_file(path)
+    with _open(p) as container:
+        return _probe_open(container, p)
+
+
+def _probe_open(container, p: Path) -> MediaInfo:
+    av = _av()
+    vs = _video_stream(container, p)
+    tb = float(vs.time_base) if vs.time_base else None
+    start = float(vs.start_time * vs.time_base) if (vs.start_time is not None and tb) else 0.0
+    duration = None
+    if vs.duration is not None and tb:
+        duration = float(vs.duration * vs.time_base)
+    if (duration is None or duration <= 0) and container.duration:
+        duration = float(container.duration) / av.time_base - max(0.0, start)
+    fps = float(vs.average_rate) if vs.average_rate else (float(vs.guessed_rate) if vs.guessed_rate else 0.0)
+    first = None
+    try:
+        for first in container.decode(vs):
+            break
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"{p}: the video stream cannot be decoded ({exc})") from exc
+    if first is None:
+        raise DecodeError(f"{p}: the video stream holds no decodable frame (truncated or empty)")
+    if duration is None or duration <= 0 or not math.isfinite(duration):
+        duration = _scan_duration(container, vs, p)
+    if fps <= 0 or not math.isfinite(fps):
+        fps = 25.0
+    rot = _rotation_of(vs, first)
+    w, h = first.width, first.height
+    if rot in (90, 270):
+        w, h = h, w
+    audio = container.streams.audio[0] if container.streams.audio else None
+    return MediaInfo(
+        path=p,
+        width=w,
+        height=h,
+        fps=fps,
+        duration=float(duration),
+        start_time=start,
+        rotation=rot,
+        video_codec=vs.codec_context.name,
+        has_audio=audio is not None,
+        audio_rate=(audio.rate if audio is not None else None),
+        audio_channels=(audio.channels if audio is not None else None),
+        audio_codec=(audio.codec_context.name if audio is not None else None),
+    )
+
+
+def _scan_duration(container, vs, p: Path) -> float:
+    """Duration from the packets' timestamps (demux only), for files whose headers do not say it."""
+    container.seek(0)
+    last = None
+    first = None
+    for packet in container.demux(vs):
+        if packet.pts is None:
+            continue
+        t = float(packet.pts * vs.time_base)
+        dur = float((packet.duration or 0) * vs.time_base)
+        first = t if first is None else min(first, t)
+        last = t + dur if last is None else max(last, t + dur)
+    if last is None:
+        raise DecodeError(f"{p}: the video stream has no timestamped packets")
+    return last - (first or 0.0)
+
+
+def _to_rgb(frame, size: int | None, rotation: int) -> np.ndarray:
+    if size is None:
+        img = frame.to_ndarray(format="rgb24")
+    else:
+        img = frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BILINEAR")
+    if rotation:
+        img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+    return img
+
+
+def _runs(seconds: Sequence[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for s in sorted(set(seconds)):
+        if runs and s - runs[-1][-1] <= _SEEK_GAP_S:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
+
+
+class _AudioSink:
+    """Collects resampled mono audio into a buffer covering [t_begin, t_end) on the container clock."""
+
+    def __init__(self, rate: int, t_begin: float, t_end: float):
+        av = _av()
+        self.rate = rate
+        self.t_begin = t_begin
+        self.n = int(round((t_end - t_begin) * rate))
+        self.buf = np.zeros(self.n, dtype=np.float32)
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self.cursor: int | None = None  # sample index (relative to t_begin) where the next output goes
+        self.filled_to = 0
+        self.done = False
+
+    def _write(self, samples: np.ndarray) -> None:
+        if self.cursor is None:
+            return
+        a, b = self.cursor, self.cursor + samples.shape[0]
+        lo, hi = max(a, 0), min(b, self.n)
+        if hi > lo:
+            self.buf[lo:hi] = samples[lo - a : hi - a]
+        self.cursor = b
+        self.filled_to = max(self.filled_to, min(b, self.n))
+        if b >= self.n:
+            self.done = True
+
+    def add(self, frame) -> None:
+        if self.done:
+            return
+        if frame.time is not None:
+            expected = int(round((float(frame.time) - self.t_begin) * self.rate))
+            # re-anchor on the first frame and on discontinuities larger than 20 ms
+            if self.cursor is None or abs(expected - self.cursor) > 0.02 * self.rate:
+                self.cursor = expected
+        for out in self.resampler.resample(frame):
+            self._write(out.to_ndarray().reshape(-1))
+
+    def flush(self) -> None:
+        try:
+            for out in self.resampler.resample(None):
+                self._write(out.to_ndarray().reshape(-1))
+        except Exception:  # noqa: BLE001 - a flush failure only loses the resampler's last few samples
+            log.debug("audio resampler flush failed", exc_info=True)
+
+
+def read_clips(
+    path: str | os.PathLike,
+    seconds: Sequence[int],
+    *,
+    n_frames: int = 32,
+    frame_size: int = 224,
+    audio_rate: int = 16000,
+    audio_context: float = 0.5,
+    info: MediaInfo | None = None,
+) -> VideoClips:
+    """Decode the clips that start at the given whole seconds (container clock, relative to the first frame).
+
+    Args:
+        path: any file FFmpeg reads (mp4, mkv, webm, avi, mov; h264, hevc, vp9, mpeg4, ...).
+        seconds: clip starts, e.g. ``[0, 1, 2, 0, 1, 2]`` (repeats are decoded once).
+        n_frames: frames per clip (the first frame at or after the start, then the next ones).
+        frame_size: the clip frames are resized to ``frame_size x frame_size``.
+        audio_rate: sample rate of the returned mono float32 audio.
+        audio_context: seconds of audio before and after each clip's second (for feature windows).
+
+    Returns:
+        :class:`VideoClips` with one :class:`ClipData` per entry of ``seconds``, in order. ``frames`` is
+        (n_frames, frame_size, frame_size, 3) uint8; ``audio`` is (round((1 + 2*audio_context)*audio_rate),).
+
+    Raises:
+        MediaFileNotFoundError: the file does not exist or is a directory.
+        MediaError: the file is empty.
+        DecodeError: not media, truncated or corrupt beyond use.
+        NoVideoStreamError: an audio-only file or a still image.
+    """
+    av = _av()
+    p = check_file(path)
+    if not seconds:
+        raise ValueError("read_clips needs at least one clip start")
+    warnings: list[str] = []
+    with _open(p) as container:
+        if info is None:
+            info = _probe_open(container, p)
+        vs = _video_stream(container, p)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        rotation = info.rotation
+        t0_video = info.start_time
+        ctx_n = int(round(audio_context * audio_rate))
+        clip_len_n = audio_rate + 2 * ctx_n
+        decoded: dict[int, ClipData] = {}
+        any_audio = False
+        for run in _runs(seconds):
+            starts = {s: t0_video + s for s in run}
+            a_begin = starts[run[0]] - audio_context
+            a_end = starts[run[-1]] + 1.0 + audio_context
+            sink = _AudioSink(audio_rate, a_begin, a_end) if astream is not None else None
+            seek_t = max(0.0, a_begin - _SEEK_MARGIN_S)
+            try:
+                container.seek(int(seek_t * av.time_base), backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                log.debug("%s: seek to %.2f s failed (%s); decoding from the start", p, seek_t, exc)
+                container.seek(0)
+            frames: dict[int, list[np.ndarray]] = {s: [] for s in run}
+            stamps: dict[int, list[float]] = {s: [] for s in run}
+            firsts: dict[int, np.ndarray] = {}
+            last_img: np.ndarray | None = None
+            last_t = 0.0
+            last_native = None
+            streams = [vs] + ([astream] if astream is not None else [])
+            video_done = False
+            try:
+                for packet in container.demux(streams):
+                    if packet.stream.type == "audio":
+                        if sink is None or sink.done:
+                            if video_done:
+                                break
+                            continue
+                        for aframe in packet.decode():
+                            sink.add(aframe)
+                        continue
+                    if video_done:
+                        if sink is None or sink.done:
+                            break
+                        continue
+                    for vframe in packet.decode():
+                        t = vframe.time if vframe.time is not None else last_t
+                        needing = [s for s in run if t >= starts[s] - 1e-4 and len(frames[s]) < n_frames]
+                        if needing:
+                            img = _to_rgb(vframe, frame_size, rotation)
+                            for s in needing:
+                                if not frames[s]:
+                                    firsts[s] = _to_rgb(vframe, None, rotation)
+                                frames[s].append(img)
+                                stamps[s].append(float(t))
+                        last_t = float(t)
+                        last_native = vframe
+                    if all(len(frames[s]) >= n_frames for s in run):
+                        video_done = True
+                        if sink is None or sink.done:
+                            break
+            except av.error.FFmpegError as exc:
+                if not any(frames[s] for s in run):
+                    raise DecodeError(f"{p}: decoding failed near {seek_t:.2f} s ({exc})") from exc
+                msg = f"{p}: decoding stopped early near {last_t:.2f} s ({exc}); the clip is padded"
+                log.warning(msg)
+                warnings.append(msg)
+            if sink is not None:
+                sink.flush()
+                any_audio = any_audio or sink.filled_to > 0
+            for s in run:
+                if not frames[s]:
+                    if last_native is None:
+                        raise DecodeError(f"{p}: no video frame could be decoded for second {s}")
+                    msg = f"{p}: no frame at or after {starts[s]:.2f} s (the headers overstate the duration); using the last frame"
+                    log.warning(msg)
+                    warnings.append(msg)
+                    frames[s] = [_to_rgb(last_native, frame_size, rotation)]
+                    stamps[s] = [last_t]
+                    firsts[s] = _to_rgb(last_native, None, rotation)
+                n_real = len(frames[s])
+                while len(frames[s]) < n_frames:
+                    frames[s].append(frames[s][-1])
+                    stamps[s].append(stamps[s][-1])
+                clip_start = stamps[s][0]
+                audio = np.zeros(clip_len_n, dtype=np.float32)
+                if sink is not None:
+                    off = int(round((clip_start - audio_context - sink.t_begin) * audio_rate))
+                    lo, hi = max(off, 0), min(off + clip_len_n, sink.n)
+                    if hi > lo:
+                        audio[lo - off : hi - off] = sink.buf[lo:hi]
+                decoded[s] = ClipData(
+                    second=s,
+                    start=clip_start,
+                    frames=np.stack(frames[s]),
+                    timestamps=np.asarray(stamps[s], dtype=np.float64),
+                    first_frame=firsts[s],
+                    audio=audio,
+                    n_real_frames=n_real,
+                )
+    clips = [decoded[s] for s in seconds]
+    return VideoClips(
+        info=info,
+        clips=clips,
+        audio_rate=audio_rate,
+        audio_context=audio_context,
+        has_audio=bool(astream is not None and any_audio),
+        warnings=warnings,
+    )
+
+
+def iter_frames(
+    path: str | os.PathLike, *, start: float = 0.0, end: float | None = None, size: int | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(timestamp_s, frame)`` for video frames with ``start <= t < end``; frame is (H, W, 3) uint8 RGB
+    (or (size, size, 3) when ``size`` is given)."""
+    av = _av()
+    p = check_file(path)
+    with _open(p) as container:
+        info = _probe_open(container, p)
+        vs = _video_stream(container, p)
+        if start > 0:
+            container.seek(int(max(0.0, start - 0.1) * av.time_base), backward=True, any_frame=False)
+        else:
+            container.seek(0)
+        try:
+            for frame in container.decode(vs):
+                t = float(frame.time) if frame.time is not None else 0.0
+                if t < start - 1e-4:
+                    continue
+                if end is not None and t >= end:
+                    break
+                yield t, _to_rgb(frame, size, info.rotation)
+        except av.error.FFmpegError as exc:
+            raise DecodeError(f"{p}: decoding failed ({exc})") from exc
+
+
+def read_audio(
+    path: str | os.PathLike, *, rate: int = 16000, start: float = 0.0, end: float | None = None
+) -> np.ndarray:
+    """Decode the first audio stream as mono float32 at ``rate``, from ``start`` to ``end`` seconds
+    (container clock; zeros where the stream has no samples). Returns (n_samples,).
+
+    Raises:
+        MediaError: the file has no audio stream.
+    """
+    av = _av()
+    p = check_file(path)
+    with _open(p) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{p}: has no audio stream")
+        astream = container.streams.audio[0]
+        if end is None:
+            dur = None
+            if astream.duration is not None and astream.time_base:
+                dur = float(astream.duration * astream.time_base)
+            elif container.duration:
+                dur = float(container.duration) / av.time_base
+            end = dur if dur else 24 * 3600.0
+        sink = _AudioSink(rate, start, end)
+        if start > 0:
+            container.seek(int(max(0.0, start - _SEEK_MARGIN_S) * av.time_base), backward=True, any_frame=False)
+        try:
+            for frame in container.decode(astream):
+                sink.add(frame)
+                if sink.done:
+                    break
+        except av.error.FFmpegError as exc:
+            raise DecodeError(f"{p}: audio decoding failed ({exc})") from exc
+        sink.flush()
+        return sink.buf[: max(sink.filled_to, 0)] if end >= 24 * 3600.0 else sink.buf
