@@ -1,0 +1,170 @@
+"""Audio features of one clip: chromagram, CQT, MFCC and GFCC of the clip's own second, on ONE time grid.
+
+Every feature frame ``k`` (``k = 0 .. n_frames-1``) is centred at ``start + (k + 0.5) / n_frames`` seconds, where
+``start`` is the timestamp of the clip's first video frame: the four channels describe the same instants, and those
+instants lie inside the clip's own second. Windows reach into the neighbouring audio (``context`` seconds are
+decoded around each clip), never into another clip's copy of the whole track.
+
+* chroma: ``librosa.feature.chroma_stft`` with ``n_bins`` chroma bins (the method's 128), from a shared STFT;
+* cqt: ``librosa.cqt`` log-magnitude, ``cqt_bins`` log-frequency bins from C1 (84 by default: a few tens of ms per
+  clip, against ~2 s for the public code's 896-filter chroma_cqt), interpolated onto ``n_bins`` rows;
+* mfcc: ``n_bins`` coefficients of the log-mel spectrogram (``n_bins`` mel bands) of the same STFT;
+* gfcc: ``n_bins`` gammatone cepstral coefficients from spafe, framed so its frames share the centres above.
+
+Result: ``(4, n_bins, n_frames)`` float32 per clip, finite for silence too.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from thqa.errors import ConfigError
+
+__all__ = ["AudioSettings", "AudioFeatureExtractor", "audio_features", "CHANNELS"]
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("chroma", "cqt", "mfcc", "gfcc")
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """Settings of the audio features (all part of the feature cache's key)."""
+
+    sample_rate: int = 16000
+    n_bins: int = 128  #: rows of every channel (chroma bins, mel bands / MFCCs, GFCCs, CQT after interpolation)
+    n_frames: int = 32  #: frames per clip second (the common time grid)
+    n_fft: int = 2048  #: STFT / gammatone window, samples
+    cqt_bins: int = 84
+    cqt_bins_per_octave: int = 12
+    cqt_fmin: float = 32.70319566257483  #: C1
+    context: float = 0.5  #: seconds of neighbouring audio decoded around each clip for the windows
+
+    def validate(self) -> "AudioSettings":
+        if self.sample_rate < 8000:
+            raise ConfigError(f"audio sample_rate must be >= 8000 Hz, got {self.sample_rate}")
+        if self.sample_rate % self.n_frames:
+            raise ConfigError(
+                f"sample_rate ({self.sample_rate}) must be a multiple of n_frames ({self.n_frames}) "
+                "so that the feature hop is a whole number of samples"
+            )
+        if self.n_bins < 12 or self.n_frames < 4:
+            raise ConfigError("n_bins must be >= 12 and n_frames >= 4")
+        half = self.n_fft / 2 / self.sample_rate
+        if self.context < half:
+            raise ConfigError(f"context ({self.context} s) must cover half a window ({half:.3f} s)")
+        top = self.cqt_fmin * 2 ** ((self.cqt_bins - 1) / self.cqt_bins_per_octave)
+        if top >= self.sample_rate / 2:
+            raise ConfigError(f"the CQT's top bin ({top:.0f} Hz) must be below Nyquist ({self.sample_rate / 2:.0f} Hz)")
+        return self
+
+    @property
+    def hop(self) -> int:
+        return self.sample_rate // self.n_frames
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AudioFeatureExtractor:
+    """Computes ``(4, n_bins, n_frames)`` features from a clip's audio buffer.
+
+    The buffer is mono float32 at ``sample_rate`` starting ``context`` seconds before the clip's first frame and
+    lasting ``1 + 2*context`` seconds (what :func:`thqa.io.read_clips` returns).
+    """
+
+    def __init__(self, settings: AudioSettings | None = None):
+        self.settings = (settings or AudioSettings()).validate()
+        s = self.settings
+        # CQT rows onto the common grid: linear interpolation over the log-frequency index
+        self._cqt_x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
+
+    def _first_centre(self) -> int:
+        """Sample index (in the clip's buffer) of the centre of feature frame 0."""
+        s = self.settings
+        return int(round(s.context * s.sample_rate)) + s.hop // 2
+
+    def _windowed_span(self, y: np.ndarray) -> np.ndarray:
+        """The samples that windows of n_fft centred on the grid cover: frame k starts at k*hop."""
+        s = self.settings
+        begin = self._first_centre() - s.n_fft // 2
+        return y[begin : begin + (s.n_frames - 1) * s.hop + s.n_fft]
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """Features of one clip. ``audio``: (n_samples,) float32 as described above. Returns (4, n_bins, n_frames)."""
+        import librosa
+
+        s = self.settings
+        y = np.asarray(audio, dtype=np.float32).reshape(-1)
+        need = int(round((1 + 2 * s.context) * s.sample_rate))
+        if y.shape[0] < need:
+            y = np.pad(y, (0, need - y.shape[0]))
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+        span = self._windowed_span(y)
+        power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (1+n_fft/2, T)
+        chroma = librosa.feature.chroma_stft(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=0.0)
+        mel = librosa.feature.melspectrogram(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins)
+        logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s.n_bins)
+        out = np.stack([chroma, self._cqt(y), mfcc, self._gfcc(span)]).astype(np.float32)
+        if out.shape != (4, s.n_bins, s.n_frames):
+            raise RuntimeError(f"audio features have shape {out.shape}, expected {(4, s.n_bins, s.n_frames)}")
+        if not np.isfinite(out).all():  # defensive: never hand NaN to a model
+            log.warning("non-finite audio features replaced by 0")
+            out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
+
+    def _cqt(self, y: np.ndarray) -> np.ndarray:
+        import librosa
+
+        s = self.settings
+        c0 = self._first_centre()
+        first = c0 % s.hop  # librosa centres frame j at sample j*hop of its input
+        skip = (c0 - first) // s.hop
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            C = librosa.cqt(
+                y[first:],
+                sr=s.sample_rate,
+                hop_length=s.hop,
+                fmin=s.cqt_fmin,
+                n_bins=s.cqt_bins,
+                bins_per_octave=s.cqt_bins_per_octave,
+            )
+        mag = np.abs(C[:, skip : skip + s.n_frames])
+        db = 20.0 * np.log10(np.maximum(mag, 1e-5))
+        rows = np.arange(s.cqt_bins)
+        return np.stack([np.interp(self._cqt_x, rows, db[:, k]) for k in range(s.n_frames)], axis=1)
+
+    def _gfcc(self, span: np.ndarray) -> np.ndarray:
+        from spafe.features.gfcc import gfcc
+        from spafe.utils.preprocessing import SlidingWindow
+
+        s = self.settings
+        seg = span.astype(np.float64)
+        # spafe frames from sample 0 with int(win*fs) / int(hop*fs): nudge up so float rounding cannot drop a sample
+        win = SlidingWindow((s.n_fft + 0.5) / s.sample_rate, (s.hop + 0.25) / s.sample_rate, "hamming")
+        # a tiny dither keeps spafe's log filterbank finite on digital silence, deterministically
+        dither = 1e-7 * np.sin(np.arange(seg.shape[0]) * 0.7)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            g = gfcc(
+                seg + dither,
+                fs=s.sample_rate,
+                num_ceps=s.n_bins,
+                nfilts=s.n_bins,
+                nfft=s.n_fft,
+                window=win,
+            )
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape[0] != s.n_frames:
+            raise RuntimeError(f"spafe returned {g.shape[0]} GFCC frames, expected {s.n_frames}")
+        return g.T
+
+
+def audio_features(audio: np.ndarray, *, settings: AudioSettings | None = None) -> np.ndarray:
+    """Features of one clip's audio buffer: (4, n_bins, n_frames) float32. See :class:`AudioFeatureExtractor`."""
+    return AudioFeatureExtractor(settings)(audio)

@@ -1,0 +1,298 @@
+"""Backbone weights: published pretrained weights, local files, or seeded random initialisation - never silently.
+
+Where the weights come from, in order:
+
+Swin-T (``timm/swin_tiny_patch4_window7_224.ms_in1k``, ImageNet-1k):
+  1. a file named by ``swin_weights=`` / ``--swin-weights`` or ``$THQA_SWIN_WEIGHTS`` (timm state dict, .safetensors,
+     or the original Microsoft checkpoint);
+  2. the Hugging Face hub cache (``$HF_HOME``), as timm leaves it;
+  3. a download through timm from the Hugging Face hub.
+
+SlowFast R50 (``SLOWFAST_8x8_R50.pyth``, Kinetics-400, from pytorchvideo's model zoo):
+  1. a file named by ``slowfast_weights=`` / ``--slowfast-weights`` or ``$THQA_SLOWFAST_WEIGHTS`` (the publisher's
+     ``.pyth`` dict with ``model_state``, a bare state dict, or .safetensors);
+  2. torch.hub's cache: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``;
+  3. a download into that cache.
+
+Offline (no route works; ``THQA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skip the network at once) a
+:class:`~thqa.errors.WeightsNotFoundError` names the file and how to provide it, within seconds - no 50 s of retries.
+
+Random initialisation happens only when asked for (``random_init=True`` / ``--random-init``). It is seeded, so every
+process builds bit-identical backbones, and it is recorded: each backbone's :class:`BackboneInfo` carries the source
+and the sha256 of its parameters, which fusion checkpoints and cache keys store.
+
+Checkpoints are loaded with ``torch.load(..., weights_only=True)`` or safetensors: loading never runs code.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from thqa.errors import WeightsError, WeightsNotFoundError
+
+__all__ = [
+    "WeightsOptions",
+    "BackboneInfo",
+    "build_spatial",
+    "build_temporal",
+    "state_digest",
+    "load_state_file",
+    "SWIN_HUB_ID",
+    "SLOWFAST_URL",
+    "DEFAULT_SEED",
+]
+
+log = logging.getLogger(__name__)
+
+SWIN_NAME = "swin_tiny_patch4_window7_224"
+SWIN_HUB_ID = "timm/swin_tiny_patch4_window7_224.ms_in1k"
+SLOWFAST_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
+SLOWFAST_FILE = "SLOWFAST_8x8_R50.pyth"
+DEFAULT_SEED = 3407
+ENV_SWIN = "THQA_SWIN_WEIGHTS"
+ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
+ENV_OFFLINE = "THQA_OFFLINE"
+
+
+@dataclass(frozen=True)
+class WeightsOptions:
+    """How to obtain the backbones' weights. Paths default to the environment variables above."""
+
+    random_init: bool = False
+    seed: int = DEFAULT_SEED
+    swin_weights: str | None = None
+    slowfast_weights: str | None = None
+    offline: bool | None = None  #: None: from $THQA_OFFLINE / $HF_HUB_OFFLINE
+
+    def resolved_swin(self) -> str | None:
+        return self.swin_weights or os.environ.get(ENV_SWIN) or None
+
+    def resolved_slowfast(self) -> str | None:
+        return self.slowfast_weights or os.environ.get(ENV_SLOWFAST) or None
+
+    def is_offline(self) -> bool:
+        if self.offline is not None:
+            return self.offline
+        return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """Where a backbone's weights came from, and their identity."""
+
+    name: str  #: "swin_t" or "slowfast_r50"
+    source: str  #: "random-init", "file", "cache" or "download"
+    sha256: str  #: digest of the parameters and buffers (see :func:`state_digest`)
+    path: str | None = None
+    seed: int | None = None
+
+    @property
+    def random_init(self) -> bool:
+        return self.source == "random-init"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host can be opened within ``timeout`` seconds (DNS included)."""
+    host = urlparse(url).hostname or url
+    port = urlparse(url).port or 443
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok and ok[0])
+
+
+def _check_named_file(path: str, what: str, how: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsNotFoundError(f"{what} weights file not found: {p} ({how})")
+    return p
+
+
+def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict without running code: .safetensors, or torch.load(weights_only=True).
+
+    A dict holding ``model_state`` / ``state_dict`` / ``model`` (as checkpoints from training scripts do) is unwrapped.
+    """
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
+        raise WeightsError(f"{p}: cannot be read as a weights file ({type(exc).__name__}: {exc})") from exc
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{p}: holds no state dict of tensors")
+    return sd
+
+
+def _seeded(seed: int):
+    return torch.random.fork_rng(devices=[])
+
+
+def build_spatial(options: WeightsOptions | None = None):
+    """Build the spatial extractor (ECA + Swin-T, pooled (B, 768) output).
+
+    Returns:
+        (SpatialExtractor, BackboneInfo)
+
+    Raises:
+        WeightsNotFoundError: pretrained weights requested but not available (message says how to provide them).
+        WeightsError: a weights file that does not fit Swin-T.
+    """
+    import timm
+
+    from thqa.features.spatial import SpatialExtractor
+
+    o = options or WeightsOptions()
+    how = f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights"
+    with _seeded(o.seed):
+        torch.manual_seed(o.seed)
+        if o.random_init:
+            swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
+            source, path = "random-init", None
+        else:
+            named = o.resolved_swin()
+            if named:
+                p = _check_named_file(named, "Swin-T", how)
+                source, path = "file", str(p)
+            else:
+                p = _hf_cached_file()
+                if p is not None:
+                    source, path = "cache", str(p)
+                else:
+                    if o.is_offline() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
+                        raise WeightsNotFoundError(
+                            f"Swin-T pretrained weights ({SWIN_HUB_ID}, file model.safetensors) are not in the Hugging "
+                            f"Face cache and the hub cannot be reached (offline). Download them on a connected machine "
+                            f"(e.g. `python -c \"import timm; timm.create_model('{SWIN_NAME}', pretrained=True)\"` and "
+                            f"copy $HF_HOME), or {how}."
+                        )
+                    source, path = "download", None
+            try:
+                overlay = {"file": path} if path else None
+                swin = timm.create_model(SWIN_NAME, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+            except WeightsNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - timm raises many kinds for a bad file
+                raise WeightsError(
+                    f"Swin-T weights could not be loaded from {path or SWIN_HUB_ID}: {type(exc).__name__}: {exc}"
+                ) from exc
+    model = SpatialExtractor(swin).eval()
+    info = BackboneInfo("swin_t", source, state_digest(model), path, o.seed if o.random_init else None)
+    log.info("Swin-T weights: %s%s", source, f" ({path})" if path else "")
+    return model, info
+
+
+def _hf_cached_file() -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        return None
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            hit = try_to_load_from_cache(SWIN_HUB_ID, fname)
+        except Exception:  # noqa: BLE001
+            hit = None
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
+    return None
+
+
+def slowfast_cache_path() -> Path:
+    """Where torch.hub keeps the SlowFast checkpoint: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / SLOWFAST_FILE
+
+
+def build_temporal(options: WeightsOptions | None = None):
+    """Build the frozen temporal extractor (SlowFast R50 without head, (B, 2304) output).
+
+    Returns:
+        (TemporalExtractor, BackboneInfo)
+
+    Raises:
+        WeightsNotFoundError, WeightsError: as :func:`build_spatial`.
+    """
+    from pytorchvideo.models.hub import slowfast_r50
+
+    from thqa.features.temporal import TemporalExtractor
+
+    o = options or WeightsOptions()
+    cache = slowfast_cache_path()
+    how = f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights"
+    with _seeded(o.seed):
+        torch.manual_seed(o.seed)
+        full = slowfast_r50(pretrained=False)
+        if o.random_init:
+            source, path = "random-init", None
+        else:
+            named = o.resolved_slowfast()
+            if named:
+                p = _check_named_file(named, "SlowFast R50", how)
+                source = "file"
+            elif cache.is_file():
+                p, source = cache, "cache"
+            else:
+                if o.is_offline() or not _reachable(SLOWFAST_URL):
+                    raise WeightsNotFoundError(
+                        f"SlowFast R50 pretrained weights not found: no file at {cache}, and {SLOWFAST_URL} cannot be "
+                        f"reached (offline). Download that file to {cache} on a connected machine, or {how}."
+                    )
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                log.info("downloading %s to %s", SLOWFAST_URL, cache)
+                try:
+                    torch.hub.download_url_to_file(SLOWFAST_URL, str(cache), progress=False)
+                except Exception as exc:  # noqa: BLE001
+                    raise WeightsNotFoundError(f"SlowFast R50 download from {SLOWFAST_URL} failed ({exc}); {how}") from exc
+                p, source = cache, "download"
+            path = str(p)
+            sd = load_state_file(p)
+            try:
+                full.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"{p}: does not fit SlowFast R50 ({str(exc).splitlines()[0]})") from exc
+    model = TemporalExtractor(full).eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    info = BackboneInfo("slowfast_r50", source, state_digest(model), path, o.seed if o.random_init else None)
+    log.info("SlowFast R50 weights: %s%s", source, f" ({path})" if path else "")
+    return model, info
