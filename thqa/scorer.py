@@ -1,0 +1,181 @@
+"""Scoring files with a trained fusion checkpoint (or, when asked for by name, with untrained weights)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
+from thqa.errors import CheckpointError, THQAError
+from thqa.models.fusion import FusionConfig, FusionModel
+from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare
+from thqa.weights import WeightsOptions, build_spatial, state_digest
+
+__all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE"]
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_MESSAGE = (
+    "there is no trained model: thqa does not ship fusion weights trained on people's opinions yet. "
+    "Train one on a data set with MOS labels (e.g. THQA-NTIRE: `thqa extract` then `thqa train`, see the README) and "
+    "pass it with --checkpoint, or pass --random-init to run the whole pipeline with untrained weights "
+    "(for testing only: the scores then mean nothing)."
+)
+
+
+@dataclass
+class ScoreResult:
+    """The score of one file. ``mos`` is None when ``error`` says why the file could not be scored."""
+
+    path: str
+    mos: float | None
+    clip_scores: list[float] | None  #: (N,) one score per clip, in clip order
+    error: str | None = None
+    error_type: str | None = None
+    seconds: list[int] | None = None  #: (N,) start second of each clip
+    weights: str = "pretrained"  #: how the backbones were obtained: "pretrained" or "random-init"
+    untrained: bool = False  #: True when no trained fusion checkpoint was used (scores are meaningless)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Scorer:
+    """Predicts the MOS of talking-head files.
+
+    Args:
+        checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``. None requires ``random_init=True``.
+        device: "auto", "cpu", "cuda", "cuda:1", ...
+        random_init: build the backbones with seeded random weights instead of the pretrained ones (testing).
+        seed: the seed of random initialisation.
+        swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
+            then the hub caches, then a download).
+        batch_size: clips per backbone forward pass; workers: decoding processes for :meth:`score_many`.
+
+    Raises:
+        CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
+        CheckpointMismatchError: the checkpoint was trained on other backbone weights.
+        WeightsNotFoundError: pretrained weights are needed and not available.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        random_init: bool = False,
+        seed: int = 3407,
+        swin_weights: str | None = None,
+        slowfast_weights: str | None = None,
+        offline: bool | None = None,
+        batch_size: int = 8,
+        workers: int = 0,
+        settings: ExtractionSettings | None = None,
+    ):
+        self.weights = WeightsOptions(
+            random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
+        )
+        self.checkpoint: Checkpoint | None = None
+        if checkpoint is None:
+            if not random_init:
+                raise CheckpointError(NO_MODEL_MESSAGE)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = FusionModel(FusionConfig())
+            self.settings = (settings or ExtractionSettings()).validate()
+            branches = model.config.branches
+        else:
+            self.checkpoint = load_checkpoint(checkpoint)
+            model = self.checkpoint.model
+            self.settings = self.checkpoint.settings
+            branches = model.config.branches
+        finetuned = self.checkpoint is not None and self.checkpoint.spatial_state is not None
+        self.backbones = Backbones(
+            self.weights,
+            device=device,
+            spatial=("spatial" in branches and not finetuned),
+            temporal=("temporal" in branches),
+            batch_size=batch_size,
+        )
+        if finetuned:
+            # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
+            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=seed))
+            try:
+                spatial.load_state_dict(self.checkpoint.spatial_state, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{checkpoint}: its fine-tuned spatial weights do not fit ECA + Swin-T ({exc})") from exc
+            self.backbones.spatial = spatial.to(self.backbones.device).eval()
+            self.backbones.spatial_info = type(info)("swin_t", "checkpoint", state_digest(spatial), str(checkpoint), None)
+        if self.checkpoint is not None:
+            names = ("slowfast_r50",) if finetuned else ("swin_t", "slowfast_r50")
+            check_backbones(self.checkpoint, self.backbones.infos, names=names)
+        self.model = model.to(self.backbones.device).eval()
+        self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
+        self.untrained = self.checkpoint is None
+        self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
+        if self.untrained:
+            log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
+
+    @torch.inference_mode()
+    def score_features(self, feats: list[VideoFeatures]) -> list[tuple[float, list[float]]]:
+        """MOS and clip scores of several files' features (same number of clips each)."""
+        d = self.backbones.device
+
+        def stack(name: str):
+            arrs = [getattr(f, name) for f in feats]
+            return None if any(a is None for a in arrs) else torch.from_numpy(np.stack(arrs)).to(d)
+
+        mos, clips = self.model(stack("spatial"), stack("temporal"), stack("audio"))
+        return [(float(m), [float(c) for c in cs]) for m, cs in zip(mos.cpu(), clips.cpu())]
+
+    def _result(self, f: VideoFeatures, mos: float, clips: list[float]) -> ScoreResult:
+        if not (math.isfinite(mos) and all(math.isfinite(c) for c in clips)):
+            return self._error(f.path, "THQAError", f"{f.path}: the model produced a non-finite score")
+        return ScoreResult(
+            path=f.path,
+            mos=mos,
+            clip_scores=clips,
+            seconds=f.seconds,
+            weights=self.weights_label,
+            untrained=self.untrained,
+            warnings=f.warnings,
+        )
+
+    def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
+        return ScoreResult(path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained)
+
+    def score(self, path: str | os.PathLike) -> ScoreResult:
+        """Score one file.
+
+        Raises:
+            THQAError subclasses naming the file and the reason (missing, empty, not a video, undecodable).
+        """
+        f = self.backbones.features([prepare(path, self.settings)])[0]
+        mos, clips = self.score_features([f])[0]
+        res = self._result(f, mos, clips)
+        if res.error:
+            raise THQAError(res.error)
+        return res
+
+    def iter_score(self, paths: Iterable[str | os.PathLike]) -> Iterator[ScoreResult]:
+        """Yield a :class:`ScoreResult` per path, in order; bad files give error results and the batch goes on."""
+        for item in self.extractor.iter_extract(paths):
+            if item.features is None:
+                yield self._error(item.path, item.error_type or "THQAError", item.error or "failed")
+                continue
+            mos, clips = self.score_features([item.features])[0]
+            yield self._result(item.features, mos, clips)
+
+    def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
+        """Score many files (decoding in ``workers`` processes, backbones batched). One result per path, in order."""
+        return list(self.iter_score(paths))
