@@ -1,0 +1,395 @@
+"""Quality-assessment metrics and the NTIRE 2025 XGC (talking head track) scoring protocol.
+
+Protocol: ``main_score = (|SRCC| + |PLCC|) / 2``. SRCC and KRCC are computed on the raw predictions; PLCC and RMSE
+after mapping the predictions onto the MOS scale with a fitted curve:
+
+- ``"poly3"`` (the challenge's default): a third-order polynomial ``np.polyfit(pred, mos, 3)``.
+- ``"logistic4"`` (most VQA papers): ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``.
+  If the fit fails (no convergence, non-finite or constant result), a linear fit is used instead and a warning is
+  logged; the returned curve's ``kind`` is then ``"linear"``.
+- ``"none"``: no mapping (PLCC on raw predictions; RMSE is then only meaningful if predictions are on the MOS scale).
+
+Also reads the challenge's prediction and label files (``name.mp4,score``) and scores one against the other.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from thqa.errors import ManifestError, MediaFileNotFoundError, MetricError
+
+__all__ = [
+    "FIT_KINDS",
+    "FittedCurve",
+    "MatchReport",
+    "evaluate",
+    "evaluate_files",
+    "evaluate_with_curve",
+    "fit_predictions",
+    "match_predictions",
+    "read_labels",
+    "read_predictions",
+]
+
+logger = logging.getLogger(__name__)
+
+FitKind = Literal["poly3", "logistic4", "none"]
+FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
+
+_MIN_SAMPLES_CORR = 3  # plain correlations
+_MIN_DISTINCT_FIT = 5  # poly3 (4 coefficients) and logistic4 (4 parameters): at least one degree of freedom left
+_LOGISTIC_MAXFEV = 20000
+
+
+# ----------------------------------------------------------------------------------------------------------- fits
+@dataclass(frozen=True)
+class FittedCurve:
+    """A fitted mapping from predictions to the MOS scale; call it on an array of predictions.
+
+    ``kind`` is the curve actually used: ``"poly3"``, ``"logistic4"``, ``"linear"`` (logistic fallback) or
+    ``"none"`` (identity). Parameters apply to standardised predictions ``z = (x - x_mean) / x_std``.
+    """
+
+    kind: str
+    params: tuple[float, ...]
+    x_mean: float = 0.0
+    x_std: float = 1.0
+
+    def __call__(self, x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind == "none":
+            return x.copy()
+        z = (x - self.x_mean) / self.x_std
+        if self.kind == "logistic4":
+            return _logistic4(z, *self.params)
+        return np.polyval(np.asarray(self.params), z)
+
+
+def _logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    scale = max(abs(b4), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return (b1 - b2) * special.expit((x - b3) / scale) + b2
+
+
+def _as_1d(values: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"{what} must be numbers: {exc}") from None
+    if arr.ndim != 1:
+        raise MetricError(f"{what} must be 1-D, got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise MetricError(
+            f"{what} contain {idx.size} non-finite value(s) (NaN/inf), first at index {int(idx[0])}: {arr[idx[0]]}"
+        )
+    return arr
+
+
+def _check_inputs(pred: Any, mos: Any, fit: str) -> tuple[np.ndarray, np.ndarray]:
+    if fit not in FIT_KINDS:
+        raise MetricError(f"unknown fit {fit!r}; expected one of {', '.join(FIT_KINDS)}")
+    p = _as_1d(pred, "predictions")
+    m = _as_1d(mos, "MOS values")
+    if p.shape != m.shape:
+        raise MetricError(f"predictions and MOS differ in length: {p.size} vs {m.size}")
+    if p.size < _MIN_SAMPLES_CORR:
+        raise MetricError(f"need at least {_MIN_SAMPLES_CORR} samples for correlations, got {p.size}")
+    if np.ptp(p) == 0:
+        raise MetricError(f"all {p.size} predictions are equal ({p[0]}): correlation is undefined")
+    if np.ptp(m) == 0:
+        raise MetricError(f"all {m.size} MOS values are equal ({m[0]}): correlation is undefined")
+    if fit != "none":
+        distinct = np.unique(p).size
+        if distinct < _MIN_DISTINCT_FIT:
+            raise MetricError(
+                f"the {fit} fit needs at least {_MIN_DISTINCT_FIT} distinct prediction values, got {distinct} "
+                f"(of {p.size} samples); use fit='none' for tiny sets"
+            )
+    return p, m
+
+
+def _fit_checked(p: np.ndarray, m: np.ndarray, fit: str) -> tuple[np.ndarray, FittedCurve]:
+    if fit == "none":
+        curve = FittedCurve("none", ())
+        return curve(p), curve
+    # Standardising x keeps polyfit / curve_fit well conditioned (e.g. predictions around 1e3 with tiny spread);
+    # the family of curves is the same, so the fit equals np.polyfit(pred, mos, 3) up to rounding.
+    mu, sd = float(p.mean()), float(p.std())
+    z = (p - mu) / sd
+    if fit == "poly3":
+        curve = FittedCurve("poly3", tuple(float(c) for c in np.polyfit(z, m, 3)), mu, sd)
+        return curve(p), curve
+
+    p0 = [float(m.max()), float(m.min()), 0.0, 1.0 + 1e-6]  # = b3 mean(pred), b4 std(pred) in raw units
+    reason = ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(_logistic4, z, m, p0=p0, maxfev=_LOGISTIC_MAXFEV)
+    except (RuntimeError, ValueError, FloatingPointError) as exc:
+        reason = str(exc)
+    else:
+        curve = FittedCurve("logistic4", tuple(float(b) for b in params), mu, sd)
+        fitted = curve(p)
+        if not np.all(np.isfinite(fitted)):
+            reason = "non-finite fitted values"
+        elif np.ptp(fitted) == 0:
+            reason = "the fitted curve is flat over the predictions"
+        else:
+            return fitted, curve
+    logger.warning("4-parameter logistic fit failed (%s); falling back to a linear fit", reason)
+    curve = FittedCurve("linear", tuple(float(c) for c in np.polyfit(z, m, 1)), mu, sd)
+    return curve(p), curve
+
+
+def fit_predictions(pred: Any, mos: Any, *, fit: FitKind = "poly3") -> tuple[np.ndarray, FittedCurve]:
+    """Map predictions onto the MOS scale with a fitted curve.
+
+    Args:
+        pred: predictions, shape (N,).
+        mos: ground-truth MOS, shape (N,).
+        fit: ``"poly3"``, ``"logistic4"`` or ``"none"`` (see module docstring; logistic falls back to linear).
+
+    Returns:
+        ``(fitted, curve)``: fitted predictions, shape (N,), and the callable curve (``curve.kind`` says which).
+
+    Raises:
+        MetricError: unequal lengths, too few samples/distinct predictions, NaN/inf, constant inputs.
+    """
+    p, m = _check_inputs(pred, mos, fit)
+    return _fit_checked(p, m, fit)
+
+
+def evaluate(pred: Any, mos: Any, *, fit: FitKind = "poly3") -> dict[str, float]:
+    """Score predictions against MOS with the challenge protocol.
+
+    Args:
+        pred: predictions, shape (N,).
+        mos: ground-truth MOS, shape (N,).
+        fit: curve fitted before PLCC/RMSE: ``"poly3"`` (challenge), ``"logistic4"`` or ``"none"``.
+
+    Returns:
+        ``{"srcc", "plcc", "krcc", "rmse", "main_score", "n"}``; ``main_score = (|srcc| + |plcc|) / 2``,
+        ``rmse`` on the MOS scale after the fit.
+
+    Raises:
+        MetricError: unequal lengths, too few samples (3; 5 distinct predictions for a fit), NaN/inf,
+            constant predictions or MOS. Never returns NaN.
+    """
+    return evaluate_with_curve(pred, mos, fit=fit)[0]
+
+
+def evaluate_with_curve(pred: Any, mos: Any, *, fit: FitKind = "poly3") -> tuple[dict[str, float], FittedCurve]:
+    """:func:`evaluate`, also returning the fitted curve (fits once; for plots)."""
+    p, m = _check_inputs(pred, mos, fit)
+    fitted, curve = _fit_checked(p, m, fit)
+    if np.ptp(fitted) == 0:
+        raise MetricError("the fitted predictions are constant: PLCC is undefined")
+    srcc = float(stats.spearmanr(p, m).statistic)
+    krcc = float(stats.kendalltau(p, m).statistic)
+    plcc = float(stats.pearsonr(fitted, m).statistic)
+    rmse = float(np.sqrt(np.mean((fitted - m) ** 2)))
+    result = {
+        "srcc": srcc,
+        "plcc": plcc,
+        "krcc": krcc,
+        "rmse": rmse,
+        "main_score": (abs(srcc) + abs(plcc)) / 2.0,
+        "n": int(p.size),
+    }
+    bad = [k for k, v in result.items() if not math.isfinite(v)]
+    if bad:  # defensive: the checks above should make this unreachable
+        raise MetricError(f"metrics {', '.join(bad)} are undefined for these inputs")
+    return result, curve
+
+
+# -------------------------------------------------------------------------------------------- challenge files
+_NAME_COLUMNS = ("path", "video")
+_SCORE_COLUMNS = ("mos", "score")
+
+
+def _basename(name: str) -> str:
+    return re.split(r"[\\/]", name.strip())[-1]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_name_score_file(path: str | os.PathLike[str], what: str) -> dict[str, float]:
+    """Parse ``name,score`` rows (optional header; optional ``error`` column) into ``{basename: score}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaFileNotFoundError(f"{what} file not found: {path}")
+    out: dict[str, float] = {}
+    first_line: dict[str, int] = {}
+    n_error_rows = 0
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        name_col, score_col, error_col = 0, 1, None
+        header_seen = has_header = False
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            cells = [c.strip() for c in row]
+            if not header_seen:
+                header_seen = True
+                if len(cells) >= 2 and not _is_number(cells[1]):  # a header line
+                    lower = [c.lower() for c in cells]
+                    names = [i for i, c in enumerate(lower) if c in _NAME_COLUMNS]
+                    scores = [i for i, c in enumerate(lower) if c in _SCORE_COLUMNS]
+                    if len(names) != 1 or len(scores) != 1:
+                        raise ManifestError(
+                            f"{path}:{line}: cannot read the header {row!r}: expected one name column "
+                            f"({'/'.join(_NAME_COLUMNS)}) and one score column ({'/'.join(_SCORE_COLUMNS)}), "
+                            "or no header and rows of 'name.mp4,score'"
+                        )
+                    name_col, score_col = names[0], scores[0]
+                    error_col = lower.index("error") if "error" in lower else None
+                    has_header = True
+                    continue
+            if error_col is not None and error_col < len(cells) and cells[error_col]:
+                n_error_rows += 1
+                continue
+            if max(name_col, score_col) >= len(cells):
+                raise ManifestError(f"{path}:{line}: expected at least {max(name_col, score_col) + 1} columns: {row!r}")
+            if not has_header and len(cells) > 2 and any(cells[2:]):
+                raise ManifestError(f"{path}:{line}: expected 'name,score', got {len(cells)} columns: {row!r}")
+            name, text = _basename(cells[name_col]), cells[score_col]
+            if not name:
+                raise ManifestError(f"{path}:{line}: empty file name")
+            try:
+                value = float(text)
+            except ValueError:
+                raise ManifestError(f"{path}:{line}: score {text!r} of {name!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ManifestError(f"{path}:{line}: score of {name!r} is {text!r} (not finite)")
+            if name in out:
+                raise ManifestError(
+                    f"{path}:{line}: duplicate file name {name!r} (first on line {first_line[name]}); "
+                    "names are matched by base name"
+                )
+            out[name] = value
+            first_line[name] = line
+    if n_error_rows:
+        logger.warning("%s: skipped %d row(s) with a non-empty error column", path, n_error_rows)
+    if not out:
+        raise ManifestError(f"{path}: no {what} rows")
+    return out
+
+
+def read_predictions(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Read a prediction file into ``{file base name: score}``.
+
+    Accepts the challenge format ``name.mp4,score`` without header, the same with a header (``path,mos``,
+    ``Video,Score``, ... case-insensitive), and thqa's score CSV (``path,mos,clip_scores,error``: rows with a
+    non-empty ``error`` are skipped with a logged warning).
+
+    Raises:
+        MediaFileNotFoundError: the file does not exist.
+        ManifestError: bad header, duplicate base name, non-numeric/NaN/inf score, no rows (file and line named).
+    """
+    return _read_name_score_file(path, "prediction")
+
+
+def read_labels(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Read a label CSV (``Video,Score``; name column ``path``/``video``, score column ``mos``/``score``,
+    case-insensitive) into ``{file base name: MOS}``. Same errors as :func:`read_predictions`."""
+    return _read_name_score_file(path, "label")
+
+
+@dataclass
+class MatchReport:
+    """How predictions and labels matched (by file base name)."""
+
+    n_matched: int
+    unmatched_predictions: list[str] = field(default_factory=list)
+    unmatched_labels: list[str] = field(default_factory=list)
+
+    def summary(self, *, max_names: int = 5) -> str:
+        """One line: counts, and the first few unmatched names of each side."""
+
+        def few(names: list[str]) -> str:
+            more = f", ... (+{len(names) - max_names})" if len(names) > max_names else ""
+            return ", ".join(names[:max_names]) + more
+
+        parts = [f"{self.n_matched} matched"]
+        if self.unmatched_predictions:
+            unmatched = self.unmatched_predictions
+            parts.append(f"{len(unmatched)} prediction(s) without label: {few(unmatched)}")
+        if self.unmatched_labels:
+            parts.append(f"{len(self.unmatched_labels)} label(s) without prediction: {few(self.unmatched_labels)}")
+        return "; ".join(parts)
+
+
+def _by_basename(values: dict[str, float], what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        name = _basename(key)
+        if name in out:
+            raise ManifestError(f"two {what} share the file name {name!r} (e.g. {key!r})")
+        out[name] = value
+    return out
+
+
+def match_predictions(
+    preds: dict[str, float], labels: dict[str, float]
+) -> tuple[list[str], np.ndarray, np.ndarray, MatchReport]:
+    """Pair predictions with labels by file base name, in the labels' order.
+
+    Returns:
+        ``(names, pred, mos, report)``: matched names, predictions (N,), MOS (N,), and a :class:`MatchReport`.
+
+    Raises:
+        MetricError: no name matches. A partial mismatch only logs a warning (see ``report``).
+    """
+    p = _by_basename(preds, "predictions")
+    lab = _by_basename(labels, "labels")
+    names = [n for n in lab if n in p]
+    report = MatchReport(
+        n_matched=len(names),
+        unmatched_predictions=[n for n in p if n not in lab],
+        unmatched_labels=[n for n in lab if n not in p],
+    )
+    if not names:
+        raise MetricError(f"no prediction matches a label by file name ({report.summary()})")
+    if report.unmatched_predictions or report.unmatched_labels:
+        logger.warning("predictions and labels differ: %s", report.summary())
+    pred_arr = np.array([p[n] for n in names], dtype=np.float64)
+    mos_arr = np.array([lab[n] for n in names], dtype=np.float64)
+    return names, pred_arr, mos_arr, report
+
+
+def evaluate_files(
+    predictions_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    *,
+    fit: FitKind = "poly3",
+) -> dict[str, float]:
+    """Score a prediction file against a label file (see :func:`evaluate`).
+
+    Returns:
+        :func:`evaluate`'s dict plus ``n_unmatched_predictions`` and ``n_unmatched_labels``.
+    """
+    _, pred, mos, report = match_predictions(read_predictions(predictions_path), read_labels(labels_path))
+    result = evaluate(pred, mos, fit=fit)
+    result["n_unmatched_predictions"] = len(report.unmatched_predictions)
+    result["n_unmatched_labels"] = len(report.unmatched_labels)
+    return result
