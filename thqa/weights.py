@@ -252,7 +252,11 @@ def build_temporal(options: WeightsOptions | None = None):
     Raises:
         WeightsNotFoundError, WeightsError: as :func:`build_spatial`.
     """
-    from pytorchvideo.models.hub import slowfast_r50
+    import warnings
+
+    with warnings.catch_warnings():  # fvcore warns about torch.jit.script on import; harmless
+        warnings.simplefilter("ignore", FutureWarning)
+        from pytorchvideo.models.hub import slowfast_r50
 
     from thqa.features.temporal import TemporalExtractor
 
