@@ -24,7 +24,7 @@ log = logging.getLogger("thqa")
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
 
-def _add_weights_args(p: argparse.ArgumentParser) -> None:
+def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
     g = p.add_argument_group("backbone weights and device")
     g.add_argument("--random-init", action="store_true", help="seeded random backbone weights instead of the pretrained ones (testing)")
     g.add_argument("--seed", type=int, default=3407, help="seed of --random-init (default 3407)")
@@ -34,7 +34,13 @@ def _add_weights_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--offline", action="store_true", help="never try the network for weights (also $THQA_OFFLINE=1)")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--batch-size", type=int, default=8, help="clips per backbone forward pass (default 8)")
+    g.add_argument(
+        "--batch-size" if batch_size else "--backbone-batch-size",
+        dest="batch_size" if batch_size else "backbone_batch_size",
+        type=int,
+        default=8,
+        help="clips per backbone forward pass (default 8)",
+    )
     g.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in the main process)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -159,6 +165,189 @@ def _write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+# -- manifests ----------------------------------------------------------------------------------------------------
+def _group_fn(kind: str, names: list[str] | None = None):
+    from thqa.data import parse_thqa_ntire_name, thqa_ntire_group
+
+    if kind == "thqa-ntire":
+        return thqa_ntire_group
+    if kind == "file":
+        return None
+    # auto: THQA-NTIRE names get their portrait group, anything else its own group
+    def auto(name: str) -> str:
+        try:
+            return parse_thqa_ntire_name(name).group
+        except ValueError:
+            return Path(name).stem
+
+    return auto
+
+
+def _read_manifest(path: str, args, *, require_mos: bool, check_files: bool = True):
+    from thqa.data import read_manifest
+
+    m = read_manifest(path, video_root=args.video_root, require_mos=require_mos, check_files=check_files, group_fn=_group_fn(getattr(args, "groups", "auto")))
+    if m.skipped:
+        print(f"thqa {args.command}: {path}: skipped {len(m.skipped)} row(s): {m.skipped_summary()}", file=sys.stderr)
+        for row in m.skipped[:5]:
+            print(f"  line {row.line}: {row.name}: {row.reason} {row.detail}".rstrip(), file=sys.stderr)
+    return m
+
+
+def _add_manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video-root", metavar="DIR", help="folder that relative paths in manifests resolve against (default: the manifest's folder)")
+
+
+# -- extract ------------------------------------------------------------------------------------------------------
+def _extract(args) -> int:
+    from thqa.cache import FeatureCache
+    from thqa.experiment import extract_files
+    from thqa.extract import write_failures
+    from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
+
+    _setup_threads(args)
+    m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
+    cache = FeatureCache(args.cache_dir)
+    settings = ExtractionSettings(n_clips=args.clips).validate()
+    bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size)
+    ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
+    summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
+    failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
+    if summary.failures:
+        write_failures(failures, summary.failures)
+    size = cache.size_bytes()
+    print(
+        f"extract: {summary.done} done, {summary.reused} reused, {summary.failed} failed"
+        + (f" (listed in {failures})" if summary.failures else "")
+        + f"; {summary.seconds:.1f} s"
+        + (f", {summary.per_video_s:.2f} s per extracted video" if summary.done else "")
+        + f"; cache {size / 1e6:.1f} MB in {len(cache)} entries"
+        + (" [random-init backbones]" if bb.random_init else "")
+    )
+    if args.summary_json:
+        _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": bb.infos}, indent=2) + "\n")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
+
+
+# -- train --------------------------------------------------------------------------------------------------------
+def _train(args) -> int:
+    from thqa.data import samples_for_split, split_by_group
+    from thqa.experiment import train_run
+    from thqa.train import TrainConfig
+
+    _setup_threads(args)
+    m = _read_manifest(args.manifest, args, require_mos=True)
+    samples = list(m.samples)
+    if args.val:
+        train_s, val_s = samples, list(_read_manifest(args.val, args, require_mos=True).samples)
+    elif any(s.split for s in samples) and args.val_fraction is None:
+        train_s, val_s = samples_for_split(samples, "train"), samples_for_split(samples, "val")
+    else:
+        train_s, val_s = split_by_group(samples, val_fraction=args.val_fraction or 0.2, seed=args.seed)
+    print(f"train: {len(train_s)} training and {len(val_s)} validation videos ({len({s.group for s in train_s})} and {len({s.group for s in val_s})} content groups)", file=sys.stderr)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        seed=args.seed,
+        finetune_spatial=args.finetune_spatial,
+        fit=args.fit,
+    )
+    result, summary = train_run(
+        train_s,
+        val_s,
+        cache_dir=args.cache_dir,
+        run_dir=args.out,
+        config=cfg,
+        weights=_weights_options(args),
+        device=args.device,
+        backbone_batch_size=args.backbone_batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    b = result.best_metrics
+    print(
+        f"train: best epoch {result.best_epoch}: val SRCC {b['srcc']:.4f} PLCC {b['plcc']:.4f} main {b['main_score']:.4f}"
+        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction" if summary.failed else "")
+    )
+    return EXIT_OK
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------------
+def _metrics_table(metrics: dict) -> str:
+    rows = [("SRCC", "srcc"), ("PLCC", "plcc"), ("KRCC", "krcc"), ("RMSE", "rmse"), ("main score", "main_score")]
+    lines = [f"{'metric':<12}{'value':>8}"]
+    lines += [f"{label:<12}{metrics[key]:>8.4f}" for label, key in rows]
+    lines.append(f"{'n':<12}{int(metrics['n']):>8d}")
+    return "\n".join(lines) + "\n"
+
+
+def _evaluate(args) -> int:
+    from thqa import metrics as M
+
+    _setup_threads(args)
+    if args.predictions:
+        if not args.labels:
+            raise_usage("--predictions needs --labels")
+        preds = M.read_predictions(args.predictions)
+        labels = M.read_labels(args.labels)
+        names, p, mos, report = M.match_predictions(preds, labels)
+        if report.unmatched_predictions or report.unmatched_labels:
+            print(f"thqa evaluate: {report.summary()}", file=sys.stderr)
+        result = M.evaluate(p, mos, fit=args.fit)
+        result.update({"n_unmatched_predictions": len(report.unmatched_predictions), "n_unmatched_labels": len(report.unmatched_labels)})
+        pred_arr, mos_arr = p, mos
+    else:
+        if not (args.checkpoint and args.manifest and args.cache_dir):
+            raise_usage("give --predictions P --labels L, or --checkpoint CK MANIFEST --cache-dir DIR")
+        from thqa.experiment import evaluate_checkpoint
+
+        m = _read_manifest(args.manifest, args, require_mos=True)
+        ev = evaluate_checkpoint(
+            args.checkpoint,
+            m.samples,
+            cache_dir=args.cache_dir,
+            weights=_weights_options(args),
+            device=args.device,
+            fit=args.fit,
+            backbone_batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        result = dict(ev.metrics)
+        result["n_failed"] = ev.extraction.failed
+        pred_arr, mos_arr = ev.predictions, ev.mos
+        if args.output:
+            import csv as _csv
+
+            buf = io.StringIO()
+            w = _csv.writer(buf, lineterminator="\n")
+            w.writerow(["path", "prediction", "mos"])
+            for path, pr, mo in zip(ev.paths, ev.predictions, ev.mos):
+                w.writerow([path, f"{pr:.6f}", f"{mo:.4f}"])
+            _write_atomic(Path(args.output), buf.getvalue())
+    result["fit"] = args.fit
+    if args.plot:
+        from thqa.plots import scatter_plot
+
+        scatter_plot(pred_arr, mos_arr, args.plot, fit=args.fit)
+        print(f"thqa evaluate: plot written to {args.plot}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(_metrics_table(result))
+    return EXIT_OK
+
+
+class UsageError(Exception):
+    pass
+
+
+def raise_usage(msg: str):
+    raise UsageError(msg)
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thqa", description="Quality (MOS) of talking-head videos, pictures and sound together.")
@@ -175,6 +364,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_args(p)
     p.set_defaults(func=_score)
 
+    p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
+    p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")
+    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    _add_manifest_args(p)
+    p.add_argument("--clips", type=int, default=6, help="clips per video (default 6)")
+    p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for --finetune-spatial)")
+    p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
+    p.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON")
+    _add_weights_args(p)
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("train", help="train the fusion model on cached features")
+    p.add_argument("manifest", metavar="MANIFEST", help="CSV with path and MOS columns (optional group, split)")
+    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory (an existing run with the same config resumes)")
+    _add_manifest_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
+    g.add_argument("--val-fraction", type=float, default=None, help="hold out this fraction of content groups (default 0.2)")
+    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8, help="videos per training step (default 8)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss", default="l1+rank", choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"])
+    p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation")
+    p.add_argument("--finetune-spatial", action="store_true", help="train ECA + Swin-T with the fusion model from cached frames")
+    _add_weights_args(p, batch_size=False)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score")
+    p.add_argument("manifest", nargs="?", metavar="MANIFEST", help="with --checkpoint: the videos and their MOS")
+    p.add_argument("--predictions", metavar="P", help="predictions: name,score rows (the challenge's format) or thqa score CSV")
+    p.add_argument("--labels", metavar="L", help="labels: Video,Score CSV")
+    p.add_argument("--checkpoint", "-c", metavar="CK")
+    p.add_argument("--cache-dir", metavar="DIR")
+    _add_manifest_args(p)
+    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="curve fitted before PLCC (default poly3, the challenge's)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="scatter plot of prediction against MOS with the fitted curve")
+    p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
+    _add_weights_args(p)
+    p.set_defaults(func=_evaluate)
+
     return parser
 
 
@@ -188,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:
+        parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
     except THQAError as exc:
         print(f"thqa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_SETUP

@@ -1,0 +1,147 @@
+"""The experiment workflow in a few calls: extract into the cache, train, evaluate a checkpoint.
+
+These are what ``thqa extract``, ``thqa train``, ``thqa evaluate --checkpoint`` and ``thqa demo`` run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from thqa.cache import FeatureCache
+from thqa.checkpoint import check_backbones, load_checkpoint
+from thqa.data import Sample
+from thqa.extract import ExtractSummary, extract_to_cache
+from thqa.metrics import evaluate_with_curve
+from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
+from thqa.train import FeatureTable, TrainConfig, TrainResult, load_table, predict_table, train
+from thqa.weights import WeightsOptions, build_spatial
+
+__all__ = ["extract_files", "train_run", "evaluate_checkpoint", "EvaluationResult"]
+
+log = logging.getLogger(__name__)
+
+
+def _bar(total: int, desc: str, show: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, disable=not show or total <= 1, dynamic_ncols=True)
+
+
+def extract_files(
+    paths: Sequence[str | os.PathLike],
+    cache: FeatureCache,
+    extractor: FeatureExtractor,
+    *,
+    frames: bool = True,
+    progress: bool = True,
+) -> ExtractSummary:
+    """:func:`thqa.extract.extract_to_cache` with a progress bar on stderr."""
+    with _bar(len(paths), "extracting", progress) as bar:
+        return extract_to_cache(paths, cache, extractor, frames=frames, progress=bar.update)
+
+
+def train_run(
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    *,
+    cache_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    weights: WeightsOptions | None = None,
+    settings: ExtractionSettings | None = None,
+    device: str = "auto",
+    backbone_batch_size: int = 8,
+    workers: int = 0,
+    progress: bool = True,
+    backbones: Backbones | None = None,
+) -> tuple[TrainResult, ExtractSummary]:
+    """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`).
+
+    Samples whose extraction fails are left out of training and reported in the returned summary.
+    """
+    cfg = (config or TrainConfig()).validate()
+    settings = (settings or ExtractionSettings()).validate()
+    cache = FeatureCache(cache_dir)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    extractor = FeatureExtractor(settings, backbones=bb, workers=workers)
+    all_paths = [str(s.path) for s in list(train_samples) + list(val_samples)]
+    summary = extract_files(all_paths, cache, extractor, frames=cfg.finetune_spatial, progress=progress)
+    failed = {p for p, _, _ in summary.failures}
+    if failed:
+        log.warning("%d file(s) failed extraction and are left out: %s", len(failed), ", ".join(sorted(failed)[:3]))
+    tr = [s for s in train_samples if str(s.path) not in failed]
+    va = [s for s in val_samples if str(s.path) not in failed]
+    infos = bb.infos
+    t_table = load_table(tr, cache, settings, infos, frames=cfg.finetune_spatial, what="training samples")
+    v_table = load_table(va, cache, settings, infos, frames=cfg.finetune_spatial, what="validation samples")
+    spatial_net = None
+    if cfg.finetune_spatial:
+        spatial_net, _ = build_spatial(bb.weights)  # a trainable copy, from the same weights as the cached features
+    result = train(
+        t_table,
+        v_table,
+        settings=settings,
+        backbones=infos,
+        run_dir=run_dir,
+        config=cfg,
+        spatial_net=spatial_net,
+        device=str(bb.device),
+    )
+    return result, summary
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict
+    paths: list[str]
+    predictions: np.ndarray  #: (M,)
+    mos: np.ndarray  #: (M,)
+    extraction: ExtractSummary
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    samples: Sequence[Sample],
+    *,
+    cache_dir: str | os.PathLike,
+    weights: WeightsOptions | None = None,
+    device: str = "auto",
+    fit: str = "poly3",
+    backbone_batch_size: int = 8,
+    workers: int = 0,
+    progress: bool = True,
+    backbones: Backbones | None = None,
+) -> EvaluationResult:
+    """Predict every sample with a checkpoint (features from the cache, extracting what is missing) and score it.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint was trained on other backbone weights than ``weights`` gives.
+        MetricError: too few samples, constant predictions, ...
+    """
+    import torch
+
+    ck = load_checkpoint(checkpoint)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
+    cache = FeatureCache(cache_dir)
+    extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)
+    summary = extract_files([str(s.path) for s in samples], cache, extractor, frames=ck.spatial_state is not None, progress=progress)
+    failed = {p for p, _, _ in summary.failures}
+    kept = [s for s in samples if str(s.path) not in failed]
+    table: FeatureTable = load_table(kept, cache, ck.settings, bb.infos, frames=ck.spatial_state is not None, what="evaluation samples")
+    spatial_net = None
+    if ck.spatial_state is not None:
+        spatial_net, _ = build_spatial(WeightsOptions(random_init=True))
+        spatial_net.load_state_dict(ck.spatial_state)
+        spatial_net.to(bb.device)
+    model = ck.model.to(bb.device)
+    with torch.inference_mode():
+        pred = predict_table(model, table, ck.settings, spatial_net=spatial_net, device=bb.device)
+    metrics, _ = evaluate_with_curve(pred, table.mos, fit=fit)
+    return EvaluationResult(metrics, table.paths, pred, table.mos, summary)

@@ -1,0 +1,213 @@
+"""Extract features of many files into the feature cache, once, and read them back for training and evaluation.
+
+Two entries per video, each complete or absent (see :mod:`thqa.cache`):
+
+* features - ``spatial`` (N, 768), ``temporal`` (N, 2304), ``audio`` (N, 4, 128, 32) float32 and ``seconds`` (N,);
+  keyed by the file's content, the extraction settings and both backbones' sha256;
+* frames (for fine-tuning the spatial branch) - each clip's first frame resized to short side 520, PNG-encoded
+  (lossless: compression artefacts are what is being measured) as uint8 arrays ``png_i``; keyed by content and
+  settings only (no weights are involved).
+
+A run writes each entry as soon as its file is done, so a killed run loses at most the files in flight and a
+re-run skips everything already cached.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from thqa import __version__
+from thqa.cache import FeatureCache, cache_key, file_digest
+from thqa.errors import THQAError
+from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures
+
+__all__ = ["ExtractSummary", "features_key", "frames_key", "extract_to_cache", "load_features", "load_frames", "write_failures"]
+
+log = logging.getLogger(__name__)
+
+
+def _weights_identity(backbones: dict) -> dict:
+    return {name: b["sha256"] for name, b in sorted(backbones.items())}
+
+
+def features_key(digest: str, settings: ExtractionSettings, backbones: dict) -> str:
+    """Key of a video's features: its content digest, every extraction setting and the backbones' sha256."""
+    return cache_key(content_digest=digest, settings={"part": "features", **settings.to_dict()}, weights=_weights_identity(backbones))
+
+
+def frames_key(digest: str, settings: ExtractionSettings) -> str:
+    """Key of a video's preprocessed first frames (no weights involved)."""
+    s = settings.to_dict()
+    frame_settings = {"part": "frames", "n_clips": s["n_clips"], "short_side": s["short_side"]}
+    return cache_key(content_digest=digest, settings=frame_settings, weights={})
+
+
+@dataclass
+class ExtractSummary:
+    """What an extraction run did."""
+
+    done: int = 0  #: files extracted now
+    reused: int = 0  #: files already in the cache
+    failed: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  #: (path, error type, message)
+    seconds: float = 0.0
+    per_video_s: float = 0.0  #: wall time per extracted file
+    stage_s: dict = field(default_factory=dict)  #: mean seconds per extracted file and stage
+
+    def to_dict(self) -> dict:
+        return {
+            "done": self.done,
+            "reused": self.reused,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "per_video_s": round(self.per_video_s, 3),
+            "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
+            "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
+        }
+
+
+def _encode_png(img_chw: np.ndarray) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img_chw.transpose(1, 2, 0)[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:  # pragma: no cover - cv2 encodes any uint8 image
+        raise THQAError("PNG encoding failed")
+    return buf.reshape(-1)
+
+
+def _decode_png(buf: np.ndarray) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.asarray(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise THQAError("a cached frame could not be decoded")
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))
+
+
+def _features_arrays(f: VideoFeatures) -> dict[str, np.ndarray]:
+    return {
+        "spatial": np.asarray(f.spatial, dtype=np.float32),
+        "temporal": np.asarray(f.temporal, dtype=np.float32),
+        "audio": np.asarray(f.audio, dtype=np.float32),
+        "seconds": np.asarray(f.seconds, dtype=np.int64),
+    }
+
+
+def extract_to_cache(
+    paths: Sequence[str | os.PathLike],
+    cache: FeatureCache,
+    extractor: FeatureExtractor,
+    *,
+    frames: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ExtractSummary:
+    """Make sure every file's entries are in ``cache``; extract the missing ones.
+
+    Args:
+        paths: the video files.
+        cache: where entries go.
+        extractor: builds the features (its backbones' identity goes into the keys).
+        frames: also store the preprocessed first frames (needed by ``thqa train --finetune-spatial``).
+        progress: called with the number of files finished, as they finish.
+
+    Returns:
+        an :class:`ExtractSummary`; failed files are listed there, never raised.
+    """
+    t_start = time.perf_counter()
+    summary = ExtractSummary()
+    settings = extractor.settings
+    backbones = extractor.backbones.infos
+    todo: list[str] = []
+    keys: dict[str, tuple[str, str, str]] = {}
+    for p in paths:
+        p = str(p)
+        try:
+            digest = file_digest(p)
+        except THQAError as exc:
+            summary.failed += 1
+            summary.failures.append((p, type(exc).__name__, str(exc)))
+            if progress:
+                progress(1)
+            continue
+        fk, gk = features_key(digest, settings, backbones), frames_key(digest, settings)
+        keys[p] = (digest, fk, gk)
+        if fk in cache and (not frames or gk in cache):
+            summary.reused += 1
+            if progress:
+                progress(1)
+        else:
+            todo.append(p)
+    stage_tot: dict[str, float] = {}
+    t_extract = time.perf_counter()
+    for item in extractor.iter_extract(todo, keep_first_frames=frames):
+        if item.features is None:
+            summary.failed += 1
+            summary.failures.append((item.path, item.error_type or "THQAError", item.error or "failed"))
+            log.warning("%s", item.error)
+        else:
+            f = item.features
+            digest, fk, gk = keys[item.path]
+            meta = {
+                "path": item.path,
+                "content_sha256": digest,
+                "info": f.info,
+                "has_audio": f.has_audio,
+                "warnings": f.warnings,
+                "timings": f.timings,
+                "settings": settings.to_dict(),
+                "backbones": backbones,
+                "thqa_version": __version__,
+            }
+            try:
+                if frames and f.first_frames:
+                    cache.put(gk, {f"png_{i}": _encode_png(im) for i, im in enumerate(f.first_frames)}, {"path": item.path, "n": len(f.first_frames)})
+                cache.put(fk, _features_arrays(f), meta)
+                summary.done += 1
+                for k, v in f.timings.items():
+                    stage_tot[k] = stage_tot.get(k, 0.0) + float(v)
+            except THQAError as exc:
+                summary.failed += 1
+                summary.failures.append((item.path, type(exc).__name__, str(exc)))
+        if progress:
+            progress(1)
+    summary.seconds = time.perf_counter() - t_start
+    if summary.done:
+        summary.per_video_s = (time.perf_counter() - t_extract) / summary.done
+        summary.stage_s = {k: v / summary.done for k, v in stage_tot.items()}
+    return summary
+
+
+def load_features(cache: FeatureCache, path: str | os.PathLike, settings: ExtractionSettings, backbones: dict) -> dict[str, np.ndarray] | None:
+    """The cached feature arrays of one file, or None when absent (or found corrupt)."""
+    entry = cache.get(features_key(file_digest(path), settings, backbones))
+    return None if entry is None else entry.arrays
+
+
+def load_frames(cache: FeatureCache, path: str | os.PathLike, settings: ExtractionSettings) -> list[np.ndarray] | None:
+    """The cached first frames of one file, N x (3, 520, w) uint8, or None when absent."""
+    entry = cache.get(frames_key(file_digest(path), settings))
+    if entry is None:
+        return None
+    n = len(entry.arrays)
+    return [_decode_png(entry.arrays[f"png_{i}"]) for i in range(n)]
+
+
+def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, str]]) -> Path:
+    """Write ``path,error_type,error`` rows (CSV) of failed files."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.partial")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "error_type", "error"])
+        for row in failures:
+            w.writerow(row)
+    os.replace(tmp, p)
+    return p
