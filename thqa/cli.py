@@ -254,9 +254,12 @@ def _train(args) -> int:
         finetune_spatial=args.finetune_spatial,
         fit=args.fit,
     )
+    from thqa.pipeline import ExtractionSettings
+
     result, summary = train_run(
         train_s,
         val_s,
+        settings=ExtractionSettings(n_clips=args.clips),
         cache_dir=args.cache_dir,
         run_dir=args.out,
         config=cfg,
@@ -384,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
     g.add_argument("--val-fraction", type=float, default=None, help="hold out this fraction of content groups (default 0.2)")
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
+    p.add_argument("--clips", type=int, default=6, help="clips per video (default 6; must match `thqa extract --clips`)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8, help="videos per training step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4)

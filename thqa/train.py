@@ -314,7 +314,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         sched.step()
         t_train = time.perf_counter() - t0
         pred = predict_table(model, val_table, settings, spatial_net=spatial_net, device=device)
