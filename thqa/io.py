@@ -111,7 +111,9 @@ def _open(path: Path):
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
-        raise DecodeError(f"{path}: not a media file FFmpeg can read ({exc.strerror or exc})") from exc
+        raise DecodeError(
+            f"{path}: not a media file FFmpeg can read, or truncated/corrupt before its index ({exc.strerror or exc})"
+        ) from exc
     except (av.error.FFmpegError, OSError) as exc:
         raise DecodeError(f"{path}: cannot be opened ({exc})") from exc
 
@@ -123,6 +125,9 @@ def _rotation_of(stream, first_frame=None) -> int:
     return int(round(rot / 90.0)) * 90 % 360
 
 
+_IMAGE_CODECS = ("png", "mjpeg", "bmp", "gif", "webp", "tiff", "jpeg2000")
+
+
 def _video_stream(container, path: Path):
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -132,9 +137,13 @@ def _video_stream(container, path: Path):
         stream.thread_type = "AUTO"  # frame threads; must be set before the codec opens
     except RuntimeError:
         pass
-    if stream.codec_context is None or stream.codec_context.name in ("png", "mjpeg", "bmp", "gif", "webp", "tiff"):
+    fmt = container.format.name or ""
+    if "image2" in fmt or fmt.endswith("_pipe"):  # FFmpeg's image demuxers: a picture, whatever the extension
+        raise NoVideoStreamError(f"{path}: is a still image ({stream.codec_context.name}), not a video")
+    if stream.codec_context.name in _IMAGE_CODECS:  # MJPEG/PNG video exists (avi, mov, mkv): judge by duration
         frames = stream.frames or 0
-        if frames <= 1 and (stream.duration is None or float((stream.duration or 0) * stream.time_base) < 0.05):
+        dur = float(stream.duration * stream.time_base) if stream.duration else float(container.duration or 0) / 1e6
+        if frames <= 1 and dur < 0.05:
             raise NoVideoStreamError(f"{path}: is a still image ({stream.codec_context.name}), not a video")
     return stream
 
@@ -240,7 +249,9 @@ class _AudioSink:
         self.t_begin = t_begin
         self.n = int(round((t_end - t_begin) * rate))
         self.buf = np.zeros(self.n, dtype=np.float32)
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        # keep the source layout and average the channels ourselves: FFmpeg's downmix weights each channel of
+        # stereo by 0.707, so the same sound stored as stereo would come out 3 dB louder than stored as mono
+        self.resampler = av.AudioResampler(format="fltp", rate=rate)
         self.cursor: int | None = None  # sample index (relative to t_begin) where the next output goes
         self.filled_to = 0
         self.done = False
@@ -266,12 +277,12 @@ class _AudioSink:
             if self.cursor is None or abs(expected - self.cursor) > 0.02 * self.rate:
                 self.cursor = expected
         for out in self.resampler.resample(frame):
-            self._write(out.to_ndarray().reshape(-1))
+            self._write(out.to_ndarray().mean(axis=0, dtype=np.float32))
 
     def flush(self) -> None:
         try:
             for out in self.resampler.resample(None):
-                self._write(out.to_ndarray().reshape(-1))
+                self._write(out.to_ndarray().mean(axis=0, dtype=np.float32))
         except Exception:  # noqa: BLE001 - a flush failure only loses the resampler's last few samples
             log.debug("audio resampler flush failed", exc_info=True)
 

@@ -187,40 +187,56 @@ def build_spatial(options: WeightsOptions | None = None):
     how = f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights"
     with _seeded(o.seed):
         torch.manual_seed(o.seed)
+        swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
         if o.random_init:
-            swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
             source, path = "random-init", None
         else:
             named = o.resolved_swin()
             if named:
                 p = _check_named_file(named, "Swin-T", how)
-                source, path = "file", str(p)
+                source = "file"
             else:
                 p = _hf_cached_file()
-                if p is not None:
-                    source, path = "cache", str(p)
-                else:
-                    if o.is_offline() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
-                        raise WeightsNotFoundError(
-                            f"Swin-T pretrained weights ({SWIN_HUB_ID}, file model.safetensors) are not in the Hugging "
-                            f"Face cache and the hub cannot be reached (offline). Download them on a connected machine "
-                            f"(e.g. `python -c \"import timm; timm.create_model('{SWIN_NAME}', pretrained=True)\"` and "
-                            f"copy $HF_HOME), or {how}."
-                        )
-                    source, path = "download", None
-            try:
-                overlay = {"file": path} if path else None
-                swin = timm.create_model(SWIN_NAME, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
-            except WeightsNotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - timm raises many kinds for a bad file
-                raise WeightsError(
-                    f"Swin-T weights could not be loaded from {path or SWIN_HUB_ID}: {type(exc).__name__}: {exc}"
-                ) from exc
-    model = SpatialExtractor(swin).eval()
+                source = "cache"
+                if p is None:
+                    p = _download_swin(o, how)
+                    source = "download"
+            path = str(p)
+            _load_swin(swin, p)
+        model = SpatialExtractor(swin).eval()
     info = BackboneInfo("swin_t", source, state_digest(model), path, o.seed if o.random_init else None)
     log.info("Swin-T weights: %s%s", source, f" ({path})" if path else "")
     return model, info
+
+
+def _load_swin(swin: nn.Module, path: Path) -> None:
+    """Load Swin-T weights strictly (timm's own route relaxes strictness when the head is removed)."""
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    sd = load_state_file(path)
+    try:
+        sd = checkpoint_filter_fn(sd, swin)  # the Microsoft layout -> timm's; a no-op on timm's own
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        swin.load_state_dict(sd, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: does not fit Swin-T ({str(exc).splitlines()[0]})") from exc
+
+
+def _download_swin(o: WeightsOptions, how: str) -> Path:
+    """Fetch the published Swin-T weights into the Hugging Face cache, or fail fast with how to provide them."""
+    missing = (
+        f"Swin-T pretrained weights ({SWIN_HUB_ID}, file model.safetensors) are not in the Hugging Face cache and the "
+        f"hub cannot be reached (offline). Download them on a connected machine (e.g. `python -c \"import timm; "
+        f"timm.create_model('{SWIN_NAME}', pretrained=True)\"` and copy $HF_HOME), or {how}."
+    )
+    if o.is_offline() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
+        raise WeightsNotFoundError(missing)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(SWIN_HUB_ID, "model.safetensors"))
+    except Exception as exc:  # noqa: BLE001 - hub, HTTP and proxy errors all mean: not available
+        raise WeightsNotFoundError(f"Swin-T weights download from the hub ({SWIN_HUB_ID}) failed ({type(exc).__name__}: {exc}); {how}") from exc
 
 
 def _hf_cached_file() -> Path | None:

@@ -1,0 +1,175 @@
+"""Audio features: (4, 128, 32) per clip, finite on silence, each clip's own second, one time grid for all channels."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from media import tone, write_video
+from thqa.errors import ConfigError
+from thqa.features.audio import CHANNELS, AudioFeatureExtractor, AudioSettings, audio_features
+from thqa.pipeline import ExtractionSettings, prepare
+
+SR = 16000
+BUF = 2 * SR  # 1 s + 2 x 0.5 s context
+HOP = SR // 32
+#: the CQT row nearest 1 kHz: 84 bins at 12 per octave from C1, interpolated onto 128 rows
+ROW_1K = int(round(12 * math.log2(1000 / 32.70319566257483) * 127 / 83))
+#: CQT rows from 250 Hz up: their windows are <= 84 ms long (the C1 row's is 0.5 s: it sees a quarter second around)
+ROW_250 = int(math.ceil(12 * math.log2(250 / 32.70319566257483) * 127 / 83))
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return AudioFeatureExtractor()
+
+
+@pytest.fixture(scope="module")
+def silence(ex):
+    return ex(np.zeros(BUF, np.float32))
+
+
+def test_shape_dtype_and_channels(ex):
+    rng = np.random.default_rng(0)
+    f = ex((0.1 * rng.standard_normal(BUF)).astype(np.float32))
+    assert f.shape == (4, 128, 32) and f.dtype == np.float32
+    assert np.isfinite(f).all()
+    assert CHANNELS == ("chroma", "cqt", "mfcc", "gfcc")
+    # each channel carries information (not constant) for noise
+    assert all(f[c].std() > 0 for c in range(4))
+    # the chroma channel is normalised per frame (max 1), the CQT is in dB
+    np.testing.assert_allclose(f[0].max(axis=0), 1.0, atol=1e-5)
+
+
+def test_silence_is_finite_and_constant_over_time(silence):
+    assert silence.shape == (4, 128, 32) and np.isfinite(silence).all()
+    # digital silence: every frame alike (no frame picks up anything)
+    np.testing.assert_allclose(silence, np.repeat(silence[:, :, :1], 32, axis=2), atol=1e-4)
+    assert silence[1].max() <= -99.0  # CQT at its -100 dB floor
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.full(BUF, np.nan, np.float32),
+        lambda: np.where(np.arange(BUF) % 7 == 0, np.inf, 0.1).astype(np.float32),
+        lambda: np.zeros(BUF // 3, np.float32),  # too short: padded
+        lambda: np.ones(BUF, np.float32) * 1.5,  # DC, clipped level
+        lambda: np.zeros(BUF, np.float64),
+    ],
+    ids=["nan", "inf", "short", "dc", "float64"],
+)
+def test_odd_buffers_give_finite_features(ex, make):
+    f = ex(make())
+    assert f.shape == (4, 128, 32) and f.dtype == np.float32
+    assert np.isfinite(f).all()
+
+
+def test_other_sizes_and_function_form():
+    s = AudioSettings(n_bins=64, n_frames=16)
+    rng = np.random.default_rng(1)
+    f = audio_features((0.1 * rng.standard_normal(BUF)).astype(np.float32), settings=s)
+    assert f.shape == (4, 64, 16) and np.isfinite(f).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sample_rate=4000),
+        dict(sample_rate=16000, n_frames=30),  # hop not a whole number of samples
+        dict(n_bins=8),
+        dict(n_frames=2),
+        dict(context=0.01),  # shorter than half a window
+        dict(cqt_bins=120),  # top bin above Nyquist
+    ],
+)
+def test_invalid_settings_raise_config_error(kwargs):
+    with pytest.raises(ConfigError):
+        AudioSettings(**kwargs).validate()
+    with pytest.raises(ConfigError):
+        AudioFeatureExtractor(AudioSettings(**kwargs))
+
+
+def test_all_channels_share_one_time_grid_shift_by_one_hop(ex):
+    """Delaying the audio by one hop (1/32 s) moves every channel by exactly one frame."""
+    rng = np.random.default_rng(2)
+    y = (0.1 * rng.standard_normal(BUF + HOP)).astype(np.float32)
+    a = ex(y[HOP:])  # frame k of `a` is frame k+1 of `b`
+    b = ex(y[:BUF])
+    for c in range(4):
+        scale = np.abs(b[c]).max()
+        shifted = np.abs(a[c][:, :-1] - b[c][:, 1:]).max()
+        unshifted = np.abs(a[c][:, :-1] - b[c][:, :-1]).max()
+        assert shifted <= 1e-3 * scale + 1e-4, (CHANNELS[c], shifted)
+        assert unshifted > 100 * (shifted + 1e-6), CHANNELS[c]  # the comparison can fail
+
+
+def _inner(x: np.ndarray) -> np.ndarray:
+    """The frames away from the clip's edges (the windows of edge frames reach 64 ms into the neighbours)."""
+    return x[..., 3:-3]
+
+
+def test_tone_in_second_3_shows_in_clip_3_only(media_dir, silence):
+    p = write_video(media_dir / "tone_s3.mp4", seconds=7, audio=tone(1000, 7, start=3.0, end=4.0, amplitude=0.5))
+    pv = prepare(p, ExtractionSettings(n_clips=6, clip_frames=4, frame_size=32))
+    assert pv.seconds == [0, 1, 2, 3, 4, 5]
+    A = pv.audio
+    assert A.shape == (6, 4, 128, 32) and np.isfinite(A).all()
+    band = A[:, 1, ROW_1K - 2 : ROW_1K + 3].mean(axis=1)  # (6, 32) CQT dB near 1 kHz
+    # clip 3: the tone, in every frame
+    assert band[3].min() > -20
+    # clips 0, 1, 5: nothing; clips 2 and 4: nothing but the 3 frames next to second 3
+    for i in (0, 1, 5):
+        assert band[i].max() < -90, i
+    assert band[2][:-3].max() < -90 and band[4][3:].max() < -90
+    # per channel: the distance from silence over the inner frames, clip 3 against the others
+    for c in range(4):
+        rows = slice(ROW_250, None) if CHANNELS[c] == "cqt" else slice(None)
+        d = np.abs(_inner(A[:, c, rows]) - _inner(silence[c, rows])).mean(axis=(1, 2))  # (6,)
+        assert d[3] > 0.01, (CHANNELS[c], d)
+        others = np.delete(d, 3)
+        assert others.max() < 0.01 * d[3], (CHANNELS[c], d)
+    # MFCC 0 follows the log energy: clip 3 is far above every other clip in every inner frame
+    c0 = _inner(A[:, 2, 0])
+    assert (c0[3].min() - np.delete(c0, 3, axis=0).max()) > 50
+
+
+def test_tone_onset_mid_second_is_at_the_same_frame_in_all_channels(media_dir, silence):
+    # the tone starts at 3.5 s: between frame 15 (centre 3.484 s) and frame 16 (centre 3.516 s) of clip 3
+    p = write_video(media_dir / "tone_s3p5.mp4", seconds=7, audio=tone(1000, 7, start=3.5, amplitude=0.5))
+    pv = prepare(p, ExtractionSettings(n_clips=6, clip_frames=4, frame_size=32))
+    F = pv.audio[pv.seconds.index(3)]
+    onsets = {}
+    for c, name in enumerate(CHANNELS):
+        if name == "cqt":  # its low rows have windows of up to 0.5 s: look at the tone's own band
+            d = F[1, ROW_1K - 3 : ROW_1K + 4].mean(axis=0) - silence[1, ROW_1K - 3 : ROW_1K + 4].mean(axis=0)
+        else:
+            d = np.linalg.norm(F[c] - silence[c], axis=0)
+        steady = d[-8:].mean()
+        assert steady > 0 and d[:8].max() < 0.05 * steady, name  # silent first quarter, tone at the end
+        onsets[name] = int(np.argmax(d > 0.5 * steady))
+    assert all(13 <= k <= 17 for k in onsets.values()), onsets
+    assert max(onsets.values()) - min(onsets.values()) <= 2, onsets
+    # and the tone is absent from the clips before
+    for s in (0, 1, 2):
+        G = pv.audio[pv.seconds.index(s)]
+        assert np.abs(G[2] - silence[2]).max() < 1e-3
+
+
+def test_no_audio_stream_path_gives_silence_features(media_dir, silence):
+    p = write_video(media_dir / "mute.mp4", seconds=2)
+    pv = prepare(p, ExtractionSettings(n_clips=3, clip_frames=4, frame_size=32))
+    assert pv.audio.shape == (3, 4, 128, 32) and np.isfinite(pv.audio).all()
+    assert not pv.has_audio
+    for i in range(3):
+        np.testing.assert_allclose(pv.audio[i], silence, atol=1e-4)
+    assert any("no audio stream" in w and str(p) in w for w in pv.warnings)
+
+
+def test_silent_audio_track_warns_and_is_finite(media_dir, silence):
+    p = write_video(media_dir / "silent_track.mp4", seconds=2, audio=np.zeros(2 * SR, np.float32))
+    pv = prepare(p, ExtractionSettings(n_clips=2, clip_frames=4, frame_size=32))
+    assert np.isfinite(pv.audio).all()
+    np.testing.assert_allclose(pv.audio[0], silence, atol=1e-3)
+    assert any("silent" in w for w in pv.warnings)
