@@ -35,7 +35,7 @@ class FusionConfig:
     audio_channels_in: int = 4
     audio_bins: int = 128
     audio_frames: int = 32
-    audio_widths: tuple[int, int, int] = (16, 32, 64)
+    audio_widths: tuple[int, int, int] = (8, 16, 32)  #: conv channels per block (the public code does not fix them; 8-16-32 keeps a CPU epoch over 1,000 videos near a minute)
     audio_embed: int = 512
     lstm_hidden: tuple[int, int] = (128, 64)
     head_hidden: int = 128
