@@ -18,7 +18,7 @@ from thqa.errors import CheckpointError, CheckpointMismatchError
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_backbones", "FORMAT"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_backbones", "preprocessing", "FORMAT"]
 
 FORMAT = "thqa-fusion/1"
 
@@ -37,6 +37,31 @@ class Checkpoint:
     @property
     def trained_on_random_init(self) -> bool:
         return any(b.get("source") == "random-init" for b in self.backbones.values())
+
+
+def preprocessing(settings: ExtractionSettings) -> dict:
+    """The input preprocessing of both backbones, as stored beside the weights (for readers of a checkpoint)."""
+    from thqa.features import spatial, temporal
+
+    return {
+        "spatial": {
+            "frame": "first frame of each clip",
+            "resize_short_side": settings.short_side,
+            "interpolation": "bicubic, antialiased",
+            "crop": settings.crop,
+            "crop_mode": "centre (random when fine-tuning)",
+            "mean": list(spatial.IMAGENET_MEAN),
+            "std": list(spatial.IMAGENET_STD),
+        },
+        "temporal": {
+            "frames": settings.clip_frames,
+            "resize": [settings.frame_size, settings.frame_size],
+            "mean": [temporal.SLOWFAST_MEAN] * 3,
+            "std": [temporal.SLOWFAST_STD] * 3,
+            "slow_frames": settings.clip_frames // temporal.ALPHA,
+        },
+        "audio": settings.audio.to_dict(),
+    }
 
 
 def save_checkpoint(
@@ -63,6 +88,7 @@ def save_checkpoint(
         "thqa_version": __version__,
         "fusion_config": model.config.to_dict(),
         "extraction": settings.to_dict(),
+        "preprocessing": preprocessing(settings),
         "backbones": backbones,
         "finetuned_spatial": spatial_state is not None,
         "meta": meta or {},
