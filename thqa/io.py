@@ -61,7 +61,9 @@ class MediaInfo:
     @property
     def n_seconds(self) -> int:
         """Whole seconds of video (at least 1)."""
-        return max(1, int(math.floor(self.duration + 1e-3)))
+        from thqa.sampling import whole_seconds
+
+        return whole_seconds(self.duration)
 
 
 @dataclass

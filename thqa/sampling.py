@@ -16,7 +16,12 @@ import math
 
 from thqa.errors import ConfigError
 
-__all__ = ["clip_seconds"]
+__all__ = ["clip_seconds", "whole_seconds"]
+
+
+def whole_seconds(duration: float) -> int:
+    """Whole seconds in ``duration`` (at least 1; a millisecond of slack absorbs timestamp rounding)."""
+    return max(1, int(math.floor(duration + 1e-3)))
 
 
 def clip_seconds(duration: float, *, n_clips: int = 6) -> list[int]:
@@ -31,7 +36,7 @@ def clip_seconds(duration: float, *, n_clips: int = 6) -> list[int]:
         raise ConfigError(f"n_clips must be a positive integer, got {n_clips!r}")
     if not (isinstance(duration, (int, float)) and math.isfinite(duration)) or duration < 0:
         raise ConfigError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
-    n = max(1, int(math.floor(duration + 1e-3)))
+    n = whole_seconds(duration)
     if n <= n_clips:
         return [i % n for i in range(n_clips)]
     return [(i * n) // n_clips for i in range(n_clips)]
