@@ -11,6 +11,6 @@ thqa extract "$LABELS/thqa_ntire_val.csv" --video-root "$DATA/val" --cache-dir "
 # the official val split shares one source portrait with train (see thqa.data.thqa_ntire_group);
 # for a leak-free validation, hold out whole portraits of the train split instead: --val-fraction 0.15
 thqa train "$LABELS/thqa_ntire_train.csv" --video-root "$DATA/train" --val "$LABELS/thqa_ntire_val.csv" \
-    --cache-dir "$CACHE" --out runs/frozen --epochs 50
+    --val-video-root "$DATA/val" --cache-dir "$CACHE" --out runs/frozen --epochs 50
 thqa evaluate --checkpoint runs/frozen/best.safetensors "$LABELS/thqa_ntire_val.csv" --video-root "$DATA/val" \
     --cache-dir "$CACHE" --plot runs/frozen/val.png --output runs/frozen/val_predictions.csv

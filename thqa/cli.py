@@ -183,10 +183,10 @@ def _group_fn(kind: str, names: list[str] | None = None):
     return auto
 
 
-def _read_manifest(path: str, args, *, require_mos: bool, check_files: bool = True):
+def _read_manifest(path: str, args, *, require_mos: bool, check_files: bool = True, video_root: str | None = None):
     from thqa.data import read_manifest
 
-    m = read_manifest(path, video_root=args.video_root, require_mos=require_mos, check_files=check_files, group_fn=_group_fn(getattr(args, "groups", "auto")))
+    m = read_manifest(path, video_root=video_root or args.video_root, require_mos=require_mos, check_files=check_files, group_fn=_group_fn(getattr(args, "groups", "auto")))
     if m.skipped:
         print(f"thqa {args.command}: {path}: skipped {len(m.skipped)} row(s): {m.skipped_summary()}", file=sys.stderr)
         for row in m.skipped[:5]:
@@ -239,7 +239,7 @@ def _train(args) -> int:
     m = _read_manifest(args.manifest, args, require_mos=True)
     samples = list(m.samples)
     if args.val:
-        train_s, val_s = samples, list(_read_manifest(args.val, args, require_mos=True).samples)
+        train_s, val_s = samples, list(_read_manifest(args.val, args, require_mos=True, video_root=args.val_video_root).samples)
     elif any(s.split for s in samples) and args.val_fraction is None:
         train_s, val_s = samples_for_split(samples, "train"), samples_for_split(samples, "val")
     else:
@@ -420,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_manifest_args(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
+    p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
     g.add_argument("--val-fraction", type=float, default=None, help="hold out this fraction of content groups (default 0.2)")
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
     p.add_argument("--clips", type=int, default=6, help="clips per video (default 6; must match `thqa extract --clips`)")
