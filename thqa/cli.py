@@ -244,6 +244,15 @@ def _train(args) -> int:
         train_s, val_s = samples_for_split(samples, "train"), samples_for_split(samples, "val")
     else:
         train_s, val_s = split_by_group(samples, val_fraction=args.val_fraction or 0.2, seed=args.seed)
+    from thqa.data import shared_groups
+
+    leak = shared_groups(train_s, val_s)
+    if leak:
+        print(
+            f"thqa train: warning: {len(leak)} content group(s) appear in both training and validation "
+            f"({', '.join(sorted(leak)[:5])}): validation scores will be optimistic",
+            file=sys.stderr,
+        )
     print(f"train: {len(train_s)} training and {len(val_s)} validation videos ({len({s.group for s in train_s})} and {len({s.group for s in val_s})} content groups)", file=sys.stderr)
     cfg = TrainConfig(
         epochs=args.epochs,
