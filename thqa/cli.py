@@ -215,6 +215,8 @@ def _extract(args) -> int:
     failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
     if summary.failures:
         write_failures(failures, summary.failures)
+    elif failures.exists():
+        failures.unlink()  # a clean run leaves no stale list of failures
     size = cache.size_bytes()
     print(
         f"extract: {summary.done} done, {summary.reused} reused, {summary.failed} failed"
@@ -281,9 +283,11 @@ def _train(args) -> int:
     b = result.best_metrics
     print(
         f"train: best epoch {result.best_epoch}: val SRCC {b['srcc']:.4f} PLCC {b['plcc']:.4f} main {b['main_score']:.4f}"
-        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction" if summary.failed else "")
+        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction and were left out" if summary.failed else "")
     )
-    return EXIT_OK
+    for p, _, msg in summary.failures:
+        print(f"thqa train: left out: {msg}", file=sys.stderr)
+    return EXIT_FAILURES if summary.failed else EXIT_OK
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -329,6 +333,8 @@ def _evaluate(args) -> int:
         )
         result = dict(ev.metrics)
         result["n_failed"] = ev.extraction.failed
+        for p, _, msg in ev.extraction.failures:
+            print(f"thqa evaluate: not evaluated: {msg}", file=sys.stderr)
         pred_arr, mos_arr = ev.predictions, ev.mos
         if args.output:
             import csv as _csv
@@ -349,7 +355,7 @@ def _evaluate(args) -> int:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(_metrics_table(result))
-    return EXIT_OK
+    return EXIT_FAILURES if result.get("n_failed") else EXIT_OK
 
 
 # -- demo ---------------------------------------------------------------------------------------------------------
@@ -463,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=None, help="number of self-made talking heads (default 8)")
     p.add_argument("--clips", type=int, default=None, help="clips per video (default 2, to fit a CPU)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40)")
-    p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a minute or two")
+    p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a few minutes on 2 cores")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output directory")
     _add_weights_args(p)
     p.set_defaults(func=_demo)

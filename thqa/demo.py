@@ -128,13 +128,11 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise ConfigError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    corpus_dir = out / "corpus"
-    corpus_dir.mkdir(exist_ok=True)
     need = cfg.n_test_sources + cfg.n_val_sources + 2
 
-    # 1. sources
+    # 1. sources (checked before anything is written, so a refused run leaves no directory behind)
     bad: list[tuple[str, str]] = []
+    corpus_dir = out / "corpus"
     if cfg.sources:
         sources, bad = _check_sources(cfg.sources)
         for p, why in bad:
@@ -146,9 +144,11 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
                 + (": " + "; ".join(w for _, w in bad) if bad else "")
             )
         src_names = [f"src{i:02d}_{Path(p).stem}" for i, p in enumerate(sources)]
+        corpus_dir.mkdir(parents=True, exist_ok=True)
     else:
         if cfg.n_synthetic < need:
             raise ConfigError(f"the demo needs at least {need} synthetic sources, got {cfg.n_synthetic}")
+        corpus_dir.mkdir(parents=True, exist_ok=True)
         sources, src_names = [], []
         _say(f"[1/5] drawing {cfg.n_synthetic} talking heads with synthesised speech ({cfg.duration:.0f} s, {cfg.size} px)", echo)
         for i in range(cfg.n_synthetic):

@@ -138,7 +138,8 @@ def extract_to_cache(
             continue
         fk, gk = features_key(digest, settings, backbones), frames_key(digest, settings)
         keys[p] = (digest, fk, gk)
-        if fk in cache and (not frames or gk in cache):
+        # verify, not just look: a corrupt entry is set aside by get() and extracted again now
+        if cache.get(fk) is not None and (not frames or cache.get(gk) is not None):
             summary.reused += 1
             if progress:
                 progress(1)

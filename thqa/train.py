@@ -68,6 +68,10 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not (self.lr > 0 and self.lr_spatial > 0):
             raise ConfigError("learning rates must be > 0")
+        from thqa.metrics import FIT_KINDS
+
+        if self.fit not in FIT_KINDS:
+            raise ConfigError(f"unknown fit {self.fit!r}; choose one of {', '.join(FIT_KINDS)}")
         if self.batch_size < 2 and ("rank" in self.loss or "plcc" in self.loss):
             raise ConfigError(f"loss {self.loss!r} compares samples within a batch: batch_size must be >= 2")
         FusionConfig.from_dict(self.fusion)
@@ -220,6 +224,15 @@ def _write_metrics(run: Path, history: list[dict]) -> None:
     os.replace(tmp, run / "metrics.csv")
 
 
+def _resume_identity(doc: dict) -> dict:
+    """What must match for a run directory to be resumed: everything but the number of epochs and where the
+    backbone weight files lie (their sha256 must match)."""
+    d = json.loads(json.dumps(doc))
+    d.get("train", {}).pop("epochs", None)
+    d["backbones"] = {k: v.get("sha256") for k, v in d.get("backbones", {}).items()}
+    return d
+
+
 def train(
     train_table: FeatureTable,
     val_table: FeatureTable,
@@ -258,10 +271,9 @@ def train(
     cfg_path = run / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(cfg_doc)):
+        if _resume_identity(old) != _resume_identity(json.loads(json.dumps(cfg_doc))):
             raise ConfigError(f"{run} holds a run with a different configuration; choose another --out directory")
-    else:
-        _write_json_atomic(cfg_path, cfg_doc)
+    _write_json_atomic(cfg_path, cfg_doc)  # a resumed run may extend the number of epochs
 
     torch.manual_seed(cfg.seed)
     model = FusionModel(FusionConfig.from_dict(cfg.fusion)).to(device)
