@@ -206,11 +206,12 @@ class Backbones:
         device: str | torch.device = "auto",
         spatial: bool = True,
         temporal: bool = True,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ):
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
-        self.batch_size = max(1, int(batch_size))
+        # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest
+        self.batch_size = max(1, int(batch_size)) if batch_size else (16 if self.device.type == "cuda" else 1)
         self.spatial, self.spatial_info = build_spatial(self.weights) if spatial else (None, None)
         self.temporal, self.temporal_info = build_temporal(self.weights) if temporal else (None, None)
         for m in (self.spatial, self.temporal):
@@ -339,7 +340,7 @@ class FeatureExtractor:
         weights: WeightsOptions | None = None,
         *,
         device: str | torch.device = "auto",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int = 0,
         backbones: Backbones | None = None,
     ):

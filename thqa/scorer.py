@@ -60,7 +60,7 @@ class Scorer:
         seed: the seed of random initialisation.
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
-        batch_size: clips per backbone forward pass; workers: decoding processes for :meth:`score_many`.
+        batch_size: clips per backbone forward pass (default: 1 on a CPU, 16 on a GPU); workers: decoding processes for :meth:`score_many`.
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -78,7 +78,7 @@ class Scorer:
         swin_weights: str | None = None,
         slowfast_weights: str | None = None,
         offline: bool | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int = 0,
         settings: ExtractionSettings | None = None,
     ):
