@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from thqa._atomic import atomic_path
 from thqa.errors import CheckpointError, CheckpointMismatchError
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
@@ -93,14 +91,8 @@ def save_checkpoint(
         "finetuned_spatial": spatial_state is not None,
         "meta": meta or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".partial", dir=str(p.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"thqa": json.dumps(header, sort_keys=True)})
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata={"thqa": json.dumps(header, sort_keys=True)})
     return p
 
 

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -152,17 +151,9 @@ def _format_scores(results, fmt: str) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    import tempfile
+    from thqa._atomic import atomic_write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text)
 
 
 # -- manifests ----------------------------------------------------------------------------------------------------

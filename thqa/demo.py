@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +110,6 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         ConfigError: the output directory exists and is not empty (without ``overwrite``), too few usable sources.
     """
     from thqa.cache import FeatureCache
-    from thqa.checkpoint import load_checkpoint
     from thqa.data import Sample, split_by_group
     from thqa.degrade import degrade, pseudo_mos
     from thqa.experiment import evaluate_checkpoint, extract_files

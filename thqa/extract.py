@@ -14,6 +14,7 @@ re-run skips everything already cached.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from thqa import __version__
+from thqa._atomic import atomic_write_text
 from thqa.cache import FeatureCache, cache_key, file_digest
 from thqa.errors import THQAError
 from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures
@@ -202,13 +204,10 @@ def load_frames(cache: FeatureCache, path: str | os.PathLike, settings: Extracti
 
 def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, str]]) -> Path:
     """Write ``path,error_type,error`` rows (CSV) of failed files."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "error_type", "error"])
-        for row in failures:
-            w.writerow(row)
-    os.replace(tmp, p)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "error_type", "error"])
+    for row in failures:
+        w.writerow(row)
+    p = atomic_write_text(path, buf.getvalue())
     return p

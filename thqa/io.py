@@ -349,7 +349,6 @@ def read_clips(
             frames: dict[int, list[np.ndarray]] = {s: [] for s in run}
             stamps: dict[int, list[float]] = {s: [] for s in run}
             firsts: dict[int, np.ndarray] = {}
-            last_img: np.ndarray | None = None
             last_t = 0.0
             last_native = None
             streams = [vs] + ([astream] if astream is not None else [])

@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -25,7 +23,7 @@ from thqa.features.spatial import CROP, SHORT_SIDE, crop, normalize, resize_shor
 from thqa.features.temporal import preprocess_clip
 from thqa.io import read_clips, probe
 from thqa.sampling import clip_seconds
-from thqa.weights import BackboneInfo, WeightsOptions, build_spatial, build_temporal
+from thqa.weights import WeightsOptions, build_spatial, build_temporal
 
 __all__ = [
     "ExtractionSettings",

@@ -14,6 +14,7 @@ The best checkpoint is chosen by the validation main score (never by the trainin
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from thqa._atomic import atomic_path, atomic_write_text
 from thqa.cache import FeatureCache
 from thqa.checkpoint import save_checkpoint
 from thqa.data import Sample
@@ -207,21 +209,18 @@ def predict_table(model: FusionModel, table: FeatureTable, settings: ExtractionS
 
 # -- the loop ------------------------------------------------------------------------------------------------------
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _write_metrics(run: Path, history: list[dict]) -> None:
     _write_json_atomic(run / "metrics.json", history)
     keys = list(history[0].keys()) if history else []
-    tmp = run / ".metrics.csv.partial"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for row in history:
-            w.writerow(row)
-    os.replace(tmp, run / "metrics.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow(row)
+    atomic_write_text(run / "metrics.csv", buf.getvalue())
 
 
 def _resume_identity(doc: dict) -> dict:
@@ -363,9 +362,8 @@ def train(
         }
         if spatial_net is not None:
             state["spatial"] = spatial_net.state_dict()
-        tmp = run / ".resume.pt.partial"
-        torch.save(state, tmp)
-        os.replace(tmp, resume_path)
+        with atomic_path(resume_path) as tmp:
+            torch.save(state, tmp)
         _write_metrics(run, history)
         log.info(
             "epoch %d/%d loss %.4f val SRCC %.4f PLCC %.4f main %.4f (%.1f s)",
