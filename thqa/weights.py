@@ -25,6 +25,7 @@ Checkpoints are loaded with ``torch.load(..., weights_only=True)`` or safetensor
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +33,7 @@ import socket
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -165,8 +167,22 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
+@contextlib.contextmanager
 def _seeded(seed: int):
-    return torch.random.fork_rng(devices=[])
+    """Seed torch's CPU generator for a build, leaving the caller's random stream as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | None], download: Callable[[], Path]) -> tuple[Path, str]:
+    """The weights route shared by both backbones: a named file, else the cache, else a download."""
+    if named:
+        return _check_named_file(named, what, how), "file"
+    hit = cached()
+    if hit is not None:
+        return hit, "cache"
+    return download(), "download"
 
 
 def build_spatial(options: WeightsOptions | None = None):
@@ -186,21 +202,11 @@ def build_spatial(options: WeightsOptions | None = None):
     o = options or WeightsOptions()
     how = f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights"
     with _seeded(o.seed):
-        torch.manual_seed(o.seed)
         swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
         if o.random_init:
             source, path = "random-init", None
         else:
-            named = o.resolved_swin()
-            if named:
-                p = _check_named_file(named, "Swin-T", how)
-                source = "file"
-            else:
-                p = _hf_cached_file()
-                source = "cache"
-                if p is None:
-                    p = _download_swin(o, how)
-                    source = "download"
+            p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
             path = str(p)
             _load_swin(swin, p)
         model = SpatialExtractor(swin).eval()
@@ -254,6 +260,22 @@ def _hf_cached_file() -> Path | None:
     return None
 
 
+def _download_slowfast(o: WeightsOptions, cache: Path, how: str) -> Path:
+    """Fetch the publisher's SlowFast checkpoint into torch.hub's cache, or fail fast with how to provide it."""
+    if o.is_offline() or not _reachable(SLOWFAST_URL):
+        raise WeightsNotFoundError(
+            f"SlowFast R50 pretrained weights not found: no file at {cache}, and {SLOWFAST_URL} cannot be "
+            f"reached (offline). Download that file to {cache} on a connected machine, or {how}."
+        )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", SLOWFAST_URL, cache)
+    try:
+        torch.hub.download_url_to_file(SLOWFAST_URL, str(cache), progress=False)
+    except Exception as exc:  # noqa: BLE001 - any network failure means: not available
+        raise WeightsNotFoundError(f"SlowFast R50 download from {SLOWFAST_URL} failed ({exc}); {how}") from exc
+    return cache
+
+
 def slowfast_cache_path() -> Path:
     """Where torch.hub keeps the SlowFast checkpoint: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / SLOWFAST_FILE
@@ -280,30 +302,13 @@ def build_temporal(options: WeightsOptions | None = None):
     cache = slowfast_cache_path()
     how = f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights"
     with _seeded(o.seed):
-        torch.manual_seed(o.seed)
         full = slowfast_r50(pretrained=False)
         if o.random_init:
             source, path = "random-init", None
         else:
-            named = o.resolved_slowfast()
-            if named:
-                p = _check_named_file(named, "SlowFast R50", how)
-                source = "file"
-            elif cache.is_file():
-                p, source = cache, "cache"
-            else:
-                if o.is_offline() or not _reachable(SLOWFAST_URL):
-                    raise WeightsNotFoundError(
-                        f"SlowFast R50 pretrained weights not found: no file at {cache}, and {SLOWFAST_URL} cannot be "
-                        f"reached (offline). Download that file to {cache} on a connected machine, or {how}."
-                    )
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                log.info("downloading %s to %s", SLOWFAST_URL, cache)
-                try:
-                    torch.hub.download_url_to_file(SLOWFAST_URL, str(cache), progress=False)
-                except Exception as exc:  # noqa: BLE001
-                    raise WeightsNotFoundError(f"SlowFast R50 download from {SLOWFAST_URL} failed ({exc}); {how}") from exc
-                p, source = cache, "download"
+            p, source = _locate(
+                o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
+            )
             path = str(p)
             sd = load_state_file(p)
             try:
