@@ -38,10 +38,28 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         dest="batch_size" if batch_size else "backbone_batch_size",
         type=int,
         default=None,
-        help="clips per backbone forward pass (default: 1 on a CPU, where it is fastest; 16 on a GPU)",
+        help="clips per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)",
     )
-    g.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in the main process)")
+    g.add_argument(
+        "--workers",
+        type=_workers_arg,
+        default="auto",
+        help="decoding worker processes: a number (0: decode in the main process) or auto (default: all cores but one "
+        "beside a GPU, 0 beside a CPU)",
+    )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _workers_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def _weights_options(args):

@@ -28,7 +28,7 @@ from thqa import __version__
 from thqa._atomic import atomic_write_text
 from thqa.cache import FeatureCache, cache_key, file_digest
 from thqa.errors import THQAError
-from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures
+from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png
 
 __all__ = ["ExtractSummary", "features_key", "frames_key", "extract_to_cache", "load_features", "load_frames", "write_failures"]
 
@@ -73,24 +73,6 @@ class ExtractSummary:
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
         }
-
-
-def _encode_png(img_chw: np.ndarray) -> np.ndarray:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img_chw.transpose(1, 2, 0)[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:  # pragma: no cover - cv2 encodes any uint8 image
-        raise THQAError("PNG encoding failed")
-    return buf.reshape(-1)
-
-
-def _decode_png(buf: np.ndarray) -> np.ndarray:
-    import cv2
-
-    img = cv2.imdecode(np.asarray(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise THQAError("a cached frame could not be decoded")
-    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))
 
 
 def _features_arrays(f: VideoFeatures) -> dict[str, np.ndarray]:
@@ -149,7 +131,7 @@ def extract_to_cache(
             todo.append(p)
     stage_tot: dict[str, float] = {}
     t_extract = time.perf_counter()
-    for item in extractor.iter_extract(todo, keep_first_frames=frames):
+    for item in extractor.iter_extract(todo, keep_first_frames="png" if frames else False, ordered=False):
         if item.features is None:
             summary.failed += 1
             summary.failures.append((item.path, item.error_type or "THQAError", item.error or "failed"))
@@ -170,7 +152,8 @@ def extract_to_cache(
             }
             try:
                 if frames and f.first_frames:
-                    cache.put(gk, {f"png_{i}": _encode_png(im) for i, im in enumerate(f.first_frames)}, {"path": item.path, "n": len(f.first_frames)})
+                    pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
+                    cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": item.path, "n": len(pngs)})
                 cache.put(fk, _features_arrays(f), meta)
                 summary.done += 1
                 for k, v in f.timings.items():
@@ -199,7 +182,7 @@ def load_frames(cache: FeatureCache, path: str | os.PathLike, settings: Extracti
     if entry is None:
         return None
     n = len(entry.arrays)
-    return [_decode_png(entry.arrays[f"png_{i}"]) for i in range(n)]
+    return [decode_frame_png(entry.arrays[f"png_{i}"]) for i in range(n)]
 
 
 def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, str]]) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,7 +26,17 @@ import numpy as np
 
 from thqa.errors import DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError
 
-__all__ = ["MediaInfo", "ClipData", "VideoClips", "probe", "read_clips", "read_audio", "iter_frames", "check_file"]
+__all__ = [
+    "MediaInfo",
+    "ClipData",
+    "VideoClips",
+    "probe",
+    "read_clips",
+    "read_audio",
+    "iter_frames",
+    "check_file",
+    "set_decode_threads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,15 @@ log = logging.getLogger(__name__)
 _SEEK_GAP_S = 2.5
 #: Seek this far before the earliest audio sample a run needs, so that the audio packets around it are demuxed.
 _SEEK_MARGIN_S = 0.6
+
+
+_decode_threads = 0  # FFmpeg's choice (one per core); worker processes set 1
+
+
+def set_decode_threads(n: int) -> None:
+    """Threads per video decoder: 0 lets FFmpeg choose (a thread per core), 1 suits one process per core."""
+    global _decode_threads
+    _decode_threads = max(0, int(n))
 
 
 def _av():
@@ -137,6 +157,7 @@ def _video_stream(container, path: Path):
     stream = container.streams.video[0]
     try:
         stream.thread_type = "AUTO"  # frame threads; must be set before the codec opens
+        stream.thread_count = _decode_threads
     except RuntimeError:
         pass
     fmt = container.format.name or ""
@@ -222,11 +243,19 @@ def _scan_duration(container, vs, p: Path) -> float:
     return last - (first or 0.0)
 
 
-def _to_rgb(frame, size: int | None, rotation: int) -> np.ndarray:
+def _reformatter():
+    """A scaler that keeps its swscale context between frames (6x faster than a new one per frame)."""
+    from av.video.reformatter import VideoReformatter
+
+    return VideoReformatter()
+
+
+def _to_rgb(frame, size: int | None, rotation: int, reformatter=None) -> np.ndarray:
+    rf = reformatter if reformatter is not None else _reformatter()
     if size is None:
-        img = frame.to_ndarray(format="rgb24")
+        img = rf.reformat(frame, format="rgb24").to_ndarray()
     else:
-        img = frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BILINEAR")
+        img = rf.reformat(frame, width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
     if rotation:
         img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
     return img
@@ -255,6 +284,14 @@ class _AudioSink:
         # stereo by 0.707, so the same sound stored as stereo would come out 3 dB louder than stored as mono
         self.resampler = av.AudioResampler(format="fltp", rate=rate)
         self.cursor: int | None = None  # sample index (relative to t_begin) where the next output goes
+        self.filled_to = 0
+        self.done = False
+
+    def reset(self) -> None:
+        """Forget what was written (after a seek the pass starts again)."""
+        self.buf[:] = 0.0
+        self.resampler = _av().AudioResampler(format="fltp", rate=self.rate)
+        self.cursor = None
         self.filled_to = 0
         self.done = False
 
@@ -298,8 +335,12 @@ def read_clips(
     audio_rate: int = 16000,
     audio_context: float = 0.5,
     info: MediaInfo | None = None,
+    timeout: float | None = None,
 ) -> VideoClips:
     """Decode the clips that start at the given whole seconds (container clock, relative to the first frame).
+
+    The file is read in one forward pass; it seeks ahead only where the jump is longer than a keyframe interval (as
+    far as the pass has seen one), so short files are decoded once and long files only around the clips.
 
     Args:
         path: any file FFmpeg reads (mp4, mkv, webm, avi, mov; h264, hevc, vp9, mpeg4, ...).
@@ -308,6 +349,7 @@ def read_clips(
         frame_size: the clip frames are resized to ``frame_size x frame_size``.
         audio_rate: sample rate of the returned mono float32 audio.
         audio_context: seconds of audio before and after each clip's second (for feature windows).
+        timeout: give up (``DecodeError``) when decoding takes longer than this many seconds; None waits.
 
     Returns:
         :class:`VideoClips` with one :class:`ClipData` per entry of ``seconds``, in order. ``frames`` is
@@ -316,14 +358,16 @@ def read_clips(
     Raises:
         MediaFileNotFoundError: the file does not exist or is a directory.
         MediaError: the file is empty.
-        DecodeError: not media, truncated or corrupt beyond use.
+        DecodeError: not media, truncated or corrupt beyond use, or slower than ``timeout``.
         NoVideoStreamError: an audio-only file or a still image.
     """
     av = _av()
     p = check_file(path)
     if not seconds:
         raise ValueError("read_clips needs at least one clip start")
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
     warnings: list[str] = []
+    rf = _reformatter()
     with _open(p) as container:
         if info is None:
             info = _probe_open(container, p)
@@ -335,34 +379,58 @@ def read_clips(
         clip_len_n = audio_rate + 2 * ctx_n
         decoded: dict[int, ClipData] = {}
         any_audio = False
-        for run in _runs(seconds):
+        runs = _runs(seconds)
+        # one audio sink per run, made up front: a run read by continuing the pass gets the audio demuxed before it
+        sinks = [
+            _AudioSink(audio_rate, t0_video + run[0] - audio_context, t0_video + run[-1] + 1.0 + audio_context)
+            if astream is not None
+            else None
+            for run in runs
+        ]
+        streams = [vs] + ([astream] if astream is not None else [])
+        packets = None  # the demux iterator of the current forward pass
+        keyframes: list[float] = []  # video keyframe times seen in the current pass
+        last_t = 0.0
+        last_native = None
+        for r, run in enumerate(runs):
             starts = {s: t0_video + s for s in run}
-            a_begin = starts[run[0]] - audio_context
-            a_end = starts[run[-1]] + 1.0 + audio_context
-            sink = _AudioSink(audio_rate, a_begin, a_end) if astream is not None else None
-            seek_t = max(0.0, a_begin - _SEEK_MARGIN_S)
-            try:
-                container.seek(int(seek_t * av.time_base), backward=True, any_frame=False)
-            except av.error.FFmpegError as exc:
-                log.debug("%s: seek to %.2f s failed (%s); decoding from the start", p, seek_t, exc)
-                container.seek(0)
+            sink = sinks[r]
+            seek_t = max(0.0, starts[run[0]] - audio_context - _SEEK_MARGIN_S)
+            if packets is None or _worth_seeking(last_t, seek_t, keyframes):
+                try:
+                    container.seek(int(seek_t * av.time_base), backward=True, any_frame=False)
+                except av.error.FFmpegError as exc:
+                    log.debug("%s: seek to %.2f s failed (%s); decoding from the start", p, seek_t, exc)
+                    container.seek(0)
+                packets = container.demux(streams)
+                keyframes = []
+                for later in sinks[r:]:
+                    if later is not None:
+                        later.reset()
             frames: dict[int, list[np.ndarray]] = {s: [] for s in run}
             stamps: dict[int, list[float]] = {s: [] for s in run}
             firsts: dict[int, np.ndarray] = {}
-            last_t = 0.0
-            last_native = None
-            streams = [vs] + ([astream] if astream is not None else [])
             video_done = False
             try:
-                for packet in container.demux(streams):
+                for packet in packets:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DecodeError(f"{p}: decoding took longer than {timeout:g} s; given up")
                     if packet.stream.type == "audio":
-                        if sink is None or sink.done:
+                        live = [x for x in sinks[r:] if x is not None and not x.done]
+                        if not live or sink.done:
                             if video_done:
                                 break
-                            continue
+                            if not live:
+                                continue
                         for aframe in packet.decode():
-                            sink.add(aframe)
+                            for x in live:
+                                if aframe.time is None or aframe.time > x.t_begin - 0.2:
+                                    x.add(aframe)
+                        if video_done and sink.done:
+                            break
                         continue
+                    if packet.is_keyframe and packet.pts is not None:
+                        keyframes.append(float(packet.pts * packet.time_base))
                     if video_done:
                         if sink is None or sink.done:
                             break
@@ -371,10 +439,10 @@ def read_clips(
                         t = vframe.time if vframe.time is not None else last_t
                         needing = [s for s in run if t >= starts[s] - 1e-4 and len(frames[s]) < n_frames]
                         if needing:
-                            img = _to_rgb(vframe, frame_size, rotation)
+                            img = _to_rgb(vframe, frame_size, rotation, rf)
                             for s in needing:
                                 if not frames[s]:
-                                    firsts[s] = _to_rgb(vframe, None, rotation)
+                                    firsts[s] = _to_rgb(vframe, None, rotation, rf)
                                 frames[s].append(img)
                                 stamps[s].append(float(t))
                         last_t = float(t)
@@ -389,6 +457,7 @@ def read_clips(
                 msg = f"{p}: decoding stopped early near {last_t:.2f} s ({exc}); the clip is padded"
                 log.warning(msg)
                 warnings.append(msg)
+                packets = None  # the pass is broken: the next run seeks afresh
             if sink is not None:
                 sink.flush()
                 any_audio = any_audio or sink.filled_to > 0
@@ -399,9 +468,9 @@ def read_clips(
                     msg = f"{p}: no frame at or after {starts[s]:.2f} s (the headers overstate the duration); using the last frame"
                     log.warning(msg)
                     warnings.append(msg)
-                    frames[s] = [_to_rgb(last_native, frame_size, rotation)]
+                    frames[s] = [_to_rgb(last_native, frame_size, rotation, rf)]
                     stamps[s] = [last_t]
-                    firsts[s] = _to_rgb(last_native, None, rotation)
+                    firsts[s] = _to_rgb(last_native, None, rotation, rf)
                 n_real = len(frames[s])
                 while len(frames[s]) < n_frames:
                     frames[s].append(frames[s][-1])
@@ -433,6 +502,21 @@ def read_clips(
     )
 
 
+def _worth_seeking(position: float, target: float, keyframes: list[float]) -> bool:
+    """Seek from ``position`` to ``target`` only if that skips decoding: the jump must be longer than the seek gap
+    and than the keyframe interval (a seek lands on the keyframe before ``target``, which may lie behind us)."""
+    jump = target - position
+    if jump <= _SEEK_GAP_S:
+        return False
+    if len(keyframes) >= 2:
+        gop = max(b - a for a, b in zip(keyframes, keyframes[1:]))
+    elif keyframes:
+        gop = position - keyframes[-1]  # no second keyframe yet: the interval is at least this long
+    else:
+        gop = 0.0
+    return jump > gop
+
+
 def iter_frames(
     path: str | os.PathLike, *, start: float = 0.0, end: float | None = None, size: int | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
@@ -447,6 +531,7 @@ def iter_frames(
             container.seek(int(max(0.0, start - 0.1) * av.time_base), backward=True, any_frame=False)
         else:
             container.seek(0)
+        rf = _reformatter()
         try:
             for frame in container.decode(vs):
                 t = float(frame.time) if frame.time is not None else 0.0
@@ -454,7 +539,7 @@ def iter_frames(
                     continue
                 if end is not None and t >= end:
                     break
-                yield t, _to_rgb(frame, size, info.rotation)
+                yield t, _to_rgb(frame, size, info.rotation, rf)
         except av.error.FFmpegError as exc:
             raise DecodeError(f"{p}: decoding failed ({exc})") from exc
 

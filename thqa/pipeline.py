@@ -20,7 +20,7 @@ import torch
 from thqa.errors import ConfigError, THQAError
 from thqa.features.audio import AudioFeatureExtractor, AudioSettings
 from thqa.features.spatial import CROP, SHORT_SIDE, crop, normalize, resize_short_side
-from thqa.features.temporal import preprocess_clip
+from thqa.features.temporal import preprocess_clips
 from thqa.io import read_clips, probe
 from thqa.sampling import clip_seconds
 from thqa.weights import WeightsOptions, build_spatial, build_temporal
@@ -33,9 +33,17 @@ __all__ = [
     "FeatureExtractor",
     "prepare",
     "resolve_device",
+    "default_workers",
+    "encode_frame_png",
+    "decode_frame_png",
 ]
 
 log = logging.getLogger(__name__)
+
+#: a worker that returns nothing for file_timeout + this many seconds is taken for hung and stopped
+_HANG_MARGIN_S = 60.0
+#: how often the process that drives the backbones checks on its decoding workers (seconds)
+_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class PreparedVideo:
     index: list[int]  #: (N,) position of each clip's second in ``unique``
     starts: list[float]  #: (U,) timestamp of each unique clip's first frame
     clips: torch.Tensor  #: (U, T, S, S, 3) uint8 frames for SlowFast
-    first_frames: list[np.ndarray]  #: U x (3, 520, w) uint8, short side resized (for fine-tuning caches)
+    first_frames: list[np.ndarray]  #: U x (3, 520, w) uint8, short side resized (for fine-tuning caches), or PNG bytes
     spatial_input: torch.Tensor  #: (U, 3, 224, 224) float32, centre crop, ImageNet-normalised
     audio: np.ndarray  #: (N, 4, F, T) float32
     has_audio: bool
@@ -85,6 +93,8 @@ class PreparedVideo:
     warnings: list[str]
     seconds_decode: float = 0.0
     seconds_audio: float = 0.0
+    seconds_prepare: float = 0.0
+    first_frames_png: bool = False  #: ``first_frames`` holds PNG bytes ((n,) uint8 each), not arrays
 
 
 @dataclass
@@ -99,7 +109,8 @@ class VideoFeatures:
     has_audio: bool
     info: dict
     warnings: list[str]
-    first_frames: list[np.ndarray] | None = None  #: N x (3, 520, w) uint8, when kept
+    first_frames: list[np.ndarray] | None = None  #: N x (3, 520, w) uint8, when kept (PNG bytes if first_frames_png)
+    first_frames_png: bool = False
     timings: dict = field(default_factory=dict)
 
 
@@ -127,8 +138,43 @@ def _audio_extractor(settings: AudioSettings) -> AudioFeatureExtractor:
     return _AUDIO[settings]
 
 
-def prepare(path: str | os.PathLike, settings: ExtractionSettings | None = None, *, keep_first_frames: bool = False) -> PreparedVideo:
+def encode_frame_png(img_chw: np.ndarray) -> np.ndarray:
+    """(3, H, W) uint8 RGB -> PNG bytes as a (n,) uint8 array (lossless; fast settings: level 1, RLE)."""
+    import cv2
+
+    ok, buf = cv2.imencode(
+        ".png",
+        np.ascontiguousarray(np.asarray(img_chw).transpose(1, 2, 0)[:, :, ::-1]),
+        [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
+    )
+    if not ok:  # pragma: no cover - cv2 encodes any uint8 image
+        raise THQAError("PNG encoding failed")
+    return buf.reshape(-1)
+
+
+def decode_frame_png(buf: np.ndarray) -> np.ndarray:
+    """PNG bytes (as written by :func:`encode_frame_png`) -> (3, H, W) uint8 RGB."""
+    import cv2
+
+    img = cv2.imdecode(np.asarray(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise THQAError("a cached frame could not be decoded")
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))
+
+
+def prepare(
+    path: str | os.PathLike,
+    settings: ExtractionSettings | None = None,
+    *,
+    keep_first_frames: bool | str = False,
+    timeout: float | None = None,
+) -> PreparedVideo:
     """Decode the sampled clips of one file and compute everything that needs no backbone.
+
+    Args:
+        keep_first_frames: True keeps the resized first frames as arrays, ``"png"`` as PNG bytes (encoded here, so
+            that worker processes, not the process that drives the backbones, pay for it).
+        timeout: seconds after which decoding gives up with a ``DecodeError`` (None: no limit).
 
     Raises:
         THQAError subclasses from :mod:`thqa.io` for unusable files.
@@ -146,6 +192,7 @@ def prepare(path: str | os.PathLike, settings: ExtractionSettings | None = None,
         audio_rate=s.audio.sample_rate,
         audio_context=s.audio.context,
         info=info,
+        timeout=timeout,
     )
     t1 = time.perf_counter()
     warnings = list(vc.warnings)
@@ -157,14 +204,18 @@ def prepare(path: str | os.PathLike, settings: ExtractionSettings | None = None,
         msg = f"{path}: the audio stream is silent in the sampled seconds"
         log.warning(msg)
         warnings.append(msg)
-    ex = _audio_extractor(s.audio)
-    audio_u = [ex(c.audio) for c in vc.clips]
+    audio_u = _audio_extractor(s.audio).batch([c.audio for c in vc.clips])  # (U, 4, F, T)
     index = [unique.index(sec) for sec in seconds]
-    audio = np.stack([audio_u[i] for i in index])
+    audio = audio_u[np.asarray(index)]
     t2 = time.perf_counter()
     resized = [resize_short_side(c.first_frame, s.short_side) for c in vc.clips]
     spatial_input = torch.stack([normalize(crop(r, size=s.crop)) for r in resized])
     clips = torch.from_numpy(np.stack([c.frames for c in vc.clips]))
+    first_frames: list[np.ndarray] = []
+    if keep_first_frames == "png":
+        first_frames = [encode_frame_png(r.numpy()) for r in resized]
+    elif keep_first_frames:
+        first_frames = [r.numpy() for r in resized]
     info_d = {
         "width": info.width,
         "height": info.height,
@@ -183,7 +234,8 @@ def prepare(path: str | os.PathLike, settings: ExtractionSettings | None = None,
         index=index,
         starts=[c.start for c in vc.clips],
         clips=clips,
-        first_frames=[r.numpy() for r in resized] if keep_first_frames else [],
+        first_frames=first_frames,
+        first_frames_png=keep_first_frames == "png",
         spatial_input=spatial_input,
         audio=audio,
         has_audio=bool(info.has_audio and vc.has_audio),
@@ -191,6 +243,7 @@ def prepare(path: str | os.PathLike, settings: ExtractionSettings | None = None,
         warnings=warnings,
         seconds_decode=t1 - t0,
         seconds_audio=t2 - t1,
+        seconds_prepare=time.perf_counter() - t0,
     )
 
 
@@ -205,16 +258,24 @@ class Backbones:
         spatial: bool = True,
         temporal: bool = True,
         batch_size: int | None = None,
+        channels_last: bool | None = None,
     ):
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
-        # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest
-        self.batch_size = max(1, int(batch_size)) if batch_size else (16 if self.device.type == "cuda" else 1)
+        cuda = self.device.type == "cuda"
+        # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest;
+        # GPU: 48 clips (8 videos) per pass, where SlowFast's throughput levels off on an H100
+        self.batch_size = max(1, int(batch_size)) if batch_size else (48 if cuda else 1)
+        self.channels_last = cuda if channels_last is None else bool(channels_last)
         self.spatial, self.spatial_info = build_spatial(self.weights) if spatial else (None, None)
         self.temporal, self.temporal_info = build_temporal(self.weights) if temporal else (None, None)
         for m in (self.spatial, self.temporal):
             if m is not None:
                 m.to(self.device).eval()
+        if self.temporal is not None and self.channels_last:
+            self.temporal.to(memory_format=torch.channels_last_3d)
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest kernels
 
     @property
     def infos(self) -> dict[str, dict]:
@@ -245,13 +306,14 @@ class Backbones:
 
     @torch.inference_mode()
     def run_temporal(self, clips: torch.Tensor) -> np.ndarray:
-        """(M, T, S, S, 3) uint8 -> (M, 2304) float32."""
+        """(M, T, S, S, 3) uint8 -> (M, 2304) float32. Scaling and normalising happen on the device."""
         outs = []
         for i in range(0, clips.shape[0], self.batch_size):
-            chunk = clips[i : i + self.batch_size].to(self.device)
-            paths = [preprocess_clip(c) for c in chunk]
-            slow = torch.stack([p[0] for p in paths])
-            fast = torch.stack([p[1] for p in paths])
+            chunk = clips[i : i + self.batch_size].to(self.device, non_blocking=True)
+            slow, fast = preprocess_clips(chunk)
+            if self.channels_last:
+                slow = slow.contiguous(memory_format=torch.channels_last_3d)
+                fast = fast.contiguous(memory_format=torch.channels_last_3d)
             with self._autocast():
                 outs.append(self.temporal([slow, fast]).float().cpu())
         return torch.cat(outs).numpy()
@@ -283,9 +345,11 @@ class Backbones:
                     info=it.info,
                     warnings=list(it.warnings),
                     first_frames=[it.first_frames[i] for i in idx] if it.first_frames else None,
+                    first_frames_png=it.first_frames_png,
                     timings={
                         "decode_s": it.seconds_decode,
                         "audio_s": it.seconds_audio,
+                        "prepare_s": it.seconds_prepare,
                         "spatial_s": t_sp if sp is not None else 0.0,
                         "temporal_s": t_tp if tp is not None else 0.0,
                     },
@@ -306,10 +370,11 @@ class ItemResult:
 
 
 class _PrepareDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[str], settings: ExtractionSettings, keep_first_frames: bool):
+    def __init__(self, paths: Sequence[str], settings: ExtractionSettings, keep_first_frames: bool | str, timeout: float | None):
         self.paths = list(paths)
         self.settings = settings
         self.keep = keep_first_frames
+        self.timeout = timeout
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -317,7 +382,7 @@ class _PrepareDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         p = self.paths[i]
         try:
-            return i, prepare(p, self.settings, keep_first_frames=self.keep), None
+            return i, prepare(p, self.settings, keep_first_frames=self.keep, timeout=self.timeout), None
         except THQAError as exc:
             return i, None, (type(exc).__name__, str(exc))
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
@@ -325,12 +390,48 @@ class _PrepareDataset(torch.utils.data.Dataset):
             return i, None, (type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
 
 
-def _collate(batch):
-    return batch
+def _identity(x):
+    return x
+
+
+def _worker_init(_worker_id: int) -> None:
+    """One thread per worker process for the decoder, BLAS and torch: the workers already fill the cores."""
+    from thqa.io import set_decode_threads
+
+    set_decode_threads(1)
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception:  # noqa: BLE001 - only a speed matter
+        pass
+
+
+def default_workers(device: torch.device | str) -> int:
+    """Decoding processes when the caller says "auto": all cores but one beside a GPU (it waits on the decoders),
+    none beside a CPU (the backbones use the cores; measured: 1.03x of decode + forward in one process)."""
+    d = resolve_device(device)
+    return max(1, (os.cpu_count() or 2) - 1) if d.type == "cuda" else 0
+
+
+class _WorkerCrashed(Exception):
+    def __init__(self, returned: set[int], cause: BaseException):
+        super().__init__(str(cause))
+        self.returned = returned
+        self.cause = cause
 
 
 class FeatureExtractor:
-    """Features of files: decoding + audio on the CPU (optionally in worker processes), backbones batched."""
+    """Features of files: decoding + audio on the CPU (in worker processes when ``workers`` > 0), backbones batched
+    across files.
+
+    Args:
+        workers: decoding processes; 0 decodes in this process, ``"auto"`` picks :func:`default_workers`.
+        file_timeout: seconds one file may take to decode before it is reported as failed (None: no limit).
+        prefetch: files queued per worker. A slow file delays only the ``prefetch - 1`` files queued behind it in
+            its worker (the other workers go on); 2 keeps every worker busy while the backbones run.
+    """
 
     def __init__(
         self,
@@ -339,54 +440,155 @@ class FeatureExtractor:
         *,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
-        workers: int = 0,
+        workers: int | str = 0,
         backbones: Backbones | None = None,
+        file_timeout: float | None = 300.0,
+        prefetch: int = 2,
     ):
         self.settings = (settings or ExtractionSettings()).validate()
         self.backbones = backbones or Backbones(weights, device=device, batch_size=batch_size)
-        self.workers = max(0, int(workers))
+        if workers == "auto":
+            workers = default_workers(self.backbones.device)
+        try:
+            self.workers = max(0, int(workers))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"workers must be a number or 'auto', got {workers!r}") from exc
+        self.file_timeout = file_timeout
+        self.prefetch = max(1, int(prefetch))
 
-    def extract(self, path: str | os.PathLike, *, keep_first_frames: bool = False) -> VideoFeatures:
+    def extract(self, path: str | os.PathLike, *, keep_first_frames: bool | str = False) -> VideoFeatures:
         """Features of one file. Raises the file's error (a THQAError subclass)."""
-        return self.backbones.features([prepare(path, self.settings, keep_first_frames=keep_first_frames)])[0]
+        item = prepare(path, self.settings, keep_first_frames=keep_first_frames, timeout=self.file_timeout)
+        return self.backbones.features([item])[0]
 
     def iter_extract(
-        self, paths: Iterable[str | os.PathLike], *, keep_first_frames: bool = False, videos_per_batch: int | None = None
+        self, paths: Iterable[str | os.PathLike], *, keep_first_frames: bool | str = False, ordered: bool = True
     ) -> Iterator[ItemResult]:
-        """Yield one :class:`ItemResult` per path, in order; a bad file yields its error and the batch goes on."""
+        """Yield one :class:`ItemResult` per path; a bad file yields its error and the rest goes on.
+
+        Files are prepared by the workers in whatever order they finish (a slow file holds up nobody) and run
+        through the backbones in batches of about ``batch_size`` clips taken from several files. ``ordered`` (the
+        default) yields results in the order of ``paths``; ``ordered=False`` yields each as soon as it is ready.
+        A worker process that dies (a crash inside FFmpeg, say) costs only the file it was reading: that file is
+        reported as failed and the others are prepared again.
+        """
         paths = [str(p) for p in paths]
         if not paths:
             return
-        vpb = videos_per_batch or max(1, self.backbones.batch_size // max(1, self.settings.n_clips) or 1)
-        ds = _PrepareDataset(paths, self.settings, keep_first_frames)
+        ds = _PrepareDataset(paths, self.settings, keep_first_frames, self.file_timeout)
+        ready: dict[int, ItemResult] = {}
+        next_out = 0
+        for res in self._results(ds):
+            if not ordered:
+                yield res[1]
+                continue
+            ready[res[0]] = res[1]
+            while next_out in ready:
+                yield ready.pop(next_out)
+                next_out += 1
+
+    # -- internals --------------------------------------------------------------------------------------------
+    def _results(self, ds: _PrepareDataset) -> Iterator[tuple[int, ItemResult]]:
+        """(index, result) for every file of ``ds``, in the order they finish."""
+        todo = list(range(len(ds)))
+        while todo:
+            pending: list[tuple[int, PreparedVideo]] = []
+            clips = 0
+            returned: set[int] = set()
+            try:
+                for i, item, err in self._prepared(ds, todo, returned):
+                    if err is not None:
+                        yield i, ItemResult(ds.paths[i], error=err[1], error_type=err[0])
+                        continue
+                    pending.append((i, item))
+                    clips += len(item.unique)
+                    if clips >= self.backbones.batch_size:
+                        yield from self._forward(ds, pending)
+                        pending, clips = [], 0
+                yield from self._forward(ds, pending)
+                return
+            except _WorkerCrashed as crash:
+                yield from self._forward(ds, pending)
+                left = [i for i in todo if i not in crash.returned]
+                # the files in flight when it died: prepare each alone in a fresh process to find the culprit(s)
+                in_flight = left[: self.workers * self.prefetch]
+                log.warning("a decoding worker died (%s); retrying %d file(s) one at a time", crash.cause, len(in_flight))
+                for i in in_flight:
+                    got: set[int] = set()
+                    try:
+                        for j, item, err in self._prepared(ds, [i], got, workers=1):
+                            if err is not None:
+                                yield j, ItemResult(ds.paths[j], error=err[1], error_type=err[0])
+                            else:
+                                yield from self._forward(ds, [(j, item)])
+                    except _WorkerCrashed as again:
+                        msg = f"{ds.paths[i]}: the decoding process died while reading this file ({again.cause})"
+                        log.warning("%s", msg)
+                        yield i, ItemResult(ds.paths[i], error=msg, error_type="DecodeError")
+                todo = left[len(in_flight) :]
+
+    def _prepared(self, ds: _PrepareDataset, indices: list[int], returned: set[int], workers: int | None = None):
+        """Prepare ``indices`` in worker processes (or here when there are none), yielding as each finishes."""
+        workers = self.workers if workers is None else workers
+        if workers == 0:
+            for i in indices:
+                returned.add(i)
+                yield ds[i]
+            return
         loader = torch.utils.data.DataLoader(
-            ds,
-            batch_size=vpb,
+            torch.utils.data.Subset(ds, indices),
+            batch_size=None,
             shuffle=False,
-            num_workers=self.workers,
-            collate_fn=_collate,
+            num_workers=min(workers, len(indices)),
+            collate_fn=_identity,
+            worker_init_fn=_worker_init,
+            prefetch_factor=self.prefetch,
             persistent_workers=False,
-            prefetch_factor=2 if self.workers else None,
+            in_order=False,
+            timeout=_POLL_S,  # wake up regularly: a dead worker is noticed, and a hung one below
         )
-        for batch in loader:
-            ok = [(i, item) for i, item, err in batch if item is not None]
-            feats: dict[int, VideoFeatures] = {}
-            if ok:
+        hang_limit = (self.file_timeout + _HANG_MARGIN_S) if self.file_timeout else None
+        it = iter(loader)
+        last = time.monotonic()
+        try:
+            while True:
                 try:
-                    for (i, _), f in zip(ok, self.backbones.features([it for _, it in ok])):
-                        feats[i] = f
-                except Exception as exc:  # noqa: BLE001 - fall back to one file at a time to isolate the culprit
-                    log.debug("batched forward failed (%s); retrying one file at a time", exc)
-                    for i, it in ok:
-                        try:
-                            feats[i] = self.backbones.features([it])[0]
-                        except Exception as exc1:  # noqa: BLE001
-                            feats[i] = None  # type: ignore[assignment]
-                            batch = [(j, x, (type(exc1).__name__, f"{paths[j]}: {exc1}") if j == i else e) for j, x, e in batch]
-            for i, item, err in batch:
-                if err is not None:
-                    yield ItemResult(paths[i], error=err[1], error_type=err[0])
-                elif feats.get(i) is None:
-                    yield ItemResult(paths[i], error=f"{paths[i]}: feature extraction failed", error_type="THQAError")
-                else:
-                    yield ItemResult(paths[i], features=feats[i])
+                    out = next(it)
+                except StopIteration:
+                    return
+                except RuntimeError as exc:
+                    text = str(exc)
+                    if "DataLoader" not in text:
+                        raise
+                    if "timed out" in text:
+                        if hang_limit is None or time.monotonic() - last < hang_limit:
+                            continue  # still within the time a file may take
+                        exc = RuntimeError(f"no file finished in {hang_limit:.0f} s: a worker hangs")
+                    elif not ("exited unexpectedly" in text or "killed by signal" in text):
+                        raise
+                    raise _WorkerCrashed(set(returned), exc) from None
+                last = time.monotonic()
+                returned.add(out[0])
+                yield out
+        finally:
+            # stop the workers now (a hung one is terminated), not whenever the iterator is collected
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+    def _forward(self, ds: _PrepareDataset, pending: list[tuple[int, PreparedVideo]]) -> Iterator[tuple[int, ItemResult]]:
+        """Run the backbones over several prepared files at once; a file that breaks the batch is retried alone."""
+        if not pending:
+            return
+        try:
+            feats = self.backbones.features([it for _, it in pending])
+        except Exception as exc:  # noqa: BLE001 - fall back to one file at a time to isolate the culprit
+            log.debug("batched forward failed (%s); retrying one file at a time", exc)
+            for i, it in pending:
+                try:
+                    yield i, ItemResult(ds.paths[i], features=self.backbones.features([it])[0])
+                except Exception as exc1:  # noqa: BLE001
+                    yield i, ItemResult(ds.paths[i], error=f"{ds.paths[i]}: feature extraction failed ({exc1})", error_type=type(exc1).__name__)
+            return
+        for (i, _), f in zip(pending, feats):
+            yield i, ItemResult(ds.paths[i], features=f)

@@ -60,7 +60,8 @@ class Scorer:
         seed: the seed of random initialisation.
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
-        batch_size: clips per backbone forward pass (default: 1 on a CPU, 16 on a GPU); workers: decoding processes for :meth:`score_many`.
+        batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
+            :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -79,7 +80,7 @@ class Scorer:
         slowfast_weights: str | None = None,
         offline: bool | None = None,
         batch_size: int | None = None,
-        workers: int = 0,
+        workers: int | str = 0,
         settings: ExtractionSettings | None = None,
     ):
         self.weights = WeightsOptions(

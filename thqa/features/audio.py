@@ -80,7 +80,9 @@ class AudioFeatureExtractor:
         self.settings = (settings or AudioSettings()).validate()
         s = self.settings
         # CQT rows onto the common grid: linear interpolation over the log-frequency index
-        self._cqt_x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
+        x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
+        self._cqt_lo = np.minimum(np.floor(x).astype(np.int64), s.cqt_bins - 2)
+        self._cqt_w = x - self._cqt_lo
 
     def _first_centre(self) -> int:
         """Sample index (in the clip's buffer) of the centre of feature frame 0."""
@@ -91,33 +93,45 @@ class AudioFeatureExtractor:
         """The samples that windows of n_fft centred on the grid cover: frame k starts at k*hop."""
         s = self.settings
         begin = self._first_centre() - s.n_fft // 2
-        return y[begin : begin + (s.n_frames - 1) * s.hop + s.n_fft]
+        return y[..., begin : begin + (s.n_frames - 1) * s.hop + s.n_fft]
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """Features of one clip. ``audio``: (n_samples,) float32 as described above. Returns (4, n_bins, n_frames)."""
+        return self.batch(np.asarray(audio, dtype=np.float32).reshape(1, -1))[0]
+
+    def batch(self, audios: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Features of N clips at once (the filter banks are built once, not per clip).
+
+        ``audios``: (N, n_samples) float32, or a list of N such buffers. Returns (N, 4, n_bins, n_frames) float32.
+        """
         import librosa
 
         s = self.settings
-        y = np.asarray(audio, dtype=np.float32).reshape(-1)
         need = int(round((1 + 2 * s.context) * s.sample_rate))
-        if y.shape[0] < need:
-            y = np.pad(y, (0, need - y.shape[0]))
+        bufs = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        if not bufs:
+            return np.zeros((0, 4, s.n_bins, s.n_frames), np.float32)
+        y = np.zeros((len(bufs), max(need, max(b.shape[0] for b in bufs))), np.float32)
+        for i, b in enumerate(bufs):
+            y[i, : b.shape[0]] = b
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-        span = self._windowed_span(y)
-        power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (1+n_fft/2, T)
+        span = self._windowed_span(y)  # (N, samples under the grid's windows)
+        power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (N, 1+n_fft/2, T)
         chroma = librosa.feature.chroma_stft(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=0.0)
         mel = librosa.feature.melspectrogram(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins)
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s.n_bins)
-        out = np.stack([chroma, self._cqt(y), mfcc, self._gfcc(span)]).astype(np.float32)
-        if out.shape != (4, s.n_bins, s.n_frames):
-            raise RuntimeError(f"audio features have shape {out.shape}, expected {(4, s.n_bins, s.n_frames)}")
+        gfcc = np.stack([self._gfcc(x) for x in span])
+        out = np.stack([chroma, self._cqt(y), mfcc, gfcc], axis=1).astype(np.float32)
+        if out.shape != (len(bufs), 4, s.n_bins, s.n_frames):
+            raise RuntimeError(f"audio features have shape {out.shape}, expected {(len(bufs), 4, s.n_bins, s.n_frames)}")
         if not np.isfinite(out).all():  # defensive: never hand NaN to a model
             log.warning("non-finite audio features replaced by 0")
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 
     def _cqt(self, y: np.ndarray) -> np.ndarray:
+        """(N, samples) -> (N, n_bins, n_frames) log-magnitude CQT on the common grid."""
         import librosa
 
         s = self.settings
@@ -127,17 +141,27 @@ class AudioFeatureExtractor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             C = librosa.cqt(
-                y[first:],
+                y[..., first:],
                 sr=s.sample_rate,
                 hop_length=s.hop,
                 fmin=s.cqt_fmin,
                 n_bins=s.cqt_bins,
                 bins_per_octave=s.cqt_bins_per_octave,
             )
-        mag = np.abs(C[:, skip : skip + s.n_frames])
-        db = 20.0 * np.log10(np.maximum(mag, 1e-5))
-        rows = np.arange(s.cqt_bins)
-        return np.stack([np.interp(self._cqt_x, rows, db[:, k]) for k in range(s.n_frames)], axis=1)
+        mag = np.abs(C[..., skip : skip + s.n_frames])
+        db = 20.0 * np.log10(np.maximum(mag, 1e-5))  # (N, cqt_bins, n_frames)
+        # the CQT's rows onto n_bins rows: linear interpolation over the log-frequency index (np.interp per column)
+        lo, w = self._cqt_lo, self._cqt_w[:, None]
+        return db[:, lo, :] * (1.0 - w) + db[:, lo + 1, :] * w
+
+    def _gammatone_bank(self) -> np.ndarray:
+        """spafe's gammatone filter bank for these settings, built once (it is most of spafe's cost per call)."""
+        if getattr(self, "_gbank", None) is None:
+            from spafe.fbanks.gammatone_fbanks import gammatone_filter_banks
+
+            s = self.settings
+            self._gbank, _ = gammatone_filter_banks(nfilts=s.n_bins, nfft=s.n_fft, fs=s.sample_rate)
+        return self._gbank
 
     def _gfcc(self, span: np.ndarray) -> np.ndarray:
         from spafe.features.gfcc import gfcc
@@ -158,6 +182,7 @@ class AudioFeatureExtractor:
                 nfilts=s.n_bins,
                 nfft=s.n_fft,
                 window=win,
+                fbanks=self._gammatone_bank(),
             )
         g = np.asarray(g, dtype=np.float64)
         if g.shape[0] != s.n_frames:

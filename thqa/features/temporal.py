@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TemporalExtractor", "preprocess_clip", "TEMPORAL_DIM", "SLOWFAST_MEAN", "SLOWFAST_STD", "ALPHA"]
+__all__ = ["TemporalExtractor", "preprocess_clip", "preprocess_clips", "TEMPORAL_DIM", "SLOWFAST_MEAN", "SLOWFAST_STD", "ALPHA"]
 
 TEMPORAL_DIM = 2304
 SLOWFAST_MEAN = 0.45
@@ -45,7 +45,13 @@ def slow_indices(n_frames: int, alpha: int = ALPHA) -> torch.Tensor:
 
 def preprocess_clip(frames: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
     """(T, 224, 224, 3) uint8 -> [slow (3, T/4, 224, 224), fast (3, T, 224, 224)] float32, normalised."""
-    x = torch.as_tensor(frames)
-    x = x.permute(3, 0, 1, 2).float().div_(255.0).sub_(SLOWFAST_MEAN).div_(SLOWFAST_STD)  # (3, T, H, W)
-    slow = x.index_select(1, slow_indices(x.shape[1]))
+    slow, fast = preprocess_clips(torch.as_tensor(frames)[None])
+    return [slow[0], fast[0]]
+
+
+def preprocess_clips(frames: torch.Tensor) -> list[torch.Tensor]:
+    """(B, T, 224, 224, 3) uint8 -> [slow (B, 3, T/4, 224, 224), fast (B, 3, T, 224, 224)] float32, normalised
+    (on the tensor's own device)."""
+    x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0).sub_(SLOWFAST_MEAN).div_(SLOWFAST_STD)  # (B, 3, T, H, W)
+    slow = x.index_select(2, slow_indices(x.shape[2]).to(x.device))
     return [slow, x]
