@@ -18,6 +18,8 @@ import io
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -61,6 +63,7 @@ class ExtractSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  #: (path, error type, message)
     seconds: float = 0.0
     per_video_s: float = 0.0  #: wall time per extracted file
+    extract_seconds: float = 0.0  #: wall time of the extraction proper (after hashing and cache look-ups)
     stage_s: dict = field(default_factory=dict)  #: mean seconds per extracted file and stage
 
     def to_dict(self) -> dict:
@@ -70,6 +73,8 @@ class ExtractSummary:
             "failed": self.failed,
             "seconds": round(self.seconds, 3),
             "per_video_s": round(self.per_video_s, 3),
+            "extract_seconds": round(self.extract_seconds, 3),
+            "videos_per_s": round(self.done / self.extract_seconds, 3) if self.extract_seconds else 0.0,
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
         }
@@ -131,41 +136,58 @@ def extract_to_cache(
             todo.append(p)
     stage_tot: dict[str, float] = {}
     t_extract = time.perf_counter()
-    for item in extractor.iter_extract(todo, keep_first_frames="png" if frames else False, ordered=False):
-        if item.features is None:
+
+    def store(f: VideoFeatures, path: str) -> None:
+        digest, fk, gk = keys[path]
+        meta = {
+            "path": path,
+            "content_sha256": digest,
+            "info": f.info,
+            "has_audio": f.has_audio,
+            "warnings": f.warnings,
+            "timings": f.timings,
+            "settings": settings.to_dict(),
+            "backbones": backbones,
+            "thqa_version": __version__,
+        }
+        if frames and f.first_frames:
+            pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
+            cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": path, "n": len(pngs)})
+        cache.put(fk, _features_arrays(f), meta)  # last: a features entry means the file is complete
+
+    def finish(path: str, f: VideoFeatures, fut) -> None:
+        try:
+            fut.result()
+        except THQAError as exc:
             summary.failed += 1
-            summary.failures.append((item.path, item.error_type or "THQAError", item.error or "failed"))
-            log.warning("%s", item.error)
+            summary.failures.append((path, type(exc).__name__, str(exc)))
         else:
-            f = item.features
-            digest, fk, gk = keys[item.path]
-            meta = {
-                "path": item.path,
-                "content_sha256": digest,
-                "info": f.info,
-                "has_audio": f.has_audio,
-                "warnings": f.warnings,
-                "timings": f.timings,
-                "settings": settings.to_dict(),
-                "backbones": backbones,
-                "thqa_version": __version__,
-            }
-            try:
-                if frames and f.first_frames:
-                    pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
-                    cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": item.path, "n": len(pngs)})
-                cache.put(fk, _features_arrays(f), meta)
-                summary.done += 1
-                for k, v in f.timings.items():
-                    stage_tot[k] = stage_tot.get(k, 0.0) + float(v)
-            except THQAError as exc:
-                summary.failed += 1
-                summary.failures.append((item.path, type(exc).__name__, str(exc)))
+            summary.done += 1
+            for k, v in f.timings.items():
+                stage_tot[k] = stage_tot.get(k, 0.0) + float(v)
         if progress:
             progress(1)
+
+    # cache writes (fsync'ed files) run in threads beside the backbones, a bounded number at a time
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="thqa-cache") as pool:
+        for item in extractor.iter_extract(todo, keep_first_frames="png" if frames else False, ordered=False):
+            if item.features is None:
+                summary.failed += 1
+                summary.failures.append((item.path, item.error_type or "THQAError", item.error or "failed"))
+                log.warning("%s", item.error)
+                if progress:
+                    progress(1)
+            else:
+                pending.append((item.path, item.features, pool.submit(store, item.features, item.path)))
+            while pending and (pending[0][2].done() or len(pending) > 64):
+                finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
     summary.seconds = time.perf_counter() - t_start
     if summary.done:
-        summary.per_video_s = (time.perf_counter() - t_extract) / summary.done
+        summary.extract_seconds = time.perf_counter() - t_extract
+        summary.per_video_s = summary.extract_seconds / summary.done
         summary.stage_s = {k: v / summary.done for k, v in stage_tot.items()}
     return summary
 
