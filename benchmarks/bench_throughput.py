@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -75,7 +76,10 @@ def _cpu_rate(paths: list[str], workers: int, what: str) -> dict:
     """Run the CPU side alone in ``workers`` DataLoader processes (as `thqa extract` does); videos/s."""
     import torch
 
-    from thqa.pipeline import ExtractionSettings, _identity, _worker_init
+    from thqa.pipeline import ExtractionSettings, _identity, _worker_init, warm_up
+
+    warm_up(ExtractionSettings())  # as FeatureExtractor does before it forks its workers
+    spans: list = []  # per worker: (pid, start, end, decode_s, audio_s) of each file
 
     class DS(torch.utils.data.Dataset):
         def __len__(self):
@@ -92,17 +96,44 @@ def _cpu_rate(paths: list[str], workers: int, what: str) -> dict:
                 secs = sorted(set(clip_seconds(info.duration, n_clips=s.n_clips)))
                 vc = read_clips(paths[i], secs, info=info, audio_rate=s.audio.sample_rate, audio_context=s.audio.context)
                 return torch.from_numpy(__import__("numpy").stack([c.frames for c in vc.clips]))
+            t0 = time.time()
             item = prepare(paths[i], s, keep_first_frames="png")
-            return item.clips
+            spans.append((os.getpid(), t0, time.time(), item.seconds_decode, item.seconds_audio))
+            return item.clips, list(spans)
 
     loader = torch.utils.data.DataLoader(
         DS(), batch_size=None, num_workers=workers, collate_fn=_identity, worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None, in_order=False,
     )
     t = time.perf_counter()
-    n = sum(1 for _ in loader)
+    t_wall = time.time()
+    n = 0
+    last: dict = {}
+    for out in loader:
+        n += 1
+        if isinstance(out, tuple):
+            for sp in out[1]:
+                last[(sp[0], sp[1])] = sp
     dt = time.perf_counter() - t
-    return {"videos": n, "seconds": round(dt, 2), "videos_per_s": round(n / dt, 2)}
+    doc = {"videos": n, "seconds": round(dt, 2), "videos_per_s": round(n / dt, 2)}
+    if last:  # where the workers' time went: inside prepare, or around it
+        sp = sorted(last.values(), key=lambda x: x[1])
+        busy = sum(e - s for _, s, e, _, _ in sp)
+        firsts = {}
+        for pid, s, e, _, _ in sp:
+            firsts.setdefault(pid, e - s)
+        rest = [e - s for pid, s, e, _, _ in sp if (e - s) != firsts[pid]]
+        doc["diag"] = {
+            "files_timed": len(sp),
+            "busy_fraction": round(busy / (max(1, workers) * dt), 3),
+            "first_file_s_mean": round(sum(firsts.values()) / len(firsts), 3),
+            "other_files_s_mean": round(sum(rest) / max(1, len(rest)), 3),
+            "decode_s_mean": round(sum(x[3] for x in sp) / len(sp), 3),
+            "audio_s_mean": round(sum(x[4] for x in sp) / len(sp), 3),
+            "first_start_after_s": round(sp[0][1] - t_wall, 3),
+            "last_end_after_s": round(max(x[2] for x in sp) - t_wall, 3),
+        }
+    return doc
 
 
 def forward_rate(device: str, seconds: float, *, channels_last: bool | None = None, bf16: bool = True) -> dict:
@@ -136,6 +167,8 @@ def forward_rate(device: str, seconds: float, *, channels_last: bool | None = No
         )
         for k in range(per_batch)
     ]
+    if bb.device.type == "cuda":
+        items = [it.pin_memory() for it in items]  # as the DataLoader hands them over
     bb.features(items)  # warm-up: cuDNN autotuning, allocator
     bb.features(items)
     n = 0
@@ -212,6 +245,7 @@ def main() -> None:
     print(f"decode-only   {res['decode_only']['videos_per_s']:8.2f} videos/s", flush=True)
     res["prepare_only"] = _cpu_rate(strs, workers, "prepare")
     print(f"prepare-only  {res['prepare_only']['videos_per_s']:8.2f} videos/s (decode + audio features + preprocessing)", flush=True)
+    print(f"  where the workers' time went: {res['prepare_only'].get('diag')}", flush=True)
     save(res)
     res["forward_only"] = forward_rate(str(device), args.forward_seconds)
     print(f"forward-only  {res['forward_only']['videos_per_s']:8.2f} videos/s", flush=True)

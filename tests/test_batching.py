@@ -15,7 +15,7 @@ import thqa.pipeline as pipeline
 from thqa.errors import DecodeError
 from thqa.features.audio import AudioFeatureExtractor
 from thqa.io import _worth_seeking, read_clips
-from thqa.pipeline import ExtractionSettings, FeatureExtractor
+from thqa.pipeline import FeatureExtractor
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,18 @@ def test_workers_give_the_same_features_in_the_same_order(five_videos, backbones
             continue
         for a, b in zip(f1, f2):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=p1)
+
+
+def test_workers_from_a_fork_server_give_the_same_features(five_videos, backbones, small_settings, monkeypatch) -> None:
+    """Beside a GPU the workers start from a fork server (forking a CUDA process is slow): same results."""
+    monkeypatch.setattr(pipeline, "_START_METHOD", "forkserver")
+    assert pipeline._worker_context().get_start_method() == "forkserver"
+    one = list(FeatureExtractor(small_settings, backbones=backbones, workers=0).iter_extract(five_videos[:3]))
+    two = list(FeatureExtractor(small_settings, backbones=backbones, workers=2).iter_extract(five_videos[:3]))
+    assert [r.error is None for r in two] == [True, True, False]
+    for r1, r2 in zip(one[:2], two[:2]):
+        np.testing.assert_allclose(r1.features.temporal, r2.features.temporal, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r1.features.audio, r2.features.audio, rtol=1e-5, atol=1e-5)  # BLAS threads differ
 
 
 def test_clips_of_several_files_share_a_backbone_pass(five_videos, backbones, small_settings, monkeypatch) -> None:

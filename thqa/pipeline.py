@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "prepare",
     "resolve_device",
     "default_workers",
+    "warm_up",
     "encode_frame_png",
     "decode_frame_png",
 ]
@@ -95,6 +97,12 @@ class PreparedVideo:
     seconds_audio: float = 0.0
     seconds_prepare: float = 0.0
     first_frames_png: bool = False  #: ``first_frames`` holds PNG bytes ((n,) uint8 each), not arrays
+
+    def pin_memory(self) -> "PreparedVideo":
+        """Page-locked copies of the tensors (DataLoader's pin_memory calls this), for fast copies to a GPU."""
+        self.clips = self.clips.pin_memory()
+        self.spatial_input = self.spatial_input.pin_memory()
+        return self
 
 
 @dataclass
@@ -318,16 +326,22 @@ class Backbones:
                 outs.append(self.temporal([slow, fast]).float().cpu())
         return torch.cat(outs).numpy()
 
+    def _gather(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate on the device: each (pinned) part is copied asynchronously, not via a pageable host copy."""
+        if self.device.type == "cpu":
+            return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return torch.cat([p.to(self.device, non_blocking=True) for p in parts])
+
     def features(self, items: Sequence[PreparedVideo], *, spatial_module: torch.nn.Module | None = None) -> list[VideoFeatures]:
         """Run both backbones over the unique clips of several prepared files at once."""
         sp = tp = None
         if self.spatial is not None or spatial_module is not None:
             t = time.perf_counter()
-            sp = self.run_spatial(torch.cat([it.spatial_input for it in items]), spatial_module)
+            sp = self.run_spatial(self._gather([it.spatial_input for it in items]), spatial_module)
             t_sp = (time.perf_counter() - t) / len(items)
         if self.temporal is not None:
             t = time.perf_counter()
-            tp = self.run_temporal(torch.cat([it.clips for it in items]))
+            tp = self.run_temporal(self._gather([it.clips for it in items]))
             t_tp = (time.perf_counter() - t) / len(items)
         out = []
         off = 0
@@ -408,6 +422,44 @@ def _worker_init(_worker_id: int) -> None:
         pass
 
 
+_warm: set = set()
+
+
+def warm_up(settings: ExtractionSettings | None = None) -> None:
+    """Import and compile (numba) what :func:`prepare` needs, once in this process, before worker processes are
+    forked: they inherit it instead of each paying about 5 s (imports of scipy.signal/librosa, JIT) on its first file."""
+    s = settings or ExtractionSettings()
+    if s.audio in _warm:
+        return
+    t = time.perf_counter()
+    n = int(round((1 + 2 * s.audio.context) * s.audio.sample_rate))
+    _audio_extractor(s.audio).batch(np.zeros((1, n), np.float32))
+    img = resize_short_side(np.zeros((16, 16, 3), np.uint8), 32)
+    normalize(crop(img, size=16))
+    encode_frame_png(img.numpy())
+    importlib.import_module("av")
+
+    _warm.add(s.audio)
+    log.debug("prepare() warmed up in %.2f s", time.perf_counter() - t)
+
+
+#: how decoding workers start: None picks "fork", or "forkserver" once this process holds a CUDA context
+_START_METHOD: str | None = None
+
+
+def _worker_context():
+    """None (fork) normally; a fork server beside CUDA, whose context makes each fork of this process slow."""
+    import multiprocessing as mp
+
+    method = _START_METHOD or ("forkserver" if torch.cuda.is_initialized() else None)
+    if method is None or method == "fork":
+        return None
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["thqa._prefork"])
+    return ctx
+
+
 def default_workers(device: torch.device | str) -> int:
     """Decoding processes when the caller says "auto": all cores but one beside a GPU (it waits on the decoders),
     none beside a CPU (the backbones use the cores; measured: 1.03x of decode + forward in one process)."""
@@ -440,7 +492,7 @@ class FeatureExtractor:
         *,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
-        workers: int | str = 0,
+        workers: int | str = "auto",
         backbones: Backbones | None = None,
         file_timeout: float | None = 300.0,
         prefetch: int = 2,
@@ -535,8 +587,13 @@ class FeatureExtractor:
                 returned.add(i)
                 yield ds[i]
             return
+        ctx = _worker_context()
+        if ctx is None:
+            warm_up(ds.settings)  # the forked workers inherit it
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(ds, indices),
+            multiprocessing_context=ctx,
+            pin_memory=self.backbones.device.type == "cuda",
             batch_size=None,
             shuffle=False,
             num_workers=min(workers, len(indices)),

@@ -80,7 +80,7 @@ class Scorer:
         slowfast_weights: str | None = None,
         offline: bool | None = None,
         batch_size: int | None = None,
-        workers: int | str = 0,
+        workers: int | str = "auto",
         settings: ExtractionSettings | None = None,
     ):
         self.weights = WeightsOptions(
