@@ -169,7 +169,9 @@ def forward_rate(device: str, seconds: float, *, channels_last: bool | None = No
     ]
     if bb.device.type == "cuda":
         items = [it.pin_memory() for it in items]  # as the DataLoader hands them over
+    t0 = time.perf_counter()
     bb.features(items)  # warm-up: cuDNN autotuning, allocator
+    first_s = time.perf_counter() - t0
     bb.features(items)
     n = 0
     t = time.perf_counter()
@@ -177,7 +179,7 @@ def forward_rate(device: str, seconds: float, *, channels_last: bool | None = No
         bb.features(items)
         n += per_batch
     dt = time.perf_counter() - t
-    return {"videos": n, "seconds": round(dt, 2), "videos_per_s": round(n / dt, 2), "videos_per_batch": per_batch, "clips_per_pass": bb.batch_size, "channels_last": bb.channels_last, "bf16": bf16 and bb.device.type == "cuda"}
+    return {"videos": n, "seconds": round(dt, 2), "videos_per_s": round(n / dt, 2), "first_pass_s": round(first_s, 2), "videos_per_batch": per_batch, "clips_per_pass": bb.batch_size, "channels_last": bb.channels_last, "bf16": bf16 and bb.device.type == "cuda"}
 
 
 def extract_run(paths: list[Path], device: str, workers: str, cache: Path) -> dict:
@@ -205,6 +207,7 @@ def extract_run(paths: list[Path], device: str, workers: str, cache: Path) -> di
         "videos_per_s": doc["videos_per_s"],
         "wall_videos_per_s": round(doc["done"] / wall, 2),
         "stage_s": doc["stage_s"],
+        "pipeline": doc.get("pipeline", {}),
         "stdout": p.stdout.strip()[-500:],
     }
 

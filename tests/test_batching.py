@@ -62,19 +62,41 @@ def test_workers_from_a_fork_server_give_the_same_features(five_videos, backbone
 
 
 def test_clips_of_several_files_share_a_backbone_pass(five_videos, backbones, small_settings, monkeypatch) -> None:
-    """batch_size 4 clips, 2 clips per file: each pass holds two files (the last one the odd file left over)."""
+    """batch_size 4 clips, 2 distinct clips per file: every pass holds exactly 4 clips from two files, the last the
+    2 left over; the features equal one file at a time."""
     seen = []
-    real = pipeline.Backbones.features
+    real = pipeline.Backbones.run_temporal
 
-    def spy(self, items, **kw):
-        seen.append(len(items))
-        return real(self, items, **kw)
+    def spy(self, clips):
+        seen.append(clips.shape[0])
+        return real(self, clips)
 
-    monkeypatch.setattr(pipeline.Backbones, "features", spy)
+    monkeypatch.setattr(pipeline.Backbones, "run_temporal", spy)
+    monkeypatch.setattr(backbones, "batch_size", 4)
+    ex = FeatureExtractor(small_settings, backbones=backbones, workers=0)
+    res = list(ex.iter_extract(five_videos))
+    assert sum(r.error is None for r in res) == 5
+    assert seen == [4, 4, 2]
+    assert ex.stats["passes"] == 3 and ex.stats["files"] == 6 and ex.stats["forward_s"] > 0
+    monkeypatch.setattr(backbones, "batch_size", 1)
+    alone = ex.extract(five_videos[4])
+    np.testing.assert_allclose(res[5].features.temporal, alone.temporal, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res[5].features.spatial, alone.spatial, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pass_that_fails_is_redone_file_by_file(five_videos, backbones, small_settings, monkeypatch) -> None:
+    real = pipeline.Backbones.run_temporal
+
+    def fails_batched(self, clips):
+        if clips.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, clips)
+
+    monkeypatch.setattr(pipeline.Backbones, "run_temporal", fails_batched)
     monkeypatch.setattr(backbones, "batch_size", 4)
     res = list(FeatureExtractor(small_settings, backbones=backbones, workers=0).iter_extract(five_videos))
-    assert sum(r.error is None for r in res) == 5
-    assert seen == [2, 2, 1]
+    assert [r.error is None for r in res] == [True, True, False, True, True, True]
+    assert all(r.features.temporal.shape == (2, 2304) for r in res if r.error is None)
 
 
 def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, monkeypatch) -> None:

@@ -64,6 +64,8 @@ class ExtractSummary:
     seconds: float = 0.0
     per_video_s: float = 0.0  #: wall time per extracted file
     extract_seconds: float = 0.0  #: wall time of the extraction proper (after hashing and cache look-ups)
+    #: where the extraction's time went: waiting for prepared files (wait_s), backbone passes (forward_s, passes)
+    pipeline: dict = field(default_factory=dict)
     stage_s: dict = field(default_factory=dict)  #: mean seconds per extracted file and stage
 
     def to_dict(self) -> dict:
@@ -76,6 +78,7 @@ class ExtractSummary:
             "extract_seconds": round(self.extract_seconds, 3),
             "videos_per_s": round(self.done / self.extract_seconds, 3) if self.extract_seconds else 0.0,
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
+            "pipeline": self.pipeline,
             "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
         }
 
@@ -185,6 +188,7 @@ def extract_to_cache(
         while pending:
             finish(*pending.popleft())
     summary.seconds = time.perf_counter() - t_start
+    summary.pipeline = dict(getattr(extractor, "stats", {}) or {})
     if summary.done:
         summary.extract_seconds = time.perf_counter() - t_extract
         summary.per_video_s = summary.extract_seconds / summary.done

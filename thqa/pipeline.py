@@ -302,14 +302,23 @@ class Backbones:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """On a GPU, pad a short chunk with zeros to ``batch_size``: one input shape means cuDNN tunes its kernels
+        once (``cudnn.benchmark``), not for every new batch size."""
+        n = x.shape[0]
+        if self.device.type != "cuda" or n >= self.batch_size:
+            return x, n
+        return torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))]), n
+
     @torch.inference_mode()
     def run_spatial(self, x: torch.Tensor, module: torch.nn.Module | None = None) -> np.ndarray:
         """(M, 3, 224, 224) float -> (M, 768) float32."""
         m = module if module is not None else self.spatial
         outs = []
-        for i in range(0, x.shape[0], self.batch_size * 4):
+        for i in range(0, x.shape[0], self.batch_size):
+            chunk, n = self._pad(x[i : i + self.batch_size].to(self.device, non_blocking=True))
             with self._autocast():
-                outs.append(m(x[i : i + self.batch_size * 4].to(self.device)).float().cpu())
+                outs.append(m(chunk)[:n].float().cpu())
         return torch.cat(outs).numpy()
 
     @torch.inference_mode()
@@ -317,13 +326,13 @@ class Backbones:
         """(M, T, S, S, 3) uint8 -> (M, 2304) float32. Scaling and normalising happen on the device."""
         outs = []
         for i in range(0, clips.shape[0], self.batch_size):
-            chunk = clips[i : i + self.batch_size].to(self.device, non_blocking=True)
+            chunk, n = self._pad(clips[i : i + self.batch_size].to(self.device, non_blocking=True))
             slow, fast = preprocess_clips(chunk)
             if self.channels_last:
                 slow = slow.contiguous(memory_format=torch.channels_last_3d)
                 fast = fast.contiguous(memory_format=torch.channels_last_3d)
             with self._autocast():
-                outs.append(self.temporal([slow, fast]).float().cpu())
+                outs.append(self.temporal([slow, fast])[:n].float().cpu())
         return torch.cat(outs).numpy()
 
     def _gather(self, parts: list[torch.Tensor]) -> torch.Tensor:
@@ -335,6 +344,7 @@ class Backbones:
     def features(self, items: Sequence[PreparedVideo], *, spatial_module: torch.nn.Module | None = None) -> list[VideoFeatures]:
         """Run both backbones over the unique clips of several prepared files at once."""
         sp = tp = None
+        t_sp = t_tp = 0.0
         if self.spatial is not None or spatial_module is not None:
             t = time.perf_counter()
             sp = self.run_spatial(self._gather([it.spatial_input for it in items]), spatial_module)
@@ -347,30 +357,121 @@ class Backbones:
         off = 0
         for it in items:
             u = len(it.unique)
-            idx = np.asarray(it.index)
             out.append(
-                VideoFeatures(
-                    path=it.path,
-                    spatial=sp[off : off + u][idx] if sp is not None else None,
-                    temporal=tp[off : off + u][idx] if tp is not None else None,
-                    audio=it.audio,
-                    seconds=list(it.seconds),
-                    has_audio=it.has_audio,
-                    info=it.info,
-                    warnings=list(it.warnings),
-                    first_frames=[it.first_frames[i] for i in idx] if it.first_frames else None,
-                    first_frames_png=it.first_frames_png,
-                    timings={
-                        "decode_s": it.seconds_decode,
-                        "audio_s": it.seconds_audio,
-                        "prepare_s": it.seconds_prepare,
-                        "spatial_s": t_sp if sp is not None else 0.0,
-                        "temporal_s": t_tp if tp is not None else 0.0,
-                    },
+                assemble(
+                    it,
+                    sp[off : off + u] if sp is not None else None,
+                    tp[off : off + u] if tp is not None else None,
+                    spatial_s=t_sp,
+                    temporal_s=t_tp,
                 )
             )
             off += u
         return out
+
+
+def assemble(item: PreparedVideo, spatial: np.ndarray | None, temporal: np.ndarray | None, *, spatial_s: float = 0.0, temporal_s: float = 0.0) -> VideoFeatures:
+    """A file's :class:`VideoFeatures` from its prepared data and the backbone outputs of its U unique clips
+    (``spatial`` (U, 768), ``temporal`` (U, 2304)), repeated into clip order."""
+    idx = np.asarray(item.index)
+    return VideoFeatures(
+        path=item.path,
+        spatial=spatial[idx] if spatial is not None else None,
+        temporal=temporal[idx] if temporal is not None else None,
+        audio=item.audio,
+        seconds=list(item.seconds),
+        has_audio=item.has_audio,
+        info=item.info,
+        warnings=list(item.warnings),
+        first_frames=[item.first_frames[i] for i in idx] if item.first_frames else None,
+        first_frames_png=item.first_frames_png,
+        timings={
+            "decode_s": item.seconds_decode,
+            "audio_s": item.seconds_audio,
+            "prepare_s": item.seconds_prepare,
+            "spatial_s": spatial_s if spatial is not None else 0.0,
+            "temporal_s": temporal_s if temporal is not None else 0.0,
+        },
+    )
+
+
+class _ClipBatcher:
+    """Runs the backbones over exactly ``batch_size`` clips at a time, taken in arrival order from several files
+    (a file's clips may straddle two passes); a file's features are out once all its clips have been through.
+    On a GPU every pass has the same shape, so cuDNN tunes once per run."""
+
+    def __init__(self, backbones: Backbones):
+        self.bb = backbones
+        self.files: dict[int, dict] = {}
+        self.rows: list[tuple[int, int]] = []  # (file, unique clip) waiting for a pass
+        self.forward_s = 0.0
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, i: int, item: PreparedVideo) -> None:
+        dev = self.bb.device
+        u = len(item.unique)
+        self.files[i] = {
+            "item": item,
+            # start the (pinned, asynchronous) copy to the GPU now, while the previous pass runs
+            "clips": item.clips.to(dev, non_blocking=True) if self.bb.temporal is not None else None,
+            "sp": item.spatial_input.to(dev, non_blocking=True) if self.bb.spatial is not None else None,
+            "tp_out": [None] * u,
+            "sp_out": [None] * u,
+            "left": u,
+            "t_sp": 0.0,
+            "t_tp": 0.0,
+        }
+        self.rows.extend((i, k) for k in range(u))
+
+    def items(self, rows=None) -> list[tuple[int, PreparedVideo]]:
+        seen = dict.fromkeys(i for i, _ in (rows if rows is not None else self.rows))
+        return [(i, self.files[i]["item"]) for i in seen]
+
+    def drop(self, indices) -> None:
+        gone = set(indices)
+        self.rows = [r for r in self.rows if r[0] not in gone]
+        for i in gone:
+            self.files.pop(i, None)
+
+    def run(self) -> list[tuple[int, VideoFeatures]]:
+        """One pass over the first ``batch_size`` waiting clips; returns the files it completed."""
+        take, self.rows = self.rows[: self.bb.batch_size], self.rows[self.bb.batch_size :]
+        t = time.perf_counter()
+        try:
+            sp = tp = None
+            if self.bb.spatial is not None:
+                sp = self.bb.run_spatial(torch.stack([self.files[i]["sp"][k] for i, k in take]))
+            t_sp = time.perf_counter() - t
+            if self.bb.temporal is not None:
+                tp = self.bb.run_temporal(torch.stack([self.files[i]["clips"][k] for i, k in take]))
+            t_tp = time.perf_counter() - t - t_sp
+        except Exception:
+            self.rows = take + self.rows  # the caller isolates the culprit
+            raise
+        self.forward_s += t_sp + t_tp
+        self.passes += 1
+        done = []
+        for r, (i, k) in enumerate(take):
+            f = self.files[i]
+            f["sp_out"][k] = sp[r] if sp is not None else None
+            f["tp_out"][k] = tp[r] if tp is not None else None
+            f["left"] -= 1
+            f["t_sp"] += t_sp / len(take)
+            f["t_tp"] += t_tp / len(take)
+            if f["left"] == 0:
+                feats = assemble(
+                    f["item"],
+                    np.stack(f["sp_out"]) if sp is not None else None,
+                    np.stack(f["tp_out"]) if tp is not None else None,
+                    spatial_s=f["t_sp"],
+                    temporal_s=f["t_tp"],
+                )
+                done.append((i, feats))
+                del self.files[i]
+        return done
 
 
 @dataclass
@@ -507,6 +608,8 @@ class FeatureExtractor:
             raise ConfigError(f"workers must be a number or 'auto', got {workers!r}") from exc
         self.file_timeout = file_timeout
         self.prefetch = max(1, int(prefetch))
+        #: where the last iter_extract's time went: waiting for prepared files, backbone passes
+        self.stats: dict = {}
 
     def extract(self, path: str | os.PathLike, *, keep_first_frames: bool | str = False) -> VideoFeatures:
         """Features of one file. Raises the file's error (a THQAError subclass)."""
@@ -542,42 +645,77 @@ class FeatureExtractor:
     # -- internals --------------------------------------------------------------------------------------------
     def _results(self, ds: _PrepareDataset) -> Iterator[tuple[int, ItemResult]]:
         """(index, result) for every file of ``ds``, in the order they finish."""
+        batcher = _ClipBatcher(self.backbones)
+        self.stats = {"wait_s": 0.0, "forward_s": 0.0, "passes": 0, "files": 0}
         todo = list(range(len(ds)))
-        while todo:
-            pending: list[tuple[int, PreparedVideo]] = []
-            clips = 0
-            returned: set[int] = set()
+        try:
+            while todo:
+                returned: set[int] = set()
+                try:
+                    for i, item, err in self._timed(self._prepared(ds, todo, returned)):
+                        if err is not None:
+                            yield i, ItemResult(ds.paths[i], error=err[1], error_type=err[0])
+                            continue
+                        batcher.add(i, item)
+                        yield from self._pump(ds, batcher)
+                    yield from self._pump(ds, batcher, final=True)
+                    return
+                except _WorkerCrashed as crash:
+                    left = [i for i in todo if i not in crash.returned]
+                    # the files in flight when it died: prepare each alone in a fresh process to find the culprit(s)
+                    in_flight = left[: self.workers * self.prefetch]
+                    log.warning("a decoding worker died (%s); retrying %d file(s) one at a time", crash.cause, len(in_flight))
+                    for i in in_flight:
+                        got: set[int] = set()
+                        try:
+                            for j, item, err in self._prepared(ds, [i], got, workers=1):
+                                if err is not None:
+                                    yield j, ItemResult(ds.paths[j], error=err[1], error_type=err[0])
+                                else:
+                                    batcher.add(j, item)
+                                    yield from self._pump(ds, batcher)
+                        except _WorkerCrashed as again:
+                            msg = f"{ds.paths[i]}: the decoding process died while reading this file ({again.cause})"
+                            log.warning("%s", msg)
+                            yield i, ItemResult(ds.paths[i], error=msg, error_type="DecodeError")
+                    todo = left[len(in_flight) :]
+            yield from self._pump(ds, batcher, final=True)
+        finally:
+            self.stats.update(forward_s=round(batcher.forward_s, 3), passes=batcher.passes, wait_s=round(self.stats["wait_s"], 3))
+            log.debug("extraction: %s", self.stats)
+
+    def _timed(self, gen):
+        """Pass ``gen`` through, adding the time spent waiting for it to ``stats['wait_s']``."""
+        while True:
+            t = time.perf_counter()
             try:
-                for i, item, err in self._prepared(ds, todo, returned):
-                    if err is not None:
-                        yield i, ItemResult(ds.paths[i], error=err[1], error_type=err[0])
-                        continue
-                    pending.append((i, item))
-                    clips += len(item.unique)
-                    if clips >= self.backbones.batch_size:
-                        yield from self._forward(ds, pending)
-                        pending, clips = [], 0
-                yield from self._forward(ds, pending)
+                out = next(gen)
+            except StopIteration:
                 return
-            except _WorkerCrashed as crash:
-                yield from self._forward(ds, pending)
-                left = [i for i in todo if i not in crash.returned]
-                # the files in flight when it died: prepare each alone in a fresh process to find the culprit(s)
-                in_flight = left[: self.workers * self.prefetch]
-                log.warning("a decoding worker died (%s); retrying %d file(s) one at a time", crash.cause, len(in_flight))
-                for i in in_flight:
-                    got: set[int] = set()
+            finally:
+                self.stats["wait_s"] += time.perf_counter() - t
+            self.stats["files"] += 1
+            yield out
+
+    def _pump(self, ds: _PrepareDataset, batcher: "_ClipBatcher", final: bool = False) -> Iterator[tuple[int, ItemResult]]:
+        """Run full passes (and, when ``final``, the last partial one); a pass that fails is redone file by file,
+        so one file that breaks the backbones costs only itself."""
+        while len(batcher) >= self.backbones.batch_size or (final and len(batcher)):
+            try:
+                done = batcher.run()
+            except Exception as exc:  # noqa: BLE001 - isolate the culprit
+                log.debug("batched forward failed (%s); retrying its files one at a time", exc)
+                files = batcher.items(batcher.rows[: self.backbones.batch_size])
+                batcher.drop(i for i, _ in files)
+                for i, it in files:
                     try:
-                        for j, item, err in self._prepared(ds, [i], got, workers=1):
-                            if err is not None:
-                                yield j, ItemResult(ds.paths[j], error=err[1], error_type=err[0])
-                            else:
-                                yield from self._forward(ds, [(j, item)])
-                    except _WorkerCrashed as again:
-                        msg = f"{ds.paths[i]}: the decoding process died while reading this file ({again.cause})"
-                        log.warning("%s", msg)
-                        yield i, ItemResult(ds.paths[i], error=msg, error_type="DecodeError")
-                todo = left[len(in_flight) :]
+                        yield i, ItemResult(ds.paths[i], features=self.backbones.features([it])[0])
+                    except Exception as exc1:  # noqa: BLE001
+                        msg = f"{ds.paths[i]}: feature extraction failed ({type(exc1).__name__}: {exc1})"
+                        yield i, ItemResult(ds.paths[i], error=msg, error_type=type(exc1).__name__)
+                continue
+            for i, f in done:
+                yield i, ItemResult(ds.paths[i], features=f)
 
     def _prepared(self, ds: _PrepareDataset, indices: list[int], returned: set[int], workers: int | None = None):
         """Prepare ``indices`` in worker processes (or here when there are none), yielding as each finishes."""
@@ -632,20 +770,3 @@ class FeatureExtractor:
             shutdown = getattr(it, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
-
-    def _forward(self, ds: _PrepareDataset, pending: list[tuple[int, PreparedVideo]]) -> Iterator[tuple[int, ItemResult]]:
-        """Run the backbones over several prepared files at once; a file that breaks the batch is retried alone."""
-        if not pending:
-            return
-        try:
-            feats = self.backbones.features([it for _, it in pending])
-        except Exception as exc:  # noqa: BLE001 - fall back to one file at a time to isolate the culprit
-            log.debug("batched forward failed (%s); retrying one file at a time", exc)
-            for i, it in pending:
-                try:
-                    yield i, ItemResult(ds.paths[i], features=self.backbones.features([it])[0])
-                except Exception as exc1:  # noqa: BLE001
-                    yield i, ItemResult(ds.paths[i], error=f"{ds.paths[i]}: feature extraction failed ({exc1})", error_type=type(exc1).__name__)
-            return
-        for (i, _), f in zip(pending, feats):
-            yield i, ItemResult(ds.paths[i], features=f)
