@@ -50,6 +50,20 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default): this machine; ray: a Ray cluster (pip install 'thqa[ray]')")
+    g.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: auto (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance")
+    g.add_argument("--ray-actors", type=int, metavar="N", help="with --engine ray: backbone actors (default: one per GPU, else one per 4 CPUs)")
+
+
+def _ray_options(args):
+    from thqa.ray_engine import RayOptions, import_ray
+
+    import_ray()  # a clear message when Ray is missing, before anything is built
+    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+
+
 def _workers_arg(text: str):
     if text == "auto":
         return text
@@ -97,6 +111,8 @@ def _score(args) -> int:
 
         print(f"thqa score: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
+    if args.engine == "ray":
+        return _score_ray(args)
     scorer = Scorer(
         args.checkpoint,
         device=args.device,
@@ -108,16 +124,42 @@ def _score(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
     )
-    fmt = _output_format(args.output, args.format)
-    results = []
-    failed = 0
     with _progress(len(args.files), "scoring") as bar:
+        results = []
         for r in scorer.iter_score(args.files):
             results.append(r)
-            if r.error:
-                failed += 1
-                print(f"thqa score: {r.error}", file=sys.stderr)
             bar.update(1)
+    return _write_scores(args, results)
+
+
+def _score_ray(args) -> int:
+    from thqa.ray_engine import score_with_ray
+
+    opts = _ray_options(args)
+    with _progress(len(args.files), "scoring") as bar:
+        results = score_with_ray(
+            args.files,
+            args.checkpoint,
+            random_init=args.random_init,
+            seed=args.seed,
+            swin_weights=args.swin_weights,
+            slowfast_weights=args.slowfast_weights,
+            offline=True if args.offline else None,
+            device=args.device,
+            batch_size=args.batch_size,
+            options=opts,
+            progress=bar.update,
+        )
+    return _write_scores(args, results)
+
+
+def _write_scores(args, results) -> int:
+    fmt = _output_format(args.output, args.format)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(f"thqa score: {r.error}", file=sys.stderr)
     text = _format_scores(results, fmt)
     if args.output:
         _write_atomic(Path(args.output), text)
@@ -218,9 +260,22 @@ def _extract(args) -> int:
     m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
     cache = FeatureCache(args.cache_dir)
     settings = ExtractionSettings(n_clips=args.clips).validate()
-    bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size)
-    ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
-    summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
+    if args.engine == "ray":
+        from thqa.ray_engine import extract_with_ray
+
+        opts = _ray_options(args)
+        with _progress(len(m.samples), "extracting", enabled=not args.quiet) as bar:
+            summary = extract_with_ray(
+                [str(s.path) for s in m.samples], args.cache_dir, settings, _weights_options(args), frames=not args.no_frames,
+                device=args.device, batch_size=args.batch_size, options=opts, progress=bar.update,
+            )
+        random_init = bool(args.random_init)
+        infos = {}
+    else:
+        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size)
+        ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
+        summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
+        random_init, infos = bb.random_init, bb.infos
     failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
     if summary.failures:
         write_failures(failures, summary.failures)
@@ -233,10 +288,10 @@ def _extract(args) -> int:
         + f"; {summary.seconds:.1f} s"
         + (f", {summary.per_video_s:.2f} s per extracted video" if summary.done else "")
         + f"; cache {size / 1e6:.1f} MB in {len(cache)} entries"
-        + (" [random-init backbones]" if bb.random_init else "")
+        + (" [random-init backbones]" if random_init else "")
     )
     if args.summary_json:
-        _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": bb.infos}, indent=2) + "\n")
+        _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": infos}, indent=2) + "\n")
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
 
 
@@ -424,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
     _add_weights_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_score)
 
     p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
@@ -435,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON")
     _add_weights_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("train", help="train the fusion model on cached features")

@@ -92,6 +92,45 @@ def _features_arrays(f: VideoFeatures) -> dict[str, np.ndarray]:
     }
 
 
+def store_features(
+    cache: FeatureCache,
+    f: VideoFeatures,
+    *,
+    path: str,
+    digest: str,
+    settings: ExtractionSettings,
+    backbones: dict,
+    frames: bool = True,
+) -> str:
+    """Write one file's entries (first frames, then features: a features entry means the file is complete) with
+    the cache's atomic writer. Used by every engine, so the entries are the same whoever makes them. Returns the
+    features key."""
+    fk, gk = features_key(digest, settings, backbones), frames_key(digest, settings)
+    meta = {
+        "path": path,
+        "content_sha256": digest,
+        "info": f.info,
+        "has_audio": f.has_audio,
+        "warnings": f.warnings,
+        "timings": f.timings,
+        "settings": settings.to_dict(),
+        "backbones": backbones,
+        "thqa_version": __version__,
+    }
+    if frames and f.first_frames:
+        pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
+        cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": path, "n": len(pngs)})
+    cache.put(fk, _features_arrays(f), meta)
+    return fk
+
+
+def is_cached(cache: FeatureCache, digest: str, settings: ExtractionSettings, backbones: dict, *, frames: bool = True) -> bool:
+    """Both entries of a file are in the cache and verify (a corrupt one is set aside, so it is made again)."""
+    if cache.get(features_key(digest, settings, backbones)) is None:
+        return False
+    return not frames or cache.get(frames_key(digest, settings)) is not None
+
+
 def extract_to_cache(
     paths: Sequence[str | os.PathLike],
     cache: FeatureCache,
@@ -128,10 +167,9 @@ def extract_to_cache(
             if progress:
                 progress(1)
             continue
-        fk, gk = features_key(digest, settings, backbones), frames_key(digest, settings)
-        keys[p] = (digest, fk, gk)
+        keys[p] = (digest, features_key(digest, settings, backbones), frames_key(digest, settings))
         # verify, not just look: a corrupt entry is set aside by get() and extracted again now
-        if cache.get(fk) is not None and (not frames or cache.get(gk) is not None):
+        if is_cached(cache, digest, settings, backbones, frames=frames):
             summary.reused += 1
             if progress:
                 progress(1)
@@ -142,21 +180,7 @@ def extract_to_cache(
 
     def store(f: VideoFeatures, path: str) -> None:
         digest, fk, gk = keys[path]
-        meta = {
-            "path": path,
-            "content_sha256": digest,
-            "info": f.info,
-            "has_audio": f.has_audio,
-            "warnings": f.warnings,
-            "timings": f.timings,
-            "settings": settings.to_dict(),
-            "backbones": backbones,
-            "thqa_version": __version__,
-        }
-        if frames and f.first_frames:
-            pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
-            cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": path, "n": len(pngs)})
-        cache.put(fk, _features_arrays(f), meta)  # last: a features entry means the file is complete
+        store_features(cache, f, path=path, digest=digest, settings=settings, backbones=backbones, frames=frames)
 
     def finish(path: str, f: VideoFeatures, fut) -> None:
         try:

@@ -1,0 +1,180 @@
+"""The Ray engine: the same cache entries and scores as the local engine on a local Ray instance (2 CPUs), a job that
+survives a killed actor process, a cluster of two nodes started by the test, and a clear message without Ray."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thqa.cache import FeatureCache
+from thqa.extract import extract_to_cache
+from thqa.pipeline import FeatureExtractor
+from thqa.weights import WeightsOptions
+
+REAL = ("vid_real_vox_00015_224.mp4", "vid_real_vox_00373_224.mp4", "vid_ai_dreamtalk_male_256.mp4")
+pytestmark = pytest.mark.slow
+
+
+def _ray():
+    return pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def files(shared_media):
+    return [str(shared_media / n) for n in REAL] + [str(shared_media / "img_real_woman_624.jpg")]
+
+
+@pytest.fixture(scope="module")
+def local_entries(files, backbones, small_settings, tmp_path_factory):
+    """What the local engine writes for ``files`` (the session's random-init backbones, seed 3407)."""
+    cache = FeatureCache(tmp_path_factory.mktemp("local_cache"))
+    s = extract_to_cache(files, cache, FeatureExtractor(small_settings, backbones=backbones, workers=0))
+    assert s.done == 3 and s.failed == 1
+    return _entries(cache)
+
+
+@pytest.fixture()
+def local_ray():
+    ray = _ray()
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=400 * 1024**2)
+    yield ray
+    ray.shutdown()
+
+
+def _entries(cache: FeatureCache) -> dict:
+    return {k: cache.get(k).arrays for k in cache.keys()}
+
+
+def _same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert sorted(a[k]) == sorted(b[k]), k
+        for name in a[k]:
+            np.testing.assert_allclose(a[k][name], b[k][name], rtol=1e-5, atol=1e-5, err_msg=f"{k}/{name}")
+
+
+def test_ray_engine_writes_the_local_engines_entries(local_ray, files, small_settings, local_entries, tmp_path) -> None:
+    from thqa.ray_engine import RayOptions, extract_with_ray
+
+    opts = RayOptions(actors=1, files_per_batch=2)
+    s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=opts)
+    assert (s.done, s.reused, s.failed) == (3, 0, 1)
+    assert s.failures[0][0].endswith("img_real_woman_624.jpg") and s.failures[0][1] == "NoVideoStreamError"
+    _same(_entries(FeatureCache(tmp_path / "c")), local_entries)
+    again = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=opts)
+    assert (again.done, again.reused, again.failed) == (0, 3, 1)
+
+
+def test_ray_scores_equal_the_local_scorer(local_ray, files, small_scorer) -> None:
+    from thqa.ray_engine import RayOptions, score_with_ray
+
+    got = score_with_ray(files, random_init=True, settings=small_scorer.settings, options=RayOptions(actors=1))
+    want = small_scorer.score_many(files)
+    assert [r.path for r in got] == files
+    for g, w in zip(got, want):
+        assert (g.error is None) == (w.error is None)
+        if w.error is None:
+            assert g.mos == pytest.approx(w.mos, abs=1e-5)
+            np.testing.assert_allclose(g.clip_scores, w.clip_scores, atol=1e-5)
+        else:
+            assert g.error_type == w.error_type == "NoVideoStreamError"
+
+
+def _pids_of(fragment: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if fragment in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_killed_actor_is_replaced_and_every_entry_is_made(local_ray, files, small_settings, local_entries, tmp_path) -> None:
+    from thqa.ray_engine import RayOptions, extract_with_ray
+
+    killed: list[int] = []
+
+    def killer() -> None:  # SIGKILL the backbone actor's process once it has started on the files
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for pid in _pids_of("_BackboneActor"):
+                if any((tmp_path / "c").rglob("*.safetensors")):  # it has written at least one entry
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    s = extract_with_ray(files * 1, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=RayOptions(actors=1, files_per_batch=1))
+    t.join(timeout=5)
+    assert killed, "the actor process was never seen"
+    assert (s.done + s.reused, s.failed) == (3, 1)
+    _same(_entries(FeatureCache(tmp_path / "c")), local_entries)
+    assert not list((tmp_path / "c").rglob("*.partial"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_two_node_cluster_runs_tasks_on_both_nodes(files, small_settings, local_entries, tmp_path) -> None:
+    ray = _ray()
+    ray.shutdown()
+    exe = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    common = ["--num-cpus=2", "--object-store-memory=300000000", "--disable-usage-stats"]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    try:
+        subprocess.run([exe, "start", "--head", f"--port={port}", "--include-dashboard=false", '--resources={"node_a": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
+        subprocess.run([exe, "start", f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2
+        from thqa.ray_engine import RayOptions, extract_with_ray
+
+        s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=RayOptions(actors=2, files_per_batch=1))
+        assert (s.done, s.failed) == (3, 1)
+        assert sorted(s.pipeline["prep_nodes"]) == sorted(nodes)  # CPU tasks ran on both nodes
+        assert sorted(s.pipeline["actor_nodes"]) == sorted(nodes)  # and so did the backbone actors
+        _same(_entries(FeatureCache(tmp_path / "c")), local_entries)
+    finally:
+        ray.shutdown()
+        subprocess.run([exe, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys, shared_media) -> None:
+    from thqa import cli
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{shared_media / REAL[0]}\n")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    rc = cli.main(["extract", str(manifest), "--cache-dir", str(tmp_path / "c"), "--engine", "ray", "--random-init"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "pip install 'thqa[ray]'" in err
+
+
+def test_a_cache_the_workers_cannot_write_is_refused(local_ray, tmp_path) -> None:
+    from thqa.errors import CacheError
+    from thqa.ray_engine import check_shared_cache
+
+    assert len(check_shared_cache(tmp_path / "ok")) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CacheError, match="cache"):
+        check_shared_cache(blocker / "sub")
