@@ -224,3 +224,21 @@ def test_one_pass_and_seeking_read_the_same_clips(media_dir) -> None:
         assert [media.read_index(f) for f in ca.frames] == [media.read_index(f) for f in cb.frames] == list(range(25 * ca.second, 25 * ca.second + 8))
         np.testing.assert_allclose(ca.audio, cb.audio, atol=0.02)
         assert np.abs(ca.audio).max() > 0.05
+
+
+def test_short_passes_are_padded_to_one_shape_on_a_gpu() -> None:
+    """On a GPU a short chunk is padded with zeros to batch_size (one input shape for cuDNN); a CPU runs it as is."""
+    from types import SimpleNamespace
+
+    import torch
+
+    x = torch.ones(3, 2, 5)
+    gpu = SimpleNamespace(device=SimpleNamespace(type="cuda"), batch_size=4)
+    padded, n = pipeline.Backbones._pad(gpu, x)
+    assert n == 3 and padded.shape == (4, 2, 5)
+    assert torch.equal(padded[:3], x) and torch.count_nonzero(padded[3]) == 0
+    full, n = pipeline.Backbones._pad(gpu, torch.ones(4, 2, 5))
+    assert n == 4 and full.shape == (4, 2, 5)
+    cpu = SimpleNamespace(device=SimpleNamespace(type="cpu"), batch_size=4)
+    same, n = pipeline.Backbones._pad(cpu, x)
+    assert same is x and n == 3

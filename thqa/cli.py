@@ -113,17 +113,7 @@ def _score(args) -> int:
         return EXIT_SETUP
     if args.engine == "ray":
         return _score_ray(args)
-    scorer = Scorer(
-        args.checkpoint,
-        device=args.device,
-        random_init=args.random_init,
-        seed=args.seed,
-        swin_weights=args.swin_weights,
-        slowfast_weights=args.slowfast_weights,
-        offline=True if args.offline else None,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
+    scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
     with _progress(len(args.files), "scoring") as bar:
         results = []
         for r in scorer.iter_score(args.files):
@@ -132,24 +122,25 @@ def _score(args) -> int:
     return _write_scores(args, results)
 
 
+def _scorer_kwargs(args) -> dict:
+    """The model and device options of `thqa score`, as both engines take them."""
+    return {
+        "device": args.device,
+        "random_init": args.random_init,
+        "seed": args.seed,
+        "swin_weights": args.swin_weights,
+        "slowfast_weights": args.slowfast_weights,
+        "offline": True if args.offline else None,
+        "batch_size": args.batch_size,
+    }
+
+
 def _score_ray(args) -> int:
     from thqa.ray_engine import score_with_ray
 
     opts = _ray_options(args)
     with _progress(len(args.files), "scoring") as bar:
-        results = score_with_ray(
-            args.files,
-            args.checkpoint,
-            random_init=args.random_init,
-            seed=args.seed,
-            swin_weights=args.swin_weights,
-            slowfast_weights=args.slowfast_weights,
-            offline=True if args.offline else None,
-            device=args.device,
-            batch_size=args.batch_size,
-            options=opts,
-            progress=bar.update,
-        )
+        results = score_with_ray(args.files, args.checkpoint, options=opts, progress=bar.update, **_scorer_kwargs(args))
     return _write_scores(args, results)
 
 
