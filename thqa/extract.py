@@ -156,7 +156,7 @@ def extract_to_cache(
     settings = extractor.settings
     backbones = extractor.backbones.infos
     todo: list[str] = []
-    keys: dict[str, tuple[str, str, str]] = {}
+    keys: dict[str, str] = {}  #: path -> content digest
     for p in paths:
         p = str(p)
         try:
@@ -167,7 +167,7 @@ def extract_to_cache(
             if progress:
                 progress(1)
             continue
-        keys[p] = (digest, features_key(digest, settings, backbones), frames_key(digest, settings))
+        keys[p] = digest
         # verify, not just look: a corrupt entry is set aside by get() and extracted again now
         if is_cached(cache, digest, settings, backbones, frames=frames):
             summary.reused += 1
@@ -179,7 +179,7 @@ def extract_to_cache(
     t_extract = time.perf_counter()
 
     def store(f: VideoFeatures, path: str) -> None:
-        digest, fk, gk = keys[path]
+        digest = keys[path]
         store_features(cache, f, path=path, digest=digest, settings=settings, backbones=backbones, frames=frames)
 
     def finish(path: str, f: VideoFeatures, fut) -> None:

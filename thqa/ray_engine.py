@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from thqa.errors import CacheError, DependencyError, THQAError
+from thqa.errors import CacheError, DependencyError, THQAError, WeightsError
 
 __all__ = ["RayOptions", "check_shared_cache", "extract_with_ray", "score_with_ray", "import_ray"]
 
@@ -187,8 +187,12 @@ class _BackboneActor:
         else:
             self.scorer = None
             self.backbones = Backbones(spec["weights"], device=spec["device"], batch_size=spec["batch_size"])
-            if self.backbones.infos != spec["backbones"]:
-                raise THQAError("this node's backbone weights differ from the driver's: every node must see the same weight files")
+            mine = {k: v["sha256"] for k, v in self.backbones.infos.items()}
+            if mine != {k: v["sha256"] for k, v in spec["backbones"].items()}:  # paths may differ between nodes
+                raise WeightsError(
+                    f"node {socket.gethostname()}: its backbone weights ({mine}) differ from the driver's; every node "
+                    "must have the same weight files (or all use --random-init with one seed)"
+                )
             self.cache = FeatureCache(spec["cache_dir"])
 
     def __call__(self, batch: dict) -> dict:
