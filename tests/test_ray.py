@@ -178,3 +178,13 @@ def test_a_cache_the_workers_cannot_write_is_refused(local_ray, tmp_path) -> Non
     blocker.write_text("x")
     with pytest.raises(CacheError, match="cache"):
         check_shared_cache(blocker / "sub")
+
+
+def test_files_that_come_back_without_a_result_are_reported() -> None:
+    """A block whose task failed on every retry is dropped by Ray Data (max_errored_blocks): its files are failures."""
+    from thqa.ray_engine import _with_lost
+
+    rows = [{"path": "a.mp4", "status": "done", "error": "", "error_type": ""}]
+    out = _with_lost(["a.mp4", "b.mp4", "b.mp4"], rows)
+    assert [r["path"] for r in out] == ["a.mp4", "b.mp4"]
+    assert out[1]["status"] == "failed" and "b.mp4" in out[1]["error"] and "every retry" in out[1]["error"]

@@ -33,6 +33,9 @@ __all__ = ["RayOptions", "check_shared_cache", "extract_with_ray", "score_with_r
 
 log = logging.getLogger(__name__)
 
+#: files per Ray Data block (one CPU task prepares a block)
+_FILES_PER_BLOCK = 2
+
 INSTALL_HINT = "Ray is not installed: install the extra with `pip install 'thqa[ray]'` (or `pip install -e '.[ray]'`)"
 
 
@@ -254,7 +257,11 @@ def _run(paths: Sequence[str], spec: dict, opts: RayOptions, progress: Callable[
     use_gpu = gpus > 0 and spec["device"] in ("auto", "cuda")
     spec["device"] = "cuda" if use_gpu else ("cpu" if spec["device"] == "auto" else spec["device"])
     actors = opts.actors or (gpus if use_gpu else max(1, int(res.get("CPU", 1)) // 4))
-    ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, min(len(paths), 4 * actors + 4)))
+    # small blocks: each CPU task prepares a few files, so all the cluster's CPUs share the work, results stream,
+    # and a block that fails on every retry loses few files (they are reported, the job goes on)
+    n_blocks = max(1, -(-len(paths) // _FILES_PER_BLOCK))
+    ray.data.DataContext.get_current().max_errored_blocks = n_blocks
+    ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=n_blocks)
     with warnings.catch_warnings():
         # retries and placement are passed as remote arguments, which Ray 2.60 flags as a deprecated style
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -282,6 +289,22 @@ def _execute(ray, ds, spec: dict, opts: RayOptions, actors: int, use_gpu: bool, 
         if progress:
             progress(1)
     return rows
+
+
+def _with_lost(paths: list[str], rows: list[dict]) -> list[dict]:
+    """``rows`` plus a failure row for every path that came back without one (its Ray task failed on every
+    retry, e.g. its process crashed each time, and Ray Data dropped its block)."""
+    seen = {r["path"] for r in rows}
+    lost = [
+        {
+            "path": p, "status": "failed", "error_type": "DecodeError", "prep_node": "", "actor_node": "",
+            "error": f"{p}: its Ray task failed on every retry (a crash while reading it, or of its node); see Ray's logs",
+        }
+        for p in dict.fromkeys(paths) if p not in seen
+    ]
+    if lost:
+        log.warning("%d file(s) came back without a result from Ray", len(lost))
+    return rows + lost
 
 
 def _spec(mode: str, settings, frames: bool, cache_dir, device: str, batch_size: int | None, file_timeout: float | None) -> dict:
@@ -333,7 +356,7 @@ def extract_with_ray(
     spec = _spec("extract", settings, frames, cache_dir, device, batch_size, file_timeout)
     spec.update(weights=weights, backbones=infos)
     t1 = time.perf_counter()
-    rows = _run([str(p) for p in paths], spec, opts, progress)
+    rows = _with_lost([str(p) for p in paths], _run([str(p) for p in paths], spec, opts, progress))
     summary = ExtractSummary()
     for r in rows:
         if r["status"] == "done":
@@ -390,7 +413,7 @@ def score_with_ray(
         checkpoint=str(checkpoint) if checkpoint else None,
         weights_kw={"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights, "offline": offline, "settings": settings},
     )
-    rows = {r["path"]: r for r in _run([str(p) for p in paths], spec, opts, progress)}
+    rows = {r["path"]: r for r in _with_lost([str(p) for p in paths], _run([str(p) for p in paths], spec, opts, progress))}
     weights_label = "random-init" if random_init else "pretrained"
     out = []
     for p in paths:
