@@ -41,7 +41,7 @@ def local_entries(files, backbones, small_settings, tmp_path_factory):
     return _entries(cache)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def local_ray():
     ray = _ray()
     ray.shutdown()
@@ -126,6 +126,34 @@ def test_a_killed_actor_is_replaced_and_every_entry_is_made(local_ray, files, sm
     assert not list((tmp_path / "c").rglob("*.partial"))
 
 
+def test_extract_command_with_engine_ray(local_ray, shared_media, tmp_path) -> None:
+    import json
+
+    from thqa import cli
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{shared_media / REAL[0]}\n{shared_media / 'aud_de_16k_mono.wav'}\n")
+    summary = tmp_path / "s.json"
+    argv = ["-q", "extract", str(manifest), "--cache-dir", str(tmp_path / "c"), "--engine", "ray", "--ray-actors", "1"]
+    rc = cli.main([*argv, "--random-init", "--clips", "1", "--summary-json", str(summary)])
+    doc = json.loads(summary.read_text())
+    assert rc == 1 and (doc["done"], doc["failed"]) == (1, 1)
+    assert doc["failures"][0]["error_type"] == "NoVideoStreamError"
+    assert (tmp_path / "c" / "failures.csv").read_text().count("aud_de_16k_mono.wav") == 1
+    assert doc["pipeline"]["engine"] == "ray"
+
+
+def test_a_cache_the_workers_cannot_write_is_refused(local_ray, tmp_path) -> None:
+    from thqa.errors import CacheError
+    from thqa.ray_engine import check_shared_cache
+
+    assert len(check_shared_cache(tmp_path / "ok")) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CacheError, match="cache"):
+        check_shared_cache(blocker / "sub")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,12 +170,12 @@ def test_a_two_node_cluster_runs_tasks_on_both_nodes(files, small_settings, loca
     try:
         subprocess.run([exe, "start", "--head", f"--port={port}", "--include-dashboard=false", '--resources={"node_a": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
         subprocess.run([exe, "start", f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
-        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
-        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2
         from thqa.ray_engine import RayOptions, extract_with_ray
 
-        s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=RayOptions(actors=2, files_per_batch=1))
+        opts = RayOptions(address=f"127.0.0.1:{port}", actors=2, files_per_batch=1)  # connects as --ray-address does
+        s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), options=opts)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2
         assert (s.done, s.failed) == (3, 1)
         assert sorted(s.pipeline["prep_nodes"]) == sorted(nodes)  # CPU tasks ran on both nodes
         assert sorted(s.pipeline["actor_nodes"]) == sorted(nodes)  # and so did the backbone actors
@@ -167,17 +195,6 @@ def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err
     assert rc == 2
     assert "pip install 'thqa[ray]'" in err
-
-
-def test_a_cache_the_workers_cannot_write_is_refused(local_ray, tmp_path) -> None:
-    from thqa.errors import CacheError
-    from thqa.ray_engine import check_shared_cache
-
-    assert len(check_shared_cache(tmp_path / "ok")) == 1
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(CacheError, match="cache"):
-        check_shared_cache(blocker / "sub")
 
 
 def test_files_that_come_back_without_a_result_are_reported() -> None:

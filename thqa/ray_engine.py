@@ -79,11 +79,13 @@ class RayOptions:
 def _connect(opts: RayOptions):
     ray = import_ray()
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+        kw: dict[str, Any] = {"log_to_driver": False}
         if opts.address:
             kw["address"] = opts.address
-        elif opts.num_cpus:
-            kw["num_cpus"] = opts.num_cpus
+        else:  # a local instance, started here
+            kw["include_dashboard"] = False
+            if opts.num_cpus:
+                kw["num_cpus"] = opts.num_cpus
         try:
             ray.init(**kw)
         except ConnectionError as exc:
