@@ -139,7 +139,8 @@ def test_extract_command_with_engine_ray(local_ray, shared_media, tmp_path) -> N
     doc = json.loads(summary.read_text())
     assert rc == 1 and (doc["done"], doc["failed"]) == (1, 1)
     assert doc["failures"][0]["error_type"] == "NoVideoStreamError"
-    assert (tmp_path / "c" / "failures.csv").read_text().count("aud_de_16k_mono.wav") == 1
+    rows = (tmp_path / "c" / "failures.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(f"{shared_media / 'aud_de_16k_mono.wav'},NoVideoStreamError,")
     assert doc["pipeline"]["engine"] == "ray"
 
 
