@@ -99,18 +99,23 @@ def test_a_pass_that_fails_is_redone_file_by_file(five_videos, backbones, small_
     assert all(r.features.temporal.shape == (2, 2304) for r in res if r.error is None)
 
 
+def _misbehave_on(monkeypatch, path: str, action) -> None:
+    """Make ``prepare`` run ``action()`` (sleep, crash, hang) before reading ``path``; other files as usual."""
+    real = pipeline.prepare
+
+    def patched(p, *a, **kw):
+        if str(p) == path:
+            action()
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "prepare", patched)
+
+
 def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, monkeypatch) -> None:
     """Unordered results: the four quick files come out while the slow one is still being read (with one file
     queued per worker; with the default two, the one file queued behind it waits too)."""
     slow = five_videos[0]
-    real = pipeline.prepare
-
-    def slow_prepare(path, *a, **kw):
-        if str(path) == slow:
-            time.sleep(4.0)
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(pipeline, "prepare", slow_prepare)
+    _misbehave_on(monkeypatch, slow, lambda: time.sleep(4.0))
     ex = FeatureExtractor(small_settings, backbones=backbones, workers=2, prefetch=1)
     order = [r.path for r in ex.iter_extract(five_videos, ordered=False)]
     assert sorted(order) == sorted(five_videos)
@@ -122,14 +127,7 @@ def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, mon
 def test_a_crashing_worker_costs_only_its_own_file(five_videos, backbones, small_settings, monkeypatch) -> None:
     """A file that kills its decoding process (as a crash inside FFmpeg would) is reported; the others are done."""
     culprit = five_videos[3]
-    real = pipeline.prepare
-
-    def crashing_prepare(path, *a, **kw):
-        if str(path) == culprit:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(pipeline, "prepare", crashing_prepare)
+    _misbehave_on(monkeypatch, culprit, lambda: os.kill(os.getpid(), signal.SIGKILL))
     res = list(FeatureExtractor(small_settings, backbones=backbones, workers=2).iter_extract(five_videos))
     assert [r.path for r in res] == five_videos
     by_path = {r.path: r for r in res}
@@ -143,14 +141,7 @@ def test_a_crashing_worker_costs_only_its_own_file(five_videos, backbones, small
 
 def test_a_hanging_file_is_given_up_and_the_workers_are_stopped(five_videos, backbones, small_settings, monkeypatch) -> None:
     hung = five_videos[1]
-    real = pipeline.prepare
-
-    def hanging_prepare(path, *a, **kw):
-        if str(path) == hung:
-            time.sleep(3600)
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(pipeline, "prepare", hanging_prepare)
+    _misbehave_on(monkeypatch, hung, lambda: time.sleep(3600))
     monkeypatch.setattr(pipeline, "_HANG_MARGIN_S", 2.0)
     monkeypatch.setattr(pipeline, "_POLL_S", 0.5)
     t = time.perf_counter()
