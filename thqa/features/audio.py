@@ -117,8 +117,10 @@ class AudioFeatureExtractor:
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
         span = self._windowed_span(y)  # (N, samples under the grid's windows)
         power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (N, 1+n_fft/2, T)
-        chroma = librosa.feature.chroma_stft(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=0.0)
-        mel = librosa.feature.melspectrogram(S=power, sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins)
+        chroma_fb, mel_fb = self._filter_banks()
+        # what librosa.feature.chroma_stft and .melspectrogram compute from S, with their banks built once
+        chroma = librosa.util.normalize(np.einsum("cf,...ft->...ct", chroma_fb, power, optimize=True), norm=np.inf, axis=-2)
+        mel = np.einsum("...ft,mf->...mt", power, mel_fb, optimize=True)
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s.n_bins)
         gfcc = np.stack([self._gfcc(x) for x in span])
@@ -129,6 +131,18 @@ class AudioFeatureExtractor:
             log.warning("non-finite audio features replaced by 0")
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out
+
+    def _filter_banks(self) -> tuple[np.ndarray, np.ndarray]:
+        """librosa's chroma (n_bins, 1+n_fft/2) and mel (n_bins, 1+n_fft/2) banks, built once (25 ms a call)."""
+        if getattr(self, "_banks", None) is None:
+            import librosa
+
+            s = self.settings
+            self._banks = (
+                librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, tuning=0.0, n_chroma=s.n_bins),
+                librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins),
+            )
+        return self._banks
 
     def _cqt(self, y: np.ndarray) -> np.ndarray:
         """(N, samples) -> (N, n_bins, n_frames) log-magnitude CQT on the common grid."""
