@@ -251,6 +251,19 @@ def test_failing_files_are_listed_and_the_run_goes_on(good_video, backbones, tmp
     assert (rerun.done, rerun.reused, rerun.failed) == (0, 1, 3)
 
 
+def test_png_frames_are_lossless_and_compressed() -> None:
+    from thqa.pipeline import decode_frame_png, encode_frame_png
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:520, 0:700]
+    img = np.stack([(x // 3) % 256, (y // 2) % 256, (x + y) % 256]).astype(np.uint8)  # (3, 520, 700) smooth
+    img[:, 100:200, 100:300] = rng.integers(0, 256, (3, 100, 200), dtype=np.uint8)  # and a noisy patch
+    buf = encode_frame_png(img)
+    assert buf.dtype == np.uint8 and buf.ndim == 1 and bytes(buf[:8]) == b"\x89PNG\r\n\x1a\n"
+    assert buf.size < 0.5 * img.size
+    assert np.array_equal(decode_frame_png(buf), img)
+
+
 def test_cached_frames_are_the_lossless_first_frames(good_video_2s, backbones, tmp_path) -> None:
     settings = replace(SMALL, n_clips=2)
     cache = FeatureCache(tmp_path / "cache")

@@ -352,6 +352,47 @@ def test_check_file_accepts_a_real_file_and_builtin_exception_kinds_still_match(
 def test_read_clips_needs_seconds(indexed_6s):
     with pytest.raises(ValueError):
         read_clips(indexed_6s, [])
+    with pytest.raises(ValueError):
+        read_clips(indexed_6s, lambda info: [])
+
+
+def test_seconds_chosen_from_the_probe_open_the_file_once(indexed_6s, monkeypatch):
+    """``seconds`` as a function of the MediaInfo: the same clips as probe + read_clips, from one opening."""
+    import thqa.io as io
+
+    opened = []
+    real_open = io._open
+    monkeypatch.setattr(io, "_open", lambda p: opened.append(p) or real_open(p))
+    seen = []
+
+    def choose(info):
+        seen.append(info.duration)
+        return sorted(set(clip_seconds(info.duration, n_clips=4)))
+
+    vc = read_clips(indexed_6s, choose, n_frames=6, frame_size=32)
+    assert len(opened) == 1 and seen == [pytest.approx(6.0, abs=0.05)]
+    ref = read_clips(indexed_6s, sorted(set(clip_seconds(probe(indexed_6s).duration, n_clips=4))), n_frames=6, frame_size=32)
+    assert [c.second for c in vc.clips] == [c.second for c in ref.clips] and len(vc.clips) >= 3
+    for a, b in zip(vc.clips, ref.clips):
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+
+
+def test_worker_processes_scale_frames_on_one_thread():
+    """set_decode_threads(1) (what decoding workers call) also holds PyAV 17+'s scaler to one thread: its
+    default, a thread per core, costs 1.6x the CPU time and would compete with the other workers."""
+    import av
+
+    import thqa.io as io
+
+    try:
+        io.set_decode_threads(1)
+        if int(av.__version__.split(".")[0]) >= 17:
+            assert io._scaler_threads() == {"threads": 1}
+        else:
+            assert io._scaler_threads() == {}
+    finally:
+        io.set_decode_threads(0)
+    assert io._scaler_threads() in ({"threads": 0}, {})
 
 
 # -- real files ----------------------------------------------------------------------------------------------------

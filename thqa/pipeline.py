@@ -22,7 +22,7 @@ from thqa.errors import ConfigError, THQAError
 from thqa.features.audio import AudioFeatureExtractor, AudioSettings
 from thqa.features.spatial import CROP, SHORT_SIDE, crop, normalize, resize_short_side
 from thqa.features.temporal import preprocess_clips
-from thqa.io import read_clips, probe
+from thqa.io import read_clips
 from thqa.sampling import clip_seconds
 from thqa.weights import WeightsOptions, build_spatial, build_temporal
 
@@ -97,6 +97,7 @@ class PreparedVideo:
     seconds_audio: float = 0.0
     seconds_prepare: float = 0.0
     first_frames_png: bool = False  #: ``first_frames`` holds PNG bytes ((n,) uint8 each), not arrays
+    stage_seconds: dict = field(default_factory=dict)  #: wall seconds of each step (probe, read, audio, ...)
 
     def pin_memory(self) -> "PreparedVideo":
         """Page-locked copies of the tensors (DataLoader's pin_memory calls this), for fast copies to a GPU."""
@@ -147,14 +148,17 @@ def _audio_extractor(settings: AudioSettings) -> AudioFeatureExtractor:
 
 
 def encode_frame_png(img_chw: np.ndarray) -> np.ndarray:
-    """(3, H, W) uint8 RGB -> PNG bytes as a (n,) uint8 array (lossless; fast settings: level 1, RLE)."""
+    """(3, H, W) uint8 RGB -> PNG bytes as a (n,) uint8 array (lossless; fast settings: level 1, RLE, "up" filter).
+
+    Measured on 40 first frames of ../shared/media: the "up" filter alone takes 11.8 ms a frame against 21.5 ms for
+    libpng's adaptive choice, for files 12 % larger (0.29 of the raw size against 0.26).
+    """
     import cv2
 
-    ok, buf = cv2.imencode(
-        ".png",
-        np.ascontiguousarray(np.asarray(img_chw).transpose(1, 2, 0)[:, :, ::-1]),
-        [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
-    )
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10+
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(img_chw).transpose(1, 2, 0)[:, :, ::-1]), params)
     if not ok:  # pragma: no cover - cv2 encodes any uint8 image
         raise THQAError("PNG encoding failed")
     return buf.reshape(-1)
@@ -189,20 +193,25 @@ def prepare(
     """
     s = settings or ExtractionSettings()
     t0 = time.perf_counter()
-    info = probe(path)
-    seconds = clip_seconds(info.duration, n_clips=s.n_clips)
-    unique = sorted(set(seconds))
+    chosen: dict = {}
+
+    def choose(info) -> list[int]:  # called once the file is open and probed
+        chosen["seconds"] = clip_seconds(info.duration, n_clips=s.n_clips)
+        chosen["t"] = time.perf_counter()
+        return sorted(set(chosen["seconds"]))
+
     vc = read_clips(
         path,
-        unique,
+        choose,
         n_frames=s.clip_frames,
         frame_size=s.frame_size,
         audio_rate=s.audio.sample_rate,
         audio_context=s.audio.context,
-        info=info,
         timeout=timeout,
     )
     t1 = time.perf_counter()
+    info, seconds, t_probe = vc.info, chosen["seconds"], chosen["t"]
+    unique = [c.second for c in vc.clips]
     warnings = list(vc.warnings)
     if not info.has_audio:
         msg = f"{path}: no audio stream; the audio features describe silence"
@@ -218,12 +227,15 @@ def prepare(
     t2 = time.perf_counter()
     resized = [resize_short_side(c.first_frame, s.short_side) for c in vc.clips]
     spatial_input = torch.stack([normalize(crop(r, size=s.crop)) for r in resized])
+    t3 = time.perf_counter()
     clips = torch.from_numpy(np.stack([c.frames for c in vc.clips]))
+    t4 = time.perf_counter()
     first_frames: list[np.ndarray] = []
     if keep_first_frames == "png":
         first_frames = [encode_frame_png(r.numpy()) for r in resized]
     elif keep_first_frames:
         first_frames = [r.numpy() for r in resized]
+    t5 = time.perf_counter()
     info_d = {
         "width": info.width,
         "height": info.height,
@@ -252,6 +264,14 @@ def prepare(
         seconds_decode=t1 - t0,
         seconds_audio=t2 - t1,
         seconds_prepare=time.perf_counter() - t0,
+        stage_seconds={
+            "probe": t_probe - t0,
+            "read": t1 - t_probe,
+            "audio": t2 - t1,
+            "spatial": t3 - t2,
+            "clips": t4 - t3,
+            "frames": t5 - t4,
+        },
     )
 
 
