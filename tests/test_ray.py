@@ -85,6 +85,8 @@ def test_ray_scores_equal_the_local_scorer(local_ray, files, small_scorer) -> No
         if w.error is None:
             assert g.mos == pytest.approx(w.mos, abs=1e-5)
             np.testing.assert_allclose(g.clip_scores, w.clip_scores, atol=1e-5)
+            assert g.seconds == w.seconds and len(g.seconds) == small_scorer.settings.n_clips
+            assert g.warnings == w.warnings
         else:
             assert g.error_type == w.error_type == "NoVideoStreamError"
 

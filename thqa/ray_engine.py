@@ -210,6 +210,7 @@ class _BackboneActor:
         err = [str(e) for e in batch["error"]]
         mos = [float("nan")] * n
         clips = [""] * n
+        meta = [""] * n  #: score mode: JSON of the clip seconds and the file's warnings
         todo = [k for k in range(n) if status[k] == "prepared"]
         items = [pickle.loads(batch["item"][k]) for k in todo]
         feats: dict[int, Any] = {}
@@ -228,7 +229,12 @@ class _BackboneActor:
             try:
                 if self.scorer is not None:
                     m, c = self.scorer.score_features([f])[0]
+                    r = self.scorer._result(f, m, c)  # the local scorer's checks (a non-finite score is an error)
+                    if r.error is not None:
+                        status[k], err_t[k], err[k] = "failed", r.error_type or "THQAError", r.error
+                        continue
                     mos[k], clips[k] = float(m), json.dumps([float(x) for x in c])
+                    meta[k] = json.dumps({"seconds": [int(x) for x in f.seconds], "warnings": list(f.warnings)})
                 else:
                     from thqa.extract import store_features
 
@@ -246,6 +252,7 @@ class _BackboneActor:
             "error": err,
             "mos": np.asarray(mos, dtype=np.float64),
             "clip_scores": clips,
+            "meta": meta,
             "prep_node": [str(x) for x in batch["prep_node"]],
             "actor_node": [node] * n,
             "actor_pid": [os.getpid()] * n,
@@ -426,5 +433,11 @@ def score_with_ray(
                             weights=weights_label, untrained=checkpoint is None)
             )
         else:
-            out.append(ScoreResult(str(p), float(r["mos"]), json.loads(r["clip_scores"]), weights=weights_label, untrained=checkpoint is None))
+            extra = json.loads(r.get("meta") or "{}")
+            out.append(
+                ScoreResult(
+                    str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
+                    weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []),
+                )
+            )
     return out
