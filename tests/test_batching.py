@@ -61,6 +61,41 @@ def test_workers_from_a_fork_server_give_the_same_features(five_videos, backbone
         np.testing.assert_allclose(r1.features.audio, r2.features.audio, rtol=1e-5, atol=1e-5)  # BLAS threads differ
 
 
+def test_the_fork_server_can_start_before_the_models_are_built(monkeypatch) -> None:
+    """Backbones on a GPU start the fork server first, so its imports (5-10 s) overlap the model building."""
+    from multiprocessing import forkserver
+
+    monkeypatch.setattr(pipeline, "_START_METHOD", "forkserver")
+    assert pipeline.start_fork_server() is True
+    pid = forkserver._forkserver._forkserver_pid
+    assert pid is not None and os.path.exists(f"/proc/{pid}")
+    assert pipeline.start_fork_server() is True and forkserver._forkserver._forkserver_pid == pid  # idempotent
+    monkeypatch.setattr(pipeline, "_START_METHOD", "fork")
+    assert pipeline.start_fork_server() is False  # plain fork: nothing to start
+
+
+def test_warm_up_runs_one_full_batch_per_shape_once(backbones, small_settings, monkeypatch) -> None:
+    """The warm-up pass (cuDNN picks its kernels then, on a GPU) has the shape of every later pass, and runs once."""
+    import torch
+
+    seen = []
+    monkeypatch.setattr(backbones, "_warm_shapes", set())
+    monkeypatch.setattr(backbones, "run_spatial", lambda x, module=None: seen.append(("spatial", tuple(x.shape), x.dtype)))
+    monkeypatch.setattr(backbones, "run_temporal", lambda x: seen.append(("temporal", tuple(x.shape), x.dtype)))
+    s = small_settings
+    assert backbones.warm_up(s) >= 0.0
+    b = backbones.batch_size
+    assert seen == [
+        ("spatial", (b, 3, s.crop, s.crop), torch.float32),
+        ("temporal", (b, s.clip_frames, s.frame_size, s.frame_size, 3), torch.uint8),
+    ]
+    assert backbones.warm_up(s) == 0.0 and len(seen) == 2
+    from dataclasses import replace
+
+    backbones.warm_up(replace(s, clip_frames=s.clip_frames * 2))  # another shape: warmed again
+    assert len(seen) == 4
+
+
 def test_clips_of_several_files_share_a_backbone_pass(five_videos, backbones, small_settings, monkeypatch) -> None:
     """batch_size 4 clips, 2 distinct clips per file: every pass holds exactly 4 clips from two files, the last the
     2 left over; the features equal one file at a time."""

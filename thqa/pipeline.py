@@ -38,6 +38,7 @@ __all__ = [
     "warm_up",
     "encode_frame_png",
     "decode_frame_png",
+    "start_fork_server",
 ]
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,10 @@ class Backbones:
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
+        if cuda:
+            # the decoding workers' fork server imports and compiles (5-10 s) while the models are built below
+            start_fork_server()
+        self._warm_shapes: set = set()
         # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest;
         # GPU: 48 clips (8 videos) per pass, where SlowFast's throughput levels off on an H100
         self.batch_size = max(1, int(batch_size)) if batch_size else (48 if cuda else 1)
@@ -329,6 +334,24 @@ class Backbones:
         if self.device.type != "cuda" or n >= self.batch_size:
             return x, n
         return torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))]), n
+
+    def warm_up(self, settings: "ExtractionSettings") -> float:
+        """Run one pass of zeros shaped like a full batch through each backbone, once per shape: on a GPU this is
+        when cuDNN picks its kernels (seconds), so calling it while the decoding workers prepare the first files
+        hides that time. Returns the seconds it took (0 when already warm)."""
+        key = (settings.clip_frames, settings.frame_size, settings.crop)
+        if key in self._warm_shapes:
+            return 0.0
+        t = time.perf_counter()
+        n = self.batch_size
+        if self.spatial is not None:
+            self.run_spatial(torch.zeros(n, 3, settings.crop, settings.crop))
+        if self.temporal is not None:
+            self.run_temporal(torch.zeros(n, settings.clip_frames, settings.frame_size, settings.frame_size, 3, dtype=torch.uint8))
+        self._warm_shapes.add(key)
+        dt = time.perf_counter() - t
+        log.debug("backbones warmed up for %s in %.2f s", key, dt)
+        return dt
 
     @torch.inference_mode()
     def run_spatial(self, x: torch.Tensor, module: torch.nn.Module | None = None) -> np.ndarray:
@@ -568,17 +591,34 @@ def warm_up(settings: ExtractionSettings | None = None) -> None:
 _START_METHOD: str | None = None
 
 
-def _worker_context():
+def _worker_context(cuda: bool = False):
     """None (fork) normally; a fork server beside CUDA, whose context makes each fork of this process slow."""
     import multiprocessing as mp
 
-    method = _START_METHOD or ("forkserver" if torch.cuda.is_initialized() else None)
+    method = _START_METHOD or ("forkserver" if (cuda or torch.cuda.is_initialized()) else None)
     if method is None or method == "fork":
         return None
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["thqa._prefork"])
     return ctx
+
+
+def start_fork_server() -> bool:
+    """Start the fork server that decoding workers beside a GPU come from, now, in the background: its imports and
+    numba compilation (5-10 s) then overlap whatever this process does next (building the models, hashing the
+    files) instead of delaying the first file. Idempotent; returns whether a fork server is (now) running."""
+    ctx = _worker_context(cuda=True)
+    if ctx is None:
+        return False
+    try:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    except Exception as exc:  # noqa: BLE001 - only a head start: the DataLoader starts it when it needs it
+        log.debug("could not start the fork server early (%s)", exc)
+        return False
+    return True
 
 
 def default_workers(device: torch.device | str) -> int:
@@ -672,7 +712,7 @@ class FeatureExtractor:
             while todo:
                 returned: set[int] = set()
                 try:
-                    for i, item, err in self._timed(self._prepared(ds, todo, returned)):
+                    for i, item, err in self._timed(self._prepared(ds, todo, returned, on_start=self._warm_backbones)):
                         if err is not None:
                             yield i, ItemResult(ds.paths[i], error=err[1], error_type=err[0])
                             continue
@@ -703,6 +743,13 @@ class FeatureExtractor:
         finally:
             self.stats.update(forward_s=round(batcher.forward_s, 3), passes=batcher.passes, wait_s=round(self.stats["wait_s"], 3))
             log.debug("extraction: %s", self.stats)
+
+    def _warm_backbones(self) -> None:
+        """On a GPU, tune the kernels while the workers that have just started prepare the first files."""
+        if self.backbones.device.type == "cuda":
+            dt = self.backbones.warm_up(self.settings)
+            self.stats["warm_up_s"] = round(dt, 3)
+            self.stats["wait_s"] -= dt  # _timed counts it as waiting: it is not
 
     def _timed(self, gen):
         """Pass ``gen`` through, adding the time spent waiting for it to ``stats['wait_s']``."""
@@ -737,15 +784,18 @@ class FeatureExtractor:
             for i, f in done:
                 yield i, ItemResult(ds.paths[i], features=f)
 
-    def _prepared(self, ds: _PrepareDataset, indices: list[int], returned: set[int], workers: int | None = None):
-        """Prepare ``indices`` in worker processes (or here when there are none), yielding as each finishes."""
+    def _prepared(self, ds: _PrepareDataset, indices: list[int], returned: set[int], workers: int | None = None, on_start=None):
+        """Prepare ``indices`` in worker processes (or here when there are none), yielding as each finishes.
+        ``on_start()`` runs once the workers are started (before the first file is waited for)."""
         workers = self.workers if workers is None else workers
         if workers == 0:
+            if on_start is not None:
+                on_start()
             for i in indices:
                 returned.add(i)
                 yield ds[i]
             return
-        ctx = _worker_context()
+        ctx = _worker_context(cuda=self.backbones.device.type == "cuda")
         if ctx is None:
             warm_up(ds.settings)  # the forked workers inherit it
         loader = torch.utils.data.DataLoader(
@@ -764,6 +814,8 @@ class FeatureExtractor:
         )
         hang_limit = (self.file_timeout + _HANG_MARGIN_S) if self.file_timeout else None
         it = iter(loader)
+        if on_start is not None:
+            on_start()
         last = time.monotonic()
         try:
             while True:
