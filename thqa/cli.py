@@ -263,7 +263,7 @@ def _extract(args) -> int:
         random_init = bool(args.random_init)
         infos = {}
     else:
-        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size)
+        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0")
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos

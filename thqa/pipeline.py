@@ -277,7 +277,14 @@ def prepare(
 
 
 class Backbones:
-    """The spatial and temporal extractors on one device, run batched over clips of many files."""
+    """The spatial and temporal extractors on one device, run batched over clips of many files.
+
+    Args:
+        batch_size: clips per pass (default 48 on a GPU, 1 on a CPU).
+        channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU).
+        start_workers: on a GPU, start the decoding workers' fork server now, so that its imports overlap the
+            model building (False where no decoding workers will follow, e.g. in a Ray actor).
+    """
 
     def __init__(
         self,
@@ -288,11 +295,12 @@ class Backbones:
         temporal: bool = True,
         batch_size: int | None = None,
         channels_last: bool | None = None,
+        start_workers: bool = True,
     ):
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
-        if cuda:
+        if cuda and start_workers:
             # the decoding workers' fork server imports and compiles (5-10 s) while the models are built below
             start_fork_server()
         self._warm_shapes: set = set()

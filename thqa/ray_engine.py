@@ -191,7 +191,8 @@ class _BackboneActor:
             self.backbones = self.scorer.backbones
         else:
             self.scorer = None
-            self.backbones = Backbones(spec["weights"], device=spec["device"], batch_size=spec["batch_size"])
+            # Ray tasks prepare the files: no decoding workers (nor their fork server) in an actor
+            self.backbones = Backbones(spec["weights"], device=spec["device"], batch_size=spec["batch_size"], start_workers=False)
             mine = {k: v["sha256"] for k, v in self.backbones.infos.items()}
             if mine != {k: v["sha256"] for k, v in spec["backbones"].items()}:  # paths may differ between nodes
                 raise WeightsError(

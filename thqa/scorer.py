@@ -107,6 +107,7 @@ class Scorer:
             spatial=("spatial" in branches and not finetuned),
             temporal=("temporal" in branches),
             batch_size=batch_size,
+            start_workers=workers != 0,
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
