@@ -44,14 +44,14 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
     import thqa.pipeline
     import thqa.scorer
 
-    def make(weights=None, *, device="auto", spatial=True, temporal=True, batch_size=8):
+    def make(weights=None, *, device="auto", spatial=True, temporal=True, batch_size=8, **kwargs):
         w = weights or WeightsOptions()
         same = w.random_init and w.seed == backbones.weights.seed and not (w.swin_weights or w.slowfast_weights)
         if same and spatial and temporal:
             return backbones
         if w.random_init and not same and swin_only_for_other_seeds:
             temporal = False
-        return _RealBackbones(weights, device=device, spatial=spatial, temporal=temporal, batch_size=batch_size)
+        return _RealBackbones(weights, device=device, spatial=spatial, temporal=temporal, batch_size=batch_size, **kwargs)
 
     for mod in (thqa.pipeline, thqa.experiment, thqa.scorer):
         monkeypatch.setattr(mod, "Backbones", make)
