@@ -31,9 +31,10 @@ def machine() -> dict:
     }
 
 
-def write_result(name: str, doc: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    p = RESULTS / f"{name}.json"
+def write_result(name: str, doc: dict, path: str | os.PathLike | None = None) -> Path:
+    """Write ``doc`` with the machine's facts to ``path``, or to ``benchmarks/results/<name>.json``."""
+    p = Path(path) if path else RESULTS / f"{name}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"machine": machine(), **doc}, indent=2))
     return p
 

@@ -10,7 +10,7 @@ Stages: open + probe, read (demux, decode, scale the clip frames, decode and res
 spatial preprocessing (resize to short side 520, crop, normalise), clips tensor, PNG of the first frames.
 
 Usage:
-  python benchmarks/bench_prepare.py [--media DIR] [--size 512] [--repeats 3] [--json NAME]
+  python benchmarks/bench_prepare.py [--media DIR] [--size 512] [--repeats 3] [--json OUT]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--media", type=Path, default=SHARED_MEDIA)
     ap.add_argument("--size", type=int, default=512, help="use sources of size x size only (0: any size)")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the files; the fastest pass is reported")
-    ap.add_argument("--json", default="prepare_cpu", help="result name under benchmarks/results/ ('' to skip)")
+    ap.add_argument("--json", help="write the result here (else benchmarks/results/prepare_cpu.json)")
     args = ap.parse_args()
     if not args.media.is_dir():
         print(f"no media folder at {args.media}", file=sys.stderr)
@@ -71,18 +71,18 @@ def main() -> int:
     for k, v in best.items():
         print(f"{k:<22}{v:>14.4f}")
     print(f"=> one core prepares {1.0 / best['cpu_s_per_file']:.2f} videos/s; 15 workers at most {15 / best['cpu_s_per_file']:.1f} videos/s")
-    if args.json:
-        out = write_result(
-            args.json,
-            {
-                "what": "CPU seconds per file of prepare() in one worker's configuration (fastest of the passes)",
-                "files": [p.name for p in sources],
-                "repeats": args.repeats,
-                "threads": torch.get_num_threads(),
-                **{k: round(v, 4) for k, v in best.items()},
-            },
-        )
-        print(f"wrote {out}")
+    out = write_result(
+        "prepare_cpu",
+        {
+            "what": "CPU seconds per file of prepare() in one worker's configuration (fastest of the passes)",
+            "files": [p.name for p in sources],
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            **{k: round(v, 4) for k, v in best.items()},
+        },
+        args.json,
+    )
+    print(f"wrote {out}")
     return 0
 
 

@@ -117,10 +117,7 @@ def main() -> None:
     res["two_over_one_node"] = round(res["ray_2_nodes"]["videos_per_s"] / res["ray_1_node"]["videos_per_s"], 3)
     res["ray_overhead_s_per_video"] = round((res["ray_1_node_tiny"]["pipeline_seconds"] - res["local_tiny"]["seconds"]) / len(files), 3)
     print(f"2 nodes / 1 node = {res['two_over_one_node']}; Ray adds {res['ray_overhead_s_per_video']} s per video", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
-    else:
-        print(f"-> {write_result('ray_cpu', res)}")
+    print(f"-> {write_result('ray_cpu', res, args.json)}")
 
 
 if __name__ == "__main__":

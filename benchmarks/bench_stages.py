@@ -7,10 +7,8 @@ Usage: python benchmarks/bench_stages.py [FILE] [--threads 2] [--repeat 2] [--js
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
-from pathlib import Path
 
 from _util import SHARED_MEDIA, write_result
 
@@ -76,10 +74,7 @@ def main() -> None:
     for k, v in best.items():
         print(f"{k:<18}{v:>9.3f}")
     print(f"{'decode+forward':<18}{floor:>9.3f}\n{'ratio e2e/floor':<18}{doc['end_to_end_over_floor']:>9.3f}\n{'peak RSS MiB':<18}{doc['peak_rss_mib']:>9.0f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2))
-    else:
-        print(f"-> {write_result('stages_cpu', doc)}")
+    print(f"-> {write_result('stages_cpu', doc, args.json)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import SHARED_MEDIA, machine, thqa_cmd, write_result
+from _util import SHARED_MEDIA, thqa_cmd, write_result
 
 
 def pick_sources(media: Path, size: int | None) -> list[Path]:
@@ -242,7 +242,7 @@ def main() -> None:
 
     def save(doc: dict) -> None:  # after every stage: a run cut short still leaves its numbers
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": machine(), **doc}, indent=2))
+            write_result("", doc, args.json)
 
     res["decode_only"] = _cpu_rate(strs, workers, "decode")
     print(f"decode-only   {res['decode_only']['videos_per_s']:8.2f} videos/s", flush=True)
@@ -276,11 +276,7 @@ def main() -> None:
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     name = "throughput_gpu" if device.type == "cuda" else "throughput_cpu"
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), **res}, indent=2))
-        print(f"-> {args.json}")
-    else:
-        print(f"-> {write_result(name, res)}")
+    print(f"-> {write_result(name, res, args.json)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ulimit -n 65536 2>/dev/null
 nproc; free -g | head -2; df -h /dev/shm | tail -1
 python3 -c "import torch, torchvision, timm, av, librosa, spafe, pytorchvideo, numpy; print('torch', torch.__version__, 'timm', timm.__version__, 'av', av.__version__, 'librosa', librosa.__version__, torch.cuda.get_device_name(0))" || exit 4
-(cd benchmarks && timeout 60 python3 bench_prepare.py --media "../$MEDIA" --repeats 1 --json prepare_gpu_host | tee "$OUT/prepare.txt"; cp results/prepare_gpu_host.json "$OUT/" 2>/dev/null)
+(cd benchmarks && timeout 60 python3 bench_prepare.py --media "../$MEDIA" --repeats 1 --json "$OUT/prepare_gpu_host.json" | tee "$OUT/prepare.txt")
 (cd benchmarks && timeout 300 python3 bench_throughput.py --media "../$MEDIA" --n 200 --device cuda --forward-seconds 10 --work /tmp/tp --json "$OUT/throughput_gpu.json" 2>&1 | grep -v "no audio stream" | tee "$OUT/log.txt")
 t0=$(date +%s.%N)
 timeout 120 python3 -m thqa.cli --quiet score /tmp/tp/files/*.mp4 --random-init --device cuda -o /tmp/scores.csv 2>&1 | grep -v "no audio stream"
