@@ -81,6 +81,9 @@ def write_video(
     faststart: bool = False,
     pix_fmt: str | None = None,
     x264_preset: str = "ultrafast",
+    x264_params: str | None = None,
+    audio_chunk: int = 1024,
+    audio_ahead: float = 0.0,
 ) -> Path:
     """Write a test video with PyAV and return its path.
 
@@ -98,6 +101,10 @@ def write_video(
         faststart: mp4/mov: put the index (moov) before the media data, as streaming files do.
         pix_fmt: default yuv420p (yuvj420p for mjpeg); e.g. yuv444p allows odd sizes with H.264.
         x264_preset: "ultrafast" (no B-frames) by default; "medium" gives B-frames (reordered timestamps).
+        x264_params: extra libx264 parameters, e.g. "open-gop=1:bframes=3".
+        audio_chunk: samples per audio frame handed to the encoder (for PCM codecs, per packet: 16000 makes 1 s
+            chunks of sound between the video packets, 64 tiny ones).
+        audio_ahead: hand the sound to the muxer this many seconds ahead of the video (large interleaving).
     """
     import av
 
@@ -117,7 +124,7 @@ def write_video(
         vs.width, vs.height = width, height
         vs.pix_fmt = pix_fmt or {"mjpeg": "yuvj420p"}.get(codec, "yuv420p")
         if codec in ("h264", "libx264"):
-            vs.options = {"preset": x264_preset, "crf": "18"}
+            vs.options = {"preset": x264_preset, "crf": "18", **({"x264-params": x264_params} if x264_params else {})}
         if gop:
             vs.codec_context.gop_size = gop
         if timestamps is not None:
@@ -133,12 +140,12 @@ def write_video(
             if a.ndim == 1:
                 a = a[None, :]
             channels = a.shape[0]
-            layout = {1: "mono", 2: "stereo"}[channels]
+            layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
             acodec = audio_codec or _AUDIO_CODEC.get(path.suffix.lower(), "aac")
             as_ = out.add_stream(acodec, rate=sample_rate, layout=layout)
             as_.codec_context.format = "s16" if acodec.startswith("pcm_s16") else "fltp"
-            # 1024-sample chunks, handed to the muxer interleaved with the video
-            step = 1024
+            # audio_chunk-sample chunks, handed to the muxer interleaved with the video
+            step = audio_chunk
             chunks = [np.ascontiguousarray(a[:, i : i + step]) for i in range(0, a.shape[1], step)]
 
         a_next = 0  # next audio chunk
@@ -165,7 +172,7 @@ def write_video(
                 a_next += 1
 
         for i, t in enumerate(times):
-            feed_audio(t)
+            feed_audio(t + audio_ahead)
             img = make(i, t)
             if img.shape != (height, width, 3) or img.dtype != np.uint8:
                 raise ValueError(f"frame_fn returned {img.shape} {img.dtype}, expected {(height, width, 3)} uint8")

@@ -1,7 +1,6 @@
 """Decoding with PyAV: video frames and audio on the container's clock, reading only the seconds that are needed.
 
-The central function is :func:`read_clips`: given the seconds that the sampled clips start at, it seeks to each run of
-nearby seconds, demuxes video and audio together, and returns per clip
+The central function is :func:`read_clips`: given the seconds that the sampled clips start at, it returns per clip
 
 * the first ``n_frames`` frames whose timestamp is at or after the clip's start, resized to ``frame_size`` (the
   temporal branch's input), padded with the last frame when the video ends;
@@ -9,8 +8,24 @@ nearby seconds, demuxes video and audio together, and returns per clip
 * mono float32 audio covering ``[start - context, start + 1 s + context)`` on the same clock as the frames, zeros
   where the file has no sound.
 
+Exactness
+---------
+A clip's frames and sound do not depend on which other clips are read with it: they are what a plain decode of the
+whole file from its start gives (``tests/oracle.py``; ``tests/test_exact_decoding.py`` compares them pixel for pixel
+and sample for sample on real and made files). Two rules make it so:
+
+* **Video** is read in passes (:class:`_VideoPass`). A pass starts with a seek, which flushes the decoder, to the
+  keyframe before a clip, and from then on decodes every packet the demuxer yields, in order: a decoder is never fed a
+  packet stream with holes. The next clip either continues the pass (when it is near, or no keyframe interval away)
+  or starts a new pass with a new seek. A seek that lands after the clip's start makes the pass start from the top.
+* **Sound** is decoded in its own pass from the start of the file up to the last clip (audio decoders carry state from
+  packet to packet: the overlap of MDCT frames, AAC's noise substitution), then each clip's span is resampled with
+  scipy's polyphase filter on fixed grids (native sample ``m`` at ``m / native_rate`` s, output sample ``j`` at
+  ``j / rate`` s), from a span that starts on both grids and leaves the filter's length of margin: the samples are
+  those of resampling the whole track at once.
+
 Memory is bounded by the clips asked for, not by the file's duration: a 10-minute file costs about what a
-6-second one does.
+6-second one does (its sound is decoded, not kept, up to the last clip: ~0.35 ms per second of AAC here).
 """
 from __future__ import annotations
 
@@ -24,7 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from thqa.errors import DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError
+from thqa.errors import ConfigError, DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError
 
 __all__ = [
     "MediaInfo",
@@ -40,10 +55,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Runs of clip starts closer than this (seconds) are decoded in one pass instead of seeking between them.
+#: A clip that starts less than this (seconds) after the current position is reached by decoding on, never by a seek.
 _SEEK_GAP_S = 2.5
-#: Seek this far before the earliest audio sample a run needs, so that the audio packets around it are demuxed.
-_SEEK_MARGIN_S = 0.6
+#: A pass for a clip seeks to the keyframe at or before this many seconds ahead of the clip's start (room for demuxers
+#: whose index is approximate, and for the leading frames of an open GOP, which precede their keyframe).
+_SEEK_MARGIN_S = 0.5
 
 
 _decode_threads = 0  # FFmpeg's choice (one per core); worker processes set 1
@@ -277,71 +293,365 @@ def _to_rgb(frame, size: int | None, rotation: int, reformatter=None) -> np.ndar
     return img
 
 
-def _runs(seconds: Sequence[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for s in sorted(set(seconds)):
-        if runs and s - runs[-1][-1] <= _SEEK_GAP_S:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    return runs
+class _Deadline:
+    """``timeout`` seconds from now; :meth:`check` raises a DecodeError naming the file once they have passed."""
+
+    def __init__(self, path: Path, timeout: float | None):
+        self.path, self.timeout = path, timeout
+        self.at = None if timeout is None else time.monotonic() + float(timeout)
+
+    def check(self) -> None:
+        if self.at is not None and time.monotonic() > self.at:
+            raise DecodeError(f"{self.path}: decoding took longer than {self.timeout:g} s; given up")
 
 
-class _AudioSink:
-    """Collects resampled mono audio into a buffer covering [t_begin, t_end) on the container clock."""
+# -- the plan: which seconds, where each clip starts, where a pass that serves it seeks to ----------------------------
+@dataclass
+class _ClipFrames:
+    """One clip's frames as they are collected: the first ``n`` frames whose timestamp is at or after ``start``."""
 
-    def __init__(self, rate: int, t_begin: float, t_end: float):
-        av = _av()
-        self.rate = rate
-        self.t_begin = t_begin
-        self.n = int(round((t_end - t_begin) * rate))
-        self.buf = np.zeros(self.n, dtype=np.float32)
-        # keep the source layout and average the channels ourselves: FFmpeg's downmix weights each channel of
-        # stereo by 0.707, so the same sound stored as stereo would come out 3 dB louder than stored as mono
-        self.resampler = av.AudioResampler(format="fltp", rate=rate)
-        self.cursor: int | None = None  # sample index (relative to t_begin) where the next output goes
-        self.filled_to = 0
-        self.done = False
+    second: int
+    start: float  #: t0 + second, on the container clock
+    n: int
+    frames: list[np.ndarray] = field(default_factory=list)  #: resized frames
+    stamps: list[float] = field(default_factory=list)
+    first: np.ndarray | None = None  #: the first frame at its native size
+    n_real: int = 0
 
-    def reset(self) -> None:
-        """Forget what was written (after a seek the pass starts again)."""
-        self.buf[:] = 0.0
-        self.resampler = _av().AudioResampler(format="fltp", rate=self.rate)
-        self.cursor = None
-        self.filled_to = 0
-        self.done = False
+    @property
+    def full(self) -> bool:
+        return len(self.frames) >= self.n
 
-    def _write(self, samples: np.ndarray) -> None:
-        if self.cursor is None:
-            return
-        a, b = self.cursor, self.cursor + samples.shape[0]
-        lo, hi = max(a, 0), min(b, self.n)
-        if hi > lo:
-            self.buf[lo:hi] = samples[lo - a : hi - a]
-        self.cursor = b
-        self.filled_to = max(self.filled_to, min(b, self.n))
-        if b >= self.n:
-            self.done = True
+    def wants(self, t: float) -> bool:
+        return not self.full and t >= self.start - 1e-4
+
+    def add(self, t: float, small: np.ndarray, native: Callable[[], np.ndarray]) -> None:
+        if not self.frames:
+            self.first = native()
+        self.frames.append(small)
+        self.stamps.append(t)
+
+    def pad(self) -> None:
+        """Repeat the last frame up to ``n`` (the video ended, or broke, before the clip did)."""
+        self.n_real = len(self.frames)
+        while len(self.frames) < self.n:
+            self.frames.append(self.frames[-1])
+            self.stamps.append(self.stamps[-1])
+
+
+def _plan(seconds: Sequence[int], t0: float, n_frames: int) -> list[_ClipFrames]:
+    """The distinct seconds in time order, each with its start on the container clock (``t0`` = the first frame's
+    timestamp). Whether a clip is reached by decoding on or by a seek to :func:`_seek_target` is decided when the
+    pass gets there (:meth:`_VideoPass.worth_seeking`), since that needs the keyframe interval seen so far."""
+    return [_ClipFrames(second=s, start=t0 + s, n=n_frames) for s in sorted(set(seconds))]
+
+
+def _seek_target(start: float) -> float:
+    """Where a pass that must serve a clip starting at ``start`` seeks to (the keyframe at or before it)."""
+    return max(0.0, start - _SEEK_MARGIN_S)
+
+
+# -- decoding the video: passes that never skip a packet ---------------------------------------------------------------
+def _seek(container, t: float, path: Path) -> None:
+    av = _av()
+    try:
+        container.seek(int(t * av.time_base), backward=True, any_frame=False)  # also flushes the decoders
+    except av.error.FFmpegError as exc:
+        log.debug("%s: seek to %.2f s failed (%s); decoding from the start", path, t, exc)
+        container.seek(0)
+
+
+class _VideoPass:
+    """The video stream's frames in presentation order, from one seek on.
+
+    **The rule that keeps frames exact:** after the seek (which flushes the decoder), every packet the demuxer yields
+    is decoded, in order, so the decoder never predicts a frame from references it did not see. A reader takes the
+    next frame of a pass or starts a new pass with a new seek; it never skips packets.
+
+    A pass that must serve a clip starting at ``start`` checks that the seek landed at or before it (some demuxers'
+    indexes are approximate); if it landed later, the pass starts again from the beginning of the file.
+    """
+
+    def __init__(self, container, stream, start: float, path: Path):
+        self.container, self.stream, self.start, self.path = container, stream, start, path
+        self.seek_t = _seek_target(start)
+        self._begin()
+
+    def _begin(self) -> None:
+        self.close()
+        _seek(self.container, self.seek_t, self.path)
+        self.keyframes: list[float] = []  #: keyframe times seen in this pass
+        self.last: tuple[float, object] | None = None  #: (time, frame) of the last frame taken
+        self._frames = self._decode()
+
+    def _decode(self) -> Iterator:
+        for packet in self.container.demux(self.stream):
+            if packet.is_keyframe and packet.pts is not None:
+                self.keyframes.append(float(packet.pts * packet.time_base))
+            yield from packet.decode()
+
+    def close(self) -> None:
+        """Let go of this pass's demuxing (before another pass seeks, or the file closes)."""
+        frames = getattr(self, "_frames", None)
+        if frames is not None:
+            frames.close()
+
+    def next(self) -> tuple[float, object] | None:
+        """The next frame as ``(time, frame)``, or None at the end of the stream (FFmpeg errors propagate)."""
+        frame = next(self._frames, None)
+        if frame is None:
+            return None
+        t = float(frame.time) if frame.time is not None else (self.last[0] if self.last else 0.0)
+        if self.last is None and t > self.start + 1e-4 and self.seek_t > 0:
+            log.debug("%s: a seek to %.2f s landed at %.2f s, after %.2f s; decoding from the start", self.path, self.seek_t, t, self.start)
+            self.seek_t = 0.0
+            self._begin()
+            return self.next()
+        self.last = (t, frame)
+        return self.last
+
+    def worth_seeking(self, start: float) -> bool:
+        """Whether a new pass for a clip at ``start`` skips decoding, rather than this pass decoding on to it."""
+        position = self.last[0] if self.last else self.seek_t
+        return _worth_seeking(position, _seek_target(start), self.keyframes)
+
+
+def _fill(vpass: _VideoPass, todo: list[_ClipFrames], scale: Callable, deadline: _Deadline) -> bool:
+    """Take frames from ``vpass`` until the earliest clip in ``todo`` is full, giving each frame to every clip that
+    wants it. Returns True when the stream ended first."""
+    head = todo[0]
+    while not head.full:
+        deadline.check()
+        got = vpass.next()
+        if got is None:
+            return True
+        t, frame = got
+        takers = [c for c in todo if c.wants(t)]
+        if takers:
+            small = scale(frame, small=True)
+            for c in takers:
+                c.add(t, small, lambda: scale(frame, small=False))
+    return False
+
+
+def _read_video(container, stream, clips: list[_ClipFrames], scale: Callable, deadline: _Deadline, path: Path, warnings: list[str]) -> None:
+    """Fill every clip (in place): the earliest unfinished clip decides whether the current pass decodes on to it or
+    a new pass seeks there. A pass that breaks (corrupt data) pads the clips it started; later clips get a new pass."""
+    av = _av()
+    vpass: _VideoPass | None = None
+    last: tuple[float, object] | None = None
+    while todo := [c for c in clips if not c.full]:
+        head = todo[0]
+        try:
+            if vpass is None or (not head.frames and vpass.worth_seeking(head.start)):
+                if vpass is not None:
+                    vpass.close()
+                vpass = _VideoPass(container, stream, head.start, path)
+            ended = _fill(vpass, todo, scale, deadline)
+        except av.error.FFmpegError as exc:
+            if not head.frames:
+                raise DecodeError(f"{path}: decoding failed near {head.start:.2f} s ({exc})") from exc
+            _warn(warnings, f"{path}: decoding stopped early near {vpass.last[0] if vpass and vpass.last else head.start:.2f} s ({exc}); the clip is padded")
+            for c in todo:
+                if c.frames:
+                    c.pad()
+            if vpass is not None:
+                vpass.close()
+            vpass = None
+            continue
+        last = vpass.last or last
+        if ended:
+            _finish_at_end(todo, last, scale, path, warnings)
+            break
+    if vpass is not None:
+        vpass.close()
+
+
+def _finish_at_end(todo: list[_ClipFrames], last, scale: Callable, path: Path, warnings: list[str]) -> None:
+    """The stream ended: pad the clips it reached; a clip starting after the last frame gets that frame."""
+    if last is None:
+        raise DecodeError(f"{path}: no video frame could be decoded")
+    t, frame = last
+    for c in todo:
+        if not c.frames:
+            _warn(warnings, f"{path}: no frame at or after {c.start:.2f} s (the headers overstate the duration); using the last frame")
+            c.add(t, scale(frame, small=True), lambda: scale(frame, small=False))
+        c.pad()
+
+
+def _warn(warnings: list[str], msg: str) -> None:
+    log.warning(msg)
+    warnings.append(msg)
+
+
+# -- decoding the sound: from the start of the file, resampled on a fixed grid -------------------------------------------
+_SAMPLE_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0, "flt": 1.0, "dbl": 1.0}
+
+
+def _mono(frame) -> np.ndarray:
+    """(samples,) float32: the mean of the frame's channels (FFmpeg's downmix would weight stereo by 0.707, so the
+    same sound stored as stereo would come out 3 dB louder than stored as mono)."""
+    a = frame.to_ndarray()
+    if not frame.format.is_planar:
+        a = a.reshape(-1, len(frame.layout.channels)).T
+    base = frame.format.name.rstrip("p")
+    a = a.astype(np.float32)
+    if base == "u8":
+        a -= 128.0
+    scale = _SAMPLE_SCALE.get(base, 1.0)
+    if scale != 1.0:
+        a *= np.float32(1.0 / scale)
+    return a.mean(axis=0, dtype=np.float32)
+
+
+class _Sound:
+    """Mono sound at the stream's native rate, kept only where it overlaps the wanted native spans.
+
+    Sample ``m`` belongs at ``m / rate`` s on the container clock: a decoded frame goes where its timestamp says when it
+    is the first, or when the timestamp disagrees with the end of the previous frame by more than 20 ms (a gap or an
+    overlap in the stream); otherwise it follows the previous frame (timestamps rounded to ms in some containers).
+    """
+
+    def __init__(self, rate: int, spans: list[tuple[int, int | None]]):
+        self.rate, self.spans = rate, spans
+        self.chunks: list[tuple[int, np.ndarray]] = []  #: (first sample index, samples), in decoding order
+        self.cursor: int | None = None
+        self._other_rate = None  #: a resampler for frames at another rate (the stream changed rate)
 
     def add(self, frame) -> None:
-        if self.done:
+        if frame.sample_rate != self.rate:
+            self._add_other_rate(frame)
             return
         if frame.time is not None:
-            expected = int(round((float(frame.time) - self.t_begin) * self.rate))
-            # re-anchor on the first frame and on discontinuities larger than 20 ms
+            expected = int(round(float(frame.time) * self.rate))
             if self.cursor is None or abs(expected - self.cursor) > 0.02 * self.rate:
                 self.cursor = expected
-        for out in self.resampler.resample(frame):
-            self._write(out.to_ndarray().mean(axis=0, dtype=np.float32))
+        elif self.cursor is None:
+            self.cursor = 0
+        self._put(_mono(frame))
 
-    def flush(self) -> None:
+    def _put(self, x: np.ndarray) -> None:
+        a, b = self.cursor, self.cursor + x.shape[0]
+        if any(a < (hi if hi is not None else b + 1) and b > lo for lo, hi in self.spans):
+            self.chunks.append((a, x))
+        self.cursor = b
+
+    def _add_other_rate(self, frame) -> None:
+        av = _av()
+        if self._other_rate is None:
+            log.debug("an audio frame at %d Hz in a %d Hz stream: resampled", frame.sample_rate, self.rate)
+            self._other_rate = av.AudioResampler(format="fltp", rate=self.rate)
+        for out in self._other_rate.resample(frame):
+            if self.cursor is None:
+                self.cursor = int(round(float(frame.time or 0.0) * self.rate))
+            self._put(_mono(out))
+
+    @property
+    def done(self) -> bool:
+        ends = [hi for _, hi in self.spans]
+        return self.cursor is not None and None not in ends and self.cursor >= max(ends)
+
+    def span(self, lo: int, hi: int | None) -> np.ndarray:
+        """Samples ``[lo, hi)`` (``hi`` None: to the last sample decoded), zeros where nothing was decoded."""
+        if hi is None:
+            hi = max([a + x.shape[0] for a, x in self.chunks], default=lo)
+        buf = np.zeros(max(0, hi - lo), dtype=np.float32)
+        for a, x in self.chunks:
+            s, e = max(a, lo), min(a + x.shape[0], hi)
+            if e > s:
+                buf[s - lo : e - lo] = x[s - a : e - a]
+        return buf
+
+    def heard(self, lo: int, hi: int) -> bool:
+        return any(a < hi and a + x.shape[0] > lo for a, x in self.chunks)
+
+
+def _ratio(native: int, rate: int) -> tuple[int, int]:
+    g = math.gcd(native, rate)
+    return rate // g, native // g
+
+
+def _native_span(j0: int, n: int, native: int, rate: int) -> tuple[int, int, int]:
+    """The native samples ``[m0, m1)`` whose resampling gives output samples ``[j0, j0 + n)`` exactly as resampling
+    the whole track would: ``m0`` is a multiple of the rate ratio's denominator, so the span's output grid is the
+    global one (its first output sample is ``q0``), and both ends leave more than the filter's half length."""
+    up, down = _ratio(native, rate)
+    if up == down:
+        return j0, j0 + n, j0
+    half = 10 * max(up, down)  # scipy.signal.resample_poly's default filter half length, at the upsampled rate
+    pad = half // down + 2
+    k = math.floor((j0 - pad) / up)
+    return k * down, math.ceil((j0 + n + pad) * down / up) + 1, k * up
+
+
+def _resample(x: np.ndarray, native: int, rate: int) -> np.ndarray:
+    """``x`` (native rate, starting on the global grid) at ``rate``: scipy's polyphase filter, same for any span."""
+    up, down = _ratio(native, rate)
+    if up == down:
+        return x
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, up, down).astype(np.float32, copy=False)
+
+
+def _decode_sound(path: Path, spans_out: list[tuple[int, int | None]], rate: int, deadline: _Deadline, warnings: list[str]) -> tuple[_Sound | None, int]:
+    """Decode the first audio stream from the start of the file (a second opening, no seek: audio decoders carry
+    state from packet to packet - the overlap of MDCT frames, AAC's noise substitution - so only an unbroken decode
+    from the start is exact) until every wanted span is complete. ``spans_out`` are output-rate sample ranges.
+    Returns the native-rate sound and its rate, (None, 0) when no frame decoded."""
+    av = _av()
+    sound: _Sound | None = None
+    native = 0
+    with _open(path) as container:
+        astream = container.streams.audio[0]
+        _discard_all_but(container, astream)
         try:
-            for out in self.resampler.resample(None):
-                self._write(out.to_ndarray().mean(axis=0, dtype=np.float32))
-        except Exception:  # noqa: BLE001 - a flush failure only loses the resampler's last few samples
-            log.debug("audio resampler flush failed", exc_info=True)
+            for packet in container.demux(astream):
+                deadline.check()
+                for frame in packet.decode():
+                    if sound is None:
+                        native = int(frame.sample_rate)
+                        spans = [_native_span(j0, n, native, rate)[:2] if n is not None else (_native_lo(j0, native, rate), None) for j0, n in spans_out]
+                        sound = _Sound(native, spans)
+                    sound.add(frame)
+                if sound is not None and sound.done:
+                    break
+        except av.error.FFmpegError as exc:
+            at = sound.cursor / native if sound is not None and sound.cursor is not None else 0.0
+            _warn(warnings, f"{path}: audio decoding stopped near {at:.2f} s ({exc}); the rest is silence")
+    return sound, native
 
 
+def _native_lo(j0: int, native: int, rate: int) -> int:
+    return _native_span(j0, 1, native, rate)[0]
+
+
+def _discard_all_but(container, keep) -> None:
+    """Tell the demuxer to skip the other streams' packets (MP4 then reads only the audio's bytes)."""
+    try:
+        from av.stream import Discard
+    except ImportError:  # PyAV < 15
+        return
+    for s in container.streams:
+        if s.index != keep.index:
+            try:
+                s.discard = Discard.all
+            except (AttributeError, ValueError, TypeError):
+                return
+
+
+def _clip_sound(sound: _Sound | None, native: int, j0: int, n: int, rate: int) -> tuple[np.ndarray, bool]:
+    """Output samples ``[j0, j0 + n)`` at ``rate`` and whether any decoded sound fell in them."""
+    if sound is None:
+        return np.zeros(n, dtype=np.float32), False
+    m0, m1, q0 = _native_span(j0, n, native, rate)
+    y = _resample(sound.span(m0, m1), native, rate)
+    up, down = _ratio(native, rate)
+    heard = sound.heard(math.floor(j0 * down / up), math.ceil((j0 + n) * down / up))
+    return np.ascontiguousarray(y[j0 - q0 : j0 - q0 + n], dtype=np.float32), heard
+
+
+# -- read_clips: the plan, the video, the sound -------------------------------------------------------------------------
 def read_clips(
     path: str | os.PathLike,
     seconds: Sequence[int] | Callable[[MediaInfo], Sequence[int]],
@@ -355,8 +665,10 @@ def read_clips(
 ) -> VideoClips:
     """Decode the clips that start at the given whole seconds (container clock, relative to the first frame).
 
-    The file is read in one forward pass; it seeks ahead only where the jump is longer than a keyframe interval (as
-    far as the pass has seen one), so short files are decoded once and long files only around the clips.
+    Exact: a clip's frames and sound do not depend on which other clips are read with it; they equal a plain decode
+    of the whole file from its start (see the module docstring). The video seeks ahead only where the jump is longer
+    than a keyframe interval (as far as a pass has seen one), so short files are decoded once and long files only
+    around the clips; the sound is decoded from the start up to the last clip.
 
     Args:
         path: any file FFmpeg reads (mp4, mkv, webm, avi, mov; h264, hevc, vp9, mpeg4, ...).
@@ -377,150 +689,54 @@ def read_clips(
         MediaError: the file is empty.
         DecodeError: not media, truncated or corrupt beyond use, or slower than ``timeout``.
         NoVideoStreamError: an audio-only file or a still image.
+        ConfigError: no clip starts.
     """
-    av = _av()
     p = check_file(path)
     if not callable(seconds) and not seconds:
-        raise ValueError("read_clips needs at least one clip start")
-    deadline = None if timeout is None else time.monotonic() + float(timeout)
+        raise ConfigError("read_clips needs at least one clip start")
+    deadline = _Deadline(p, timeout)
     warnings: list[str] = []
-    rf = _reformatter()
     with _open(p) as container:
-        if info is None:
-            info = _probe_open(container, p)
-        if callable(seconds):
-            seconds = list(seconds(info))
-            if not seconds:
-                raise ValueError("read_clips needs at least one clip start")
-        vs = _video_stream(container, p)
-        astream = container.streams.audio[0] if container.streams.audio else None
-        rotation = info.rotation
-        t0_video = info.start_time
-        ctx_n = int(round(audio_context * audio_rate))
-        clip_len_n = audio_rate + 2 * ctx_n
-        decoded: dict[int, ClipData] = {}
-        any_audio = False
-        runs = _runs(seconds)
-        # one audio sink per run, made up front: a run read by continuing the pass gets the audio demuxed before it
-        sinks = [
-            _AudioSink(audio_rate, t0_video + run[0] - audio_context, t0_video + run[-1] + 1.0 + audio_context)
-            if astream is not None
-            else None
-            for run in runs
-        ]
-        streams = [vs] + ([astream] if astream is not None else [])
-        packets = None  # the demux iterator of the current forward pass
-        keyframes: list[float] = []  # video keyframe times seen in the current pass
-        last_t = 0.0
-        last_native = None
-        for r, run in enumerate(runs):
-            starts = {s: t0_video + s for s in run}
-            sink = sinks[r]
-            seek_t = max(0.0, starts[run[0]] - audio_context - _SEEK_MARGIN_S)
-            if packets is None or _worth_seeking(last_t, seek_t, keyframes):
-                try:
-                    container.seek(int(seek_t * av.time_base), backward=True, any_frame=False)
-                except av.error.FFmpegError as exc:
-                    log.debug("%s: seek to %.2f s failed (%s); decoding from the start", p, seek_t, exc)
-                    container.seek(0)
-                packets = container.demux(streams)
-                keyframes = []
-                for later in sinks[r:]:
-                    if later is not None:
-                        later.reset()
-            frames: dict[int, list[np.ndarray]] = {s: [] for s in run}
-            stamps: dict[int, list[float]] = {s: [] for s in run}
-            firsts: dict[int, np.ndarray] = {}
-            video_done = False
-            try:
-                for packet in packets:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DecodeError(f"{p}: decoding took longer than {timeout:g} s; given up")
-                    if packet.stream.type == "audio":
-                        live = [x for x in sinks[r:] if x is not None and not x.done]
-                        if not live or sink.done:
-                            if video_done:
-                                break
-                            if not live:
-                                continue
-                        for aframe in packet.decode():
-                            for x in live:
-                                if aframe.time is None or aframe.time > x.t_begin - 0.2:
-                                    x.add(aframe)
-                        if video_done and sink.done:
-                            break
-                        continue
-                    if packet.is_keyframe and packet.pts is not None:
-                        keyframes.append(float(packet.pts * packet.time_base))
-                    if video_done:
-                        if sink is None or sink.done:
-                            break
-                        continue
-                    for vframe in packet.decode():
-                        t = vframe.time if vframe.time is not None else last_t
-                        needing = [s for s in run if t >= starts[s] - 1e-4 and len(frames[s]) < n_frames]
-                        if needing:
-                            img = _to_rgb(vframe, frame_size, rotation, rf)
-                            for s in needing:
-                                if not frames[s]:
-                                    firsts[s] = _to_rgb(vframe, None, rotation, rf)
-                                frames[s].append(img)
-                                stamps[s].append(float(t))
-                        last_t = float(t)
-                        last_native = vframe
-                    if all(len(frames[s]) >= n_frames for s in run):
-                        video_done = True
-                        if sink is None or sink.done:
-                            break
-            except av.error.FFmpegError as exc:
-                if not any(frames[s] for s in run):
-                    raise DecodeError(f"{p}: decoding failed near {seek_t:.2f} s ({exc})") from exc
-                msg = f"{p}: decoding stopped early near {last_t:.2f} s ({exc}); the clip is padded"
-                log.warning(msg)
-                warnings.append(msg)
-                packets = None  # the pass is broken: the next run seeks afresh
-            if sink is not None:
-                sink.flush()
-                any_audio = any_audio or sink.filled_to > 0
-            for s in run:
-                if not frames[s]:
-                    if last_native is None:
-                        raise DecodeError(f"{p}: no video frame could be decoded for second {s}")
-                    msg = f"{p}: no frame at or after {starts[s]:.2f} s (the headers overstate the duration); using the last frame"
-                    log.warning(msg)
-                    warnings.append(msg)
-                    frames[s] = [_to_rgb(last_native, frame_size, rotation, rf)]
-                    stamps[s] = [last_t]
-                    firsts[s] = _to_rgb(last_native, None, rotation, rf)
-                n_real = len(frames[s])
-                while len(frames[s]) < n_frames:
-                    frames[s].append(frames[s][-1])
-                    stamps[s].append(stamps[s][-1])
-                clip_start = stamps[s][0]
-                audio = np.zeros(clip_len_n, dtype=np.float32)
-                if sink is not None:
-                    off = int(round((clip_start - audio_context - sink.t_begin) * audio_rate))
-                    lo, hi = max(off, 0), min(off + clip_len_n, sink.n)
-                    if hi > lo:
-                        audio[lo - off : hi - off] = sink.buf[lo:hi]
-                decoded[s] = ClipData(
-                    second=s,
-                    start=clip_start,
-                    frames=np.stack(frames[s]),
-                    timestamps=np.asarray(stamps[s], dtype=np.float64),
-                    first_frame=firsts[s],
-                    audio=audio,
-                    n_real_frames=n_real,
-                )
-    clips = [decoded[s] for s in seconds]
+        info = info or _probe_open(container, p)
+        seconds = list(seconds(info)) if callable(seconds) else list(seconds)
+        if not seconds:
+            raise ConfigError(f"{p}: read_clips needs at least one clip start")
+        clips = _plan(seconds, info.start_time, n_frames)
+        _read_video(container, _video_stream(container, p), clips, _scaler(frame_size, info.rotation), deadline, p, warnings)
+    ctx_n = int(round(audio_context * audio_rate))
+    n_audio = audio_rate + 2 * ctx_n
+    j0s = {c.second: int(round((c.stamps[0] - audio_context) * audio_rate)) for c in clips}
+    sound, native = (None, 0)
+    if info.has_audio:
+        sound, native = _decode_sound(p, [(j, n_audio) for j in j0s.values()], audio_rate, deadline, warnings)
+    decoded: dict[int, ClipData] = {}
+    heard_any = False
+    for c in clips:
+        audio, heard = _clip_sound(sound, native, j0s[c.second], n_audio, audio_rate)
+        heard_any = heard_any or heard
+        decoded[c.second] = ClipData(
+            second=c.second,
+            start=c.stamps[0],
+            frames=np.stack(c.frames),
+            timestamps=np.asarray(c.stamps, dtype=np.float64),
+            first_frame=c.first,
+            audio=audio,
+            n_real_frames=c.n_real or len(c.frames),
+        )
     return VideoClips(
         info=info,
-        clips=clips,
+        clips=[decoded[s] for s in seconds],
         audio_rate=audio_rate,
         audio_context=audio_context,
-        has_audio=bool(astream is not None and any_audio),
+        has_audio=bool(info.has_audio and heard_any),
         warnings=warnings,
     )
+
+
+def _scaler(frame_size: int, rotation: int) -> Callable:
+    """``scale(frame, small=True)``: the frame resized for the clip, or (small=False) at its native size."""
+    rf = _reformatter()
+    return lambda frame, small: _to_rgb(frame, frame_size if small else None, rotation, rf)
 
 
 def _worth_seeking(position: float, target: float, keyframes: list[float]) -> bool:
@@ -565,37 +781,43 @@ def iter_frames(
             raise DecodeError(f"{p}: decoding failed ({exc})") from exc
 
 
+def _audio_duration(container) -> float | None:
+    """The audio stream's duration from the headers (the stream's own, else the container's), None if unknown."""
+    astream = container.streams.audio[0]
+    if astream.duration is not None and astream.time_base:
+        return float(astream.duration * astream.time_base)
+    if container.duration:
+        return float(container.duration) / _av().time_base
+    return None
+
+
 def read_audio(
     path: str | os.PathLike, *, rate: int = 16000, start: float = 0.0, end: float | None = None
 ) -> np.ndarray:
-    """Decode the first audio stream as mono float32 at ``rate``, from ``start`` to ``end`` seconds
-    (container clock; zeros where the stream has no samples). Returns (n_samples,).
+    """Decode the first audio stream as mono float32 at ``rate``, from ``start`` to ``end`` seconds (container clock;
+    zeros where the stream has no samples; ``end`` None: to the end of the stream). Decoded from the start of the
+    file and resampled as :func:`read_clips` does, so the samples are the same as in its clips. Returns (n_samples,).
 
     Raises:
-        MediaError: the file has no audio stream.
+        MediaFileNotFoundError, MediaError, DecodeError: as :func:`read_clips`; MediaError also when the file has
+            no audio stream.
     """
-    av = _av()
     p = check_file(path)
     with _open(p) as container:
         if not container.streams.audio:
             raise MediaError(f"{p}: has no audio stream")
-        astream = container.streams.audio[0]
         if end is None:
-            dur = None
-            if astream.duration is not None and astream.time_base:
-                dur = float(astream.duration * astream.time_base)
-            elif container.duration:
-                dur = float(container.duration) / av.time_base
-            end = dur if dur else 24 * 3600.0
-        sink = _AudioSink(rate, start, end)
-        if start > 0:
-            container.seek(int(max(0.0, start - _SEEK_MARGIN_S) * av.time_base), backward=True, any_frame=False)
-        try:
-            for frame in container.decode(astream):
-                sink.add(frame)
-                if sink.done:
-                    break
-        except av.error.FFmpegError as exc:
-            raise DecodeError(f"{p}: audio decoding failed ({exc})") from exc
-        sink.flush()
-        return sink.buf[: max(sink.filled_to, 0)] if end >= 24 * 3600.0 else sink.buf
+            end = _audio_duration(container)
+    j0 = int(round(start * rate))
+    n = None if end is None else max(0, int(round(end * rate)) - j0)
+    warnings: list[str] = []
+    sound, native = _decode_sound(p, [(j0, n)], rate, _Deadline(p, None), warnings)
+    if n is None:
+        if sound is None:
+            return np.zeros(0, dtype=np.float32)
+        last = max((a + x.shape[0] for a, x in sound.chunks), default=0)
+        up, down = _ratio(native, rate)
+        n = max(0, int(last * up // down) - j0)
+    if sound is None:
+        return np.zeros(n, dtype=np.float32)
+    return _clip_sound(sound, native, j0, n, rate)[0]
