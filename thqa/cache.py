@@ -268,6 +268,21 @@ def cache_key(*, content_digest: str, settings: Mapping[str, Any], weights: Mapp
 # entries
 
 
+def _read_header_meta(f: Any, size: int) -> dict[str, Any] | None:
+    """The caller's metadata from an entry file's safetensors header (None when it cannot be parsed)."""
+    try:
+        n = int.from_bytes(f.read(8), "little")
+        if n < 2 or n > _MAX_HEADER_BYTES or n > size - 8:
+            return None
+        header = json.loads(f.read(n).decode("utf-8"))
+        meta = json.loads(header["__metadata__"][_META_JSON])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+
+
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
     """One cached entry as read back by :meth:`FeatureCache.get`.
@@ -494,6 +509,39 @@ class FeatureCache:
                 m = _ENTRY_RE.fullmatch(name)
                 if m is not None and m.group(1)[:2] == d.name:
                     yield m.group(1)
+
+    def headers(self) -> Iterator[tuple[str, Path, int, dict[str, Any] | None]]:
+        """Yield ``(key, file, size in bytes, metadata)`` of every entry, reading only each file's header (no array
+        checksum: :meth:`get` verifies). ``metadata`` is None when the header cannot be read or parsed. Symbolic
+        links and anything but regular files are skipped, as :meth:`keys` does.
+
+        Raises:
+            CacheError: the cache directory cannot be listed.
+        """
+        for key in self.keys():
+            path = self.path_for(key)
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+            except OSError:
+                continue
+            with open(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                yield key, path, st.st_size, _read_header_meta(f, st.st_size)
+
+    def quarantined(self) -> Iterator[tuple[Path, int]]:
+        """Yield ``(file, size in bytes)`` of the corrupt entries set aside as ``*.safetensors.corrupt``."""
+        for d in self._fanout_dirs():
+            try:
+                with os.scandir(d) as it:
+                    found = [(Path(e.path), e.stat(follow_symlinks=False).st_size) for e in it
+                             if e.name.endswith(_ENTRY_SUFFIX + _CORRUPT_SUFFIX) and e.is_file(follow_symlinks=False)]
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CacheError(f"cannot list feature cache directory {d}: {exc}") from exc
+            yield from sorted(found)
 
     def __len__(self) -> int:
         """Number of entry files (see :meth:`keys`)."""

@@ -281,9 +281,41 @@ def _extract(args) -> int:
         + f"; cache {size / 1e6:.1f} MB in {len(cache)} entries"
         + (" [random-init backbones]" if random_init else "")
     )
+    if summary.stale:
+        why = "; ".join(f"{reason} ({n})" for reason, n in sorted(summary.stale.items(), key=lambda kv: -kv[1]))
+        print(
+            f"extract: {sum(summary.stale.values())} file(s) extracted again: the cache held entries that another version of the "
+            f"extraction made ({why}); `thqa cache prune --cache-dir {args.cache_dir}` removes them"
+        )
     if args.summary_json:
         _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": infos}, indent=2) + "\n")
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
+
+
+# -- cache ----------------------------------------------------------------------------------------------------------
+def _cache_prune(args) -> int:
+    from thqa.cache import FeatureCache
+    from thqa.extract import prune_cache
+
+    if not Path(args.cache_dir).is_dir():
+        raise UsageError(f"{args.cache_dir}: no such cache directory")
+    items = prune_cache(FeatureCache(args.cache_dir), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    if args.json:
+        doc = {"dry_run": args.dry_run, "files": [{"path": str(i.path), "bytes": i.bytes, "reason": i.reason} for i in items],
+               "count": len(items), "bytes": sum(i.bytes for i in items)}
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    if args.dry_run:
+        for i in items:
+            print(f"{i.path}\t{i.bytes}\t{i.reason}")
+    by_reason: dict[str, list[int]] = {}
+    for i in items:
+        by_reason.setdefault(i.reason, []).append(i.bytes)
+    for reason, sizes in sorted(by_reason.items(), key=lambda kv: -sum(kv[1])):
+        print(f"cache prune: {verb} {len(sizes)} file(s), {sum(sizes) / 1e6:.1f} MB: {reason}")
+    print(f"cache prune: {verb} {len(items)} file(s), {sum(i.bytes for i in items) / 1e6:.1f} MB in all" + ("" if items else " (nothing to prune)"))
+    return EXIT_OK
 
 
 # -- train --------------------------------------------------------------------------------------------------------
@@ -484,6 +516,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_extract)
+
+    p = sub.add_parser("cache", help="look after a feature cache")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    q = csub.add_parser(
+        "prune",
+        help="delete entries no current setting can reach (another version of the extraction, corrupt)",
+        description="Delete the cache entries that no current setting can reach: those made by another version of the "
+        "extraction (features version, PyAV/FFmpeg, librosa, scipy, spafe) or before thqa recorded it, entries whose "
+        "header cannot be read, and corrupt entries set aside. Entries of other settings, weights or precisions stay.",
+    )
+    q.add_argument("--cache-dir", required=True, metavar="DIR")
+    q.add_argument("--dry-run", "-n", action="store_true", help="list what would be deleted (path, bytes, reason) and delete nothing")
+    q.add_argument("--json", action="store_true", help="print the list as JSON")
+    q.set_defaults(func=_cache_prune)
 
     p = sub.add_parser("train", help="train the fusion model on cached features")
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with path and MOS columns (optional group, split)")

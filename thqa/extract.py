@@ -3,10 +3,16 @@
 Two entries per video, each complete or absent (see :mod:`thqa.cache`):
 
 * features - ``spatial`` (N, 768), ``temporal`` (N, 2304), ``audio`` (N, 4, 128, 32) float32 and ``seconds`` (N,);
-  keyed by the file's content, the extraction settings and both backbones' sha256;
+  keyed by the file's content, the extraction settings, both backbones' sha256 and the provenance of the numbers
+  (:func:`thqa.pipeline.extraction_provenance`: the features version, PyAV and FFmpeg, librosa, scipy and spafe,
+  and the precision the backbones ran in);
 * frames (for fine-tuning the spatial branch) - each clip's first frame resized to short side 520, PNG-encoded
-  (lossless: compression artefacts are what is being measured) as uint8 arrays ``png_i``; keyed by content and
-  settings only (no weights are involved).
+  (lossless: compression artefacts are what is being measured) as uint8 arrays ``png_i``; keyed by content, the
+  settings that shape them and the decoder's provenance (no weights are involved).
+
+Every entry's metadata repeats its provenance, so an entry made by another version of the extraction (which the
+current keys never reach) can be told apart: :func:`extract_to_cache` reports how many files it extracts again
+because of such entries and why, and :func:`prune_cache` removes them.
 
 A run writes each entry as soon as its file is done, so a killed run loses at most the files in flight and a
 re-run skips everything already cached.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -29,10 +36,23 @@ import numpy as np
 from thqa import __version__
 from thqa._atomic import atomic_write_text
 from thqa.cache import FeatureCache, cache_key, file_digest
-from thqa.errors import THQAError
-from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png
+from thqa.errors import CacheError, THQAError
+from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png, extraction_provenance
 
-__all__ = ["ExtractSummary", "features_key", "frames_key", "extract_to_cache", "load_features", "load_frames", "write_failures"]
+__all__ = [
+    "ExtractSummary",
+    "PruneItem",
+    "features_key",
+    "frames_key",
+    "features_provenance",
+    "frames_provenance",
+    "extract_to_cache",
+    "load_features",
+    "load_frames",
+    "prune_cache",
+    "stale_reasons",
+    "write_failures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +61,36 @@ def _weights_identity(backbones: dict) -> dict:
     return {name: b["sha256"] for name, b in sorted(backbones.items())}
 
 
-def features_key(digest: str, settings: ExtractionSettings, backbones: dict) -> str:
-    """Key of a video's features: its content digest, every extraction setting and the backbones' sha256."""
-    return cache_key(content_digest=digest, settings={"part": "features", **settings.to_dict()}, weights=_weights_identity(backbones))
+def _precision(backbones: dict) -> str:
+    """The precision the backbones run in (``Backbones.infos`` records it per backbone; "fp32" where absent)."""
+    found = {str(b.get("precision", "fp32")) for b in backbones.values()} or {"fp32"}
+    return "+".join(sorted(found))
 
 
-def frames_key(digest: str, settings: ExtractionSettings) -> str:
+def features_provenance(backbones: dict, provenance: dict | None = None) -> dict:
+    """What made a features entry's numbers besides settings and weights: ``provenance`` (default: this process's
+    :func:`~thqa.pipeline.extraction_provenance`) and the backbones' precision."""
+    return {**(provenance or extraction_provenance()), "precision": _precision(backbones)}
+
+
+def frames_provenance(provenance: dict | None = None) -> dict:
+    """The part of the provenance that first frames depend on: the features version and the decoder."""
+    p = provenance or extraction_provenance()
+    return {k: p[k] for k in ("features_version", "pyav", "ffmpeg")}
+
+
+def features_key(digest: str, settings: ExtractionSettings, backbones: dict, provenance: dict | None = None) -> str:
+    """Key of a video's features: its content digest, every extraction setting, the backbones' sha256 and
+    :func:`features_provenance` (``provenance``: that of the process that prepared the file, default this one's)."""
+    doc = {"part": "features", **settings.to_dict(), "provenance": features_provenance(backbones, provenance)}
+    return cache_key(content_digest=digest, settings=doc, weights=_weights_identity(backbones))
+
+
+def frames_key(digest: str, settings: ExtractionSettings, provenance: dict | None = None) -> str:
     """Key of a video's preprocessed first frames (no weights involved)."""
     s = settings.to_dict()
-    frame_settings = {"part": "frames", "n_clips": s["n_clips"], "short_side": s["short_side"]}
-    return cache_key(content_digest=digest, settings=frame_settings, weights={})
+    doc = {"part": "frames", "n_clips": s["n_clips"], "short_side": s["short_side"], "provenance": frames_provenance(provenance)}
+    return cache_key(content_digest=digest, settings=doc, weights={})
 
 
 @dataclass
@@ -67,6 +107,8 @@ class ExtractSummary:
     #: where the extraction's time went: waiting for prepared files (wait_s), backbone passes (forward_s, passes)
     pipeline: dict = field(default_factory=dict)
     stage_s: dict = field(default_factory=dict)  #: mean seconds per extracted file and stage
+    #: files extracted again because the cache held their entries from another version of the extraction: why -> count
+    stale: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +121,7 @@ class ExtractSummary:
             "videos_per_s": round(self.done / self.extract_seconds, 3) if self.extract_seconds else 0.0,
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "pipeline": self.pipeline,
+            "stale": dict(self.stale),
             "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
         }
 
@@ -105,8 +148,10 @@ def store_features(
     """Write one file's entries (first frames, then features: a features entry means the file is complete) with
     the cache's atomic writer. Used by every engine, so the entries are the same whoever makes them. Returns the
     features key."""
-    fk, gk = features_key(digest, settings, backbones), frames_key(digest, settings)
+    prov = f.provenance or None  # the provenance of the process that prepared the file
+    fk, gk = features_key(digest, settings, backbones, prov), frames_key(digest, settings, prov)
     meta = {
+        "part": "features",
         "path": path,
         "content_sha256": digest,
         "info": f.info,
@@ -115,11 +160,13 @@ def store_features(
         "timings": f.timings,
         "settings": settings.to_dict(),
         "backbones": backbones,
+        "provenance": features_provenance(backbones, prov),
         "thqa_version": __version__,
     }
     if frames and f.first_frames:
         pngs = f.first_frames if f.first_frames_png else [encode_frame_png(im) for im in f.first_frames]
-        cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, {"path": path, "n": len(pngs)})
+        fmeta = {"part": "frames", "path": path, "n": len(pngs), "content_sha256": digest, "provenance": frames_provenance(prov)}
+        cache.put(gk, {f"png_{i}": b for i, b in enumerate(pngs)}, fmeta)
     cache.put(fk, _features_arrays(f), meta)
     return fk
 
@@ -175,6 +222,10 @@ def extract_to_cache(
                 progress(1)
         else:
             todo.append(p)
+    if todo:
+        summary.stale = stale_reasons(cache, {keys[p] for p in todo}, settings, backbones)
+        if summary.stale:
+            log.info("extracting again %d file(s) whose entries another version made: %s", sum(summary.stale.values()), summary.stale)
     stage_tot: dict[str, float] = {}
     t_extract = time.perf_counter()
 
@@ -244,3 +295,89 @@ def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, s
         w.writerow(row)
     p = atomic_write_text(path, buf.getvalue())
     return p
+
+
+# -- entries made by another version of the extraction -------------------------------------------------------------
+_LEGACY = "made before thqa recorded how features were made (features version 1)"
+
+
+def _canonical(x) -> str:
+    return json.dumps(x, sort_keys=True, default=str)
+
+
+def _provenance_change(old, new: dict) -> str:
+    """Why an entry with provenance ``old`` is not one the current keys reach ("" when it is)."""
+    if not isinstance(old, dict):
+        return _LEGACY
+    return ", ".join(f"{k} {old.get(k, '?')} -> {v}" for k, v in new.items() if old.get(k) != v)
+
+
+def stale_reasons(cache: FeatureCache, digests: set[str], settings: ExtractionSettings, backbones: dict) -> dict[str, int]:
+    """For files about to be extracted: the cache's features entries of the same content, settings and weights that
+    another version of the extraction made (so the current keys miss them), counted by reason - one per file.
+    Reads only the entries' headers."""
+    want_settings = _canonical(settings.to_dict())
+    want_weights = _weights_identity(backbones)
+    want = features_provenance(backbones)
+    why: dict[str, str] = {}
+    for _key, _path, _size, meta in cache.headers():
+        if meta is None or meta.get("content_sha256") not in digests or meta.get("part", "features") != "features":
+            continue
+        try:
+            same = _canonical(meta.get("settings")) == want_settings and _weights_identity(meta.get("backbones") or {}) == want_weights
+        except (AttributeError, KeyError, TypeError):
+            continue
+        reason = _provenance_change(meta.get("provenance"), want) if same else ""
+        if reason:
+            why.setdefault(meta["content_sha256"], reason)
+    counts: dict[str, int] = {}
+    for reason in why.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class PruneItem:
+    """A file :func:`prune_cache` removes (or would remove), with its size and the reason."""
+
+    path: Path
+    bytes: int
+    reason: str
+
+
+def _unreachable(meta: dict | None) -> str:
+    """Why no current setting reaches an entry ("" when one does)."""
+    if meta is None:
+        return "unreadable header (corrupt)"
+    if meta.get("part") == "frames":
+        return _provenance_change(meta.get("provenance"), frames_provenance())
+    old = meta.get("provenance")
+    if isinstance(old, dict):  # any precision is a current setting (fp32 on a CPU, bf16 on a GPU)
+        old = {k: v for k, v in old.items() if k != "precision"}
+    return _provenance_change(old, extraction_provenance())
+
+
+def prune_cache(cache: FeatureCache, *, dry_run: bool = True) -> list[PruneItem]:
+    """Find (and unless ``dry_run``, delete) what no current setting can reach: entries made by another version of
+    the extraction (features version, PyAV/FFmpeg, librosa, scipy or spafe) or before versions were recorded,
+    entries whose header cannot be read, and quarantined corrupt entries. Entries of other settings, weights or
+    precisions stay: a setting can reach them.
+
+    Returns:
+        what was (or would be) removed, in cache order.
+
+    Raises:
+        CacheError: the cache cannot be listed, or a file cannot be deleted.
+    """
+    items = [PruneItem(path, size, why) for _key, path, size, meta in cache.headers() if (why := _unreachable(meta))]
+    items += [PruneItem(path, size, "quarantined corrupt entry") for path, size in cache.quarantined()]
+    if not dry_run:
+        for it in items:
+            try:
+                it.path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CacheError(f"cannot delete {it.path}: {exc}") from exc
+        log.info("pruned %d file(s), %d bytes, from %s", len(items), sum(i.bytes for i in items), cache.root)
+    return items

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -27,6 +28,9 @@ from thqa.sampling import clip_seconds
 from thqa.weights import WeightsOptions, build_spatial, build_temporal
 
 __all__ = [
+    "FEATURES_VERSION",
+    "extraction_provenance",
+    "precision_for",
     "ExtractionSettings",
     "PreparedVideo",
     "VideoFeatures",
@@ -47,6 +51,58 @@ log = logging.getLogger(__name__)
 _HANG_MARGIN_S = 60.0
 #: how often the process that drives the backbones checks on its decoding workers (seconds)
 _POLL_S = 5.0
+
+
+#: The version of what extraction computes from a file, part of every cache key (with the library versions in
+#: :func:`extraction_provenance`): bump it whenever a change alters the numbers extracted from the same file and
+#: settings, so that no stale feature is ever reused.
+#:
+#: 1. thqa 0.1.0 and before.
+#: 2. Exact decoding: video passes never skip a packet (version 1 could predict frames from references the decoder
+#:    had not seen), the sound is decoded from the start of the file and resampled by scipy's polyphase filter on
+#:    fixed grids (version 1: FFmpeg's resampler, restarted at each seek).
+FEATURES_VERSION = 2
+
+#: the numeric precision the backbones run in: "fp32", or bf16 under torch.autocast
+PRECISIONS = ("fp32", "bf16-autocast")
+
+
+@functools.lru_cache(maxsize=1)
+def extraction_provenance() -> dict:
+    """What, besides the settings and the weights, decides the numbers this process extracts: the features version
+    and the versions of the decoder (PyAV and the FFmpeg it carries) and of the audio libraries (librosa, scipy's
+    resampler, spafe). Part of every cache key and entry. (The backbones' precision is added per extractor.)"""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import av
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "absent"
+
+    ffmpeg = getattr(av, "ffmpeg_version_info", None) or ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    return {
+        "features_version": FEATURES_VERSION,
+        "pyav": av.__version__,
+        "ffmpeg": str(ffmpeg),
+        "librosa": v("librosa"),
+        "scipy": v("scipy"),
+        "spafe": v("spafe"),
+    }
+
+
+def precision_for(device: str | torch.device, precision: str = "auto") -> str:
+    """The precision the backbones run in on ``device``: "auto" is bf16 autocast on a GPU, fp32 on a CPU;
+    "fp32" and "bf16" ask for one."""
+    if precision == "auto":
+        return "bf16-autocast" if resolve_device(device).type == "cuda" else "fp32"
+    if precision in ("bf16", "bf16-autocast"):
+        return "bf16-autocast"
+    if precision == "fp32":
+        return "fp32"
+    raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +155,7 @@ class PreparedVideo:
     seconds_prepare: float = 0.0
     first_frames_png: bool = False  #: ``first_frames`` holds PNG bytes ((n,) uint8 each), not arrays
     stage_seconds: dict = field(default_factory=dict)  #: wall seconds of each step (probe, read, audio, ...)
+    provenance: dict = field(default_factory=dict)  #: :func:`extraction_provenance` of the process that prepared it
 
     def pin_memory(self) -> "PreparedVideo":
         """Page-locked copies of the tensors (DataLoader's pin_memory calls this), for fast copies to a GPU."""
@@ -122,6 +179,7 @@ class VideoFeatures:
     first_frames: list[np.ndarray] | None = None  #: N x (3, 520, w) uint8, when kept (PNG bytes if first_frames_png)
     first_frames_png: bool = False
     timings: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  #: of the preparing process (decoder, audio libraries)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -265,6 +323,7 @@ def prepare(
         seconds_decode=t1 - t0,
         seconds_audio=t2 - t1,
         seconds_prepare=time.perf_counter() - t0,
+        provenance=extraction_provenance(),
         stage_seconds={
             "probe": t_probe - t0,
             "read": t1 - t_probe,
@@ -284,6 +343,8 @@ class Backbones:
         channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU).
         start_workers: on a GPU, start the decoding workers' fork server now, so that its imports overlap the
             model building (False where no decoding workers will follow, e.g. in a Ray actor).
+        precision: "auto" (bf16 autocast on a GPU, fp32 on a CPU), "fp32" or "bf16" (autocast); recorded in
+            :attr:`infos` and so in every cache key and checkpoint made with these backbones.
     """
 
     def __init__(
@@ -296,9 +357,11 @@ class Backbones:
         batch_size: int | None = None,
         channels_last: bool | None = None,
         start_workers: bool = True,
+        precision: str = "auto",
     ):
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
+        self.precision = precision_for(self.device, precision)
         cuda = self.device.type == "cuda"
         if cuda and start_workers:
             # the decoding workers' fork server imports and compiles (5-10 s) while the models are built below
@@ -323,7 +386,7 @@ class Backbones:
         out = {}
         for info in (self.spatial_info, self.temporal_info):
             if info is not None:
-                out[info.name] = info.to_dict()
+                out[info.name] = {**info.to_dict(), "precision": self.precision}
         return out
 
     @property
@@ -331,9 +394,8 @@ class Backbones:
         return any(i is not None and i.random_init for i in (self.spatial_info, self.temporal_info))
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        enabled = self.precision == "bf16-autocast"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """On a GPU, pad a short chunk with zeros to ``batch_size``: one input shape means cuDNN tunes its kernels
@@ -436,6 +498,7 @@ def assemble(item: PreparedVideo, spatial: np.ndarray | None, temporal: np.ndarr
         warnings=list(item.warnings),
         first_frames=[item.first_frames[i] for i in idx] if item.first_frames else None,
         first_frames_png=item.first_frames_png,
+        provenance=dict(item.provenance),
         timings={
             "decode_s": item.seconds_decode,
             "audio_s": item.seconds_audio,

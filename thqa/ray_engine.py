@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from thqa.errors import CacheError, DependencyError, THQAError, WeightsError
+from thqa.errors import CacheError, ConfigError, DependencyError, THQAError, WeightsError
 
 __all__ = ["RayOptions", "check_shared_cache", "extract_with_ray", "score_with_ray", "import_ray"]
 
@@ -199,6 +199,12 @@ class _BackboneActor:
                     f"node {socket.gethostname()}: its backbone weights ({mine}) differ from the driver's; every node "
                     "must have the same weight files (or all use --random-init with one seed)"
                 )
+            expected = {v.get("precision", "fp32") for v in spec["backbones"].values()}
+            if expected != {self.backbones.precision}:
+                raise ConfigError(
+                    f"node {socket.gethostname()}: runs the backbones in {self.backbones.precision}, but the driver "
+                    f"keys the cache for {', '.join(sorted(expected))}"
+                )
             self.cache = FeatureCache(spec["cache_dir"])
 
     def __call__(self, batch: dict) -> dict:
@@ -266,6 +272,10 @@ def _run(paths: Sequence[str], spec: dict, opts: RayOptions, progress: Callable[
     gpus = int(res.get("GPU", 0))
     use_gpu = gpus > 0 and spec["device"] in ("auto", "cuda")
     spec["device"] = "cuda" if use_gpu else ("cpu" if spec["device"] == "auto" else spec["device"])
+    from thqa.pipeline import precision_for
+
+    for info in (spec.get("backbones") or {}).values():  # part of the keys: the precision the actors will run in
+        info["precision"] = precision_for(spec["device"])
     actors = opts.actors or (gpus if use_gpu else max(1, int(res.get("CPU", 1)) // 4))
     # small blocks: each CPU task prepares a few files, so all the cluster's CPUs share the work, results stream,
     # and a block that fails on every retry loses few files (they are reported, the job goes on)

@@ -168,8 +168,8 @@ def load_table(
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ConfigError(
-            f"{len(missing)} of the {what} are not in the feature cache{' (with frames)' if frames else ''} for these settings "
-            f"and backbone weights: {', '.join(missing[:3])}{more}. Run `thqa extract` with the same options first."
+            f"{len(missing)} of the {what} are not in the feature cache{' (with frames)' if frames else ''} for these settings, "
+            f"backbone weights and version of the extraction: {', '.join(missing[:3])}{more}. Run `thqa extract` with the same options first."
         )
     if not paths:
         raise ConfigError(f"no {what} to load")
