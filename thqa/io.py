@@ -25,7 +25,7 @@ and sample for sample on real and made files). Two rules make it so:
   those of resampling the whole track at once.
 
 Memory is bounded by the clips asked for, not by the file's duration: a 10-minute file costs about what a
-6-second one does (its sound is decoded, not kept, up to the last clip: ~0.35 ms per second of AAC here).
+6-second one does (its sound is decoded, not kept, up to the last clip: 0.4 s of CPU for a 600 s file here).
 """
 from __future__ import annotations
 
@@ -782,10 +782,12 @@ def iter_frames(
 
 
 def _audio_duration(container) -> float | None:
-    """The audio stream's duration from the headers (the stream's own, else the container's), None if unknown."""
+    """When the audio stream ends on the container clock, from the headers (the stream's start time plus its
+    duration, else the container's duration), None if unknown."""
     astream = container.streams.audio[0]
     if astream.duration is not None and astream.time_base:
-        return float(astream.duration * astream.time_base)
+        start = astream.start_time if astream.start_time is not None else 0
+        return float((start + astream.duration) * astream.time_base)
     if container.duration:
         return float(container.duration) / _av().time_base
     return None
@@ -795,7 +797,8 @@ def read_audio(
     path: str | os.PathLike, *, rate: int = 16000, start: float = 0.0, end: float | None = None
 ) -> np.ndarray:
     """Decode the first audio stream as mono float32 at ``rate``, from ``start`` to ``end`` seconds (container clock;
-    zeros where the stream has no samples; ``end`` None: to the end of the stream). Decoded from the start of the
+    zeros where the stream has no samples; ``end`` None: to the end of the stream as its headers give it, else to
+    the last sample decoded). Decoded from the start of the
     file and resampled as :func:`read_clips` does, so the samples are the same as in its clips. Returns (n_samples,).
 
     Raises:
