@@ -17,10 +17,23 @@ SHARED_MEDIA = ROOT.parent / "shared" / "media"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _cpu_facts() -> dict:
+    """The CPU's model name and the flags that decide which precisions are fast (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), None)
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags]}
+
+
 def machine() -> dict:
     import torch
 
     return {
+        **_cpu_facts(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
