@@ -135,6 +135,9 @@ class SyncResult:
     peak_agreement: float | None = None
     curve_offsets_ms: list[float] = field(default_factory=list)
     curve: list[float] = field(default_factory=list)
+    #: (n,) for each whole second of the analysed video, the agreement (correlation) of the mouth motion with the
+    #: speech at the measured offset, over the 2 s around it: where it drops, the lips stop following the sound
+    agreement_per_second: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -374,14 +377,17 @@ def _fail(path: str, settings: SyncSettings, seconds: float, msg: str, *, fps: f
     return SyncResult(path, None, kw.pop("confidence", None), (-r, r), round(seconds, 3), error=msg, error_type="SyncError", fps=fps, **kw)
 
 
-def mouth_correlation(data: AVData, settings: SyncSettings, offsets_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mouth_correlation(
+    data: AVData, settings: SyncSettings, offsets_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The audio-visual correlation map and the agreement curve.
 
     Returns:
         corr: (L, B) Pearson correlation of each block's stretch with the change of loudness at each offset;
         curve: (L,) agreement: the mean correlation of the ``top_blocks`` best blocks at each offset (the blocks
             where the mouth is, found by how well they follow the sound);
-        top: (K,) the blocks pooled at the best offset.
+        top: (K,) the blocks pooled at the best offset;
+        motion: (N-1, B) and speech: (L, N-1), the standardised signals that were correlated.
     """
     fs = data.fps
     if data.motion is None or data.motion_block != settings.block:
@@ -396,7 +402,23 @@ def mouth_correlation(data: AVData, settings: SyncSettings, offsets_s: np.ndarra
     k = min(settings.top_blocks, corr.shape[1])
     top_each = np.argpartition(corr, -k, axis=1)[:, -k:]  # (L, k) best blocks at each offset
     curve = np.take_along_axis(corr, top_each, axis=1).mean(axis=1)
-    return corr, curve, top_each[int(np.argmax(curve))]
+    return corr, curve, top_each[int(np.argmax(curve))], mz, sz
+
+
+def _agreement_per_second(times: np.ndarray, mouth: np.ndarray, speech: np.ndarray) -> list[float]:
+    """Pearson correlation of ``mouth`` and ``speech`` (both (N-1,), at ``times`` (N-1,)) over the 2 s around each
+    whole second ``[s - 0.5, s + 1.5)`` of the video (s from its first frame)."""
+    rel = times - times[0]
+    out = []
+    for s in range(max(1, int(math.floor(rel[-1] + 1e-3)))):
+        m = (rel >= s - 0.5) & (rel < s + 1.5)
+        if m.sum() < 8:
+            out.append(float("nan"))
+            continue
+        a, b = mouth[m] - mouth[m].mean(), speech[m] - speech[m].mean()
+        den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+        out.append(round(float((a * b).sum() / den), 4) if den > 0 else 0.0)
+    return out
 
 
 def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -> SyncResult:
@@ -413,7 +435,7 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         return _fail(data.path, s, seconds, f"{data.path}: too short for a sync estimate ({seconds:.2f} s of video; at least {s.min_seconds:g} s needed)", fps=fps)
     if float(data.frames.std(axis=0).max()) < 1.0:
         return _fail(data.path, s, seconds, f"{data.path}: the picture does not move: no face or mouth motion to sync with", fps=fps)
-    _, curve, _ = mouth_correlation(data, s, offsets)
+    _, curve, top, mz, sz = mouth_correlation(data, s, offsets)
     k = int(np.argmax(curve))
     step = s.step_ms / 1000.0
     off = offsets[k] + _refine(curve, k, step)
@@ -424,7 +446,17 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         peak_agreement=round(float(curve[k]), 4),
         curve_offsets_ms=[round(float(o) * 1000.0, 3) for o in offsets],
         curve=[round(float(c), 4) for c in curve],
+        agreement_per_second=_agreement_per_second(data.frame_times[1:], mz[:, top].mean(axis=1), sz[k]),
     )
+    if k in (0, len(curve) - 1):
+        return _fail(
+            data.path,
+            s,
+            seconds,
+            f"{data.path}: the best agreement lies at the edge of the searched range (+-{s.max_offset_ms:g} ms): the offset "
+            "is larger than the range, or the picture's motion does not follow the speech",
+            **kw,
+        )
     if conf < s.min_confidence:
         return _fail(
             data.path,
