@@ -126,7 +126,7 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
     else:
         ax, ax2 = fig.add_subplot(1, 1, 1), None
     edges = np.arange(n + 1)
-    ax.stairs(scores, edges, color="C0", linewidth=2, label="score of each second")
+    ax.stairs(scores, edges, baseline=None, color="C0", linewidth=2, label="score of each second")
     for i, s in enumerate(sorted(set(result.seconds or []))):
         ax.axvspan(s, s + 1, color="C2", alpha=0.15, linewidth=0, label="sampled for the MOS" if i == 0 else None)
     if result.mos is not None:
@@ -147,7 +147,7 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
         if agreement:
             a = np.asarray(agreement, dtype=np.float64)
             m = min(len(a), n)
-            ax2.stairs(a[:m], np.arange(m + 1), color="C1", linewidth=2, label="mouth motion vs speech")
+            ax2.stairs(a[:m], np.arange(m + 1), baseline=None, color="C1", linewidth=2, label="mouth motion vs speech")
             ax2.axhline(0.0, color="k", linewidth=0.6)
             ax2.set_ylim(-0.5, 1.0)
             conf = getattr(result, "av_sync_confidence", None)

@@ -405,12 +405,12 @@ def mouth_correlation(
     return corr, curve, top_each[int(np.argmax(curve))], mz, sz
 
 
-def _agreement_per_second(times: np.ndarray, mouth: np.ndarray, speech: np.ndarray) -> list[float]:
+def _agreement_per_second(times: np.ndarray, mouth: np.ndarray, speech: np.ndarray, duration: float) -> list[float]:
     """Pearson correlation of ``mouth`` and ``speech`` (both (N-1,), at ``times`` (N-1,)) over the 2 s around each
     whole second ``[s - 0.5, s + 1.5)`` of the video (s from its first frame)."""
     rel = times - times[0]
     out = []
-    for s in range(max(1, int(math.floor(rel[-1] + 1e-3)))):
+    for s in range(max(1, int(math.floor(duration + 1e-3)))):
         m = (rel >= s - 0.5) & (rel < s + 1.5)
         if m.sum() < 8:
             out.append(float("nan"))
@@ -446,7 +446,7 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         peak_agreement=round(float(curve[k]), 4),
         curve_offsets_ms=[round(float(o) * 1000.0, 3) for o in offsets],
         curve=[round(float(c), 4) for c in curve],
-        agreement_per_second=_agreement_per_second(data.frame_times[1:], mz[:, top].mean(axis=1), sz[k]),
+        agreement_per_second=_agreement_per_second(data.frame_times[1:], mz[:, top].mean(axis=1), sz[k], seconds),
     )
     if k in (0, len(curve) - 1):
         return _fail(
