@@ -145,4 +145,6 @@ def test_cli_score_sync_csv_columns(cli_small_scorer, head4, capsys):
 
 
 def test_cli_plot_needs_timeline(capsys, head4):
-    assert cli.main(["score", "--random-init", "--plot", "x", str(head4)]) == 2
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["score", "--random-init", "--plot", "x", str(head4)])
+    assert ei.value.code == 2 and "add --timeline" in capsys.readouterr().err
