@@ -20,6 +20,9 @@ _LAZY = {
     "WeightsOptions": ("thqa.weights", "WeightsOptions"),
     "FeatureCache": ("thqa.cache", "FeatureCache"),
     "evaluate": ("thqa.metrics", "evaluate"),
+    "estimate_av_offset": ("thqa.sync", "estimate_av_offset"),
+    "SyncResult": ("thqa.sync", "SyncResult"),
+    "timeline_plot": ("thqa.plots", "timeline_plot"),
 }
 
 __all__ = ["__version__", *_errors_all, *_LAZY]

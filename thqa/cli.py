@@ -1,4 +1,4 @@
-"""The `thqa` command: score, extract, train, evaluate, demo.
+"""The `thqa` command: score, sync, extract, train, evaluate, demo.
 
 The CLI owns the output: results on stdout (or --output), progress bars and messages on stderr.
 Exit codes: 0 success; 1 some files failed (the others were processed); 2 bad usage or a setup error
@@ -111,15 +111,32 @@ def _score(args) -> int:
 
         print(f"thqa score: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
+    if args.plot and not args.timeline:
+        raise_usage("--plot draws the per-second scores: add --timeline")
     if args.engine == "ray":
+        if args.timeline or args.sync:
+            raise_usage("--timeline and --sync run with the local engine only")
         return _score_ray(args)
     scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
     with _progress(len(args.files), "scoring") as bar:
         results = []
-        for r in scorer.iter_score(args.files):
+        it = scorer.iter_explain(args.files, timeline=args.timeline, sync=args.sync) if (args.timeline or args.sync) else scorer.iter_score(args.files)
+        for r in it:
             results.append(r)
+            if args.plot and r.ok:
+                _plot_timeline(args, r, len(results) - 1)
             bar.update(1)
     return _write_scores(args, results)
+
+
+def _plot_timeline(args, r, index: int) -> None:
+    from thqa.plots import timeline_plot
+
+    stems = [Path(f).stem for f in args.files]
+    stem = Path(r.path).stem
+    name = f"{stem}.timeline.png" if stems.count(stem) == 1 else f"{index:04d}_{stem}.timeline.png"
+    out = timeline_plot(r, Path(args.plot) / name)
+    log.info("timeline plot of %s -> %s", r.path, out)
 
 
 def _scorer_kwargs(args) -> dict:
@@ -151,7 +168,8 @@ def _write_scores(args, results) -> int:
         if r.error:
             failed += 1
             print(f"thqa score: {r.error}", file=sys.stderr)
-    text = _format_scores(results, fmt)
+    extras = (("timeline",) if getattr(args, "timeline", False) else ()) + (_SYNC_KEYS if getattr(args, "sync", False) else ())
+    text = _format_scores(results, fmt, extras)
     if args.output:
         _write_atomic(Path(args.output), text)
         print(f"thqa score: {len(results) - failed} scored, {failed} failed -> {args.output}", file=sys.stderr)
@@ -168,7 +186,18 @@ def _output_format(output: str | None, fmt: str | None) -> str:
     return "csv"
 
 
-def _format_scores(results, fmt: str) -> str:
+_SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_error", "av_sync_agreement")
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
     if fmt == "json":
         rows = [
             {
@@ -180,13 +209,14 @@ def _format_scores(results, fmt: str) -> str:
                 "weights": r.weights,
                 "untrained": r.untrained,
                 "warnings": r.warnings,
+                **{k: getattr(r, k) for k in extras},
             }
             for r in results
         ]
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained"])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", *extras])
     for r in results:
         w.writerow(
             [
@@ -196,6 +226,7 @@ def _format_scores(results, fmt: str) -> str:
                 r.error or "",
                 r.weights,
                 str(r.untrained).lower(),
+                *(_csv_cell(getattr(r, k)) for k in extras),
             ]
         )
     return buf.getvalue()
@@ -205,6 +236,46 @@ def _write_atomic(path: Path, text: str) -> None:
     from thqa._atomic import atomic_write_text
 
     atomic_write_text(path, text)
+
+
+# -- sync ----------------------------------------------------------------------------------------------------------
+def _sync(args) -> int:
+    from thqa.sync import SyncResult, SyncSettings, estimate_av_offset
+
+    try:
+        settings = SyncSettings(max_offset_ms=args.max_offset).validate()
+    except THQAError as exc:
+        raise_usage(str(exc))
+    fmt = "json" if args.json else _output_format(args.output, None)
+    results: list[SyncResult] = []
+    with _progress(len(args.files), "sync") as bar:
+        for f in args.files:
+            try:
+                r = estimate_av_offset(f, settings)
+            except THQAError as exc:
+                r = SyncResult(str(f), None, None, (-settings.max_offset_ms, settings.max_offset_ms), 0.0, error=str(exc), error_type=type(exc).__name__)
+            results.append(r)
+            bar.update(1)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(f"thqa sync: {r.error}", file=sys.stderr)
+    if fmt == "json":
+        text = json.dumps([r.to_dict(curve=not args.no_curve) for r in results], indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["path", "offset_ms", "confidence", "range_ms", "seconds_used", "fps", "error"])
+        for r in results:
+            w.writerow([r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), r.error or ""])
+        text = buf.getvalue()
+    if args.output:
+        _write_atomic(Path(args.output), text)
+        print(f"thqa sync: {len(results) - failed} measured, {failed} failed -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK if failed == 0 else EXIT_FAILURES
 
 
 # -- manifests ----------------------------------------------------------------------------------------------------
@@ -501,9 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
+    p.add_argument("--timeline", action="store_true", help="also score every second (sliding windows of the model's clip count): a 'timeline' per file; costs about n/6 times a plain score for an n-second file")
+    p.add_argument("--plot", metavar="DIR", help="with --timeline: write DIR/<file>.timeline.png per file (scores per second, sampled clips, MOS, lip sync with --sync)")
+    p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips) and av_sync_confidence (see `thqa sync`)")
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("sync", help="audio/video offset of talking heads (lip sync), from the files alone: no trained network")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
+    p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
+    p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
+    p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
+    p.set_defaults(func=_sync)
 
     p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")

@@ -239,10 +239,12 @@ def prepare(
     *,
     keep_first_frames: bool | str = False,
     timeout: float | None = None,
+    seconds: Sequence[int] | None = None,
 ) -> PreparedVideo:
     """Decode the sampled clips of one file and compute everything that needs no backbone.
 
     Args:
+        seconds: decode these clip starts instead of the sampled ones (the per-second timeline reads every second).
         keep_first_frames: True keeps the resized first frames as arrays, ``"png"`` as PNG bytes (encoded here, so
             that worker processes, not the process that drives the backbones, pay for it).
         timeout: seconds after which decoding gives up with a ``DecodeError`` (None: no limit).
@@ -255,7 +257,7 @@ def prepare(
     chosen: dict = {}
 
     def choose(info) -> list[int]:  # called once the file is open and probed
-        chosen["seconds"] = clip_seconds(info.duration, n_clips=s.n_clips)
+        chosen["seconds"] = list(seconds) if seconds is not None else clip_seconds(info.duration, n_clips=s.n_clips)
         chosen["t"] = time.perf_counter()
         return sorted(set(chosen["seconds"]))
 

@@ -12,7 +12,7 @@ import numpy as np
 from thqa.errors import ConfigError, DependencyError
 from thqa.metrics import FitKind, evaluate_with_curve
 
-__all__ = ["scatter_plot"]
+__all__ = ["scatter_plot", "timeline_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +91,95 @@ def scatter_plot(
         raise
     logger.debug("wrote scatter plot %s", path)
     return path
+
+
+def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Draw a file's per-second scores (a :class:`thqa.ScoreResult` from ``Scorer.explain``) and write it atomically.
+
+    Top panel: the score of every second (a step per second), the seconds the method's clips were sampled from
+    (shaded), and the file's MOS (dashed). Bottom panel, when the result has a sync estimate: the agreement of the
+    mouth's motion with the speech per second at the measured offset, with the offset and its confidence.
+
+    Raises:
+        ConfigError: the result has no timeline, or matplotlib cannot write this file format.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise DependencyError("timeline_plot needs matplotlib: pip install matplotlib") from exc
+
+    if not getattr(result, "timeline", None):
+        raise ConfigError(f"{getattr(result, 'path', '?')}: no timeline to plot (score it with timeline=True)")
+    path = Path(path)
+    scores = np.asarray(result.timeline, dtype=np.float64)
+    n = len(scores)
+    agreement = getattr(result, "av_sync_agreement", None)
+    has_sync = bool(agreement) or bool(getattr(result, "av_sync_error", None))
+    fig = Figure(figsize=(max(7.0, min(16.0, 0.25 * n + 5.0)), 6.0 if has_sync else 4.2), dpi=110)
+    canvas = FigureCanvasAgg(fig)
+    fmt = path.suffix[1:].lower() or "png"
+    if fmt not in canvas.get_supported_filetypes():
+        raise ConfigError(f"cannot write a {fmt!r} plot; supported: {', '.join(sorted(canvas.get_supported_filetypes()))}")
+    if has_sync:
+        ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        ax, ax2 = fig.add_subplot(1, 1, 1), None
+    edges = np.arange(n + 1)
+    ax.stairs(scores, edges, baseline=None, color="C0", linewidth=2, label="score of each second")
+    for i, s in enumerate(sorted(set(result.seconds or []))):
+        ax.axvspan(s, s + 1, color="C2", alpha=0.15, linewidth=0, label="sampled for the MOS" if i == 0 else None)
+    if result.mos is not None:
+        ax.axhline(result.mos, color="C3", linestyle="--", linewidth=1.5, label=f"MOS {result.mos:.2f} (the method's)")
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    pad = max(0.1, 0.15 * (hi - lo))
+    ax.set_ylim(min(lo, result.mos if result.mos is not None else lo) - pad, max(hi, result.mos if result.mos is not None else hi) + pad)
+    ax.set_ylabel("predicted quality\n(MOS scale, higher is better)")
+    ax.set_xlim(0, n)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    name = Path(result.path).name
+    note = "  [untrained model: the scores mean nothing]" if getattr(result, "untrained", False) else ""
+    ax.set_title(f"{title or name}: quality over time{note}", fontsize=10)
+    last = ax
+    if ax2 is not None:
+        last = ax2
+        if agreement:
+            a = np.asarray(agreement, dtype=np.float64)
+            m = min(len(a), n)
+            ax2.stairs(a[:m], np.arange(m + 1), baseline=None, color="C1", linewidth=2, label="mouth motion vs speech")
+            ax2.axhline(0.0, color="k", linewidth=0.6)
+            ax2.set_ylim(-0.5, 1.0)
+            conf = getattr(result, "av_sync_confidence", None)
+            ax2.set_title(
+                f"lip sync: offset {result.av_offset_ms:+.0f} ms (sound {'later' if result.av_offset_ms >= 0 else 'earlier'} than the lips), "
+                f"confidence {conf:.1f}" if result.av_offset_ms is not None else "lip sync",
+                fontsize=9,
+            )
+        else:
+            ax2.text(0.5, 0.5, f"no sync estimate: {result.av_sync_error}", ha="center", va="center", wrap=True, fontsize=8, transform=ax2.transAxes)
+            ax2.set_yticks([])
+        ax2.set_ylabel("lip/speech agreement\n(correlation, 1 = perfect)")
+        ax2.grid(True, alpha=0.3)
+    last.set_xlabel("time in the video (s)")
+    fig.tight_layout()
+    _save(fig, path, fmt)
+    logger.debug("wrote timeline plot %s", path)
+    return path
+
+
+def _save(fig: Any, path: Path, fmt: str) -> None:
+    """Write ``fig`` to ``path`` atomically (temp file + rename), creating missing parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise

@@ -41,6 +41,11 @@ class ScoreResult:
     weights: str = "pretrained"  #: how the backbones were obtained: "pretrained" or "random-init"
     untrained: bool = False  #: True when no trained fusion checkpoint was used (scores are meaningless)
     warnings: list[str] = field(default_factory=list)
+    timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
+    av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
+    av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
+    av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
+    av_sync_agreement: list[float] | None = None  #: (n,) lip/speech agreement per second at that offset
 
     @property
     def ok(self) -> bool:
@@ -178,6 +183,66 @@ class Scorer:
             mos, clips = self.score_features([item.features])[0]
             yield self._result(item.features, mos, clips)
 
+    def explain(self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False) -> ScoreResult:
+        """Score one file and say where and why: ``timeline`` adds a score per second (every second is read: see
+        :mod:`thqa.timeline`), ``sync`` the audio/video offset (:func:`thqa.sync.estimate_av_offset`). The MOS stays
+        the method's MOS.
+
+        Raises:
+            THQAError subclasses naming the file and the reason (missing, empty, not a video, undecodable).
+        """
+        res = self._explain(path, timeline=timeline, sync=sync)
+        if res.error:
+            raise THQAError(res.error)
+        return res
+
+    def iter_explain(self, paths: Iterable[str | os.PathLike], *, timeline: bool = True, sync: bool = False) -> Iterator[ScoreResult]:
+        """:meth:`explain` for many files, in order; a bad file gives an error result and the batch goes on."""
+        for p in paths:
+            try:
+                yield self._explain(p, timeline=timeline, sync=sync)
+            except THQAError as exc:
+                yield self._error(str(p), type(exc).__name__, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
+                log.debug("unexpected error explaining %s", p, exc_info=True)
+                yield self._error(str(p), type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
+
+    def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool) -> ScoreResult:
+        if timeline:
+            from thqa.timeline import second_features, timeline_scores
+
+            feats = second_features(self, path)
+            per_second, mos, clips, seconds = timeline_scores(self, feats)
+            f = feats.take(seconds)
+            res = self._result(f, mos, clips)
+            if res.ok:
+                res.timeline = [float(x) for x in per_second]
+                if not all(math.isfinite(x) for x in res.timeline):
+                    return self._error(str(path), "THQAError", f"{path}: the model produced a non-finite score")
+        else:
+            res = next(self.iter_score([path]))
+        if sync and res.ok:
+            add_sync(res, path)
+        return res
+
     def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
         """Score many files (decoding in ``workers`` processes, backbones batched). One result per path, in order."""
         return list(self.iter_score(paths))
+
+
+def add_sync(res: ScoreResult, path: str | os.PathLike) -> ScoreResult:
+    """Fill ``res``'s av_* fields from :func:`thqa.sync.estimate_av_offset` (an unmeasurable offset is said in
+    ``av_sync_error`` and ``warnings``; the score stands)."""
+    from thqa.sync import estimate_av_offset
+
+    try:
+        s = estimate_av_offset(path)
+    except THQAError as exc:
+        res.av_sync_error = str(exc)
+    else:
+        res.av_offset_ms, res.av_sync_confidence, res.av_sync_error = s.offset_ms, s.confidence, s.error
+        res.av_sync_agreement = s.agreement_per_second or None
+    if res.av_sync_error:
+        res.warnings.append(res.av_sync_error)
+    return res
+

@@ -1,0 +1,174 @@
+"""thqa.sync and `thqa sync`: offsets of synthetic talking heads (sound delayed in the samples and on the container
+clock), injected offsets on real talking heads, and the files that cannot be analysed."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from media import tone, write_video
+from thqa import cli
+from thqa.errors import MediaFileNotFoundError
+from thqa.sync import SyncSettings, decode_av, estimate_av_offset, estimate_offset_arrays
+from thqa.synth import make_talking_head, synthesize_speech
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory) -> Path:
+    """6 s synthetic talking head, 160 px, 25 fps: picture and sound in sync by construction."""
+    p = tmp_path_factory.mktemp("sync") / "head.mp4"
+    make_talking_head(p, seed=5, duration=6.0, size=160)
+    return p
+
+
+@pytest.fixture(scope="module")
+def head_data(head):
+    return decode_av(head)
+
+
+def shift_samples(data, ms: float):
+    n = int(round(ms / 1000 * data.audio_rate))
+    a = data.audio
+    b = np.concatenate([np.zeros(n, np.float32), a[:-n]]) if n > 0 else np.concatenate([a[-n:], np.zeros(-n, np.float32)])
+    return dataclasses.replace(data, audio=b)
+
+
+def remux_with_delay(src: Path, dst: Path, ms: float) -> Path:
+    """Copy ``src`` without re-encoding, the audio stream's timestamps moved ``ms`` later (earlier if negative:
+    then the video's are moved later instead, so no timestamp is negative)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vi, ai = inp.streams.video[0], inp.streams.audio[0]
+        vo, ao = out.add_stream_from_template(vi), out.add_stream_from_template(ai)
+        for packet in inp.demux(vi, ai):
+            if packet.dts is None:
+                continue
+            delay = ms if packet.stream is ai else 0.0
+            if ms < 0:
+                delay = 0.0 if packet.stream is ai else -ms
+            shift = int(round(delay / 1000 / packet.time_base))
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = ao if packet.stream is ai else vo
+            out.mux(packet)
+    return dst
+
+
+def test_synthetic_head_in_sync(head):
+    r = estimate_av_offset(head)
+    assert r.ok, r.error
+    assert abs(r.offset_ms) <= 20
+    assert r.confidence >= 6
+    assert r.range_ms == (-1000.0, 1000.0) and r.fps == pytest.approx(25, abs=0.01)
+    assert len(r.curve) == len(r.curve_offsets_ms) == 401
+    assert r.curve_offsets_ms[int(np.argmax(r.curve))] == pytest.approx(r.offset_ms, abs=5)
+    assert len(r.agreement_per_second) == 6 and min(r.agreement_per_second) > 0.5
+
+
+@pytest.mark.parametrize("ms", [-640, 120, 760])
+def test_delays_in_the_samples_sign_and_size(head_data, ms):
+    r = estimate_offset_arrays(shift_samples(head_data, ms))
+    assert r.ok, r.error
+    assert r.offset_ms == pytest.approx(ms, abs=25)  # > 0: the sound comes later than the lips
+
+
+@pytest.mark.parametrize("ms", [300, -450])
+def test_delays_on_the_container_clock(head, tmp_path, ms):
+    p = remux_with_delay(head, tmp_path / f"delay{ms}.mp4", ms)
+
+    def start_gap(path):  # first sound - first picture, s, on the container clock
+        d = decode_av(path)
+        return d.audio_start - d.frame_times[0]
+
+    # the samples are untouched, only the timestamps differ (within AAC's 64 ms of priming samples, which the copy's
+    # muxer no longer marks as skipped)
+    assert start_gap(p) - start_gap(head) == pytest.approx(ms / 1000, abs=0.065)
+    r = estimate_av_offset(p)
+    assert r.ok, r.error
+    assert r.offset_ms == pytest.approx(ms, abs=25)
+
+
+# -- real talking heads with injected offsets -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vid_ai_dreamtalk_male_256.mp4"])
+def test_real_talking_heads_with_injected_offsets(real_file, name):
+    """Two real files on which the detector-free estimate is reliable (benchmarks/bench_sync.py reports all of
+    them, failures included): the estimate follows the injected offset within 80 ms, both signs."""
+    data = decode_av(real_file(name), max_seconds=10)
+    base = estimate_offset_arrays(data)
+    assert base.ok and abs(base.offset_ms) <= 40, base
+    for ms in (-600, 360):
+        r = estimate_offset_arrays(shift_samples(data, ms))
+        assert r.ok and r.offset_ms - base.offset_ms == pytest.approx(ms, abs=80), (ms, r.offset_ms)
+
+
+# -- files that cannot be analysed ------------------------------------------------------------------------------------
+def _speech(seconds: float) -> np.ndarray:
+    return synthesize_speech(seed=3, duration=seconds)
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("no_audio", "has no audio stream"),
+        ("silent", "the audio is silent"),
+        ("short", "too short"),
+        ("still_picture", "does not move"),
+        ("no_face", "no offset makes the picture's motion follow the speech"),
+    ],
+)
+def test_files_that_cannot_be_analysed_give_error_results(tmp_path, kind, words):
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    p = tmp_path / f"{kind}.mp4"
+    if kind == "no_audio":
+        write_video(p, seconds=3, frame_fn=lambda i, t: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    elif kind == "silent":
+        write_video(p, seconds=3, audio=np.zeros(48000, np.float32))
+    elif kind == "short":
+        write_video(p, seconds=1, audio=_speech(1.0))
+    elif kind == "still_picture":
+        write_video(p, seconds=4, frame_fn=lambda i, t: flat, audio=_speech(4.0))
+    else:  # moving noise, unrelated to the voice: no face, no mouth
+        write_video(p, seconds=5, frame_fn=lambda i, t: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), audio=_speech(5.0))
+    r = estimate_av_offset(p)
+    assert not r.ok and r.offset_ms is None
+    assert words in r.error and str(p) in r.error, r.error
+    assert r.error_type == "SyncError"
+
+
+def test_missing_file_raises_typed_error(tmp_path):
+    with pytest.raises(MediaFileNotFoundError):
+        estimate_av_offset(tmp_path / "missing.mp4")
+
+
+def test_settings_are_checked():
+    from thqa.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        SyncSettings(max_offset_ms=0).validate()
+
+
+# -- thqa sync ---------------------------------------------------------------------------------------------------------
+def test_cli_sync_json_goes_on_past_bad_files(head, tmp_path, capsys):
+    no_audio = write_video(tmp_path / "no_audio.mp4", seconds=2)
+    missing = tmp_path / "missing.mp4"
+    rc = cli.main(["sync", "--json", str(head), str(no_audio), str(missing)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert [o["path"] for o in out] == [str(head), str(no_audio), str(missing)]
+    assert abs(out[0]["offset_ms"]) <= 20 and out[0]["error"] is None and len(out[0]["curve"]) == 401
+    assert out[1]["offset_ms"] is None and "no audio stream" in out[1]["error"]
+    assert out[2]["error_type"] == "MediaFileNotFoundError"
+
+
+def test_cli_sync_csv_file(head, tmp_path, capsys):
+    out = tmp_path / "sync.csv"
+    rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500"])
+    assert rc == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "path,offset_ms,confidence,range_ms,seconds_used,fps,error"
+    assert rows[1].startswith(f"{head},") and ",-500 500," in rows[1]

@@ -1,0 +1,153 @@
+"""A score for every second of a file: where in a video the quality drops.
+
+The method scores a file from ``k`` clips (6 by default) chosen by cyclic sampling. The timeline scores **every**
+second in the same context the model was trained on: the file's seconds are read in order, their features computed
+once each (backbone passes batched across seconds, ``batch_size`` clips per pass), and the fusion model is run on
+every window of ``k`` consecutive seconds (windows batched, one fusion pass for many windows). A second's score is
+the mean of the clip scores it gets in the windows that contain it (``k`` windows in the middle of a file, fewer at
+the ends). A file of ``n <= k`` seconds has one window, the method's own cyclic sampling.
+
+The MOS reported beside the timeline stays the method's MOS: the fusion model on the sampled clips, whose features
+are among the per-second ones (the same decoded frames and sound), so it equals :meth:`thqa.Scorer.score`'s.
+
+Cost: every second goes through both backbones, so a timeline costs about ``n / k`` times a plain score (the
+README's table has measured figures for 10 s, 60 s and 600 s files). Memory is bounded by one chunk of seconds.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from thqa.pipeline import VideoFeatures, prepare
+from thqa.sampling import clip_seconds, whole_seconds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thqa.scorer import Scorer
+
+__all__ = ["SecondFeatures", "second_features", "window_starts", "timeline_scores", "FUSION_WINDOWS_PER_PASS"]
+
+log = logging.getLogger(__name__)
+
+#: windows per fusion-model pass
+FUSION_WINDOWS_PER_PASS = 64
+#: seconds decoded and run through the backbones together (rounded up to a multiple of the backbones' batch size)
+SECONDS_PER_CHUNK = 16
+
+
+@dataclass
+class SecondFeatures:
+    """The features of every second of a file (n seconds)."""
+
+    path: str
+    spatial: np.ndarray | None  #: (n, 768)
+    temporal: np.ndarray | None  #: (n, 2304)
+    audio: np.ndarray  #: (n, 4, 128, 32)
+    duration: float
+    has_audio: bool
+    warnings: list[str]
+
+    @property
+    def n(self) -> int:
+        return int(self.audio.shape[0])
+
+    def take(self, seconds: list[int]) -> VideoFeatures:
+        """The features of the clips that start at ``seconds`` (repeats allowed), as a :class:`VideoFeatures`."""
+        idx = np.asarray(seconds)
+        return VideoFeatures(
+            path=self.path,
+            spatial=None if self.spatial is None else self.spatial[idx],
+            temporal=None if self.temporal is None else self.temporal[idx],
+            audio=self.audio[idx],
+            seconds=list(seconds),
+            has_audio=self.has_audio,
+            info={"duration": self.duration},
+            warnings=list(self.warnings),
+        )
+
+
+def _chunk_size(batch_size: int) -> int:
+    return max(batch_size, int(math.ceil(SECONDS_PER_CHUNK / batch_size)) * batch_size)
+
+
+def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures:
+    """Decode every whole second of ``path`` and run it through the scorer's backbones, one chunk of seconds at a
+    time (each chunk is one decoding pass and ``chunk / batch_size`` full backbone passes).
+
+    Raises:
+        THQAError subclasses naming the file (missing, empty, not a video, undecodable).
+    """
+    from thqa.io import probe
+
+    info = probe(path)
+    n = whole_seconds(info.duration)
+    chunk = _chunk_size(scorer.backbones.batch_size)
+    sp, tp, au = [], [], []
+    warnings: list[str] = []
+    has_audio = False
+    for start in range(0, n, chunk):
+        secs = list(range(start, min(n, start + chunk)))
+        item = prepare(path, scorer.settings, seconds=secs, timeout=scorer.extractor.file_timeout)
+        f = scorer.backbones.features([item])[0]
+        sp.append(f.spatial)
+        tp.append(f.temporal)
+        au.append(f.audio)
+        has_audio = has_audio or f.has_audio
+        warnings += [w for w in f.warnings if w not in warnings]
+    return SecondFeatures(
+        path=str(path),
+        spatial=None if sp[0] is None else np.concatenate(sp),
+        temporal=None if tp[0] is None else np.concatenate(tp),
+        audio=np.concatenate(au),
+        duration=info.duration,
+        has_audio=has_audio,
+        warnings=warnings,
+    )
+
+
+def window_starts(n: int, k: int) -> list[list[int]]:
+    """The windows of a file of ``n`` seconds for a model of ``k`` clips: every run of ``k`` consecutive seconds,
+    or, when ``n <= k``, the one cyclic window the method itself uses.
+
+    >>> window_starts(8, 6)
+    [[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7]]
+    >>> window_starts(3, 6)
+    [[0, 1, 2, 0, 1, 2]]
+    """
+    if n <= k:
+        return [clip_seconds(float(n), n_clips=k)]
+    return [list(range(j, j + k)) for j in range(n - k + 1)]
+
+
+@torch.inference_mode()
+def timeline_scores(scorer: "Scorer", feats: SecondFeatures) -> tuple[list[float], float, list[float], list[int]]:
+    """Per-second scores, and the method's MOS with its clip scores and clip seconds.
+
+    Returns:
+        timeline: (n,) one score per second;
+        mos, clip_scores (k,), seconds (k,): the fusion model on the sampled clips (the method's MOS).
+    """
+    k = scorer.settings.n_clips
+    n = feats.n
+    windows = window_starts(n, k)
+    d = scorer.backbones.device
+    total = np.zeros(n)
+    count = np.zeros(n)
+
+    def tensor(a: np.ndarray | None, idx: np.ndarray):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a[idx])).to(d)
+
+    for i in range(0, len(windows), FUSION_WINDOWS_PER_PASS):
+        idx = np.asarray(windows[i : i + FUSION_WINDOWS_PER_PASS])  # (W, k)
+        _, clips = scorer.model(tensor(feats.spatial, idx), tensor(feats.temporal, idx), tensor(feats.audio, idx))
+        np.add.at(total, idx.reshape(-1), clips.float().cpu().numpy().reshape(-1))
+        np.add.at(count, idx.reshape(-1), 1.0)
+    timeline = (total / np.maximum(count, 1)).tolist()
+    sampled = clip_seconds(feats.duration, n_clips=k)
+    mos, clip_scores = scorer.score_features([feats.take(sampled)])[0]
+    return timeline, mos, clip_scores, sampled
