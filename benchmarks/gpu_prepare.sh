@@ -3,7 +3,7 @@
 #   .whl/         wheels of the packages that machine lacks (about 39 MB; the carry limit is 64 MiB)
 #   .benchmedia/  the 512x512 talking heads of ../shared/media (about 11 MB)
 # Both folders are ignored by git (.gitignore, .git/info/exclude). Run from the repository root; then
-#   run(command="bash benchmarks/gpu_run.sh .benchmedia", carry=[".whl", ".benchmedia"], timeout_s=310)
+#   run(command="bash benchmarks/gpu_run.sh .benchmedia", carry=[".whl", ".benchmedia"], timeout_s=420)
 # and delete .benchmedia afterwards (the media must not be copied into the project).
 set -euo pipefail
 PY=${PYTHON:-python3}

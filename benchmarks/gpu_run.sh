@@ -4,7 +4,8 @@
 # av, librosa, spafe, pytorchvideo, fvcore, iopath, yacs, termcolor, parameterized, soundfile, soxr, audioread,
 # pooch, decorator, platformdirs, cffi, pycparser, networkx; see benchmarks/README.md) and MEDIA (512x512 talking
 # heads, e.g. copies of ../shared/media/*512*.mp4 in an ignored folder) carried along. Writes $OUT/throughput_gpu.json
-# and $OUT/prepare_gpu_host.json (CPU seconds per file of prepare() on that machine's cores).
+# and $OUT/prepare_gpu_host.json (CPU seconds per file of prepare() on that machine's cores), then
+# $OUT/precision_gpu.json (issue 11: fp32 against bf16-autocast features and MOS on the same files, on the GPU).
 set -o pipefail
 MEDIA=${1:-.benchmedia}
 python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
@@ -19,3 +20,4 @@ t0=$(date +%s.%N)
 timeout 120 python3 -m thqa.cli --quiet score /tmp/tp/files/*.mp4 --random-init --device cuda -o /tmp/scores.csv 2>&1 | grep -v "no audio stream"
 t1=$(date +%s.%N)
 python3 -c "import sys; print(f'thqa score: 200 files in {float(sys.argv[2]) - float(sys.argv[1]):.1f} s wall (start-up included)')" "$t0" "$t1" | tee -a "$OUT/log.txt"
+(cd benchmarks && timeout 150 python3 bench_precision.py --media "../$MEDIA" --device cuda --n 20 --json "$OUT/precision_gpu.json" 2>&1 | tail -25 | tee "$OUT/precision.txt")
