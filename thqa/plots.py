@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from thqa._atomic import atomic_path
 from thqa.errors import ConfigError, DependencyError
 from thqa.metrics import FitKind, evaluate_with_curve
 
@@ -76,18 +76,7 @@ def scatter_plot(
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:  # complete or absent, with the umask's file mode
+        fig.savefig(str(tmp), format=fmt)
     logger.debug("wrote scatter plot %s", path)
     return path
