@@ -258,9 +258,14 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
         h = _object("the thqa header", header)
         if h.get("format") != FORMAT:
             raise _Bad(f"unknown checkpoint format {json.dumps(h.get('format'))[:60]} (this thqa reads {FORMAT})")
-        for key in ("fusion_config", "extraction", "backbones"):
+        for key in ("fusion_config", "extraction"):
             if key not in h:
                 raise _Bad(f"the header has no {key!r}")
+        if "backbones" not in h:
+            raise _Bad(
+                "the header has no 'backbones': the checkpoint does not say which backbone weights it was trained on, "
+                "so its scores could not be trusted with any; ask for a checkpoint written by `thqa train`"
+            )
         cfg = _fusion_config(h["fusion_config"])
         settings = _extraction(h["extraction"])
         finetuned = h.get("finetuned_spatial", False)
