@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_mode"]
+__all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_mode", "check_writable"]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +128,34 @@ def clean_partials(directory: str | os.PathLike, *, older_than_s: float = 3600.0
                 removed += 1
                 log.debug("removed %s, left by a killed writer", e.path)
     return removed
+
+
+def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) -> Path:
+    """Check before any work that ``path`` can be written (a file, or with ``folder`` a folder), and say why not.
+
+    Missing parent folders are fine (writers create them) as long as the nearest existing one is a writable folder.
+
+    Raises:
+        ConfigError: ``path`` is a folder where a file is wanted (or a file where a folder is), a parent is a file,
+            or the nearest existing folder (or the file itself) cannot be written.
+    """
+    from thqa.errors import ConfigError
+
+    p = Path(path)
+    label = f"{what} {p}" if what else str(p)
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{label}: is a file, not a folder")
+    else:
+        if p.is_dir():
+            raise ConfigError(f"{label}: is a folder; give a file name")
+        if p.exists() and not os.access(p, os.W_OK):
+            raise ConfigError(f"{label}: cannot be written (permission denied)")
+    anc = p if folder else p.parent
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{label}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label}: cannot write in {anc} (permission denied)")
+    return p

@@ -20,7 +20,6 @@ __all__ = [
     "CacheError",
     "MetricError",
     "DependencyError",
-    "brief",
 ]
 
 

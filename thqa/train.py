@@ -232,6 +232,20 @@ def _resume_identity(doc: dict) -> dict:
     return d
 
 
+def check_run_dir(run_dir: str | os.PathLike) -> None:
+    """Before any work: ``run_dir`` can be a run folder (a folder, or creatable) and a config.json in it is thqa's.
+
+    Raises:
+        ConfigError: a file where the folder should be, an unwritable place, a config.json that is not thqa's.
+    """
+    from thqa._atomic import check_writable
+
+    check_writable(run_dir, "--out", folder=True)
+    cfg_path = Path(run_dir) / "config.json"
+    if cfg_path.exists():
+        _read_run_config(cfg_path)
+
+
 def _read_run_config(path: Path) -> dict:
     """A run folder's config.json, or a ConfigError saying why it cannot be one."""
     try:
