@@ -397,7 +397,7 @@ def _is_failure_list(path: Path) -> bool:
         if not path.is_file():
             return False
         with open(path, "rb") as f:
-            return f.read(len(FAILURES_HEADER) + 2).decode("utf-8", "replace").rstrip("\r\n") == FAILURES_HEADER
+            return f.readline(len(FAILURES_HEADER) + 3).decode("utf-8", "replace").rstrip("\r\n") == FAILURES_HEADER
     except OSError:
         return False
 
