@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from thqa import cli
 from thqa.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
-from thqa.errors import CheckpointError, ConfigError, ManifestError, MediaFileNotFoundError, THQAError
+from thqa.errors import CheckpointError, ManifestError, MediaFileNotFoundError
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
 from thqa.scorer import ScoreResult
@@ -632,25 +632,21 @@ def _fuzz_header(rng: random.Random, base: dict):
     return h, None
 
 
-def test_fuzz_checkpoint_headers(base_ck, tmp_path, no_backbones, monkeypatch):
+def test_fuzz_checkpoint_headers(base_ck, tmp_path, no_backbones):
     """200 seeded mutations of a valid header (wrong shapes, out-of-range numbers, missing and extra keys, NaN, whole
     headers of every JSON type): load_checkpoint returns a checkpoint or raises CheckpointError with one line naming
     the file; every 10th runs through `thqa score` (exit 2, one line, no backbone built)."""
-    import thqa.scorer
-
     header, tensors = base_ck
     rng = random.Random(20240612)
     loaded = 0
     for i in range(200):
         h, nan = _fuzz_header(rng, header)
         raw = None
-        if nan:
-            raw = json.dumps(h)
-            value_path = nan[1]
+        if nan:  # a NaN where a value was (valid for Python's json, not for JSON)
             parent = h
-            for k in value_path[:-1]:
+            for k in nan[1][:-1]:
                 parent = parent[k]
-            parent[value_path[-1]] = "__NAN__"
+            parent[nan[1][-1]] = "__NAN__"
             raw = json.dumps(h).replace('"__NAN__"', "NaN")
         ck = write_ck(tmp_path / f"f{i}.safetensors", h, tensors, raw=raw)
         try:
