@@ -372,6 +372,17 @@ def test_os_errors_name_the_file(monkeypatch, fake_scorer, tmp_path):
     assert rc == 2 and one_error(err, "score").endswith(f"{tmp_path / 'out.csv'}: No space left on device")
 
 
+def test_a_full_disk_while_writing_rows_names_the_output(monkeypatch, fake_scorer, tmp_path):
+    def full(fd, data, pos):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    out = tmp_path / "s.json"
+    rc, _, err = run(["score", "--random-init", "a.mp4", "-o", str(out)])
+    assert rc == 2 and one_error(err, "score").endswith(f"{out}: No space left on device")
+    assert json.loads(out.read_text()) == []  # what is there is still a valid (empty) table
+
+
 # -- names and files that are not UTF-8 ----------------------------------------------------------------------------
 def test_a_non_utf8_file_name_scores_into_valid_utf8_output(tmp_path, fake_scorer):
     name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.mp4")  # Latin-1 bytes: a surrogate escape in Python

@@ -169,7 +169,16 @@ class ScoreWriter:
         self.stream.flush()
 
     def add(self, result) -> None:
-        """Write one result's row and flush it."""
+        """Write one result's row and flush it (an OSError names the output file)."""
+        try:
+            self._add(result)
+        except OSError as exc:
+            if exc.filename is None and self.path is not None:
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            raise
+        self.n += 1
+
+    def _add(self, result) -> None:
         if self.fmt == "csv":
             row = self.format_rows([result], "csv").split("\n", 1)[1]
             if self._file is not None:
@@ -186,12 +195,15 @@ class ScoreWriter:
                 else:
                     pos, data = self._size - len("]\n"), block + "\n]\n"
                 raw = data.encode("utf-8")
-                os.pwrite(self._fd, raw, pos)
+                if hasattr(os, "pwrite"):
+                    os.pwrite(self._fd, raw, pos)
+                else:  # pragma: no cover - Windows
+                    os.lseek(self._fd, pos, os.SEEK_SET)
+                    os.write(self._fd, raw)
                 self._size = pos + len(raw)
                 self._rows_in_file += 1
             else:
                 self._out(("" if self.n == 0 else ",\n") + block)
-        self.n += 1
 
     def close(self) -> None:
         """Finish the table (stdout JSON: its closing bracket) and fsync the file."""
