@@ -467,18 +467,22 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, fake_scorer):
 
 
 def test_clean_partials_removes_only_dead_writers_temp_files(tmp_path):
-    from thqa._atomic import clean_partials
+    from thqa._atomic import _HOST, atomic_path, clean_partials
 
+    with atomic_path(tmp_path / "x.json") as tmp:  # the names atomic_path gives are the ones cleaned
+        assert _HOST in tmp.name and clean_partials(tmp_path) == 0 and tmp.exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    stale = tmp_path / f".best.safetensors.{dead}-0123456789abcdef.partial"
-    live = tmp_path / f".metrics.json.{os.getpid()}-0123456789abcdef.partial"
+    stale = tmp_path / f".best.safetensors.{_HOST}-{dead}-0123456789abcdef.partial"
+    live = tmp_path / f".metrics.json.{_HOST}-{os.getpid()}-0123456789abcdef.partial"
+    elsewhere = tmp_path / f".last.safetensors.0badc0de-{dead}-0123456789abcdef.partial"  # another machine's writer
     other = tmp_path / ".notes.partial"
-    for f in (stale, live, other):
+    for f in (stale, live, elsewhere, other):
         f.write_text("x")
     assert clean_partials(tmp_path) == 1
-    assert not stale.exists() and live.exists() and other.exists()
-    os.utime(live, (1, 1))  # old enough to be abandoned even though its pid lives
-    assert clean_partials(tmp_path) == 1 and not live.exists() and other.exists()
+    assert not stale.exists() and live.exists() and elsewhere.exists() and other.exists()
+    for f in (live, elsewhere):
+        os.utime(f, (1, 1))  # old enough to be abandoned even though its pid lives / cannot be checked
+    assert clean_partials(tmp_path) == 2 and not live.exists() and not elsewhere.exists() and other.exists()
 
 
 # -- the cache refuses what it never writes ----------------------------------------------------------------------

@@ -4,16 +4,18 @@ The final file gets the mode a plain ``open(path, "w")`` would give it (0666 les
 umask 022), not mkstemp's private 0600, so a checkpoint or a score file can be shared. The data is fsync'ed before the
 rename and the directory after it, so a power cut leaves the old file or the new one, never an empty one.
 
-A killed writer leaves its temp file (``.<name>.<pid>-<random>.partial``); :func:`clean_partials` removes such
+A killed writer leaves its temp file (``.<name>.<host>-<pid>-<random>.partial``); :func:`clean_partials` removes such
 leftovers of dead writers from a folder (train and the demo call it on their run folders).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,8 +24,20 @@ __all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_m
 
 log = logging.getLogger(__name__)
 
-#: temp names of :func:`atomic_path`: ``.<name>.<pid>-<16 hex>.partial``
-_PARTIAL_RE = re.compile(r"\..+\.(\d+)-[0-9a-f]{16}\.partial")
+#: temp names of :func:`atomic_path`: ``.<name>.<host token>-<pid>-<16 hex>.partial``
+_PARTIAL_RE = re.compile(r"\..+\.([0-9a-f]{8})-(\d+)-[0-9a-f]{16}\.partial")
+
+
+def _host_token() -> str:
+    """8 hex digits naming this machine's boot and pid namespace, so that a pid in a temp name can be checked here."""
+    parts = [socket.gethostname()]
+    for p in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(p) if p.endswith("/pid") else Path(p).read_text().strip())
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:8]
+
+
+_HOST = _host_token()
 
 
 def default_file_mode() -> int:
@@ -67,7 +81,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{os.getpid()}-{secrets.token_hex(8)}.partial"
+    tmp = p.parent / f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.partial"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     os.close(fd)
     try:
@@ -104,8 +118,8 @@ def _pid_alive(pid: int) -> bool:
 def clean_partials(directory: str | os.PathLike, *, older_than_s: float = 3600.0) -> int:
     """Remove temp files that killed writers of :func:`atomic_path` left in ``directory``; return how many.
 
-    A temp file goes when its writer's pid is no longer running here, or when it is older than ``older_than_s``
-    (a writer on another machine sharing the folder cannot be checked). Other files are never touched.
+    A temp file goes when its writer ran on this machine and its pid is no longer running, or when it is older than
+    ``older_than_s`` (a writer on another machine sharing the folder cannot be checked). Other files are never touched.
     """
     d = Path(directory)
     removed = 0
@@ -122,7 +136,8 @@ def clean_partials(directory: str | os.PathLike, *, older_than_s: float = 3600.0
             old = e.stat(follow_symlinks=False).st_mtime < cutoff
         except OSError:
             continue
-        if old or (int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))):
+        pid = int(m.group(2))
+        if old or (m.group(1) == _HOST and pid != os.getpid() and not _pid_alive(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(e.path)
                 removed += 1
