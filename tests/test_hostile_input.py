@@ -262,7 +262,10 @@ def test_output_paths_are_checked_before_scoring(tmp_path, fake_scorer):
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     (tmp_path / "adir").mkdir()
-    for out, words in ((afile / "out.csv", "is a file, not a folder"), (tmp_path / "adir", "is a folder; give a file name")):
+    os.mkfifo(tmp_path / "fifo")
+    cases = ((afile / "out.csv", "is a file, not a folder"), (tmp_path / "adir", "is a folder; give a file name"),
+             (tmp_path / "fifo", "is not a regular file"))
+    for out, words in cases:
         rc, stdout, err = run(["score", "--random-init", "x.mp4", "-o", str(out)])
         assert rc == 2 and stdout == ""
         assert words in one_error(err, "score") and f"--output {out}" in err

@@ -164,6 +164,8 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
     else:
         if p.is_dir():
             raise ConfigError(f"{label}: is a folder; give a file name")
+        if p.exists() and not p.is_file():  # a device, a FIFO, /dev/stdout: never replaced by a rename
+            raise ConfigError(f"{label}: is not a regular file (a device or a pipe); give a file name")
         if p.exists() and not os.access(p, os.W_OK):
             raise ConfigError(f"{label}: cannot be written (permission denied)")
     anc = p if folder else p.parent
