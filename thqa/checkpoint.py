@@ -145,9 +145,8 @@ class _Bad(Exception):
 
 
 def _type_name(v) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__
-    )
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null", int: "a whole number", float: "a decimal number"}
+    return names.get(type(v), type(v).__name__)
 
 
 def _number(where: str, v, kind: str, lo: float, hi: float):
