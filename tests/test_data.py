@@ -101,7 +101,7 @@ def test_official_csv_with_video_root_checks_files(tmp_path: Path, caplog: pytes
     csv_path = _official("val")
     present = ["14_dalle3_common_voice_en_35729059_audio2head.mp4", "3_voice_en_34960039_ahead.mp4"]
     for name in present:
-        (tmp_path / name).write_bytes(b"")
+        (tmp_path / name).write_bytes(name.encode())  # distinct content: equal files are duplicates
     with caplog.at_level(logging.WARNING, logger="thqa.data"):
         manifest = read_manifest(csv_path, video_root=tmp_path, group_fn=thqa_ntire_group)
     assert sorted(s.name for s in manifest) == sorted(present)
@@ -123,7 +123,7 @@ def _good_and_bad_manifest(tmp_path: Path) -> Path:
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4", "f.mp4", "g.mp4"):
-        (videos / name).write_bytes(b"x")
+        (videos / name).write_bytes(name.encode())  # distinct content: equal files are duplicates
     (videos / "folder.mp4").mkdir()
     text = (
         "Path,MOS,comment,Notes\n"  # line 1

@@ -293,7 +293,8 @@ def test_cli_score_setup_errors_exit_2(capsys, tmp_path, good_video, no_network_
     from thqa.checkpoint import save_checkpoint
     from thqa.models.fusion import FusionModel
 
-    ck = save_checkpoint(tmp_path / "ck.safetensors", FusionModel(), settings=ExtractionSettings(), backbones={})
+    pretrained = {n: {"name": n, "source": "file", "sha256": "0" * 64, "path": f"/w/{n}", "seed": None} for n in ("swin_t", "slowfast_r50")}
+    ck = save_checkpoint(tmp_path / "ck.safetensors", FusionModel(), settings=ExtractionSettings(), backbones=pretrained)
     rc = cli.main(["score", "--offline", "--checkpoint", str(ck), str(good_video)])
     out, err = capsys.readouterr()
     assert rc == 2 and out == ""

@@ -23,7 +23,8 @@ Guarantees
   ``<name>.safetensors.corrupt`` (deleted if renaming fails) so it is never read again, counted in
   :attr:`FeatureCache.stats` and reported as a miss, so the caller re-extracts.
 * **Reading executes nothing.** Only the cache's own ``*.safetensors`` files are ever opened, and they are
-  parsed with ``safetensors`` and :mod:`json`; no pickle, no ``np.load``.
+  parsed with ``safetensors`` and :mod:`json`; no pickle, no ``np.load``. An entry that is a symbolic link, not
+  a regular file (a FIFO, a device) or larger than 1 GiB is never read: it is quarantined like a corrupt one.
 
 On-disk layout
 --------------
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -83,6 +85,8 @@ _DIGEST_MEMO_MAX = 65536
 # timestamps a later edit within the same tick could leave size, mtime and ctime unchanged ("racy git").
 _RACY_MARGIN_NS = 2_000_000_000
 _MAX_HEADER_BYTES = 100_000_000  # same limit as the safetensors reader
+#: the largest entry file read (64 clips of raw 520 px first frames are ~100 MB): a bigger one is not thqa's
+_MAX_ENTRY_BYTES = 1 << 30
 
 _ENTRY_SUFFIX = ".safetensors"
 _CORRUPT_SUFFIX = ".corrupt"
@@ -405,6 +409,34 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _open_entry(path: Path):
+    """Open an entry file for reading, refusing what the cache never writes: a symbolic link, anything but a regular
+    file (a FIFO would block, /dev/zero never ends), or a file larger than :data:`_MAX_ENTRY_BYTES`.
+
+    Raises:
+        FileNotFoundError: no entry. _CorruptEntry: one of the above, with the reason. OSError: cannot open.
+    """
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise _CorruptEntry("is a symbolic link; the cache only reads the regular files it wrote")
+    if not stat.S_ISREG(st.st_mode):
+        raise _CorruptEntry("is not a regular file")
+    if st.st_size > _MAX_ENTRY_BYTES:
+        raise _CorruptEntry(f"{st.st_size} bytes: implausibly large for an entry (limit {_MAX_ENTRY_BYTES})")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a link since the lstat
+            raise _CorruptEntry("is a symbolic link; the cache only reads the regular files it wrote") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ENTRY_BYTES:
+        os.close(fd)
+        raise _CorruptEntry("is not a regular file of plausible size")
+    return open(fd, "rb")  # noqa: SIM115 - the caller closes it
+
+
 class FeatureCache:
     """A directory of feature entries, one ``.safetensors`` file per key (see the module docstring).
 
@@ -636,9 +668,12 @@ class FeatureCache:
         path = self.path_for(key)
         for attempt in range(2):
             try:
-                f = open(path, "rb")  # noqa: SIM115 - closed below
+                f = _open_entry(path)
             except FileNotFoundError:
                 return self._miss()
+            except _CorruptEntry as exc:
+                read_sig = None
+                reason = str(exc)
             except OSError as exc:
                 read_sig = None
                 reason = f"cannot open: {exc}"
@@ -646,10 +681,13 @@ class FeatureCache:
                 with f:
                     read_sig = _signature(os.fstat(f.fileno()))
                     try:
-                        data = f.read()
+                        data = f.read(_MAX_ENTRY_BYTES + 1)
                     except OSError as exc:
                         data = None
                         reason = f"cannot read: {exc}"
+                    if data is not None and len(data) > _MAX_ENTRY_BYTES:
+                        data = None
+                        reason = f"grew past {_MAX_ENTRY_BYTES} bytes while read: implausibly large for an entry"
                 if data is not None:
                     try:
                         entry = self._decode(key, path, data)

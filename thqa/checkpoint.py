@@ -7,16 +7,20 @@ the spatial branch was fine-tuned (its weights then travel in the file under ``s
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from thqa._atomic import atomic_path
-from thqa.errors import CheckpointError, CheckpointMismatchError
+from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.pipeline import ExtractionSettings
+from thqa.pipeline import PRECISIONS, ExtractionSettings
+from thqa.weights import state_mismatch
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_backbones", "preprocessing", "FORMAT"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "parse_header", "check_backbones", "preprocessing", "FORMAT", "MAX_CLIPS"]
 
 FORMAT = "thqa-fusion/1"
 
@@ -96,41 +100,304 @@ def save_checkpoint(
     return p
 
 
+# -- the header schema ----------------------------------------------------------------------------------------------
+#: the most clips per video a checkpoint may ask for (the method uses 6; each clip costs a SlowFast pass)
+MAX_CLIPS = 64
+#: largest checkpoint file read (a fusion model is ~10 MB; with fine-tuned ECA + Swin-T ~120 MB)
+MAX_CHECKPOINT_BYTES = 2 << 30
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_BACKBONE_SOURCES = ("random-init", "file", "cache", "download", "checkpoint")
+
+#: bounds of every number in a header: (kind, low, high); kind "int" or "float" (an int is a float here, a bool never)
+_FUSION_BOUNDS = {
+    "spatial_dim": ("int", 1, 65536),
+    "temporal_dim": ("int", 1, 65536),
+    "audio_channels_in": ("int", 1, 64),
+    "audio_bins": ("int", 16, 1024),
+    "audio_frames": ("int", 4, 1024),
+    "audio_embed": ("int", 1, 8192),
+    "head_hidden": ("int", 1, 8192),
+    "dropout": ("float", 0.0, 0.99),
+}
+_EXTRACTION_BOUNDS = {
+    "n_clips": ("int", 1, MAX_CLIPS),
+    "clip_frames": ("int", 4, 256),
+    "frame_size": ("int", 32, 1024),
+    "short_side": ("int", 32, 4096),
+    "crop": ("int", 32, 4096),
+}
+_AUDIO_BOUNDS = {
+    "sample_rate": ("int", 8000, 192000),
+    "n_bins": ("int", 12, 1024),
+    "n_frames": ("int", 4, 1024),
+    "n_fft": ("int", 16, 65536),
+    "cqt_bins": ("int", 2, 1024),
+    "cqt_bins_per_octave": ("int", 1, 96),
+    "cqt_fmin": ("float", 1.0, 20000.0),
+    "context": ("float", 0.0, 10.0),
+}
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+class _Bad(Exception):
+    """Internal: a header field is wrong; the message names it."""
+
+
+def _type_name(v) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null", int: "a whole number", float: "a decimal number"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _number(where: str, v, kind: str, lo: float, hi: float):
+    ok = isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        ok = ok or (isinstance(v, float) and math.isfinite(v))
+    if not ok:
+        want = "a whole number" if kind == "int" else "a finite number"
+        raise _Bad(f"{where} must be {want}, got {_type_name(v)} ({json.dumps(v)[:40]})")
+    if not lo <= v <= hi:
+        raise _Bad(f"{where} = {v} is out of range ({lo} to {hi})")
+    return v
+
+
+def _object(where: str, v) -> dict:
+    if not isinstance(v, dict):
+        raise _Bad(f"{where} must be an object, got {_type_name(v)}")
+    return v
+
+
+def _fields(where: str, d: dict, cls, bounds: dict, *, skip: tuple[str, ...] = ()) -> dict:
+    """Check ``d``'s numbers against ``bounds``; refuse keys ``cls`` (a dataclass) does not have."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise _Bad(f"{where} has unknown setting(s) {', '.join(unknown)[:120]}: written by another thqa version?")
+    for k, (kind, lo, hi) in bounds.items():
+        if k in d:
+            _number(f"{where}.{k}", d[k], kind, lo, hi)
+    for k, v in d.items():  # fields added to the dataclass later: plain JSON scalars only
+        if k not in bounds and k not in skip and isinstance(v, (dict, list)):
+            raise _Bad(f"{where}.{k} must be a single value, got {_type_name(v)}")
+    return d
+
+
+def _int_list(where: str, v, n: int, lo: int, hi: int) -> tuple[int, ...]:
+    if not isinstance(v, list) or len(v) != n:
+        raise _Bad(f"{where} must be a list of {n} whole numbers, got {_type_name(v)} ({json.dumps(v)[:40]})")
+    return tuple(_number(f"{where}[{i}]", x, "int", lo, hi) for i, x in enumerate(v))
+
+
+def _fusion_config(d) -> FusionConfig:
+    from thqa.models.fusion import BRANCHES
+
+    d = _fields("fusion_config", _object("fusion_config", d), FusionConfig, _FUSION_BOUNDS, skip=("audio_widths", "lstm_hidden", "branches"))
+    kw = dict(d)
+    if "audio_widths" in d:
+        kw["audio_widths"] = _int_list("fusion_config.audio_widths", d["audio_widths"], 3, 1, 1024)
+    if "lstm_hidden" in d:
+        kw["lstm_hidden"] = _int_list("fusion_config.lstm_hidden", d["lstm_hidden"], 2, 1, 4096)
+    if "branches" in d:
+        b = d["branches"]
+        if not isinstance(b, list) or not b or not all(isinstance(x, str) for x in b) or len(set(b)) != len(b) or set(b) - set(BRANCHES):
+            raise _Bad(f"fusion_config.branches must be a non-empty list of distinct names from {', '.join(BRANCHES)}, got {json.dumps(b)[:60]}")
+        kw["branches"] = tuple(b)
+    try:
+        return FusionConfig(**kw).validate()
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise _Bad(f"fusion_config: {exc}") from None
+
+
+def _extraction(d) -> ExtractionSettings:
+    from thqa.features.audio import AudioSettings
+
+    d = _fields("extraction", _object("extraction", d), ExtractionSettings, _EXTRACTION_BOUNDS, skip=("audio",))
+    kw = dict(d)
+    if "audio" in d:
+        kw["audio"] = AudioSettings(**_fields("extraction.audio", _object("extraction.audio", d["audio"]), AudioSettings, _AUDIO_BOUNDS))
+    try:
+        return ExtractionSettings(**kw).validate()
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise _Bad(f"extraction: {exc}") from None
+
+
+def _backbones(d, needed: tuple[str, ...]) -> dict:
+    d = _object("backbones", d)
+    for name in needed:
+        if name not in d:
+            raise _Bad(
+                f"backbones has no {name!r} entry: the checkpoint does not say which {name} weights it was trained on, "
+                "so its scores could not be trusted with any; ask for a checkpoint written by `thqa train`"
+            )
+    for name, b in d.items():
+        where = f"backbones.{name}"
+        b = _object(where, b)
+        sha = b.get("sha256")
+        if not (isinstance(sha, str) and _SHA256_RE.fullmatch(sha)):
+            raise _Bad(f"{where}.sha256 must be 64 lowercase hex digits, got {json.dumps(sha)[:80]}")
+        if b.get("source") not in _BACKBONE_SOURCES:
+            raise _Bad(f"{where}.source must be one of {', '.join(_BACKBONE_SOURCES)}, got {json.dumps(b.get('source'))[:40]}")
+        if b.get("path") is not None and not isinstance(b.get("path"), str):
+            raise _Bad(f"{where}.path must be a string or null, got {_type_name(b.get('path'))}")
+        if b.get("seed") is not None:
+            _number(f"{where}.seed", b["seed"], "int", -(2**63), 2**64 - 1)
+        if b.get("precision") is not None and b["precision"] not in PRECISIONS:
+            raise _Bad(f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {json.dumps(b['precision'])[:40]}")
+    return d
+
+
+def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, dict]:
+    """Check a checkpoint's ``thqa`` header (parsed JSON) field by field, before anything is built.
+
+    Returns:
+        (fusion config, extraction settings, backbones, finetuned_spatial, meta).
+
+    Raises:
+        ValueError: the first field that is missing, of the wrong type or out of range, named in the message.
+    """
+    try:
+        h = _object("the thqa header", header)
+        if h.get("format") != FORMAT:
+            raise _Bad(f"unknown checkpoint format {json.dumps(h.get('format'))[:60]} (this thqa reads {FORMAT})")
+        for key in ("fusion_config", "extraction"):
+            if key not in h:
+                raise _Bad(f"the header has no {key!r}")
+        if "backbones" not in h:
+            raise _Bad(
+                "the header has no 'backbones': the checkpoint does not say which backbone weights it was trained on, "
+                "so its scores could not be trusted with any; ask for a checkpoint written by `thqa train`"
+            )
+        cfg = _fusion_config(h["fusion_config"])
+        settings = _extraction(h["extraction"])
+        finetuned = h.get("finetuned_spatial", False)
+        if not isinstance(finetuned, bool):
+            raise _Bad(f"finetuned_spatial must be true or false, got {_type_name(finetuned)}")
+        from thqa.features.audio import CHANNELS
+        from thqa.features.spatial import CROP, SPATIAL_DIM
+        from thqa.features.temporal import TEMPORAL_DIM
+
+        wanted = []  # (field, its value, what it must match, that value)
+        if "audio" in cfg.branches:
+            wanted += [
+                ("fusion_config.audio_bins", cfg.audio_bins, "extraction.audio.n_bins", settings.audio.n_bins),
+                ("fusion_config.audio_frames", cfg.audio_frames, "extraction.audio.n_frames", settings.audio.n_frames),
+                ("fusion_config.audio_channels_in", cfg.audio_channels_in, "the audio features' channels", len(CHANNELS)),
+            ]
+        if "spatial" in cfg.branches:
+            wanted += [
+                ("fusion_config.spatial_dim", cfg.spatial_dim, "the Swin-T output", SPATIAL_DIM),
+                ("extraction.crop", settings.crop, "Swin-T's input size", CROP),
+            ]
+        if "temporal" in cfg.branches:
+            wanted.append(("fusion_config.temporal_dim", cfg.temporal_dim, "the SlowFast output", TEMPORAL_DIM))
+        for name, have, what, need in wanted:
+            if have != need:
+                raise _Bad(f"{name} = {have} does not match {what} ({need})")
+        needed = tuple(n for n, br in (("swin_t", "spatial"), ("slowfast_r50", "temporal")) if br in cfg.branches and not (n == "swin_t" and finetuned))
+        backbones = _backbones(h["backbones"], needed)
+        meta = h.get("meta", {})
+        if not isinstance(meta, dict):
+            raise _Bad(f"meta must be an object, got {_type_name(meta)}")
+        for key in ("thqa_version",):
+            if key in h and not isinstance(h[key], str):
+                raise _Bad(f"{key} must be a string, got {_type_name(h[key])}")
+        if "preprocessing" in h and not isinstance(h["preprocessing"], dict):
+            raise _Bad(f"preprocessing must be an object, got {_type_name(h['preprocessing'])}")
+    except _Bad as exc:
+        raise ValueError(str(exc)) from None
+    return cfg, settings, backbones, finetuned, meta
+
+
+# -- loading --------------------------------------------------------------------------------------------------------
+def _inventory(f) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype name) of every tensor in an open safetensors file, without reading the data."""
+    out = {}
+    for k in f.keys():
+        sl = f.get_slice(k)
+        out[k] = (tuple(sl.get_shape()), _SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype().lower()))
+    return out
+
+
+def _expected_fusion(cfg: FusionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the fusion model's state, from a model on the meta device (nothing allocated)."""
+    import torch
+
+    with torch.device("meta"):
+        m = FusionModel(cfg)
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in m.state_dict().items()}
+
+
+def _load_tensors(p: Path, f, names) -> dict:
+    try:
+        return {k: f.get_tensor(k) for k in names}
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt data section
+        raise CheckpointError(f"{p}: its weights cannot be read ({brief(exc)})") from exc
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
+    The header is checked field by field (:func:`parse_header`: types, bounds, the backbones' identity) and the
+    tensors' names, shapes and dtypes against the model the header describes before any model is built.
+
     Raises:
-        CheckpointError: missing file, not a thqa checkpoint, unknown format, or weights that do not fit.
+        CheckpointError: missing file, not a thqa checkpoint, unknown format, a bad header field, or weights that do
+            not fit (the message is one line naming the file and the first problem).
     """
     from safetensors import safe_open
 
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file not found")
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        raise CheckpointError(f"{p}: checkpoint file not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{p}: checkpoint file not found ({'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'})")
+    if st.st_size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{p}: {st.st_size / 2**30:.1f} GiB is far larger than any thqa checkpoint; not loaded")
     try:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get("thqa")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{p}: not a readable .safetensors checkpoint ({type(exc).__name__}: {exc})") from exc
-    if raw is None:
-        raise CheckpointError(f"{p}: has no thqa header: not a thqa fusion checkpoint")
+            inventory = _inventory(f)
+            if raw is None:
+                raise CheckpointError(f"{p}: has no thqa header: not a thqa fusion checkpoint")
+            try:
+                header = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{p}: corrupt thqa header ({exc})") from exc
+            try:
+                cfg, settings, backbones, finetuned, meta = parse_header(header)
+            except ValueError as exc:
+                raise CheckpointError(f"{p}: {exc}") from None
+            fusion = {k[len("fusion.") :]: v for k, v in inventory.items() if k.startswith("fusion.")}
+            problem = state_mismatch(_expected_fusion(cfg), fusion)
+            if problem:
+                raise CheckpointError(f"{p}: its fusion weights do not fit the model its header describes: {problem}")
+            spatial_names = [k for k in inventory if k.startswith("spatial.")]
+            if finetuned != bool(spatial_names):
+                raise CheckpointError(
+                    f"{p}: finetuned_spatial is {str(finetuned).lower()} but the file holds "
+                    f"{len(spatial_names) or 'no'} spatial.* tensors"
+                )
+            if spatial_names:
+                from thqa.weights import spatial_state_spec
+
+                problem = state_mismatch(spatial_state_spec(), {k[len("spatial.") :]: inventory[k] for k in spatial_names})
+                if problem:
+                    raise CheckpointError(f"{p}: its fine-tuned spatial weights do not fit ECA + Swin-T: {problem}")
+            tensors = _load_tensors(p, f, [f"fusion.{k}" for k in fusion] + spatial_names)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a file that is not one
+        raise CheckpointError(f"{p}: not a readable .safetensors checkpoint ({brief(exc)})") from exc
+    model = FusionModel(cfg)
     try:
-        header = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{p}: corrupt thqa header ({exc})") from exc
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: unknown checkpoint format {header.get('format')!r} (this thqa reads {FORMAT})")
-    try:
-        model = FusionModel(FusionConfig.from_dict(header["fusion_config"]))
-        fusion_sd = {k[len("fusion.") :]: v for k, v in tensors.items() if k.startswith("fusion.")}
-        model.load_state_dict(fusion_sd, strict=True)
-        settings = ExtractionSettings.from_dict(header["extraction"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{p}: does not fit this version of the fusion model ({exc})") from exc
+        model.load_state_dict({k[len("fusion.") :]: v for k, v in tensors.items() if k.startswith("fusion.")}, strict=True)
+    except (RuntimeError, ValueError) as exc:  # shapes and names were checked: this is not expected
+        raise CheckpointError(f"{p}: its fusion weights do not fit ({brief(exc)})") from exc
     spatial = {k[len("spatial.") :]: v for k, v in tensors.items() if k.startswith("spatial.")} or None
     model.eval()
-    return Checkpoint(model, settings, header.get("backbones", {}), spatial, header.get("meta", {}), p)
+    return Checkpoint(model, settings, backbones, spatial, meta, p)
 
 
 def _describe(b: dict) -> str:

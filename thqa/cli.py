@@ -2,31 +2,79 @@
 
 The CLI owns the output: results on stdout (or --output), progress bars and messages on stderr.
 Exit codes: 0 success; 1 some files failed (the others were processed); 2 bad usage or a setup error
-(no model, missing weights, a checkpoint that does not fit).
+(no model, missing weights, a checkpoint that does not fit, an output path that cannot be written), checked before any
+work where it can be. Whatever goes wrong, the user gets one line on stderr naming the file or option and the cause;
+``--debug`` (or ``THQA_DEBUG=1``) adds the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import logging
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
-from thqa.errors import THQAError
+from thqa.errors import ConfigError, THQAError, brief
+
+#: the most clips per video (the checkpoint schema's bound; each clip costs a SlowFast pass)
+MAX_CLIPS = 64
 
 log = logging.getLogger("thqa")
 
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
 
+# -- option values ------------------------------------------------------------------------------------------------
+#: seeds are 32-bit, as numpy's legacy seeding and most papers' tables have them
+MAX_SEED = 2**32 - 1
+
+
+def _int_in(lo: int, hi: int):
+    """An argparse type: a whole number from ``lo`` to ``hi`` (a clear message otherwise, never a silent clamp)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {text[:40]}")
+        return n
+
+    parse.__name__ = "whole number"  # argparse names the type in its message
+    return parse
+
+
+def _float_in(lo: float, hi: float, *, open_low: bool = False, open_high: bool = False):
+    """An argparse type: a finite number in the range [lo, hi] (or (lo, ...) / (..., hi) where open)."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+        inside = math.isfinite(x) and (lo < x if open_low else lo <= x) and (x < hi if open_high else x <= hi)
+        if not inside:
+            bounds = f"{'(' if open_low else '['}{lo:g}, {hi:g}{')' if open_high else ']'}"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {bounds}, got {text[:40]}")
+        return x
+
+    parse.__name__ = "number"
+    return parse
+
+
 def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
     g = p.add_argument_group("backbone weights and device")
     g.add_argument("--random-init", action="store_true", help="seeded random backbone weights instead of the pretrained ones (testing)")
-    g.add_argument("--seed", type=int, default=3407, help="seed of --random-init (default 3407)")
+    g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=3407, help="seed of --random-init (default 3407; 0 to 2^32-1)")
     g.add_argument("--swin-weights", metavar="FILE", help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)")
     g.add_argument(
         "--slowfast-weights", metavar="FILE", help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)"
@@ -36,7 +84,7 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
     g.add_argument(
         "--batch-size" if batch_size else "--backbone-batch-size",
         dest="batch_size" if batch_size else "backbone_batch_size",
-        type=int,
+        type=_int_in(1, 4096),
         default=None,
         help="clips per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)",
     )
@@ -47,14 +95,14 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         help="decoding worker processes: a number (0: decode in the main process) or auto (default: all cores but one "
         "beside a GPU, 0 beside a CPU)",
     )
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=_int_in(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default): this machine; ray: a Ray cluster (pip install 'thqa[ray]')")
     g.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: auto (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance")
-    g.add_argument("--ray-actors", type=int, metavar="N", help="with --engine ray: backbone actors (default: one per GPU, else one per 4 CPUs)")
+    g.add_argument("--ray-actors", type=_int_in(1, 4096), metavar="N", help="with --engine ray: backbone actors (default: one per GPU, else one per 4 CPUs)")
 
 
 def _ray_options(args):
@@ -71,8 +119,8 @@ def _workers_arg(text: str):
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    if not 0 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1024, got {n}")
     return n
 
 
@@ -92,7 +140,7 @@ def _setup_threads(args) -> None:
     if getattr(args, "threads", None):
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
 
 
 def _progress(total: int, desc: str, enabled: bool | None = None):
@@ -113,26 +161,114 @@ def _score(args) -> int:
         return EXIT_SETUP
     if args.plot and not args.timeline:
         raise_usage("--plot draws the per-second scores: add --timeline")
+    if args.engine == "ray" and (args.timeline or args.sync):
+        raise_usage("--timeline and --sync run with the local engine only")
+    fmt = _output_format(args.output, args.format)
+    rows = _row_formatter(args)
+    resumed = _check_score_output(args, fmt, rows)
+    if args.plot:
+        _check_plot_dir(args.plot)
+    files = [f for f in args.files if resumed is None or _printable(f) not in resumed.done]
+    if resumed is not None and (resumed.rows or resumed.dropped):
+        print(
+            f"thqa score: resuming {args.output}: {len(args.files) - len(files)} file(s) already scored, {len(files)} to go"
+            + (f" ({resumed.dropped} earlier failure(s) tried again)" if resumed.dropped else ""),
+            file=sys.stderr,
+        )
+    if not files:
+        return EXIT_OK
     if args.engine == "ray":
-        if args.timeline or args.sync:
-            raise_usage("--timeline and --sync run with the local engine only")
-        return _score_ray(args)
+        return _score_ray(args, files, fmt, resumed, rows)
     scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
-    with _progress(len(args.files), "scoring") as bar:
-        results = []
-        it = scorer.iter_explain(args.files, timeline=args.timeline, sync=args.sync) if (args.timeline or args.sync) else scorer.iter_score(args.files)
-        for r in it:
-            results.append(r)
+    errors = []
+    explain = args.timeline or args.sync
+    with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
+        it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync) if explain else scorer.iter_score(files)
+        for i, r in enumerate(it):
+            out.add(_printable_result(r))
+            if r.error:
+                errors.append(r.error)
             if args.plot and r.ok:
-                _plot_timeline(args, r, len(results) - 1)
+                _plot_timeline(args, files, r, i)
             bar.update(1)
-    return _write_scores(args, results)
+    return _scores_done(args, out, errors)
 
 
-def _plot_timeline(args, r, index: int) -> None:
+def _row_formatter(args):
+    """``format_rows(results, fmt)`` for this run's columns (the timeline and sync columns when asked for)."""
+    import functools
+
+    extras = (("timeline",) if getattr(args, "timeline", False) else ()) + (_SYNC_KEYS if getattr(args, "sync", False) else ())
+    return functools.partial(_format_scores, extras=extras)
+
+
+def _check_plot_dir(path: str) -> None:
+    """Before any work: --plot names a folder that exists or can be made, and can be written to."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--plot {path}: not a folder (it is where one PNG per file goes)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--plot {path}: cannot make the folder ({exc.strerror or exc})") from exc
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"--plot {path}: the folder is not writable")
+
+
+def _check_score_output(args, fmt: str, rows):
+    """Before any work: the output can be written, and with --resume what it already holds (else None)."""
+    from thqa._atomic import check_writable
+
+    if args.resume and not args.output:
+        raise_usage("--resume needs --output: the file whose rows are kept")
+    if not args.output:
+        return None
+    check_writable(args.output, "--output")
+    if not args.resume:
+        return None
+    from thqa.score_output import read_for_resume
+
+    expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    return read_for_resume(args.output, fmt, rows, expect=expect)
+
+
+def _score_writer(args, fmt: str, resumed, rows):
+    from thqa.score_output import ScoreWriter
+
+    if args.output:
+        return ScoreWriter(rows, fmt, path=args.output, resumed=resumed)
+    return ScoreWriter(rows, fmt, stream=sys.stdout)
+
+
+def _printable(path) -> str:
+    from thqa.score_output import printable
+
+    return printable(os.fsdecode(path))
+
+
+def _printable_result(r):
+    """The result with undecodable bytes of its file name escaped (\\xff), so that every output is valid UTF-8."""
+    import dataclasses
+
+    from thqa.score_output import printable
+
+    fixed = {"path": printable(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings]}
+    return r if all(getattr(r, k) == v for k, v in fixed.items()) else dataclasses.replace(r, **fixed)
+
+
+def _scores_done(args, out, errors: list[str]) -> int:
+    for e in errors:
+        print(f"thqa score: {e}", file=sys.stderr)
+    if args.output:
+        kept = f" (and {out.kept} kept from the earlier run)" if out.kept else ""
+        print(f"thqa score: {out.n - len(errors)} scored, {len(errors)} failed{kept} -> {args.output}", file=sys.stderr)
+    return EXIT_OK if not errors else EXIT_FAILURES
+
+
+def _plot_timeline(args, files: list[str], r, index: int) -> None:
     from thqa.plots import timeline_plot
 
-    stems = [Path(f).stem for f in args.files]
+    stems = [Path(f).stem for f in files]
     stem = Path(r.path).stem
     name = f"{stem}.timeline.png" if stems.count(stem) == 1 else f"{index:04d}_{stem}.timeline.png"
     out = timeline_plot(r, Path(args.plot) / name)
@@ -152,30 +288,16 @@ def _scorer_kwargs(args) -> dict:
     }
 
 
-def _score_ray(args) -> int:
+def _score_ray(args, files: list[str], fmt: str, resumed, rows) -> int:
     from thqa.ray_engine import score_with_ray
 
     opts = _ray_options(args)
-    with _progress(len(args.files), "scoring") as bar:
-        results = score_with_ray(args.files, args.checkpoint, options=opts, progress=bar.update, **_scorer_kwargs(args))
-    return _write_scores(args, results)
-
-
-def _write_scores(args, results) -> int:
-    fmt = _output_format(args.output, args.format)
-    failed = 0
-    for r in results:
-        if r.error:
-            failed += 1
-            print(f"thqa score: {r.error}", file=sys.stderr)
-    extras = (("timeline",) if getattr(args, "timeline", False) else ()) + (_SYNC_KEYS if getattr(args, "sync", False) else ())
-    text = _format_scores(results, fmt, extras)
-    if args.output:
-        _write_atomic(Path(args.output), text)
-        print(f"thqa score: {len(results) - failed} scored, {failed} failed -> {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK if failed == 0 else EXIT_FAILURES
+    with _progress(len(files), "scoring") as bar:
+        results = score_with_ray(files, args.checkpoint, options=opts, progress=bar.update, **_scorer_kwargs(args))
+    with _score_writer(args, fmt, resumed, rows) as out:
+        for r in results:
+            out.add(_printable_result(r))
+    return _scores_done(args, out, [r.error for r in results if r.error])
 
 
 def _output_format(output: str | None, fmt: str | None) -> str:
@@ -319,6 +441,10 @@ def _extract(args) -> int:
     from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
 
     _setup_threads(args)
+    failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
+    _check_failures_path(failures)
+    if args.summary_json:
+        _check_file_output(args.summary_json, "--summary-json")
     m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
     cache = FeatureCache(args.cache_dir)
     settings = ExtractionSettings(n_clips=args.clips).validate()
@@ -338,11 +464,10 @@ def _extract(args) -> int:
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
-    failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
     if summary.failures:
         write_failures(failures, summary.failures)
-    elif failures.exists():
-        failures.unlink()  # a clean run leaves no stale list of failures
+    elif _is_failure_list(failures):
+        failures.unlink()  # a clean run leaves no stale list of failures (only ever one thqa wrote)
     size = cache.size_bytes()
     print(
         f"extract: {summary.done} done, {summary.reused} reused, {summary.failed} failed"
@@ -389,6 +514,44 @@ def _cache_prune(args) -> int:
     return EXIT_OK
 
 
+#: the first line of every failure list thqa writes (thqa.extract.write_failures)
+FAILURES_HEADER = "path,error_type,error"
+
+
+def _is_failure_list(path: Path) -> bool:
+    """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so it may be replaced)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            return f.readline(len(FAILURES_HEADER) + 3).decode("utf-8", "replace").rstrip("\r\n") == FAILURES_HEADER
+    except OSError:
+        return False
+
+
+def _check_failures_path(path: Path) -> None:
+    """--failures may name a new file or a failure list thqa wrote before: never another file of the user's."""
+    _check_file_output(path, "--failures")
+    if os.path.lexists(path) and not _is_failure_list(path):
+        raise ConfigError(
+            f"--failures {path}: exists and is not a failure list written by thqa (first line {FAILURES_HEADER!r}); "
+            "thqa will not overwrite or delete it: give another path"
+        )
+
+
+def _check_file_output(path, option: str) -> None:
+    from thqa._atomic import check_writable
+
+    check_writable(path, option)
+
+
+def _check_plot_output(path, option: str = "--plot") -> None:
+    from thqa.plots import check_plot_path
+
+    _check_file_output(path, option)
+    check_plot_path(path)
+
+
 # -- train --------------------------------------------------------------------------------------------------------
 def _train(args) -> int:
     from thqa.data import samples_for_split, split_by_group
@@ -396,10 +559,14 @@ def _train(args) -> int:
     from thqa.train import TrainConfig
 
     _setup_threads(args)
+    from thqa.train import check_run_dir
+
+    check_run_dir(args.out)
     m = _read_manifest(args.manifest, args, require_mos=True)
     samples = list(m.samples)
     if args.val:
         train_s, val_s = samples, list(_read_manifest(args.val, args, require_mos=True, video_root=args.val_video_root).samples)
+        val_s = _drop_copies(train_s, val_s)
     elif any(s.split for s in samples) and args.val_fraction is None:
         train_s, val_s = samples_for_split(samples, "train"), samples_for_split(samples, "val")
     else:
@@ -448,6 +615,22 @@ def _train(args) -> int:
     return EXIT_FAILURES if summary.failed else EXIT_OK
 
 
+def _drop_copies(train_s, val_s):
+    """Validation videos whose content is also in training (a copy or link under another name) are left out."""
+    from thqa.data import shared_content
+
+    copies = shared_content(train_s, val_s)
+    if copies:
+        print(
+            f"thqa train: warning: {len(copies)} validation video(s) have the same content as a training video "
+            f"({', '.join(s.name for s in copies[:3])}{', ...' if len(copies) > 3 else ''}): left out of validation",
+            file=sys.stderr,
+        )
+        ids = {id(s) for s in copies}
+        val_s = [s for s in val_s if id(s) not in ids]
+    return val_s
+
+
 # -- evaluate -----------------------------------------------------------------------------------------------------
 def _metrics_table(metrics: dict) -> str:
     rows = [("SRCC", "srcc"), ("PLCC", "plcc"), ("KRCC", "krcc"), ("RMSE", "rmse"), ("main score", "main_score")]
@@ -461,6 +644,10 @@ def _evaluate(args) -> int:
     from thqa import metrics as M
 
     _setup_threads(args)
+    if args.output:
+        _check_file_output(args.output, "--output")
+    if args.plot:
+        _check_plot_output(args.plot)
     if args.predictions:
         if not args.labels:
             raise_usage("--predictions needs --labels")
@@ -518,9 +705,11 @@ def _evaluate(args) -> int:
 
 # -- demo ---------------------------------------------------------------------------------------------------------
 def _demo(args) -> int:
+    from thqa._atomic import check_writable
     from thqa.demo import DemoConfig, run_demo
 
     _setup_threads(args)
+    check_writable(args.out, "--out", folder=True)
     cfg = DemoConfig(
         out=Path(args.out),
         sources=args.source or (),
@@ -555,14 +744,22 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (the option and the cause) and a pointer to --help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def raise_usage(msg: str):
     raise UsageError(msg)
 
 
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thqa", description="Quality (MOS) of talking-head videos, pictures and sound together.")
+    parser = _Parser(prog="thqa", description="Quality (MOS) of talking-head videos, pictures and sound together.")
     parser.add_argument("--version", action="version", version=f"thqa {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also $THQA_DEBUG=1)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log messages on stderr (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -575,6 +772,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", action="store_true", help="also score every second (sliding windows of the model's clip count): a 'timeline' per file; costs about n/6 times a plain score for an n-second file")
     p.add_argument("--plot", metavar="DIR", help="with --timeline: write DIR/<file>.timeline.png per file (scores per second, sampled clips, MOS, lip sync with --sync)")
     p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips) and av_sync_confidence (see `thqa sync`)")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="keep the rows --output already holds (from a run that was stopped) and score only the files without one",
+    )
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_score)
@@ -591,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")
     p.add_argument("--cache-dir", required=True, metavar="DIR")
     _add_manifest_args(p)
-    p.add_argument("--clips", type=int, default=6, help="clips per video (default 6)")
+    p.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=6, help=f"clips per video (default 6; at most {MAX_CLIPS})")
     p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for --finetune-spatial)")
     p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON")
@@ -621,12 +822,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
     p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
-    g.add_argument("--val-fraction", type=float, default=None, help="hold out this fraction of content groups (default 0.2)")
+    g.add_argument("--val-fraction", type=_float_in(0, 1, open_low=True, open_high=True), default=None, help="hold out this fraction of content groups (default 0.2)")
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
-    p.add_argument("--clips", type=int, default=6, help="clips per video (default 6; must match `thqa extract --clips`)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=8, help="videos per training step (default 8)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=6, help="clips per video (default 6; must match `thqa extract --clips`)")
+    p.add_argument("--epochs", type=_int_in(1, 100000), default=50)
+    p.add_argument("--batch-size", type=_int_in(1, 65536), default=8, help="videos per training step (default 8)")
+    p.add_argument("--lr", type=_float_in(0, 10, open_low=True), default=1e-4)
     p.add_argument("--loss", default="l1+rank", choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"])
     p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation")
     p.add_argument("--finetune-spatial", action="store_true", help="train ECA + Swin-T with the fusion model from cached frames")
@@ -651,15 +852,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report")
     p.add_argument("--out", default="thqa-demo", metavar="DIR", help="output directory (default ./thqa-demo; never silently overwritten)")
     p.add_argument("--source", nargs="+", metavar="FILE", help="build the corpus from your talking-head files instead of self-made ones")
-    p.add_argument("--heads", type=int, default=None, help="number of self-made talking heads (default 8)")
-    p.add_argument("--clips", type=int, default=None, help="clips per video (default 2, to fit a CPU)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40)")
+    p.add_argument("--heads", type=_int_in(1, 1000), default=None, help="number of self-made talking heads (default 8)")
+    p.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=None, help="clips per video (default 2, to fit a CPU)")
+    p.add_argument("--epochs", type=_int_in(1, 100000), default=None, help="training epochs (default 40)")
     p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a few minutes on 2 cores")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output directory")
     _add_weights_args(p)
     p.set_defaults(func=_demo)
 
+    for p in sub.choices.values():  # `thqa score ... --debug` as well as `thqa --debug score ...`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error (also $THQA_DEBUG=1)")
     return parser
+
+
+def _debug_wanted(args) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("THQA_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line naming the file or option and the cause, for anything that escaped a command."""
+    if isinstance(exc, THQAError):
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return " ".join(lines) if len(lines) <= 3 else lines[0]
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else None
+        cause = exc.strerror or brief(exc)
+        return f"{os.fsdecode(where)}: {cause}" if where is not None else cause
+    if isinstance(exc, MemoryError):
+        return "out of memory (try fewer --workers or a smaller --batch-size)"
+    return f"unexpected {type(exc).__name__}: {brief(exc)} (this is a thqa bug: please report it with the output of --debug)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -670,16 +891,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_SETUP
+    debug = _debug_wanted(args)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
-    except THQAError as exc:
-        print(f"thqa {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_SETUP
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print(f"thqa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `thqa score ... | head`: the reader left; say nothing more on a closed pipe
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURES
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
+        if debug:
+            traceback.print_exc()
+        print(f"thqa {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_SETUP
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,7 @@ __all__ = [
     "split_by_group",
     "samples_for_split",
     "shared_groups",
+    "shared_content",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "bad_group",  # group_fn rejected the name
     "duplicate",  # the same file as an earlier row
     "missing_file",  # the file does not exist (check_files=True)
+    "bad_path",  # the path cannot name a file (a NUL byte)
 )
 
 
@@ -118,8 +120,9 @@ def read_manifest(
     require_mos: bool = True,
     check_files: bool = True,
     group_fn: Callable[[str], str] | None = None,
+    content_duplicates: bool = True,
 ) -> Manifest:
-    """Read a manifest CSV.
+    """Read a manifest CSV (UTF-8, with or without a byte-order mark).
 
     Args:
         path: the CSV file.
@@ -128,21 +131,39 @@ def read_manifest(
         check_files: skip rows whose video file does not exist.
         group_fn: maps a file name to its content group when there is no ``group`` cell
             (e.g. :func:`thqa_ntire_group`); default: the file's stem, every file its own group.
+        content_duplicates: with ``check_files``, also skip a row whose file has the same content (sha256, as the
+            feature cache computes it) as an earlier row's: a symlink or copy of one video under two names must not
+            land in both training and validation.
 
     Returns:
         A :class:`Manifest` with ``samples`` (file order) and ``skipped`` rows (see :data:`SKIP_REASONS`).
 
     Raises:
         MediaFileNotFoundError: the manifest does not exist.
-        ManifestError: empty file, no path column, no MOS column when required, ambiguous columns, no usable row.
+        ManifestError: empty file, not UTF-8 text, no path column, no MOS column when required, ambiguous columns,
+            no usable row.
     """
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"manifest not found: {path}")
+    try:
+        return _read_manifest(path, video_root, require_mos, check_files, group_fn, content_duplicates)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path}: not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, {exc.reason}); save it as UTF-8"
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool, group_fn, content_duplicates: bool) -> Manifest:
+    from thqa.cache import file_digest
+
     root = Path(video_root) if video_root is not None else path.parent
     group_fn = group_fn or _stem_group
     manifest = Manifest(path=path)
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # normalised path -> line
+    seen_content: dict[str, int] = {}  # sha256 -> line
     n_rows = 0
 
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -229,6 +250,9 @@ def read_manifest(
                     skip(line, name_cell, "bad_group", str(exc))
                     continue
 
+            if "\0" in name_cell:
+                skip(line, name_cell, "bad_path", "contains a NUL byte")
+                continue
             key = os.path.normpath(os.path.abspath(file_path))
             if key in seen:
                 skip(line, name_cell, "duplicate", f"same file as line {seen[key]}")
@@ -238,6 +262,16 @@ def read_manifest(
                 detail = "is not a file" if file_path.exists() else f"not found: {file_path}"
                 skip(line, name_cell, "missing_file", detail)
                 continue
+            if check_files and content_duplicates:
+                try:
+                    digest = file_digest(file_path)
+                except (OSError, ValueError) as exc:  # unreadable (permissions), not a regular file
+                    skip(line, name_cell, "missing_file", f"cannot be read: {exc}")
+                    continue
+                if digest in seen_content:
+                    skip(line, name_cell, "duplicate", f"same content as line {seen_content[digest]}")
+                    continue
+                seen_content[digest] = line
             manifest.samples.append(Sample(path=file_path, mos=mos, group=group, split=split, name=file_name))
 
     if n_rows == 0:
@@ -335,6 +369,21 @@ def samples_for_split(samples: Sequence[Sample], split: str | None) -> list[Samp
     """The samples whose manifest ``split`` is ``split`` (``"train"``, ``"val"``, ``"test"``; None: no split)."""
     _check_split_name(split)
     return [s for s in samples if s.split == split]
+
+
+def shared_content(a: Sequence[Sample], b: Sequence[Sample]) -> list[Sample]:
+    """The samples of ``b`` whose file has the same content (sha256) as a file of ``a`` (files that cannot be read
+    are left out: extraction reports them)."""
+    from thqa.cache import file_digest
+
+    def digest(s: Sample) -> str | None:
+        try:
+            return file_digest(s.path)
+        except (OSError, ValueError):
+            return None
+
+    in_a = {d for d in map(digest, a) if d is not None}
+    return [s for s in b if (d := digest(s)) is not None and d in in_a]
 
 
 def shared_groups(a: Sequence[Sample], b: Sequence[Sample]) -> set[str]:

@@ -16,6 +16,7 @@ machinery, not the method's accuracy.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from thqa._atomic import atomic_write_text, clean_partials
 from thqa.errors import ConfigError, THQAError, WeightsNotFoundError
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "DEFAULT_VARIANTS"]
@@ -126,6 +128,8 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise ConfigError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     need = cfg.n_test_sources + cfg.n_val_sources + 2
+    for d in (out, out / "run"):  # temp files of a killed earlier run (with --overwrite)
+        clean_partials(d)
 
     # 1. sources (checked before anything is written, so a refused run leaves no directory behind)
     bad: list[tuple[str, str]] = []
@@ -168,11 +172,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
                 _say(f"  could not make {dst.name}: {exc}", echo)
                 continue
             rows.append((str(dst), name, kind, level, info.pseudo_mos))
-    with open(out / "corpus.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "mos", "group", "kind", "level"])
-        for path, group, kind, level, mos in rows:
-            w.writerow([path, f"{mos:.3f}", group, kind, level])
+    _write_csv(out / "corpus.csv", ["path", "mos", "group", "kind", "level"], [[p, f"{mos:.3f}", g, k, lv] for p, g, k, lv, mos in rows])
 
     # 3. backbones and features
     weights = WeightsOptions(
@@ -236,11 +236,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     ev = evaluate_checkpoint(result.checkpoint, test, cache_dir=out / "cache", backbones=bb, progress=False)
     m = ev.metrics
     scatter_plot(ev.predictions, ev.mos, out / "plot.png", title=f"thqa demo: held-out sources ({weights_label} backbones)")
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "prediction", "pseudo_mos"])
-        for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos):
-            w.writerow([p, f"{pr:.4f}", f"{mo:.3f}"])
+    _write_csv(out / "scores.csv", ["path", "prediction", "pseudo_mos"], [[p, f"{pr:.4f}", f"{mo:.3f}"] for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos)])
     scorer = Scorer(
         result.checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights
     )
@@ -265,15 +261,24 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         "seconds": round(seconds, 1),
         "extraction_per_video_s": round(summary.per_video_s, 2),
     }
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
     report = out / "report.md"
-    report.write_text(_report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})))
+    atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})))
     _say(
         f"done in {seconds:.0f} s: held-out SRCC {metrics['srcc']:.3f}, PLCC {metrics['plcc']:.3f}, main {metrics['main_score']:.3f} "
         f"({weights_label} backbones); report: {report}",
         echo,
     )
     return DemoResult(out, metrics, weights_label, len(rows), summary.failed, seconds, report, str(one), float(scored.mos), bad)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    """A CSV file written atomically (complete or absent, even when the demo is killed)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _report(doc: dict, cfg: DemoConfig, note: str, bad: list[tuple[str, str]], *, test_sources: list[str]) -> str:

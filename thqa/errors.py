@@ -77,3 +77,19 @@ class MetricError(THQAError, ValueError):
 
 class DependencyError(THQAError, ImportError):
     """An optional dependency needed for this feature is not installed."""
+
+
+def brief(exc: BaseException, limit: int = 240) -> str:
+    """One line for users from an exception's message: its first line, cut at a sentence end near ``limit``.
+
+    Sentences that advise turning a safety off (torch's "Re-running torch.load with weights_only set to False will
+    likely succeed") are dropped: thqa never loads a file that way.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    sentences = [s for s in text.replace(". ", ".\n").split("\n") if "weights_only" not in s and "trusted source" not in s]
+    text = " ".join(sentences).strip() or type(exc).__name__
+    if len(text) > limit:
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > limit // 3 else text[: limit - 3].rstrip() + "..."
+    return text

@@ -237,6 +237,22 @@ def _read_name_score_file(path: str | os.PathLike[str], what: str) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return _read_name_score_rows(path, what)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path}: not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, {exc.reason}); save it as UTF-8"
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _short(row: list[str]) -> str:
+    text = repr(row)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
     out: dict[str, float] = {}
     first_line: dict[str, int] = {}
     n_error_rows = 0
@@ -257,7 +273,7 @@ def _read_name_score_file(path: str | os.PathLike[str], what: str) -> dict[str, 
                     scores = [i for i, c in enumerate(lower) if c in _SCORE_COLUMNS]
                     if len(names) != 1 or len(scores) != 1:
                         raise ManifestError(
-                            f"{path}:{line}: cannot read the header {row!r}: expected one name column "
+                            f"{path}:{line}: cannot read the header {_short(row)}: expected one name column "
                             f"({'/'.join(_NAME_COLUMNS)}) and one score column ({'/'.join(_SCORE_COLUMNS)}), "
                             "or no header and rows of 'name.mp4,score'"
                         )
@@ -269,16 +285,16 @@ def _read_name_score_file(path: str | os.PathLike[str], what: str) -> dict[str, 
                 n_error_rows += 1
                 continue
             if max(name_col, score_col) >= len(cells):
-                raise ManifestError(f"{path}:{line}: expected at least {max(name_col, score_col) + 1} columns: {row!r}")
+                raise ManifestError(f"{path}:{line}: expected at least {max(name_col, score_col) + 1} columns: {_short(row)}")
             if not has_header and len(cells) > 2 and any(cells[2:]):
-                raise ManifestError(f"{path}:{line}: expected 'name,score', got {len(cells)} columns: {row!r}")
+                raise ManifestError(f"{path}:{line}: expected 'name,score', got {len(cells)} columns: {_short(row)}")
             name, text = _basename(cells[name_col]), cells[score_col]
             if not name:
                 raise ManifestError(f"{path}:{line}: empty file name")
             try:
                 value = float(text)
             except ValueError:
-                raise ManifestError(f"{path}:{line}: score {text!r} of {name!r} is not a number") from None
+                raise ManifestError(f"{path}:{line}: score {text[:40]!r} of {name[:80]!r} is not a number") from None
             if not math.isfinite(value):
                 raise ManifestError(f"{path}:{line}: score of {name!r} is {text!r} (not finite)")
             if name in out:

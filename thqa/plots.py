@@ -3,18 +3,34 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from thqa._atomic import atomic_path
 from thqa.errors import ConfigError, DependencyError
 from thqa.metrics import FitKind, evaluate_with_curve
 
-__all__ = ["scatter_plot", "timeline_plot"]
+__all__ = ["scatter_plot", "timeline_plot", "check_plot_path"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> str:
+    """The plot format that ``path``'s suffix asks for (none: png).
+
+    Raises:
+        ConfigError: matplotlib cannot write that format (the message lists those it can).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fmt = Path(path).suffix[1:].lower() or "png"
+    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if fmt not in supported:
+        raise ConfigError(f"{path}: cannot write a {fmt!r} plot; supported: {', '.join(sorted(supported))}")
+    return fmt
 
 
 def scatter_plot(
@@ -53,13 +69,9 @@ def scatter_plot(
     x = np.asarray(pred, dtype=np.float64)
     y = np.asarray(mos, dtype=np.float64)
 
+    fmt = check_plot_path(path)
     fig = Figure(figsize=(6.0, 5.0), dpi=120)
-    canvas = FigureCanvasAgg(fig)
-    fmt = path.suffix[1:].lower() or "png"
-    if fmt not in canvas.get_supported_filetypes():
-        raise ConfigError(
-            f"cannot write a {fmt!r} plot; supported: {', '.join(sorted(canvas.get_supported_filetypes()))}"
-        )
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(x, y, s=8, alpha=0.5, linewidths=0, label=f"videos (n={metrics['n']})")
     grid = np.linspace(float(x.min()), float(x.max()), 256)
@@ -76,19 +88,8 @@ def scatter_plot(
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:  # complete or absent, with the umask's file mode
+        fig.savefig(str(tmp), format=fmt)
     logger.debug("wrote scatter plot %s", path)
     return path
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
-from thqa.errors import CheckpointError, THQAError
+from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare
 from thqa.weights import WeightsOptions, build_spatial, state_digest
@@ -120,7 +120,7 @@ class Scorer:
             try:
                 spatial.load_state_dict(self.checkpoint.spatial_state, strict=True)
             except RuntimeError as exc:
-                raise CheckpointError(f"{checkpoint}: its fine-tuned spatial weights do not fit ECA + Swin-T ({exc})") from exc
+                raise CheckpointError(f"{checkpoint}: its fine-tuned spatial weights do not fit ECA + Swin-T ({brief(exc)})") from exc
             self.backbones.spatial = spatial.to(self.backbones.device).eval()
             self.backbones.spatial_info = type(info)("swin_t", "checkpoint", state_digest(spatial), str(checkpoint), None)
         if self.checkpoint is not None:

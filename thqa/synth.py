@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from scipy import signal
 
+from thqa._atomic import default_file_mode
 from thqa.errors import ConfigError, THQAError
 
 __all__ = [
@@ -106,6 +107,7 @@ def _atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4", dir=path.parent if str(path.parent) else ".")
     os.close(fd)
+    os.chmod(tmp_name, default_file_mode())  # mkstemp's 0600 -> what the umask gives a new file (0644 under 022)
     tmp = Path(tmp_name)
     try:
         yield tmp

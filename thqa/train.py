@@ -27,11 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from thqa._atomic import atomic_path, atomic_write_text
+from thqa._atomic import atomic_path, atomic_write_text, clean_partials
 from thqa.cache import FeatureCache
 from thqa.checkpoint import save_checkpoint
 from thqa.data import Sample
-from thqa.errors import ConfigError, MetricError, THQAError
+from thqa.errors import ConfigError, MetricError, THQAError, brief
 from thqa.extract import load_features, load_frames
 from thqa.features.spatial import crop, normalize
 from thqa.metrics import evaluate
@@ -232,6 +232,33 @@ def _resume_identity(doc: dict) -> dict:
     return d
 
 
+def check_run_dir(run_dir: str | os.PathLike) -> None:
+    """Before any work: ``run_dir`` can be a run folder (a folder, or creatable) and a config.json in it is thqa's.
+
+    Raises:
+        ConfigError: a file where the folder should be, an unwritable place, a config.json that is not thqa's.
+    """
+    from thqa._atomic import check_writable
+
+    check_writable(run_dir, "--out", folder=True)
+    cfg_path = Path(run_dir) / "config.json"
+    if cfg_path.exists():
+        _read_run_config(cfg_path)
+
+
+def _read_run_config(path: Path) -> dict:
+    """A run folder's config.json, or a ConfigError saying why it cannot be one."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a thqa run configuration ({brief(exc)}); choose another --out directory") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("train", {}), dict) or not isinstance(doc.get("backbones", {}), dict) or not all(
+        isinstance(v, dict) for v in doc.get("backbones", {}).values()
+    ):
+        raise ConfigError(f"{path}: not a thqa run configuration (not the JSON object train writes); choose another --out directory")
+    return doc
+
+
 def train(
     train_table: FeatureTable,
     val_table: FeatureTable,
@@ -268,8 +295,9 @@ def train(
     device = torch.device(device)
     cfg_doc = {"train": asdict(cfg), "extraction": settings.to_dict(), "backbones": backbones, "n_train": len(train_table), "n_val": len(val_table)}
     cfg_path = run / "config.json"
+    clean_partials(run)  # temp files of a killed earlier run
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        old = _read_run_config(cfg_path)
         if _resume_identity(old) != _resume_identity(json.loads(json.dumps(cfg_doc))):
             raise ConfigError(f"{run} holds a run with a different configuration; choose another --out directory")
     _write_json_atomic(cfg_path, cfg_doc)  # a resumed run may extend the number of epochs
@@ -303,7 +331,7 @@ def train(
             start_epoch = int(st["epoch"]) + 1
             log.info("resuming %s after epoch %d", run, start_epoch - 1)
         except Exception as exc:  # noqa: BLE001
-            raise THQAError(f"{resume_path}: cannot resume from it ({exc}); delete it to start over") from exc
+            raise THQAError(f"{resume_path}: cannot resume from it ({type(exc).__name__}: {brief(exc)}); delete it to start over") from exc
 
     y_train = torch.from_numpy(train_table.mos)
     meta_base = {"seed": cfg.seed, "loss": cfg.loss, "finetune_spatial": cfg.finetune_spatial}

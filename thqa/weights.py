@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from thqa.errors import WeightsError, WeightsNotFoundError
+from thqa.errors import WeightsError, WeightsNotFoundError, brief
 
 __all__ = [
     "WeightsOptions",
@@ -48,6 +48,8 @@ __all__ = [
     "build_temporal",
     "state_digest",
     "load_state_file",
+    "state_mismatch",
+    "spatial_state_spec",
     "SWIN_HUB_ID",
     "SLOWFAST_URL",
     "DEFAULT_SEED",
@@ -143,11 +145,76 @@ def _check_named_file(path: str, what: str, how: str) -> Path:
     return p
 
 
+def _spec(state) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype name) of a state dict of tensors (or of such pairs, passed through)."""
+    out = {}
+    for k, v in state.items():
+        out[k] = (tuple(v.shape), str(v.dtype).removeprefix("torch.")) if isinstance(v, torch.Tensor) else (tuple(v[0]), str(v[1]))
+    return out
+
+
+def state_mismatch(expected, got, *, examples: int = 2) -> str | None:
+    """One line saying how a state dict ``got`` differs from what a model ``expected``, or None when it fits.
+
+    Both map names to tensors or to ``(shape, dtype name)`` pairs. Counts missing and unexpected names, tensors of
+    another shape and of another dtype, with a few examples each (never the whole 7 KB list torch prints). Another
+    dtype is refused rather than cast: a float16 file lost precision on the way, and an integer one is not weights.
+    """
+    want, have = _spec(expected), _spec(got)
+    parts = []
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:examples]) + (", ..." if len(names) > examples else "")
+
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shape = sorted(k for k in set(want) & set(have) if want[k][0] != have[k][0])
+    dtype = sorted(k for k in set(want) & set(have) if want[k][0] == have[k][0] and want[k][1] != have[k][1])
+    if missing:
+        parts.append(f"{len(missing)} missing ({few(missing)})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected ({few(extra)})")
+    if shape:
+        k = shape[0]
+        parts.append(f"{len(shape)} of another shape (e.g. {k}: {list(have[k][0])} in the file, {list(want[k][0])} in the model)")
+    if dtype:
+        k = dtype[0]
+        parts.append(f"{len(dtype)} of another dtype (e.g. {k}: {have[k][1]} in the file, the model needs {want[k][1]}; not cast)")
+    return "; ".join(parts) + f" of {len(want)} tensors" if parts else None
+
+
+def spatial_state_spec() -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the ECA + Swin-T state (a model on the meta device: nothing allocated)."""
+    global _SPATIAL_SPEC
+    if _SPATIAL_SPEC is None:
+        import timm
+
+        from thqa.features.spatial import SpatialExtractor
+
+        with torch.device("meta"):
+            m = SpatialExtractor(timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
+        _SPATIAL_SPEC = _spec(m.state_dict())
+    return _SPATIAL_SPEC
+
+
+_SPATIAL_SPEC: dict | None = None
+
+
+def _unsafe_content(exc: BaseException) -> str:
+    """What a weights-only torch.load refused, in a few words (e.g. 'unsupported GLOBAL posix.system')."""
+    import re
+
+    m = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(exc))
+    return m.group(1) if m else "objects other than tensors"
+
+
 def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict without running code: .safetensors, or torch.load(weights_only=True).
 
     A dict holding ``model_state`` / ``state_dict`` / ``model`` (as checkpoints from training scripts do) is unwrapped.
     """
+    import pickle
+
     p = Path(path)
     try:
         if p.suffix == ".safetensors":
@@ -156,8 +223,13 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = load_file(str(p))
         else:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{p}: holds Python objects besides tensors ({_unsafe_content(exc)}), which thqa never loads because "
+            "loading them can run code; use the publisher's weights file, or a .safetensors / plain state-dict copy"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
-        raise WeightsError(f"{p}: cannot be read as a weights file ({type(exc).__name__}: {exc})") from exc
+        raise WeightsError(f"{p}: cannot be read as a weights file ({type(exc).__name__}: {brief(exc)})") from exc
     for key in ("model_state", "state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -225,7 +297,7 @@ def _load_swin(swin: nn.Module, path: Path) -> None:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
         swin.load_state_dict(sd, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise WeightsError(f"{path}: does not fit Swin-T ({str(exc).splitlines()[0]})") from exc
+        raise WeightsError(f"{path}: does not fit Swin-T ({state_mismatch(swin.state_dict(), sd) or brief(exc)})") from exc
 
 
 def _download_swin(o: WeightsOptions, how: str) -> Path:
@@ -314,7 +386,7 @@ def build_temporal(options: WeightsOptions | None = None):
             try:
                 full.load_state_dict(sd, strict=True)
             except RuntimeError as exc:
-                raise WeightsError(f"{p}: does not fit SlowFast R50 ({str(exc).splitlines()[0]})") from exc
+                raise WeightsError(f"{p}: does not fit SlowFast R50 ({state_mismatch(full.state_dict(), sd) or brief(exc)})") from exc
     model = TemporalExtractor(full).eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
