@@ -170,17 +170,6 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
 
 
 def _save(fig: Any, path: Path, fmt: str) -> None:
-    """Write ``fig`` to ``path`` atomically (temp file + rename), creating missing parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    """Write ``fig`` to ``path`` atomically, with the umask's file mode, creating missing parent folders."""
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), format=fmt)
