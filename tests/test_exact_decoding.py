@@ -184,3 +184,21 @@ def test_prepare_matches_each_second_read_alone(real_file, made, which):
         maps = extractor.batch([alone.audio])[0]
         for k in np.flatnonzero(np.asarray(item.seconds) == sec):
             np.testing.assert_allclose(item.audio[k], maps, rtol=0, atol=1e-5 * max(1.0, float(np.abs(maps).max())))
+
+
+def test_a_seek_that_lands_late_is_caught(made, monkeypatch):
+    """A demuxer whose index is approximate may land after the wanted keyframe: the pass notices that its first frame
+    comes after the clip's start and decodes from the top instead, so the clips are still exact."""
+    import thqa.io as io
+
+    real = io._seek
+    landed = []
+
+    def sloppy(container, t, path):
+        real(container, t + 15.0 if t > 0 else t, path)  # lands on a keyframe after the clip (10 s apart here)
+        landed.append(t)
+
+    monkeypatch.setattr(io, "_seek", sloppy)
+    path = made("long_gop250")
+    assert assert_matches_oracle(path, [[20, 21, 45]]) == 3
+    assert 0.0 in landed[1:], landed  # the late landing was noticed and the pass started again from the top
