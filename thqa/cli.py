@@ -1,4 +1,4 @@
-"""The `thqa` command: score, extract, train, evaluate, demo.
+"""The `thqa` command: score, extract, train, evaluate, compare, demo.
 
 The CLI owns the output: results on stdout (or --output), progress bars and messages on stderr.
 Exit codes: 0 success; 1 some files failed (the others were processed); 2 bad usage or a setup error
@@ -413,6 +413,87 @@ def _evaluate(args) -> int:
     return EXIT_FAILURES if result.get("n_failed") else EXIT_OK
 
 
+# -- compare ------------------------------------------------------------------------------------------------------
+def _source_fn(kind: str | None):
+    from thqa.data import thqa_ntire_group, thqa_ntire_source
+
+    return {None: None, "thqa-ntire": thqa_ntire_source, "thqa-ntire-portrait": thqa_ntire_group}[kind]
+
+
+def _print_left_out(res) -> None:
+    m = res.matching
+    if m and (m["unmatched_predictions"]["n"] or m["unmatched_labels"]["n"]):
+        parts = [f"{m['n_matched']} matched"]
+        for key, what in (("unmatched_predictions", "prediction(s) without label"), ("unmatched_labels", "label(s) without prediction")):
+            if m[key]["n"]:
+                parts.append(f"{m[key]['n']} {what}, e.g. {', '.join(m[key]['examples'])}")
+        print(f"thqa compare: {'; '.join(parts)}", file=sys.stderr)
+    for key, what in (("no_group", "no group"), ("no_source", "no source key")):
+        if key in res.left_out:
+            d = res.left_out[key]
+            print(f"thqa compare: {d['n']} video(s) with {what} left out, e.g. {', '.join(d['examples'])}", file=sys.stderr)
+
+
+def _compare(args) -> int:
+    from thqa.comparison import compare, plot_comparison
+
+    res = compare(
+        args.predictions,
+        args.labels,
+        group_pattern=args.group_pattern,
+        group_column=args.group_column,
+        source_pattern=args.source_pattern,
+        source_column=args.source_column,
+        source_fn=_source_fn(args.source_key),
+        n_boot=args.n_boot,
+        ci=args.ci,
+        seed=args.seed,
+        n_perm=args.n_perm,
+    )
+    _print_left_out(res)
+    as_json = args.json or (args.output is not None and args.output.lower().endswith(".json"))
+    text = res.to_json() if as_json else res.table()
+    if args.plot:
+        plot_comparison(res, args.plot)
+        print(f"thqa compare: plot written to {args.plot}", file=sys.stderr)
+    if args.output:
+        _write_atomic(Path(args.output), text)
+        print(f"thqa compare: {len(res.groups)} groups, {len(res.pairs)} pairs -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="rank groups of videos (generators) by their scores, with confidence intervals and significance tests",
+        description="Rank groups of videos (e.g. generators) by mean score with bootstrap confidence intervals, test every "
+        "pair (permutation tests, Holm-corrected), and with labels measure how well the predictions rank the groups.",
+    )
+    p.add_argument("--predictions", required=True, metavar="P", help="predictions: name,score rows (the challenge's format), or a thqa score CSV/JSON")
+    p.add_argument("--labels", metavar="L", help="people's scores: Video,Score CSV or a manifest (path,mos,...)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--group-pattern", metavar="RE", help="regular expression searched in each file name; its first capture group is the group (e.g. '_([^_]+)\\.mp4$': the last _ field)")
+    g.add_argument("--group-column", metavar="COL", help="a column of the prediction or label file that names each video's group")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--source-pattern", metavar="RE", help="regular expression for the source key (first capture group): resample by source, pair groups that share sources")
+    g.add_argument("--source-column", metavar="COL", help="a column that names each video's source")
+    g.add_argument(
+        "--source-key", choices=["thqa-ntire", "thqa-ntire-portrait"],
+        help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
+        "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
+    )
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-perm", type=int, default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
+    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
+    p.set_defaults(func=_compare)
+
+
 # -- demo ---------------------------------------------------------------------------------------------------------
 def _demo(args) -> int:
     from thqa.demo import DemoConfig, run_demo
@@ -519,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
     _add_weights_args(p)
     p.set_defaults(func=_evaluate)
+
+    _add_compare_parser(sub)
 
     p = sub.add_parser("demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report")
     p.add_argument("--out", default="thqa-demo", metavar="DIR", help="output directory (default ./thqa-demo; never silently overwritten)")
