@@ -20,6 +20,7 @@ _LAZY = {
     "WeightsOptions": ("thqa.weights", "WeightsOptions"),
     "FeatureCache": ("thqa.cache", "FeatureCache"),
     "evaluate": ("thqa.metrics", "evaluate"),
+    "compare": ("thqa.comparison", "compare"),
 }
 
 __all__ = ["__version__", *_errors_all, *_LAZY]
