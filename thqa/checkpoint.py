@@ -2,7 +2,8 @@
 
 The header (safetensors metadata key ``thqa``) holds the format version, the fusion config, the extraction settings
 (preprocessing included), the identity of the backbone weights the model was trained on (source and sha256), whether
-the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), and training facts.
+the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts, and
+(optional) ``calibration``: the validation residuals behind prediction intervals (:mod:`thqa.conformal`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Checkpoint:
     spatial_state: dict | None = None  #: fine-tuned ECA + Swin-T weights, when the spatial branch was trained
     meta: dict = field(default_factory=dict)  #: training facts (epoch, metrics, seed, ...)
     path: Path | None = None
+    calibration: dict | None = None  #: validation residuals for prediction intervals (thqa.conformal); None in older files
 
     @property
     def trained_on_random_init(self) -> bool:
@@ -70,8 +72,13 @@ def save_checkpoint(
     backbones: dict,
     spatial_state: dict | None = None,
     meta: dict | None = None,
+    calibration: dict | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temp file + rename). Returns the path."""
+    """Write a checkpoint atomically (temp file + rename). Returns the path.
+
+    ``calibration``: :meth:`thqa.conformal.Calibration.to_dict` of the validation residuals (plain JSON), stored
+    under the header's ``"calibration"`` key when given.
+    """
     from safetensors.torch import save_file
 
     from thqa import __version__
@@ -91,6 +98,8 @@ def save_checkpoint(
         "finetuned_spatial": spatial_state is not None,
         "meta": meta or {},
     }
+    if calibration is not None:
+        header["calibration"] = calibration
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata={"thqa": json.dumps(header, sort_keys=True)})
     return p
@@ -130,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{p}: does not fit this version of the fusion model ({exc})") from exc
     spatial = {k[len("spatial.") :]: v for k, v in tensors.items() if k.startswith("spatial.")} or None
     model.eval()
-    return Checkpoint(model, settings, header.get("backbones", {}), spatial, header.get("meta", {}), p)
+    return Checkpoint(model, settings, header.get("backbones", {}), spatial, header.get("meta", {}), p, header.get("calibration"))
 
 
 def _describe(b: dict) -> str:

@@ -76,6 +76,16 @@ def _workers_arg(text: str):
     return n
 
 
+def _coverage_arg(text: str) -> float:
+    try:
+        c = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < c < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.9), got {text}")
+    return c
+
+
 def _weights_options(args):
     from thqa.weights import WeightsOptions
 
@@ -132,6 +142,7 @@ def _scorer_kwargs(args) -> dict:
         "slowfast_weights": args.slowfast_weights,
         "offline": True if args.offline else None,
         "batch_size": args.batch_size,
+        "coverage": args.coverage,
     }
 
 
@@ -151,6 +162,7 @@ def _write_scores(args, results) -> int:
         if r.error:
             failed += 1
             print(f"thqa score: {r.error}", file=sys.stderr)
+    _print_interval_notes(results)
     text = _format_scores(results, fmt)
     if args.output:
         _write_atomic(Path(args.output), text)
@@ -158,6 +170,19 @@ def _write_scores(args, results) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK if failed == 0 else EXIT_FAILURES
+
+
+def _print_interval_notes(results) -> None:
+    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts."""
+    notes = [r.interval_note for r in results if r.mos is not None and r.interval_note]
+    if not notes:
+        return
+    if len(set(notes)) == 1 and len(notes) == sum(r.mos is not None for r in results) and notes[0].startswith("no prediction interval"):
+        print(f"thqa score: {notes[0]}", file=sys.stderr)
+        return
+    for r in results:
+        if r.mos is not None and r.interval_note:
+            print(f"thqa score: {r.path}: {r.interval_note}", file=sys.stderr)
 
 
 def _output_format(output: str | None, fmt: str | None) -> str:
@@ -180,13 +205,17 @@ def _format_scores(results, fmt: str) -> str:
                 "weights": r.weights,
                 "untrained": r.untrained,
                 "warnings": r.warnings,
+                "mos_low": r.mos_low,
+                "mos_high": r.mos_high,
+                "coverage": r.coverage,
+                "interval_note": r.interval_note,
             }
             for r in results
         ]
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained"])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high"])
     for r in results:
         w.writerow(
             [
@@ -196,6 +225,8 @@ def _format_scores(results, fmt: str) -> str:
                 r.error or "",
                 r.weights,
                 str(r.untrained).lower(),
+                "" if r.mos_low is None else f"{r.mos_low:.6f}",
+                "" if r.mos_high is None else f"{r.mos_high:.6f}",
             ]
         )
     return buf.getvalue()
@@ -354,6 +385,21 @@ def _metrics_table(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _coverage_table(rows: list[dict] | None) -> str:
+    """Nominal against measured coverage of the checkpoint's prediction intervals (empty without calibration)."""
+    if not rows:
+        return ""
+    lines = ["", f"{'interval':<12}{'measured':>9}{'width':>8}   (prediction intervals on these {rows[0]['n']} videos, "
+             f"calibrated on {rows[0]['n_calibration']})"]
+    for r in rows:
+        label = f"{100 * r['nominal']:g}%"
+        if r["measured"] is None:
+            lines.append(f"{label:<12}{'-':>9}{'-':>8}   {r['note']}")
+        else:
+            lines.append(f"{label:<12}{r['measured']:>9.3f}{r['mean_width']:>8.3f}")
+    return "\n".join(lines) + "\n"
+
+
 def _evaluate(args) -> int:
     from thqa import metrics as M
 
@@ -391,6 +437,8 @@ def _evaluate(args) -> int:
         for p, _, msg in ev.extraction.failures:
             print(f"thqa evaluate: not evaluated: {msg}", file=sys.stderr)
         pred_arr, mos_arr = ev.predictions, ev.mos
+        if ev.coverage is not None:
+            result["interval_coverage"] = ev.coverage
         if args.output:
             import csv as _csv
 
@@ -409,7 +457,7 @@ def _evaluate(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(_metrics_table(result))
+        sys.stdout.write(_metrics_table(result) + _coverage_table(result.get("interval_coverage")))
     return EXIT_FAILURES if result.get("n_failed") else EXIT_OK
 
 
@@ -550,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
+    p.add_argument(
+        "--coverage", type=_coverage_arg, default=0.9,
+        help="coverage of the prediction interval mos_low..mos_high (default 0.9; from the checkpoint's validation residuals)",
+    )
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_score)
