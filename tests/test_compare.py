@@ -307,6 +307,7 @@ def test_one_video_group_gets_no_ci_and_says_why() -> None:
     res = compare_scores(["a1.mp4", "a2.mp4", "a3.mp4", "b1.mp4"], [1.0, 2.0, 3.0, 5.0], ["a", "a", "a", "b"], n_boot=200)
     b = res.group("b")
     assert b.ci is None and "one video" in b.note and b.mean == 5.0
+    assert res.group("a").ci is not None and res.group("a").note == "3 videos: a rough interval"
     pair = res.pair("b", "a")
     assert pair.ci is None and pair.p is None and not pair.significant and "one video" in pair.note
     # one source with several videos: no CI either (they are not independent)

@@ -60,6 +60,9 @@ P_TEST = (
 )
 #: A pair is compared paired when its shared sources hold at least this fraction of each group's videos.
 PAIRED_MIN_SHARE = 0.5
+#: Bootstrap intervals from fewer independent units than this are flagged as rough (a bootstrap of 5 numbers has
+#: few distinct resamples and undercovers).
+FEW_UNITS = 10
 _EXAMPLES = 5
 
 
@@ -258,6 +261,8 @@ def _group_stats(groups: list[_Group], level: float, with_labels: bool, by_sourc
         note = None
         if g.boot is None:
             note = "one video: no confidence interval" if g.cells.n.sum() == 1 else "one source: no confidence interval (its videos are not independent)"
+        elif g.cells.k < FEW_UNITS:
+            note = f"{g.cells.k} {'sources' if by_source else 'videos'}: a rough interval"
         out.append(
             GroupStats(
                 group=g.name,
@@ -546,6 +551,9 @@ def compare_scores(
     notes = []
     if with_labels and system is None:
         notes.append(f"system-level correlations need at least 3 groups; there are {len(built)}")
+    n_units = np.unique(units).size
+    if system is not None and n_units < FEW_UNITS:
+        notes.append(f"the system-level intervals resample only {n_units} {'sources' if by_source else 'videos'}: they are rough")
     return Comparison(
         gstats, pairs, system, int(p.size), int(n_boot), float(ci), int(seed), "source" if by_source else "video", int(n_perm), notes=notes
     )
