@@ -635,7 +635,7 @@ def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
         rows = _json_rows(path)
     else:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(fh)]
+            rows = [{(k or "").strip().lower(): v.strip() if isinstance(v, str) else "" for k, v in r.items()} for r in csv.DictReader(fh)]
     out: dict[str, dict[str, str]] = {}
     for r in rows:
         r = {str(k).lower(): "" if v is None else str(v) for k, v in r.items()}
