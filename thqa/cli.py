@@ -373,7 +373,24 @@ def _train(args) -> int:
     )
     for p, _, msg in summary.failures:
         print(f"thqa train: left out: {msg}", file=sys.stderr)
+    _print_calibration(result.checkpoint)
     return EXIT_FAILURES if summary.failed else EXIT_OK
+
+
+def _print_calibration(checkpoint) -> None:
+    """What prediction intervals the checkpoint supports (its validation residuals; thqa.conformal)."""
+    from thqa.checkpoint import load_checkpoint
+    from thqa.conformal import min_calibration_size
+
+    cal = load_checkpoint(checkpoint).calibration
+    if cal is None:
+        return
+    n = int(cal["n"])
+    ok = [c for c in (0.8, 0.9, 0.95, 0.99) if n >= min_calibration_size(c)]
+    if ok:
+        print(f"train: prediction intervals calibrated on {n} validation videos (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
+    else:
+        print(f"thqa train: warning: only {n} validation videos: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
