@@ -825,7 +825,7 @@ def format_table(res: Comparison) -> str:
         lines.append(row)
     lines += ["", f"p: {res.p_test}."]
     lines += [f"note: {n}" for n in res.notes]
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def plot_comparison(res: Comparison, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
