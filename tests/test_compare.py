@@ -5,7 +5,6 @@ Pure numpy/scipy: no models, no media. The THQA-NTIRE worked example runs when .
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ from thqa.conformal import (
     min_calibration_size,
 )
 from thqa.errors import CheckpointError, ConfigError
-from thqa.models.fusion import FusionConfig, FusionModel
+from thqa.models.fusion import FusionConfig
 from thqa.pipeline import ExtractionSettings, ItemResult, VideoFeatures
 from thqa.train import TrainConfig, predict_table, train
 
