@@ -77,9 +77,10 @@ class _Records(logging.Handler):
 
 
 def _table(stdout: str) -> dict[str, float]:
-    """The metrics table printed by `thqa evaluate` -> {label: value}."""
+    """The metrics table printed by `thqa evaluate` -> {label: value} (up to the blank line before the intervals'
+    coverage, which follows for a checkpoint with calibration data)."""
     rows = {}
-    for line in stdout.strip().splitlines()[1:]:
+    for line in stdout.strip().split("\n\n")[0].splitlines()[1:]:
         label, value = line.rsplit(None, 1)
         rows[label.strip()] = float(value)
     return rows
@@ -299,6 +300,9 @@ def test_evaluate_checkpoint_prints_table_and_writes_predictions(cli_train, back
     assert cli.main(argv + ["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["n"] == 32 and doc["n_failed"] == 0 and doc["srcc"] == pytest.approx(t["SRCC"], abs=1e-4)
+    # the checkpoint's prediction intervals, measured on these videos
+    assert [r["nominal"] for r in doc["interval_coverage"]] == [0.8, 0.9, 0.95] and doc["interval_coverage"][0]["n"] == 32
+    assert ev.coverage == doc["interval_coverage"] and "prediction intervals on these 32 videos" in out
 
 
 @pytest.mark.slow

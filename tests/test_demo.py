@@ -72,6 +72,15 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     assert f"| main score (\\|SRCC\\| + \\|PLCC\\|) / 2 | {doc['metrics']['main_score']:.4f} |" in report
     assert f"| videos | {doc['n_test']} |" in report
     assert not re.search(r"\b(nan|inf)\b", report, flags=re.IGNORECASE)
+    # prediction intervals: calibrated on the validation videos, measured on the held-out ones; 90% and 95% need
+    # more validation videos than the tiny demo has, and the report says so
+    cov = {r["nominal"]: r for r in doc["interval_coverage"]}
+    assert cov[0.8]["n"] == doc["n_test"] and cov[0.8]["n_calibration"] == doc["n_val"]
+    measured = np.mean(np.abs(pred - np.array([float(r["pseudo_mos"]) for r in scores])) <= cov[0.8]["mean_width"] / 2)
+    assert cov[0.8]["measured"] == pytest.approx(measured, abs=1 / doc["n_test"] + 1e-9)  # scores.csv is rounded
+    assert f"| 80% | {cov[0.8]['measured']:.0%} | {cov[0.8]['mean_width']:.3f} |" in report
+    if doc["n_val"] < 9:
+        assert cov[0.9]["measured"] is None and "needs at least 9 validation videos" in report
 
 
 def test_demo_refuses_a_non_empty_output_directory(tmp_path, capsys) -> None:

@@ -23,6 +23,7 @@ _LAZY = {
     "estimate_av_offset": ("thqa.sync", "estimate_av_offset"),
     "SyncResult": ("thqa.sync", "SyncResult"),
     "timeline_plot": ("thqa.plots", "timeline_plot"),
+    "compare": ("thqa.comparison", "compare"),
 }
 
 __all__ = ["__version__", *_errors_all, *_LAZY]

@@ -2,7 +2,8 @@
 
 The header (safetensors metadata key ``thqa``) holds the format version, the fusion config, the extraction settings
 (preprocessing included), the identity of the backbone weights the model was trained on (source and sha256), whether
-the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), and training facts.
+the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts, and
+(optional) ``calibration``: the validation residuals behind prediction intervals (:mod:`thqa.conformal`).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Checkpoint:
     spatial_state: dict | None = None  #: fine-tuned ECA + Swin-T weights, when the spatial branch was trained
     meta: dict = field(default_factory=dict)  #: training facts (epoch, metrics, seed, ...)
     path: Path | None = None
+    calibration: dict | None = None  #: validation residuals for prediction intervals (thqa.conformal); None in older files
 
     @property
     def trained_on_random_init(self) -> bool:
@@ -74,8 +76,13 @@ def save_checkpoint(
     backbones: dict,
     spatial_state: dict | None = None,
     meta: dict | None = None,
+    calibration: dict | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temp file + rename). Returns the path."""
+    """Write a checkpoint atomically (temp file + rename). Returns the path.
+
+    ``calibration``: :meth:`thqa.conformal.Calibration.to_dict` of the validation residuals (plain JSON), stored
+    under the header's ``"calibration"`` key when given.
+    """
     from safetensors.torch import save_file
 
     from thqa import __version__
@@ -95,6 +102,8 @@ def save_checkpoint(
         "finetuned_spatial": spatial_state is not None,
         "meta": meta or {},
     }
+    if calibration is not None:
+        header["calibration"] = calibration
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata={"thqa": json.dumps(header, sort_keys=True)})
     return p
@@ -308,6 +317,22 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
     return cfg, settings, backbones, finetuned, meta
 
 
+#: more validation residuals than any data set has: a header claiming more is not a thqa checkpoint's
+MAX_CALIBRATION = 1_000_000
+
+
+def _calibration(d, p: Path) -> dict | None:
+    """The optional ``calibration`` field, checked (types, finite non-negative residuals, a bounded count) before use."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("scores"), list) or len(d["scores"]) > MAX_CALIBRATION:
+        raise CheckpointError(f"{p}: calibration must be an object with a list of at most {MAX_CALIBRATION} residuals")
+    from thqa.conformal import Calibration
+
+    Calibration.from_dict(d, where=str(p))  # raises CheckpointError naming the file and the problem
+    return d
+
+
 # -- loading --------------------------------------------------------------------------------------------------------
 def _inventory(f) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype name) of every tensor in an open safetensors file, without reading the data."""
@@ -369,6 +394,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 cfg, settings, backbones, finetuned, meta = parse_header(header)
             except ValueError as exc:
                 raise CheckpointError(f"{p}: {exc}") from None
+            calibration = _calibration(header.get("calibration"), p)
             fusion = {k[len("fusion.") :]: v for k, v in inventory.items() if k.startswith("fusion.")}
             problem = state_mismatch(_expected_fusion(cfg), fusion)
             if problem:
@@ -397,7 +423,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{p}: its fusion weights do not fit ({brief(exc)})") from exc
     spatial = {k[len("spatial.") :]: v for k, v in tensors.items() if k.startswith("spatial.")} or None
     model.eval()
-    return Checkpoint(model, settings, backbones, spatial, meta, p)
+    return Checkpoint(model, settings, backbones, spatial, meta, p, calibration)
 
 
 def _describe(b: dict) -> str:

@@ -1,4 +1,4 @@
-"""The `thqa` command: score, sync, extract, train, evaluate, demo.
+"""The `thqa` command: score, sync, extract, cache, train, evaluate, compare, demo.
 
 The CLI owns the output: results on stdout (or --output), progress bars and messages on stderr.
 Exit codes: 0 success; 1 some files failed (the others were processed); 2 bad usage or a setup error
@@ -124,6 +124,16 @@ def _workers_arg(text: str):
     return n
 
 
+def _coverage_arg(text: str) -> float:
+    try:
+        c = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < c < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.9), got {text}")
+    return c
+
+
 def _weights_options(args):
     from thqa.weights import WeightsOptions
 
@@ -180,17 +190,19 @@ def _score(args) -> int:
     if args.engine == "ray":
         return _score_ray(args, files, fmt, resumed, rows)
     scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
-    errors = []
+    errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
         it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
             out.add(_printable_result(r))
+            notes.append(r)
             if r.error:
                 errors.append(r.error)
             if args.plot and r.ok:
                 _plot_timeline(args, files, r, i)
             bar.update(1)
+    _print_interval_notes(notes)
     return _scores_done(args, out, errors)
 
 
@@ -285,6 +297,7 @@ def _scorer_kwargs(args) -> dict:
         "slowfast_weights": args.slowfast_weights,
         "offline": True if args.offline else None,
         "batch_size": args.batch_size,
+        "coverage": args.coverage,
     }
 
 
@@ -294,10 +307,24 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows) -> int:
     opts = _ray_options(args)
     with _progress(len(files), "scoring") as bar:
         results = score_with_ray(files, args.checkpoint, options=opts, progress=bar.update, **_scorer_kwargs(args))
+    _print_interval_notes(results)
     with _score_writer(args, fmt, resumed, rows) as out:
         for r in results:
             out.add(_printable_result(r))
     return _scores_done(args, out, [r.error for r in results if r.error])
+
+
+def _print_interval_notes(results) -> None:
+    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts."""
+    notes = [r.interval_note for r in results if r.mos is not None and r.interval_note]
+    if not notes:
+        return
+    if len(set(notes)) == 1 and len(notes) == sum(r.mos is not None for r in results) and notes[0].startswith("no prediction interval"):
+        print(f"thqa score: {notes[0]}", file=sys.stderr)
+        return
+    for r in results:
+        if r.mos is not None and r.interval_note:
+            print(f"thqa score: {r.path}: {r.interval_note}", file=sys.stderr)
 
 
 def _output_format(output: str | None, fmt: str | None) -> str:
@@ -331,6 +358,10 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "weights": r.weights,
                 "untrained": r.untrained,
                 "warnings": r.warnings,
+                "mos_low": r.mos_low,
+                "mos_high": r.mos_high,
+                "coverage": r.coverage,
+                "interval_note": r.interval_note,
                 **{k: getattr(r, k) for k in extras},
             }
             for r in results
@@ -338,7 +369,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", *extras])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", *extras])
     for r in results:
         w.writerow(
             [
@@ -348,6 +379,8 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 r.error or "",
                 r.weights,
                 str(r.untrained).lower(),
+                "" if r.mos_low is None else f"{r.mos_low:.6f}",
+                "" if r.mos_high is None else f"{r.mos_high:.6f}",
                 *(_csv_cell(getattr(r, k)) for k in extras),
             ]
         )
@@ -612,6 +645,7 @@ def _train(args) -> int:
     )
     for p, _, msg in summary.failures:
         print(f"thqa train: left out: {msg}", file=sys.stderr)
+    _print_calibration(result.checkpoint)
     return EXIT_FAILURES if summary.failed else EXIT_OK
 
 
@@ -631,12 +665,43 @@ def _drop_copies(train_s, val_s):
     return val_s
 
 
+def _print_calibration(checkpoint) -> None:
+    """What prediction intervals the checkpoint supports (its validation residuals; thqa.conformal)."""
+    from thqa.checkpoint import load_checkpoint
+    from thqa.conformal import min_calibration_size
+
+    cal = load_checkpoint(checkpoint).calibration
+    if cal is None:
+        return
+    n = int(cal["n"])
+    ok = [c for c in (0.8, 0.9, 0.95, 0.99) if n >= min_calibration_size(c)]
+    if ok:
+        print(f"train: prediction intervals calibrated on {n} validation videos (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
+    else:
+        print(f"thqa train: warning: only {n} validation videos: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
+
+
 # -- evaluate -----------------------------------------------------------------------------------------------------
 def _metrics_table(metrics: dict) -> str:
     rows = [("SRCC", "srcc"), ("PLCC", "plcc"), ("KRCC", "krcc"), ("RMSE", "rmse"), ("main score", "main_score")]
     lines = [f"{'metric':<12}{'value':>8}"]
     lines += [f"{label:<12}{metrics[key]:>8.4f}" for label, key in rows]
     lines.append(f"{'n':<12}{int(metrics['n']):>8d}")
+    return "\n".join(lines) + "\n"
+
+
+def _coverage_table(rows: list[dict] | None) -> str:
+    """Nominal against measured coverage of the checkpoint's prediction intervals (empty without calibration)."""
+    if not rows:
+        return ""
+    lines = ["", f"{'interval':<12}{'measured':>9}{'width':>8}   (prediction intervals on these {rows[0]['n']} videos, "
+             f"calibrated on {rows[0]['n_calibration']})"]
+    for r in rows:
+        label = f"{100 * r['nominal']:g}%"
+        if r["measured"] is None:
+            lines.append(f"{label:<12}{'-':>9}{'-':>8}   {r['note']}")
+        else:
+            lines.append(f"{label:<12}{r['measured']:>9.3f}{r['mean_width']:>8.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -681,6 +746,8 @@ def _evaluate(args) -> int:
         for p, _, msg in ev.extraction.failures:
             print(f"thqa evaluate: not evaluated: {msg}", file=sys.stderr)
         pred_arr, mos_arr = ev.predictions, ev.mos
+        if ev.coverage is not None:
+            result["interval_coverage"] = ev.coverage
         if args.output:
             import csv as _csv
 
@@ -699,8 +766,89 @@ def _evaluate(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(_metrics_table(result))
+        sys.stdout.write(_metrics_table(result) + _coverage_table(result.get("interval_coverage")))
     return EXIT_FAILURES if result.get("n_failed") else EXIT_OK
+
+
+# -- compare ------------------------------------------------------------------------------------------------------
+def _source_fn(kind: str | None):
+    from thqa.data import thqa_ntire_group, thqa_ntire_source
+
+    return {None: None, "thqa-ntire": thqa_ntire_source, "thqa-ntire-portrait": thqa_ntire_group}[kind]
+
+
+def _print_left_out(res) -> None:
+    m = res.matching
+    if m and (m["unmatched_predictions"]["n"] or m["unmatched_labels"]["n"]):
+        parts = [f"{m['n_matched']} matched"]
+        for key, what in (("unmatched_predictions", "prediction(s) without label"), ("unmatched_labels", "label(s) without prediction")):
+            if m[key]["n"]:
+                parts.append(f"{m[key]['n']} {what}, e.g. {', '.join(m[key]['examples'])}")
+        print(f"thqa compare: {'; '.join(parts)}", file=sys.stderr)
+    for key, what in (("no_group", "no group"), ("no_source", "no source key")):
+        if key in res.left_out:
+            d = res.left_out[key]
+            print(f"thqa compare: {d['n']} video(s) with {what} left out, e.g. {', '.join(d['examples'])}", file=sys.stderr)
+
+
+def _compare(args) -> int:
+    from thqa.comparison import compare, plot_comparison
+
+    res = compare(
+        args.predictions,
+        args.labels,
+        group_pattern=args.group_pattern,
+        group_column=args.group_column,
+        source_pattern=args.source_pattern,
+        source_column=args.source_column,
+        source_fn=_source_fn(args.source_key),
+        n_boot=args.n_boot,
+        ci=args.ci,
+        seed=args.seed,
+        n_perm=args.n_perm,
+    )
+    _print_left_out(res)
+    as_json = args.json or (args.output is not None and args.output.lower().endswith(".json"))
+    text = res.to_json() if as_json else res.table()
+    if args.plot:
+        plot_comparison(res, args.plot)
+        print(f"thqa compare: plot written to {args.plot}", file=sys.stderr)
+    if args.output:
+        _write_atomic(Path(args.output), text)
+        print(f"thqa compare: {len(res.groups)} groups, {len(res.pairs)} pairs -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="rank groups of videos (generators) by their scores, with confidence intervals and significance tests",
+        description="Rank groups of videos (e.g. generators) by mean score with bootstrap confidence intervals, test every "
+        "pair (permutation tests, Holm-corrected), and with labels measure how well the predictions rank the groups.",
+    )
+    p.add_argument("--predictions", required=True, metavar="P", help="predictions: name,score rows (the challenge's format), or a thqa score CSV/JSON")
+    p.add_argument("--labels", metavar="L", help="people's scores: Video,Score CSV or a manifest (path,mos,...)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--group-pattern", metavar="RE", help="regular expression searched in each file name; its first capture group is the group (e.g. '_([^_]+)\\.mp4$': the last _ field)")
+    g.add_argument("--group-column", metavar="COL", help="a column of the prediction or label file that names each video's group")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--source-pattern", metavar="RE", help="regular expression for the source key (first capture group): resample by source, pair groups that share sources")
+    g.add_argument("--source-column", metavar="COL", help="a column that names each video's source")
+    g.add_argument(
+        "--source-key", choices=["thqa-ntire", "thqa-ntire-portrait"],
+        help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
+        "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
+    )
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-perm", type=int, default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
+    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
+    p.set_defaults(func=_compare)
 
 
 # -- demo ---------------------------------------------------------------------------------------------------------
@@ -776,6 +924,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true",
         help="keep the rows --output already holds (from a run that was stopped) and score only the files without one",
     )
+    p.add_argument(
+        "--coverage", type=_coverage_arg, default=0.9,
+        help="coverage of the prediction interval mos_low..mos_high (default 0.9; from the checkpoint's validation residuals)",
+    )
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_score)
@@ -848,6 +1000,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
     _add_weights_args(p)
     p.set_defaults(func=_evaluate)
+
+    _add_compare_parser(sub)
 
     p = sub.add_parser("demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report")
     p.add_argument("--out", default="thqa-demo", metavar="DIR", help="output directory (default ./thqa-demo; never silently overwritten)")

@@ -33,6 +33,7 @@ __all__ = [
     "read_manifest",
     "parse_thqa_ntire_name",
     "thqa_ntire_group",
+    "thqa_ntire_source",
     "split_by_group",
     "samples_for_split",
     "shared_groups",
@@ -357,6 +358,26 @@ def thqa_ntire_group(name: str | os.PathLike[str]) -> str:
         ManifestError (a ValueError): not a THQA-NTIRE name.
     """
     return parse_thqa_ntire_name(name).group
+
+
+def thqa_ntire_source(name: str | os.PathLike[str]) -> str:
+    """What a THQA-NTIRE video was rendered from: its name without the generator (or the distortion).
+
+    The unit for comparing generators paired (:func:`thqa.compare`): every generator renders the same sources.
+
+    - ``15_dalle3_common_voice_en_36411224_audio2head.mp4`` -> ``"aigc-15-dalle3-36411224"`` (prompt, image
+      model, speech clip);
+    - ``3_voice_en_34960039_dinet.mp4`` -> ``"thqa-3-34960039"`` (portrait, speech clip);
+    - ``7889059_SEN_the_small_boy_put_the_worm_on_the_hook_qp_level_6.mp4`` -> ``"sen-7889059-the_small_boy_..."``
+      (speaker, sentence: the recording all 20 distortions start from).
+
+    Finer than :func:`thqa_ntire_group` (the portrait), which keeps a face on one side of a split.
+
+    Raises:
+        ManifestError (a ValueError): not a THQA-NTIRE name.
+    """
+    n = parse_thqa_ntire_name(name)
+    return "-".join(x for x in (n.family, n.portrait, n.source, n.speech) if x)
 
 
 # ----------------------------------------------------------------------------------------------------- splits

@@ -102,6 +102,9 @@ class EvaluationResult:
     predictions: np.ndarray  #: (M,)
     mos: np.ndarray  #: (M,)
     extraction: ExtractSummary
+    #: nominal against measured coverage of the checkpoint's prediction intervals on these samples
+    #: (:func:`thqa.conformal.empirical_coverage`); None when the checkpoint holds no calibration
+    coverage: list[dict] | None = None
 
 
 def evaluate_checkpoint(
@@ -143,4 +146,9 @@ def evaluate_checkpoint(
     with torch.inference_mode():
         pred = predict_table(model, table, ck.settings, spatial_net=spatial_net, device=bb.device)
     metrics, _ = evaluate_with_curve(pred, table.mos, fit=fit)
-    return EvaluationResult(metrics, table.paths, pred, table.mos, summary)
+    coverage = None
+    if ck.calibration is not None:
+        from thqa.conformal import Calibration, empirical_coverage
+
+        coverage = empirical_coverage(pred, table.mos, Calibration.from_dict(ck.calibration, where=str(checkpoint)))
+    return EvaluationResult(metrics, table.paths, pred, table.mos, summary, coverage)

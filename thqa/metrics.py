@@ -14,6 +14,7 @@ Also reads the challenge's prediction and label files (``name.mp4,score``) and s
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -311,23 +312,82 @@ def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
     return out
 
 
+def _json_rows(path: Path) -> list[dict]:
+    """The objects of a JSON list (``thqa score --format json``) or of a JSON-lines file, one per row."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                doc.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}:{i}: not JSON (nor a JSON list): {exc}") from None
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise ManifestError(f"{path}: expected a JSON list of objects (one per video)")
+    return doc
+
+
+def _read_name_score_json(path: Path, what: str) -> dict[str, float]:
+    """``{basename: score}`` from JSON rows with a name key (path/video) and a score key (mos/score); rows whose
+    ``error`` is set are skipped with a logged warning."""
+    if not path.is_file():
+        raise MediaFileNotFoundError(f"{what} file not found: {path}")
+    out: dict[str, float] = {}
+    n_error_rows = 0
+    for i, row in enumerate(_json_rows(path), 1):
+        lower = {str(k).lower(): v for k, v in row.items()}
+        if lower.get("error"):
+            n_error_rows += 1
+            continue
+        name = next((lower[k] for k in _NAME_COLUMNS if lower.get(k)), None)
+        key = next((k for k in _SCORE_COLUMNS if k in lower), None)
+        if not isinstance(name, str) or key is None:
+            raise ManifestError(f"{path}: row {i} needs a name ({'/'.join(_NAME_COLUMNS)}) and a score ({'/'.join(_SCORE_COLUMNS)}): {row!r}")
+        name, value = _basename(name), lower[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ManifestError(f"{path}: row {i}: score of {name!r} is {value!r} (not a finite number)")
+        if name in out:
+            raise ManifestError(f"{path}: row {i}: duplicate file name {name!r}; names are matched by base name")
+        out[name] = float(value)
+    if n_error_rows:
+        logger.warning("%s: skipped %d row(s) with an error", path, n_error_rows)
+    if not out:
+        raise ManifestError(f"{path}: no {what} rows")
+    return out
+
+
+def _is_json(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in (".json", ".jsonl")
+
+
 def read_predictions(path: str | os.PathLike[str]) -> dict[str, float]:
     """Read a prediction file into ``{file base name: score}``.
 
     Accepts the challenge format ``name.mp4,score`` without header, the same with a header (``path,mos``,
     ``Video,Score``, ... case-insensitive), and thqa's score CSV (``path,mos,clip_scores,error``: rows with a
-    non-empty ``error`` are skipped with a logged warning).
+    non-empty ``error`` are skipped with a logged warning) or JSON (``.json``/``.jsonl``: objects with
+    ``path`` and ``mos``; rows with an ``error`` are skipped the same way).
 
     Raises:
         MediaFileNotFoundError: the file does not exist.
         ManifestError: bad header, duplicate base name, non-numeric/NaN/inf score, no rows (file and line named).
     """
+    if _is_json(path):
+        return _read_name_score_json(Path(path), "prediction")
     return _read_name_score_file(path, "prediction")
 
 
 def read_labels(path: str | os.PathLike[str]) -> dict[str, float]:
     """Read a label CSV (``Video,Score``; name column ``path``/``video``, score column ``mos``/``score``,
     case-insensitive) into ``{file base name: MOS}``. Same errors as :func:`read_predictions`."""
+    if _is_json(path):
+        return _read_name_score_json(Path(path), "label")
     return _read_name_score_file(path, "label")
 
 

@@ -414,18 +414,25 @@ def score_with_ray(
     file_timeout: float | None = 300.0,
     options: RayOptions | None = None,
     progress: Callable[[int], None] | None = None,
+    coverage: float = 0.9,
 ):
-    """Score files on Ray; one :class:`thqa.scorer.ScoreResult` per path, in order."""
+    """Score files on Ray; one :class:`thqa.scorer.ScoreResult` per path, in order (with prediction intervals at
+    ``coverage``, as the local scorer's)."""
     from thqa.checkpoint import load_checkpoint
+    from thqa.conformal import check_coverage
     from thqa.pipeline import ExtractionSettings
-    from thqa.scorer import NO_MODEL_MESSAGE, ScoreResult
+    from thqa.scorer import NO_MODEL_MESSAGE, ScoreResult, calibration_of, with_interval
+
+    coverage = check_coverage(coverage)
 
     if checkpoint is None and not random_init:
         from thqa.errors import CheckpointError
 
         raise CheckpointError(NO_MODEL_MESSAGE)
-    if checkpoint is not None:
-        settings = load_checkpoint(checkpoint).settings
+    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    calibration, interval_note = calibration_of(ck)
+    if ck is not None:
+        settings = ck.settings
     settings = (settings or ExtractionSettings()).validate()
     opts = options or RayOptions()
     spec = _spec("score", settings, False, None, device, batch_size, file_timeout)
@@ -445,10 +452,9 @@ def score_with_ray(
             )
         else:
             extra = json.loads(r.get("meta") or "{}")
-            out.append(
-                ScoreResult(
-                    str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
-                    weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []),
-                )
+            res = ScoreResult(
+                str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
+                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []),
             )
+            out.append(with_interval(res, calibration, coverage, interval_note))
     return out

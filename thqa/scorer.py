@@ -46,13 +46,50 @@ class ScoreResult:
     av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
     av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
     av_sync_agreement: list[float] | None = None  #: (n,) lip/speech agreement per second at that offset
+    mos_low: float | None = None  #: prediction interval at ``coverage`` (split conformal); None when not valid
+    mos_high: float | None = None
+    coverage: float | None = None
+    interval_note: str | None = None  #: why there is no interval, or why to doubt it
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """``(mos_low, mos_high)``: holds the MOS with probability ``coverage`` for videos like the checkpoint's
+        validation videos; None when there is no valid interval (``interval_note`` says why)."""
+        return None if self.mos_low is None or self.mos_high is None else (self.mos_low, self.mos_high)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def calibration_of(ck: Checkpoint | None):
+    """``(Calibration or None, why there is none)`` of a checkpoint (None: an untrained model)."""
+    from thqa.conformal import Calibration
+
+    if ck is None:
+        return None, "no prediction interval: no trained checkpoint"
+    if ck.calibration is None:
+        return None, (
+            f"no prediction interval: {ck.path} holds no calibration data (written before thqa kept the validation "
+            "residuals); train it again with this version to get intervals"
+        )
+    return Calibration.from_dict(ck.calibration, where=str(ck.path)), None
+
+
+def with_interval(res: ScoreResult, calibration, coverage: float, missing_note: str | None) -> ScoreResult:
+    """Fill ``mos_low``/``mos_high``/``coverage``/``interval_note`` of a scored result."""
+    res.coverage = coverage
+    if res.mos is None:
+        return res
+    if calibration is None:
+        res.interval_note = missing_note
+        return res
+    iv = calibration.interval(res.mos, coverage)
+    res.mos_low, res.mos_high, res.interval_note = iv.low, iv.high, iv.note
+    return res
 
 
 class Scorer:
@@ -67,6 +104,7 @@ class Scorer:
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
             :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
+        coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -87,7 +125,11 @@ class Scorer:
         batch_size: int | None = None,
         workers: int | str = "auto",
         settings: ExtractionSettings | None = None,
+        coverage: float = 0.9,
     ):
+        from thqa.conformal import check_coverage
+
+        self.coverage = check_coverage(coverage)
         self.weights = WeightsOptions(
             random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
         )
@@ -105,6 +147,7 @@ class Scorer:
             model = self.checkpoint.model
             self.settings = self.checkpoint.settings
             branches = model.config.branches
+        self.calibration, self.interval_note = calibration_of(self.checkpoint)
         finetuned = self.checkpoint is not None and self.checkpoint.spatial_state is not None
         self.backbones = Backbones(
             self.weights,
@@ -148,7 +191,7 @@ class Scorer:
     def _result(self, f: VideoFeatures, mos: float, clips: list[float]) -> ScoreResult:
         if not (math.isfinite(mos) and all(math.isfinite(c) for c in clips)):
             return self._error(f.path, "THQAError", f"{f.path}: the model produced a non-finite score")
-        return ScoreResult(
+        res = ScoreResult(
             path=f.path,
             mos=mos,
             clip_scores=clips,
@@ -157,6 +200,7 @@ class Scorer:
             untrained=self.untrained,
             warnings=f.warnings,
         )
+        return with_interval(res, self.calibration, self.coverage, self.interval_note)
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
         return ScoreResult(path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained)

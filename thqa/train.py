@@ -6,7 +6,9 @@
   frames (random 224 crops of the short-side-520 frame when training, the centre crop when validating), as the
   method does; SlowFast stays frozen (its features come from the cache).
 
-The best checkpoint is chosen by the validation main score (never by the training loss). A run directory holds
+The best checkpoint is chosen by the validation main score (never by the training loss); every checkpoint also keeps
+its epoch's validation residuals, from which ``thqa score`` makes prediction intervals (:mod:`thqa.conformal`).
+A run directory holds
 ``best.safetensors``, ``last.safetensors``, ``resume.pt`` (optimizer state, epoch: a killed run resumes), ``config.json``
 (the resolved config and seed) and per-epoch ``metrics.csv`` / ``metrics.json``. Each epoch reseeds from
 ``seed + epoch``, so an interrupted and resumed run gives the same numbers as an uninterrupted one on the CPU.
@@ -208,6 +210,16 @@ def predict_table(model: FusionModel, table: FeatureTable, settings: ExtractionS
 
 
 # -- the loop ------------------------------------------------------------------------------------------------------
+def _calibration(pred: np.ndarray, mos: np.ndarray) -> dict | None:
+    """The epoch's validation residuals for prediction intervals (thqa.conformal); None if a prediction is not finite."""
+    from thqa.conformal import calibration_from_predictions
+
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(mos))):
+        log.warning("validation predictions are not all finite: the checkpoint gets no calibration for prediction intervals")
+        return None
+    return calibration_from_predictions(pred, mos).to_dict()
+
+
 def _write_json_atomic(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
@@ -376,10 +388,11 @@ def train(
         history.append(row)
         spatial_state = {k: v for k, v in spatial_net.state_dict().items()} if spatial_net is not None else None
         meta = {**meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
-        save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta)
+        calib = _calibration(pred, val_table.mos)
+        save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
         if math.isfinite(m["main_score"]) and m["main_score"] > best["main_score"]:
             best = {"main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
-            save_checkpoint(run / "best.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta)
+            save_checkpoint(run / "best.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
         state = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
