@@ -46,11 +46,9 @@ def _cpu_flags() -> list[str]:
 
 
 def _timed(secs: dict, key: tuple, fn, x) -> np.ndarray:
-    import time as _t
-
-    t = _t.perf_counter()
+    t = time.perf_counter()
     y = fn(x)
-    secs[key][0] += _t.perf_counter() - t
+    secs[key][0] += time.perf_counter() - t
     secs[key][1] += x.shape[0]
     return y
 
