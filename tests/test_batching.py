@@ -45,8 +45,8 @@ def test_workers_give_the_same_features_in_the_same_order(five_videos, backbones
         if f1 is None:
             assert f2 is None
             continue
-        for a, b in zip(f1, f2):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=p1)
+        for a, b in zip(f1, f2):  # workers run BLAS on one thread, this process on two: float32 rounding apart
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=p1)
 
 
 def test_workers_from_a_fork_server_give_the_same_features(five_videos, backbones, small_settings, monkeypatch) -> None:
@@ -146,13 +146,25 @@ def _misbehave_on(monkeypatch, path: str, action) -> None:
     monkeypatch.setattr(pipeline, "prepare", patched)
 
 
-def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, monkeypatch) -> None:
+def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, monkeypatch, tmp_path) -> None:
     """Unordered results: the four quick files come out while the slow one is still being read (with one file
-    queued per worker; with the default two, the one file queued behind it waits too)."""
+    queued per worker; with the default two, the one file queued behind it waits too). The slow file is held until
+    the test has received the four others (or 60 s), so the test does not depend on how busy the machine is."""
     slow = five_videos[0]
-    _misbehave_on(monkeypatch, slow, lambda: time.sleep(4.0))
+    go = tmp_path / "go"
+
+    def hold() -> None:
+        until = time.monotonic() + 60
+        while not go.exists() and time.monotonic() < until:
+            time.sleep(0.05)
+
+    _misbehave_on(monkeypatch, slow, hold)
     ex = FeatureExtractor(small_settings, backbones=backbones, workers=2, prefetch=1)
-    order = [r.path for r in ex.iter_extract(five_videos, ordered=False)]
+    order = []
+    for r in ex.iter_extract(five_videos, ordered=False):
+        order.append(r.path)
+        if len(order) == 4:
+            go.touch()
     assert sorted(order) == sorted(five_videos)
     assert order[-1] == slow
     ordered = [r.path for r in ex.iter_extract(five_videos)]
@@ -216,8 +228,9 @@ def test_batched_audio_features_equal_one_clip_at_a_time() -> None:
     ex = AudioFeatureExtractor()
     batch = ex.batch(clips)
     assert batch.shape == (4, 4, 128, 32) and batch.dtype == np.float32
-    for i in range(4):
-        np.testing.assert_array_equal(batch[i], ex(clips[i]))
+    for i in range(4):  # the same samples in; a batch's BLAS calls may sum in another order than one clip's
+        one = ex(clips[i])
+        np.testing.assert_allclose(batch[i], one, rtol=0, atol=1e-5 * max(1.0, float(np.abs(one).max())))
     # the CQT rows are a linear interpolation of the 84 bins, as np.interp would make them
     s = ex.settings
     x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
