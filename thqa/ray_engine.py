@@ -424,8 +424,10 @@ def score_with_ray(
         from thqa.errors import CheckpointError
 
         raise CheckpointError(NO_MODEL_MESSAGE)
+    recipe = None
     if checkpoint is not None:
-        settings = load_checkpoint(checkpoint).settings
+        ck = load_checkpoint(checkpoint)
+        settings, recipe = ck.settings, ck.recipe
     settings = (settings or ExtractionSettings()).validate()
     opts = options or RayOptions()
     spec = _spec("score", settings, False, None, device, batch_size, file_timeout)
@@ -441,14 +443,14 @@ def score_with_ray(
         if r is None or r["status"] != "done":
             out.append(
                 ScoreResult(str(p), None, None, error=(r or {}).get("error") or f"{p}: not scored", error_type=(r or {}).get("error_type") or "THQAError",
-                            weights=weights_label, untrained=checkpoint is None)
+                            weights=weights_label, untrained=checkpoint is None, recipe=recipe)
             )
         else:
             extra = json.loads(r.get("meta") or "{}")
             out.append(
                 ScoreResult(
                     str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
-                    weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []),
+                    weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe,
                 )
             )
     return out

@@ -46,6 +46,7 @@ class ScoreResult:
     av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
     av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
     av_sync_agreement: list[float] | None = None  #: (n,) lip/speech agreement per second at that offset
+    recipe: str | None = None  #: the training recipe of the checkpoint ("winner", "frozen", ...); None: none named or recorded
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,8 @@ class Scorer:
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
             :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
+        precision: of the backbones, "auto", "fp32" or "bf16"; default: what the checkpoint's features were made in
+            when that was fp32 (:attr:`Checkpoint.scoring_precision`), else "auto" (bf16 autocast on a GPU).
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -87,6 +90,7 @@ class Scorer:
         batch_size: int | None = None,
         workers: int | str = "auto",
         settings: ExtractionSettings | None = None,
+        precision: str | None = None,
     ):
         self.weights = WeightsOptions(
             random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
@@ -113,6 +117,7 @@ class Scorer:
             temporal=("temporal" in branches),
             batch_size=batch_size,
             start_workers=workers != 0,
+            precision=precision or (self.checkpoint.scoring_precision if self.checkpoint is not None else "auto"),
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
@@ -130,6 +135,7 @@ class Scorer:
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
+        self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
 
@@ -156,10 +162,13 @@ class Scorer:
             weights=self.weights_label,
             untrained=self.untrained,
             warnings=f.warnings,
+            recipe=self.recipe,
         )
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
-        return ScoreResult(path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained)
+        return ScoreResult(
+            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe
+        )
 
     def score(self, path: str | os.PathLike) -> ScoreResult:
         """Score one file.
