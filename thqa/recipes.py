@@ -140,7 +140,8 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
     """A recipe (default ``frozen``, unnamed) with ``options`` on top.
 
     Options are field names: ``epochs=2``, ``lr=1e-4``, ``head="mlp"``, ``n_clips=4``, ``sample_rate=22050``,
-    ``precision="fp32"``, ... (:data:`OPTION_NAMES`). An option of None counts as not given. When ``n_bins`` or
+    ``precision="fp32"``, ... (:data:`OPTION_NAMES`); None is a value only where it means one (``chroma_tuning``:
+    estimated, ``mfcc_top_db``: no floor). When ``n_bins`` or
     ``n_frames`` (the audio maps' size) is given, the fusion model's ``audio_bins``/``audio_frames`` follow it.
 
     Raises:
@@ -150,10 +151,13 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
 
     named = recipe is not None
     r = get_recipe(recipe if named else "frozen")
-    options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}")
+    nullable = {"chroma_tuning", "mfcc_top_db"}
+    empty = sorted(k for k, v in options.items() if v is None and k not in nullable)
+    if empty:
+        raise ConfigError(f"option(s) {', '.join(empty)} given as None: give a value or leave them out")
 
     def pick(name: str, recipe_value: Any) -> Any:
         return options.get(name, recipe_value)
