@@ -152,14 +152,15 @@ _EXTRACTION_BOUNDS = {
     "frame_size": ("int", 32, 1024),
     "short_side": ("int", 32, 4096),
     "crop": ("int", 32, 4096),
+    "clip_sampling": ("choice", "spread", "first"),
 }
 _AUDIO_BOUNDS = {
     "sample_rate": ("int", 8000, 192000),
     "n_bins": ("int", 12, 1024),
     "n_frames": ("int", 4, 1024),
     "n_fft": ("int", 16, 65536),
-    "cqt_bins": ("int", 2, 1024),
-    "cqt_bins_per_octave": ("int", 1, 96),
+    "cqt_bins": ("int", 2, 4096),
+    "cqt_bins_per_octave": ("int", 1, 1024),
     "cqt_fmin": ("float", 1.0, 20000.0),
     "context": ("float", 0.0, 10.0),
     "cqt_kind": ("choice", "log", "chroma"),

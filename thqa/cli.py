@@ -157,7 +157,7 @@ CQT_CHOICES = {
     "chroma": {"cqt_kind": "chroma", "cqt_bins": 896, "cqt_bins_per_octave": 128},
 }
 #: option dest -> resolve() option name, for the extraction switches (extract and train)
-_EXTRACTION_SWITCHES = {"clips": "n_clips", "audio_rate": "sample_rate", "n_fft": "n_fft", "chroma_tuning": "chroma_tuning",
+_EXTRACTION_SWITCHES = {"clips": "n_clips", "clip_sampling": "clip_sampling", "audio_rate": "sample_rate", "n_fft": "n_fft", "chroma_tuning": "chroma_tuning",
                         "mfcc_top_db": "mfcc_top_db", "precision": "precision"}
 #: the same for the training switches (train only)
 _TRAINING_SWITCHES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_spatial": "lr_spatial", "weight_decay": "weight_decay",
@@ -178,6 +178,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
         "fine-tuned, lr 1e-5, Linear head, averaged Bi-LSTM); winner-exact: winner with the public code's audio settings and fp32",
     )
     g.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=None, help=f"clips per video (default 6; at most {MAX_CLIPS})")
+    g.add_argument("--clip-sampling", choices=["spread", "first"], default=None,
+                   help="a video longer than the clips: clips spread over all of it (thqa's) or its first seconds (the method's)")
     g.add_argument("--cqt", choices=list(CQT_CHOICES), default=None,
                    help="CQT channel: log (84 log-frequency bins interpolated to 128; thqa's) or chroma (chroma_cqt, 128 bins per octave, 896 filters: the public code's, ~6 s of CPU per clip)")
     g.add_argument("--audio-rate", type=_int_in(8000, 192000), default=None, metavar="HZ", help="audio resampled to HZ (thqa 16000; the method 22050, librosa's default)")
@@ -599,7 +601,7 @@ def _extract(args) -> int:
     cache = FeatureCache(args.cache_dir)
     plan = _plan(args, training=False)
     settings = plan.settings
-    if args.recipe or plan.settings.audio != ExtractionSettings().audio or plan.precision != "auto":
+    if args.recipe or plan.settings.to_dict() != ExtractionSettings(n_clips=plan.settings.n_clips).to_dict() or plan.precision != "auto":
         _say_plan(plan, "extract")
     if args.engine == "ray" and plan.precision != "auto":
         raise_usage("--precision (or a recipe's precision) runs with the local engine only")

@@ -8,8 +8,8 @@
   numbers, no input BatchNorm and no activation after the audio net's Linear 512. Its features are thqa's (the
   cheap CQT, bf16 backbones on a GPU): those departures change extraction, not training.
 * ``winner-exact``: ``winner`` with the public code's extraction settings too: chroma_cqt at 128 bins per octave
-  (896 filters, ~6 s of CPU per clip), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, fp32
-  backbones. Its features go to other cache entries than ``winner``'s.
+  (896 filters, ~6 s of CPU per clip), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, the
+  first 6 seconds of a longer video, fp32 backbones. Its features go to other cache entries than ``winner``'s.
 
 Explicit options override a recipe: :func:`resolve` takes the recipe and options by their field names and returns a
 :class:`Plan` (the training config, the extraction settings, the backbones' precision) that says where every value
@@ -36,6 +36,8 @@ TRAIN_FIELDS = ("finetune_spatial", "epochs", "batch_size", "lr", "lr_spatial", 
 #: TrainConfig fields no recipe sets (the validation protocol)
 OTHER_TRAIN_FIELDS = ("fit",)
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
+#: ExtractionSettings fields besides the audio settings
+EXTRACTION_FIELDS = tuple(k for k in ExtractionSettings.__dataclass_fields__ if k != "audio")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Recipe:
     seed: int = 3407
     fusion: FusionConfig = field(default_factory=FusionConfig)
     audio: AudioSettings = field(default_factory=AudioSettings)
+    clip_sampling: str = "spread"  #: seconds of a video longer than the clips: "spread" over it, or the "first" ones
     precision: str = "auto"  #: the backbones' precision for extraction: "auto" (bf16 autocast on a GPU), "fp32", "bf16"
 
     def values(self) -> dict[str, Any]:
@@ -64,6 +67,7 @@ class Recipe:
         out = {f"train.{k}": getattr(self, k) for k in TRAIN_FIELDS}
         out.update({f"fusion.{k}": v for k, v in self.fusion.to_dict().items()})
         out.update({f"extraction.audio.{k}": v for k, v in dataclasses.asdict(self.audio).items()})
+        out["extraction.clip_sampling"] = self.clip_sampling
         out["precision"] = self.precision
         return out
 
@@ -84,9 +88,10 @@ WINNER = Recipe(
 WINNER_EXACT = dataclasses.replace(
     WINNER,
     name="winner-exact",
-    summary="winner with the public code's audio settings (chroma_cqt 896 filters, 22.05 kHz, estimated tuning, "
-    "MFCC top_db 80) and fp32 backbones",
+    summary="winner with the public code's extraction settings (chroma_cqt 896 filters, 22.05 kHz, estimated tuning, "
+    "MFCC top_db 80, the first 6 seconds) and fp32 backbones",
     audio=AudioSettings(**METHOD_AUDIO),
+    clip_sampling="first",
     precision="fp32",
 )
 RECIPES: dict[str, Recipe] = {r.name: r for r in (FROZEN, WINNER, WINNER_EXACT)}
@@ -109,7 +114,7 @@ def _groups() -> dict[str, str]:
     """Option name -> qualified name, for every option :func:`resolve` takes."""
     out = {k: f"train.{k}" for k in TRAIN_FIELDS + OTHER_TRAIN_FIELDS}
     out.update({k: f"fusion.{k}" for k in FusionConfig.__dataclass_fields__})
-    out.update({k: f"extraction.{k}" for k in ExtractionSettings.__dataclass_fields__ if k != "audio"})
+    out.update({k: f"extraction.{k}" for k in EXTRACTION_FIELDS})
     out.update({k: f"extraction.audio.{k}" for k in AudioSettings.__dataclass_fields__})
     out["precision"] = "precision"
     return out
@@ -169,7 +174,8 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
     fusion_kw = {k: pick(k, getattr(r.fusion, k)) for k in FusionConfig.__dataclass_fields__}
     fusion_kw = {k: tuple(v) if isinstance(v, list) else v for k, v in fusion_kw.items()}
     audio_kw = {k: pick(k, getattr(r.audio, k)) for k in AudioSettings.__dataclass_fields__}
-    extraction_kw = {k: options[k] for k in ExtractionSettings.__dataclass_fields__ if k != "audio" and k in options}
+    extraction_kw = {k: options[k] for k in EXTRACTION_FIELDS if k in options}
+    extraction_kw["clip_sampling"] = pick("clip_sampling", r.clip_sampling)
     try:
         fusion = FusionConfig(**fusion_kw).validate()
         settings = ExtractionSettings(audio=AudioSettings(**audio_kw), **extraction_kw).validate()
