@@ -436,8 +436,8 @@ def test_winner_recipe_trains_end_to_end_on_real_files_and_score_shows_it(shared
             w.writerow([str(f), f"{1.0 + (i * 7 % 8) / 2:.1f}", f"g{i}"])
     use_session_backbones(monkeypatch, backbones, small_clips=True)
     run = tmp_path / "run"
-    rc = cli.main(["train", str(manifest), "--cache-dir", str(tmp_path / "cache"), "--out", str(run), "--recipe", "winner",
-                   "--epochs", "2", "--clips", "1", "--val-fraction", "0.6", "--random-init", "-q"])
+    rc = cli.main(["-q", "train", str(manifest), "--cache-dir", str(tmp_path / "cache"), "--out", str(run), "--recipe", "winner",
+                   "--epochs", "2", "--clips", "1", "--val-fraction", "0.6", "--random-init"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "train: recipe winner; options: n_clips=1, epochs=2 (recipe: 50)" in err
