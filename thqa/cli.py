@@ -329,8 +329,9 @@ def _score(args) -> int:
             raise_usage("--precision runs with the local engine only")
         return _score_ray(args, files, fmt, resumed, rows)
     scorer = Scorer(args.checkpoint, workers=args.workers, precision=args.precision, **_scorer_kwargs(args))
-    if scorer.checkpoint is not None and not args.quiet:
-        print(f"score: {_provenance(scorer.checkpoint)}", file=sys.stderr)
+    ck = getattr(scorer, "checkpoint", None)
+    if ck is not None and not args.quiet:
+        print(f"score: {_provenance(ck)}", file=sys.stderr)
     errors = []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
