@@ -13,6 +13,7 @@ Usage: python benchmarks/bench_finetune.py [--train 16] [--val 5] [--epochs 2] [
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -38,14 +39,15 @@ def _table(m: int, n_clips: int, seed: int, *, frames: bool):
     )
 
 
-def _run(tr, va, plan, settings, bb, run_dir: Path, spatial_net, device: str) -> tuple[list[float], float]:
+def _run(tr, va, plan, settings, bb, run_dir: Path, spatial_net, device: str) -> tuple[list[float], list[float]]:
+    """(the training part of each epoch, each epoch's whole wall time: training, validation, checkpoints, resume.pt)"""
     from thqa.train import train
 
     rows: list[dict] = []
-    t = time.perf_counter()
+    stamps = [time.perf_counter()]
     train(tr, va, settings=settings, backbones=bb, run_dir=run_dir, config=plan.config, spatial_net=spatial_net, device=device,
-          on_epoch=rows.append)
-    return [r["seconds"] for r in rows], time.perf_counter() - t
+          on_epoch=lambda r: (rows.append(r), stamps.append(time.perf_counter())))
+    return [r["seconds"] for r in rows], list(np.diff(stamps))
 
 
 def main() -> None:
@@ -70,25 +72,25 @@ def main() -> None:
     bb = {"swin_t": {"sha256": "0" * 64, "precision": prec}, "slowfast_r50": {"sha256": "1" * 64, "precision": prec}}
     tr, va = _table(args.train, args.clips, 1, frames=True), _table(args.val, args.clips, 2, frames=True)
     plan = resolve("winner", epochs=args.epochs, n_clips=args.clips)
-    doc: dict = {"train_videos": args.train, "val_videos": args.val, "clips": args.clips, "epochs": args.epochs,
+    doc: dict = {"load_average_at_start": os.getloadavg(), "train_videos": args.train, "val_videos": args.val, "clips": args.clips, "epochs": args.epochs,
                  "batch_size": plan.config.batch_size, "device": args.device, "threads": args.threads, "frame": [3, 520, 520]}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         spatial, _ = build_spatial(WeightsOptions(random_init=True))
-        train_s, wall = _run(tr, va, plan, settings, bb, d / "winner", spatial, args.device)
+        train_s, walls = _run(tr, va, plan, settings, bb, d / "winner", spatial, args.device)
         spatial.to(args.device)
         t = time.perf_counter()
         predict_table(_fusion(plan).to(args.device), va, settings, spatial_net=spatial, device=args.device)
         val_s = time.perf_counter() - t
         ckpt_bytes = (d / "winner" / "last.safetensors").stat().st_size
         resume_bytes = (d / "winner" / "resume.pt").stat().st_size
-        per_epoch_wall = wall / args.epochs
-        rest = per_epoch_wall - float(np.median(train_s)) - val_s
+        # the last epoch's wall time minus its training part: validation, checkpoints and resume.pt
+        rest = walls[-1] - train_s[-1] - val_s
         doc["finetune"] = {
             "epoch_train_s": train_s,
             "val_pass_s": val_s,
-            "epoch_wall_s": per_epoch_wall,
-            "epoch_other_s": rest,
+            "epoch_wall_s": walls,
+            "epoch_checkpoints_s": rest,
             "train_s_per_video": float(np.median(train_s)) / args.train,
             "val_s_per_video": val_s / args.val,
             "checkpoint_mb": ckpt_bytes / 1e6,
@@ -107,9 +109,10 @@ def main() -> None:
     f["thqa_ntire_epoch_h"] = (f["train_s_per_video"] * 8927 * 0.85 + f["val_s_per_video"] * 8927 * 0.15) / 3600
     f["thqa_ntire_50_epochs_h"] = f["thqa_ntire_epoch_h"] * 50
     doc["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    doc["load_average_at_end"] = os.getloadavg()  # a shared machine: other processes slow torch down
     print(f"fine-tuning (winner, {args.clips} clips, batch {plan.config.batch_size}, {args.device}, {args.threads} threads): "
           f"{f['train_s_per_video']:.2f} s per training video ({f['epoch_s_per_1000_train_videos'] / 60:.1f} min per epoch per 1000), "
-          f"validation {f['val_s_per_video']:.2f} s per video, checkpoints and resume state {rest:.1f} s per epoch "
+          f"validation {f['val_s_per_video']:.2f} s per video, checkpoints and resume.pt ~{rest:.1f} s per epoch "
           f"({f['checkpoint_mb']:.0f} MB + {f['resume_mb']:.0f} MB)")
     print(f"THQA-NTIRE train split (8,927 videos, 15% held out): {f['thqa_ntire_epoch_h']:.1f} h per epoch, "
           f"{f['thqa_ntire_50_epochs_h']:.0f} h for 50 epochs on this machine")

@@ -5,15 +5,15 @@
 #
 # Needs the videos (distributed by the data set's authors: $DATA/train, $DATA/val, $DATA/test), the pretrained
 # backbones ($THQA_SWIN_WEIGHTS / $THQA_SLOWFAST_WEIGHTS, or the hub caches) and, for the winner recipe, a GPU:
-# fine-tuning ECA + Swin-T costs about 23 minutes per epoch per 1,000 videos on a 2-core CPU
-# (benchmarks/results/finetune_cpu.json), against seconds for the frozen baseline.
+# fine-tuning ECA + Swin-T costs 4.6 s per training video on a busy 2-core CPU (~15 minutes per epoch per 1,000
+# videos on a quiet one; benchmarks/results/finetune_cpu.json), against seconds per epoch for the frozen baseline.
 #
 # Validation is leak-free: the official val split shares a source portrait with train, so the checkpoint is chosen on
 # whole portraits held out of the train split (--val-fraction 0.15, grouped by portrait); val and test are then
 # evaluated with a checkpoint that never saw them.
 #
 #   RECIPE=winner-exact  also the public code's extraction settings (chroma_cqt 896 filters, 22.05 kHz, fp32, ...:
-#                        its own cache entries; ~6 s more CPU per clip)
+#                        its own cache entries; its audio maps take ~17 s of CPU per video)
 #   QUICK=1              only the frozen baseline
 #   OPTS='--random-init' options for every command (e.g. to try the script without pretrained weights)
 set -euo pipefail

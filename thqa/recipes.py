@@ -8,8 +8,8 @@
   numbers, no input BatchNorm and no activation after the audio net's Linear 512. Its features are thqa's (the
   cheap CQT, bf16 backbones on a GPU): those departures change extraction, not training.
 * ``winner-exact``: ``winner`` with the public code's extraction settings too: chroma_cqt at 128 bins per octave
-  (896 filters, ~6 s of CPU per clip), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, the
-  first 6 seconds of a longer video, fp32 backbones. Its features go to other cache entries than ``winner``'s.
+  (896 filters), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, the
+  first 6 seconds of a longer video, fp32 backbones (its audio maps: ~2.9 s of CPU per clip against 13 ms). Its features go to other cache entries than ``winner``'s.
 
 Explicit options override a recipe: :func:`resolve` takes the recipe and options by their field names and returns a
 :class:`Plan` (the training config, the extraction settings, the backbones' precision) that says where every value

@@ -7,7 +7,7 @@ decoded around each clip), never into another clip's copy of the whole track.
 
 * chroma: ``librosa.feature.chroma_stft`` with ``n_bins`` chroma bins (the method's 128), from a shared STFT;
 * cqt: ``librosa.cqt`` log-magnitude, ``cqt_bins`` log-frequency bins from C1 (84 by default: a few tens of ms per
-  clip, against ~2 s for the public code's 896-filter chroma_cqt), interpolated onto ``n_bins`` rows;
+  clip, against ~0.65 s for the public code's 896-filter chroma_cqt), interpolated onto ``n_bins`` rows;
   or, with ``cqt_kind="chroma"``, ``librosa.feature.chroma_cqt`` with ``n_bins`` chroma bins from ``cqt_bins`` CQT
   filters at ``cqt_bins_per_octave`` (the public code's: 128 per octave, 896 filters);
 * mfcc: ``n_bins`` coefficients of the log-mel spectrogram (``n_bins`` mel bands) of the same STFT;
@@ -208,7 +208,8 @@ class AudioFeatureExtractor:
 
     def _chroma_cqt(self, y: np.ndarray) -> np.ndarray:
         """(N, samples) -> (N, n_bins, n_frames): librosa.feature.chroma_cqt on the common grid, one clip at a time
-        (its tuning estimate must come from the clip alone). The public code's channel: ~2 s per clip at 896 filters."""
+        (its tuning estimate must come from the clip alone). The public code's channel: ~0.65 s of CPU per clip at 896 filters
+        and 16 kHz, ~2.9 s at 22.05 kHz with the tuning estimated (benchmarks/bench_audio_settings.py)."""
         import librosa
 
         s = self.settings
