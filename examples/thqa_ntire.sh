@@ -16,6 +16,7 @@
 #                        its own cache entries; its audio maps take ~17 s of CPU per video)
 #   QUICK=1              only the frozen baseline
 #   OPTS='--random-init' options for every command (e.g. to try the script without pretrained weights)
+#   EXTRACT_OPTS, TRAIN_OPTS options for `thqa extract` / `thqa train` only (e.g. '--clips 1', '--epochs 2' for a trial)
 set -euo pipefail
 DATA=${DATA:-THQA-NTIRE}
 LABELS=${LABELS:-../shared/thqa-ntire}
@@ -25,10 +26,12 @@ RECIPE=${RECIPE:-winner}
 WORKERS=${WORKERS:-auto}
 PYTHON=${PYTHON:-python}
 read -r -a OPTS <<< "${OPTS:-}"
+read -r -a EXTRACT_OPTS <<< "${EXTRACT_OPTS:-}"
+read -r -a TRAIN_OPTS <<< "${TRAIN_OPTS:-}"
 
 extract() {  # options for every split
     for split in train val test; do
-        thqa extract "$LABELS/thqa_ntire_$split.csv" --video-root "$DATA/$split" --cache-dir "$CACHE" --workers "$WORKERS" "${OPTS[@]}" "$@"
+        thqa extract "$LABELS/thqa_ntire_$split.csv" --video-root "$DATA/$split" --cache-dir "$CACHE" --workers "$WORKERS" "${OPTS[@]}" "${EXTRACT_OPTS[@]}" "$@"
     done
 }
 
@@ -36,7 +39,7 @@ train() {  # run name, then options
     local name=$1
     shift
     thqa train "$LABELS/thqa_ntire_train.csv" --video-root "$DATA/train" --groups thqa-ntire --val-fraction 0.15 \
-        --cache-dir "$CACHE" --out "$RUNS/$name" "${OPTS[@]}" "$@"
+        --cache-dir "$CACHE" --out "$RUNS/$name" "${OPTS[@]}" "${TRAIN_OPTS[@]}" "$@"
 }
 
 evaluate() {  # run name, split

@@ -326,16 +326,16 @@ def _recipe_record(where: str, r) -> None:
 
 
 def describe_recipe(meta: dict) -> str:
-    """One line for a checkpoint's training recipe: "winner", "winner with epochs=2", "no recipe (lr=1e-05)", or
-    "not recorded" for checkpoints written before thqa recorded recipes."""
+    """A checkpoint's training recipe in words: "recipe winner", "recipe winner with train.epochs=2", "no recipe
+    named (train.lr=0.001)", or "recipe not recorded" for checkpoints written before thqa recorded recipes."""
     r = meta.get("recipe") if isinstance(meta, dict) else None
     if not isinstance(r, dict):
-        return "not recorded"
+        return "recipe not recorded"
     opts = r.get("options") or {}
     changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(opts.items()))
     if r.get("name"):
-        return r["name"] + (f" with {changed}" if changed else "")
-    return "no recipe" + (f" ({changed})" if changed else " (defaults)")
+        return f"recipe {r['name']}" + (f" with {changed}" if changed else "")
+    return "no recipe named" + (f" ({changed})" if changed else " (thqa's defaults)")
 
 
 def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, dict]:

@@ -8,8 +8,9 @@
   numbers, no input BatchNorm and no activation after the audio net's Linear 512. Its features are thqa's (the
   cheap CQT, bf16 backbones on a GPU): those departures change extraction, not training.
 * ``winner-exact``: ``winner`` with the public code's extraction settings too: chroma_cqt at 128 bins per octave
-  (896 filters), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, the
-  first 6 seconds of a longer video, fp32 backbones (its audio maps: ~2.9 s of CPU per clip against 13 ms). Its features go to other cache entries than ``winner``'s.
+  (896 filters), 22.05 kHz, the chroma tuning estimated per clip, MFCC with top_db 80, the first 6 seconds of a
+  longer video, fp32 backbones (its audio maps: ~2.9 s of CPU per clip against 13 ms). Its features go to other
+  cache entries than ``winner``'s.
 
 Explicit options override a recipe: :func:`resolve` takes the recipe and options by their field names and returns a
 :class:`Plan` (the training config, the extraction settings, the backbones' precision) that says where every value
@@ -29,7 +30,7 @@ from thqa.pipeline import ExtractionSettings
 if TYPE_CHECKING:
     from thqa.train import TrainConfig
 
-__all__ = ["Recipe", "Plan", "RECIPES", "FROZEN", "WINNER", "WINNER_EXACT", "get_recipe", "resolve", "run_record", "OPTION_NAMES"]
+__all__ = ["Recipe", "Plan", "RECIPES", "FROZEN", "WINNER", "WINNER_EXACT", "get_recipe", "resolve", "run_record", "flat_values", "OPTION_NAMES"]
 
 #: TrainConfig fields a recipe sets
 TRAIN_FIELDS = ("finetune_spatial", "epochs", "batch_size", "lr", "lr_spatial", "weight_decay", "step_size", "gamma", "loss", "rank_weight", "seed")
@@ -146,8 +147,8 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
 
     Options are field names: ``epochs=2``, ``lr=1e-4``, ``head="mlp"``, ``n_clips=4``, ``sample_rate=22050``,
     ``precision="fp32"``, ... (:data:`OPTION_NAMES`); None is a value only where it means one (``chroma_tuning``:
-    estimated, ``mfcc_top_db``: no floor). When ``n_bins`` or
-    ``n_frames`` (the audio maps' size) is given, the fusion model's ``audio_bins``/``audio_frames`` follow it.
+    estimated, ``mfcc_top_db``: no floor). When ``n_bins`` or ``n_frames`` (the audio maps' size) is given, the
+    fusion model's ``audio_bins``/``audio_frames`` follow it.
 
     Raises:
         ConfigError: an unknown recipe or option, or values that do not fit together.
@@ -199,7 +200,8 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
     return Plan(r.name if named else None, cfg, settings, precision)
 
 
-def _flat(cfg, settings: ExtractionSettings, precision: str | None) -> dict[str, Any]:
+def flat_values(cfg: TrainConfig, settings: ExtractionSettings, precision: str | None) -> dict[str, Any]:
+    """Every value of a run by its qualified name ("train.lr", "fusion.head", "extraction.audio.sample_rate", ...)."""
     out = {f"train.{k}": getattr(cfg, k) for k in TRAIN_FIELDS + OTHER_TRAIN_FIELDS}
     out.update({f"fusion.{k}": v for k, v in FusionConfig.from_dict(cfg.fusion).to_dict().items()})
     ext = dataclasses.asdict(settings)
@@ -215,13 +217,13 @@ def run_record(cfg, settings: ExtractionSettings, backbones: Mapping[str, Mappin
     "from"}}}``, every value with where it came from. A config built without :func:`resolve` (no sources) counts a
     value that differs from thqa's default as an "option"."""
     precision = next((b.get("precision") for b in backbones.values() if isinstance(b, Mapping) and b.get("precision")), None)
-    values = _flat(cfg, settings, precision)
+    values = flat_values(cfg, settings, precision)
     if cfg.sources:
         sources = dict(cfg.sources)
     else:
         from thqa.train import TrainConfig
 
-        defaults = _flat(TrainConfig(), ExtractionSettings(), None)
+        defaults = flat_values(TrainConfig(), ExtractionSettings(), None)
         sources = {k: "default" if k == "precision" or values[k] == defaults[k] else "option" for k in values}
     return {"name": cfg.recipe, "settings": {k: {"value": v, "from": sources.get(k, "default")} for k, v in values.items()}}
 
