@@ -5,8 +5,8 @@
 #
 # Needs the videos (distributed by the data set's authors: $DATA/train, $DATA/val, $DATA/test), the pretrained
 # backbones ($THQA_SWIN_WEIGHTS / $THQA_SLOWFAST_WEIGHTS, or the hub caches) and, for the winner recipe, a GPU:
-# fine-tuning ECA + Swin-T costs 4.6 s per training video on a busy 2-core CPU (~15 minutes per epoch per 1,000
-# videos on a quiet one; benchmarks/results/finetune_cpu.json), against seconds per epoch for the frozen baseline.
+# fine-tuning ECA + Swin-T costs 25-32 times the frozen baseline per video: ~12-15 minutes per epoch per 1,000
+# videos on a quiet 2-core CPU, against ~30 s (benchmarks/results/finetune_cpu.json, README "Benchmarks").
 #
 # Validation is leak-free: the official val split shares a source portrait with train, so the checkpoint is chosen on
 # whole portraits held out of the train split (--val-fraction 0.15, grouped by portrait); val and test are then
