@@ -98,7 +98,12 @@ def test_chroma_and_mfcc_are_librosas_own(ex):
     "kwargs",
     [
         dict(sample_rate=4000),
-        dict(sample_rate=16000, n_frames=30),  # hop not a whole number of samples
+        dict(sample_rate=16000, n_frames=32000),  # less than a sample between frames
+        dict(cqt_kind="wavelet"),
+        dict(cqt_kind="chroma"),  # 12 bins per octave cannot fold onto 128 chroma bins
+        dict(cqt_kind="chroma", cqt_bins=900, cqt_bins_per_octave=128),  # not whole octaves
+        dict(chroma_tuning=0.5),
+        dict(mfcc_top_db=0.0),
         dict(n_bins=8),
         dict(n_frames=2),
         dict(context=0.01),  # shorter than half a window
@@ -194,3 +199,86 @@ def test_silent_audio_track_warns_and_is_finite(media_dir, silence):
     assert np.isfinite(pv.audio).all()
     np.testing.assert_allclose(pv.audio[0], silence, atol=1e-3)
     assert any("silent" in w for w in pv.warnings)
+
+
+# -- the switches back to the method's audio settings (README: "Departures from the method") ----------------------
+def test_default_settings_keep_their_cache_key_dict():
+    """Fields added for the method's settings enter to_dict() (so cache keys and checkpoint headers) only when changed:
+    features cached at the defaults before they existed stay reachable."""
+    assert AudioSettings().to_dict() == {
+        "sample_rate": 16000, "n_bins": 128, "n_frames": 32, "n_fft": 2048, "cqt_bins": 84, "cqt_bins_per_octave": 12,
+        "cqt_fmin": 32.70319566257483, "context": 0.5,
+    }
+    assert AudioSettings(mfcc_top_db=80.0).to_dict()["mfcc_top_db"] == 80.0
+    assert AudioSettings(chroma_tuning=None).to_dict()["chroma_tuning"] is None
+    assert AudioSettings(cqt_kind="chroma", cqt_bins=896, cqt_bins_per_octave=128).to_dict()["cqt_kind"] == "chroma"
+
+
+def test_mfcc_top_db_floors_each_clip_under_its_own_peak():
+    """mfcc_top_db=80 is librosa.feature.mfcc's default floor, taken per clip: a loud clip beside a quiet one in the
+    batch does not change the quiet one's MFCCs."""
+    import librosa
+
+    rng = np.random.default_rng(5)
+    y = (0.1 * rng.standard_normal((2, BUF))).astype(np.float32)
+    y[1] *= 1e-4
+    y[1, SR : SR + 400] = 0.5  # a click: 110 dB over the rest of that clip
+    ex80 = AudioFeatureExtractor(AudioSettings(mfcc_top_db=80.0))
+    got = ex80.batch(y)
+    s = ex80.settings
+    power = np.abs(librosa.stft(ex80._windowed_span(y[1]), n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
+    mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=s.n_fft, n_mels=s.n_bins)
+    want = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0), n_mfcc=s.n_bins)
+    np.testing.assert_allclose(got[1, 2], want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(ex80.batch(y[1:])[0], got[1], rtol=1e-5, atol=1e-4)  # alone or beside a loud clip
+    plain = AudioFeatureExtractor().batch(y)[1]
+    assert np.abs(plain[2] - got[1, 2]).max() > 1.0  # the floor changed the MFCCs of the quiet clip
+    np.testing.assert_array_equal(plain[[0, 1, 3]], got[1, [0, 1, 3]])  # and nothing else
+
+
+def test_estimated_chroma_tuning_is_librosas_default_per_clip():
+    """chroma_tuning=None: librosa.feature.chroma_stft's own tuning estimate, from each clip alone."""
+    import librosa
+
+    t = np.arange(BUF) / SR
+    y = np.stack([0.3 * np.sin(2 * np.pi * 440 * 2 ** (0.4 / 12) * t), 0.3 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+    ex = AudioFeatureExtractor(AudioSettings(chroma_tuning=None))
+    got = ex.batch(y)
+    s = ex.settings
+    for i in range(2):
+        power = np.abs(librosa.stft(ex._windowed_span(y[i]), n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
+        want = librosa.feature.chroma_stft(S=power, sr=SR, n_fft=s.n_fft, n_chroma=s.n_bins)  # tuning=None
+        np.testing.assert_allclose(got[i, 0], want, rtol=1e-5, atol=1e-6)
+    fixed = AudioFeatureExtractor().batch(y[:1])[0]
+    assert np.abs(fixed[0] - got[0, 0]).max() > 0.1  # a tone 0.4 semitone sharp: its estimated tuning moves the bins
+
+
+def test_chroma_cqt_at_the_methods_resolution_on_22050_hz():
+    """The public code's CQT channel: chroma_cqt with 128 bins per octave (896 filters), at librosa's 22.05 kHz: a
+    tone at A4 lands in the A chroma bin (96 of 128); 22050 Hz gives a hop of 689 samples on the 32-frame grid."""
+    from thqa.features.audio import METHOD_AUDIO
+
+    s = AudioSettings(**{**METHOD_AUDIO, "cqt_bins": 128 * 2, "cqt_fmin": 220.0})  # 2 octaves from A3: same filters per octave, faster
+    assert s.hop == 689
+    sr = s.sample_rate
+    t = np.arange(2 * sr) / sr
+    f = AudioFeatureExtractor(s)((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32))
+    assert f.shape == (4, 128, 32) and np.isfinite(f).all()
+    cq = f[1]
+    assert cq.max() == pytest.approx(1.0, abs=1e-5)  # chroma, normalised per frame
+    peak = np.bincount(cq.argmax(axis=0), minlength=128).argmax()
+    assert abs(int(peak) - 96) <= 1  # librosa's chroma starts at C: A is 9/12 of the way, bin 96 (+-1: the estimated tuning)
+
+
+def test_all_channels_share_one_time_grid_at_22050_hz():
+    """With the method's 22.05 kHz the hop is rounded down (689 samples), and one hop of delay still moves every
+    channel by one frame."""
+    s = AudioSettings(sample_rate=22050)
+    ex22 = AudioFeatureExtractor(s)
+    hop, buf = s.hop, 2 * s.sample_rate
+    rng = np.random.default_rng(2)
+    y = (0.1 * rng.standard_normal(buf + hop)).astype(np.float32)
+    a, b = ex22(y[hop:]), ex22(y[:buf])
+    for c in range(4):
+        scale = np.abs(b[c]).max()
+        assert np.abs(a[c][:, :-1] - b[c][:, 1:]).max() <= 1e-3 * scale + 1e-4, CHANNELS[c]

@@ -42,6 +42,7 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
     its Swin-T (enough for a weights check that fails on Swin-T first)."""
     import thqa.experiment
     import thqa.pipeline
+    import thqa.recipes
     import thqa.scorer
 
     def make(weights=None, *, device="auto", spatial=True, temporal=True, batch_size=8, **kwargs):
@@ -56,7 +57,8 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
     for mod in (thqa.pipeline, thqa.experiment, thqa.scorer):
         monkeypatch.setattr(mod, "Backbones", make)
     if small_clips:
-        monkeypatch.setattr(thqa.pipeline, "ExtractionSettings", functools.partial(_RealSettings, **SMALL_CLIPS))
+        for mod in (thqa.pipeline, thqa.recipes):  # recipes.resolve builds the settings of extract and train
+            monkeypatch.setattr(mod, "ExtractionSettings", functools.partial(_RealSettings, **SMALL_CLIPS))
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:

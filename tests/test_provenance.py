@@ -98,8 +98,10 @@ def test_a_cache_made_before_the_change_is_extracted_again_and_says_so(two_video
     _legacy_entries(cache, two_videos, backbones.infos)
     use_session_backbones(monkeypatch, backbones)
     import thqa.pipeline
+    import thqa.recipes
 
-    monkeypatch.setattr(thqa.pipeline, "ExtractionSettings", lambda n_clips=6, **kw: SMALL)
+    for mod in (thqa.pipeline, thqa.recipes):  # recipes.resolve builds the CLI's settings
+        monkeypatch.setattr(mod, "ExtractionSettings", lambda n_clips=6, **kw: SMALL)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in two_videos))
     summary = tmp_path / "s.json"

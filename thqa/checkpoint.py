@@ -2,7 +2,8 @@
 
 The header (safetensors metadata key ``thqa``) holds the format version, the fusion config, the extraction settings
 (preprocessing included), the identity of the backbone weights the model was trained on (source and sha256), whether
-the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts, and
+the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts
+(``meta``: epoch, validation metrics, seed, loss, and ``recipe``: the recipe's name and the options that changed it), and
 (optional) ``calibration``: the validation residuals behind prediction intervals (:mod:`thqa.conformal`).
 """
 from __future__ import annotations
@@ -21,7 +22,10 @@ from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import PRECISIONS, ExtractionSettings
 from thqa.weights import state_mismatch
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "parse_header", "check_backbones", "preprocessing", "FORMAT", "MAX_CLIPS"]
+__all__ = [
+    "Checkpoint", "save_checkpoint", "load_checkpoint", "parse_header", "check_backbones", "preprocessing", "describe_recipe",
+    "FORMAT", "MAX_CLIPS",
+]
 
 FORMAT = "thqa-fusion/1"
 
@@ -41,6 +45,23 @@ class Checkpoint:
     @property
     def trained_on_random_init(self) -> bool:
         return any(b.get("source") == "random-init" for b in self.backbones.values())
+
+    @property
+    def recipe(self) -> str | None:
+        """The name of the recipe it was trained with (``meta.recipe``); None when none was named or recorded."""
+        r = self.meta.get("recipe")
+        return r.get("name") if isinstance(r, dict) else None
+
+    @property
+    def features_precision(self) -> str | None:
+        """The precision its cached features were extracted in ("fp32", "bf16-autocast"); None when not recorded."""
+        return next((b["precision"] for b in self.backbones.values() if isinstance(b, dict) and b.get("precision")), None)
+
+    @property
+    def scoring_precision(self) -> str:
+        """The backbones' precision to score with: "fp32" when it was trained on fp32 features (a GPU then runs fp32
+        too, as for ``winner-exact``), else "auto" (bf16 autocast on a GPU, fp32 on a CPU)."""
+        return "fp32" if self.features_precision == "fp32" else "auto"
 
 
 def preprocessing(settings: ExtractionSettings) -> dict:
@@ -117,7 +138,8 @@ MAX_CHECKPOINT_BYTES = 2 << 30
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _BACKBONE_SOURCES = ("random-init", "file", "cache", "download", "checkpoint")
 
-#: bounds of every number in a header: (kind, low, high); kind "int" or "float" (an int is a float here, a bool never)
+#: what every value in a header may be: ("int" | "float", low, high) (an int is a float here, a bool never),
+#: ("float?", low, high) (a number or null), ("bool",) or ("choice", one of the names)
 _FUSION_BOUNDS = {
     "spatial_dim": ("int", 1, 65536),
     "temporal_dim": ("int", 1, 65536),
@@ -127,6 +149,11 @@ _FUSION_BOUNDS = {
     "audio_embed": ("int", 1, 8192),
     "head_hidden": ("int", 1, 8192),
     "dropout": ("float", 0.0, 0.99),
+    # added with the recipes (thqa 0.2): absent from older checkpoints, which then load with today's defaults
+    "head": ("choice", "mlp", "linear"),
+    "lstm_pool": ("choice", "clip", "mean"),
+    "audio_input_norm": ("bool",),
+    "embed_activation": ("bool",),
 }
 _EXTRACTION_BOUNDS = {
     "n_clips": ("int", 1, MAX_CLIPS),
@@ -134,16 +161,20 @@ _EXTRACTION_BOUNDS = {
     "frame_size": ("int", 32, 1024),
     "short_side": ("int", 32, 4096),
     "crop": ("int", 32, 4096),
+    "clip_sampling": ("choice", "spread", "first"),
 }
 _AUDIO_BOUNDS = {
     "sample_rate": ("int", 8000, 192000),
     "n_bins": ("int", 12, 1024),
     "n_frames": ("int", 4, 1024),
     "n_fft": ("int", 16, 65536),
-    "cqt_bins": ("int", 2, 1024),
-    "cqt_bins_per_octave": ("int", 1, 96),
+    "cqt_bins": ("int", 2, 4096),
+    "cqt_bins_per_octave": ("int", 1, 1024),
     "cqt_fmin": ("float", 1.0, 20000.0),
     "context": ("float", 0.0, 10.0),
+    "cqt_kind": ("choice", "log", "chroma"),
+    "chroma_tuning": ("float?", -0.5, 0.5),
+    "mfcc_top_db": ("float?", 0.0, 400.0),
 }
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                        "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
@@ -170,6 +201,23 @@ def _number(where: str, v, kind: str, lo: float, hi: float):
     return v
 
 
+def _value(where: str, v, spec: tuple):
+    """Check one header value against its spec: ("int"|"float", lo, hi), ("float?", lo, hi) (a number or null),
+    ("bool",) or ("choice", name, ...)."""
+    kind = spec[0]
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise _Bad(f"{where} must be true or false, got {_type_name(v)}")
+        return v
+    if kind == "choice":
+        if not isinstance(v, str) or v not in spec[1:]:
+            raise _Bad(f"{where} must be one of {', '.join(spec[1:])}, got {json.dumps(v)[:40]}")
+        return v
+    if kind == "float?":
+        return None if v is None else _number(where, v, "float", spec[1], spec[2])
+    return _number(where, v, kind, spec[1], spec[2])
+
+
 def _object(where: str, v) -> dict:
     if not isinstance(v, dict):
         raise _Bad(f"{where} must be an object, got {_type_name(v)}")
@@ -182,9 +230,9 @@ def _fields(where: str, d: dict, cls, bounds: dict, *, skip: tuple[str, ...] = (
     unknown = sorted(set(d) - known)
     if unknown:
         raise _Bad(f"{where} has unknown setting(s) {', '.join(unknown)[:120]}: written by another thqa version?")
-    for k, (kind, lo, hi) in bounds.items():
+    for k, spec in bounds.items():
         if k in d:
-            _number(f"{where}.{k}", d[k], kind, lo, hi)
+            _value(f"{where}.{k}", d[k], spec)
     for k, v in d.items():  # fields added to the dataclass later: plain JSON scalars only
         if k not in bounds and k not in skip and isinstance(v, (dict, list)):
             raise _Bad(f"{where}.{k} must be a single value, got {_type_name(v)}")
@@ -255,6 +303,50 @@ def _backbones(d, needed: tuple[str, ...]) -> dict:
     return d
 
 
+_RECIPE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+#: the most options a recipe record lists (thqa has about 40 settings)
+_MAX_RECIPE_OPTIONS = 200
+
+
+def _recipe_record(where: str, r) -> None:
+    """meta.recipe: null, or {"name": a recipe name or null, "options": {setting: a JSON scalar or a short list}}."""
+    if r is None:
+        return
+    r = _object(where, r)
+    unknown = sorted(set(r) - {"name", "options"})
+    if unknown:
+        raise _Bad(f"{where} has unknown key(s) {', '.join(unknown)[:80]}")
+    name = r.get("name")
+    if name is not None and not (isinstance(name, str) and _RECIPE_NAME_RE.fullmatch(name)):
+        raise _Bad(f"{where}.name must be a recipe name (lowercase letters, digits, '-', '_', '.'; at most 40) or null, got {json.dumps(name)[:60]}")
+    opts = _object(f"{where}.options", r.get("options", {}))
+    if len(opts) > _MAX_RECIPE_OPTIONS:
+        raise _Bad(f"{where}.options lists {len(opts)} settings; at most {_MAX_RECIPE_OPTIONS}")
+
+    def scalar(v) -> bool:
+        return v is None or isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 200)
+
+    for k, v in opts.items():
+        if len(k) > 80:
+            raise _Bad(f"{where}.options has a setting name of {len(k)} characters; at most 80")
+        ok = scalar(v) or (isinstance(v, list) and len(v) <= 16 and all(scalar(x) for x in v))
+        if not ok:
+            raise _Bad(f"{where}.options.{k} must be a single value or a short list of them, got {_type_name(v)} ({json.dumps(v)[:40]})")
+
+
+def describe_recipe(meta: dict) -> str:
+    """A checkpoint's training recipe in words: "recipe winner", "recipe winner with train.epochs=2", "no recipe
+    named (train.lr=0.001)", or "recipe not recorded" for checkpoints written before thqa recorded recipes."""
+    r = meta.get("recipe") if isinstance(meta, dict) else None
+    if not isinstance(r, dict):
+        return "recipe not recorded"
+    opts = r.get("options") or {}
+    changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(opts.items()))
+    if r.get("name"):
+        return f"recipe {r['name']}" + (f" with {changed}" if changed else "")
+    return "no recipe named" + (f" ({changed})" if changed else " (thqa's defaults)")
+
+
 def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, dict]:
     """Check a checkpoint's ``thqa`` header (parsed JSON) field by field, before anything is built.
 
@@ -307,6 +399,8 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
         meta = h.get("meta", {})
         if not isinstance(meta, dict):
             raise _Bad(f"meta must be an object, got {_type_name(meta)}")
+        if "recipe" in meta:
+            _recipe_record("meta.recipe", meta["recipe"])
         for key in ("thqa_version",):
             if key in h and not isinstance(h[key], str):
                 raise _Bad(f"{key} must be a string, got {_type_name(h[key])}")

@@ -188,8 +188,13 @@ def _score(args) -> int:
     if not files:
         return EXIT_OK
     if args.engine == "ray":
+        if args.precision:
+            raise_usage("--precision runs with the local engine only")
         return _score_ray(args, files, fmt, resumed, rows)
-    scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
+    scorer = Scorer(args.checkpoint, workers=args.workers, precision=args.precision, **_scorer_kwargs(args))
+    ck = getattr(scorer, "checkpoint", None)
+    if ck is not None and not args.quiet:
+        print(f"score: {_provenance(ck)}", file=sys.stderr)
     errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
@@ -355,6 +360,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "clip_scores": r.clip_scores,
                 "error": r.error,
                 "seconds": r.seconds,
+                "recipe": r.recipe,
                 "weights": r.weights,
                 "untrained": r.untrained,
                 "warnings": r.warnings,
@@ -466,6 +472,155 @@ def _add_manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-root", metavar="DIR", help="folder that relative paths in manifests resolve against (default: the manifest's folder)")
 
 
+# -- recipes and the switches back to the method (extract, train); provenance (score, evaluate) ----------------------
+def _widths_arg(text: str) -> tuple[int, int, int]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        w = tuple(int(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three whole numbers like 8,16,32, got {text[:40]!r}") from None
+    if len(w) != 3 or not all(1 <= x <= 1024 for x in w):
+        raise argparse.ArgumentTypeError(f"expected three whole numbers from 1 to 1024 like 8,16,32, got {text[:40]!r}")
+    return w
+
+
+def _tuning_arg(text: str):
+    if text == "estimate":
+        return None
+    x = _float_in(-0.5, 0.5, open_high=True)(text)
+    return x
+
+
+def _top_db_arg(text: str):
+    if text == "none":
+        return None
+    return _float_in(0, 400, open_low=True)(text)
+
+
+_tuning_arg.__name__ = "tuning"
+_top_db_arg.__name__ = "dB"
+
+#: --cqt NAME -> the AudioSettings fields it sets
+CQT_CHOICES = {
+    "log": {"cqt_kind": "log", "cqt_bins": 84, "cqt_bins_per_octave": 12},
+    "chroma": {"cqt_kind": "chroma", "cqt_bins": 896, "cqt_bins_per_octave": 128},
+}
+#: option dest -> resolve() option name, for the extraction switches (extract and train)
+_EXTRACTION_SWITCHES = {"clips": "n_clips", "clip_sampling": "clip_sampling", "audio_rate": "sample_rate", "n_fft": "n_fft", "chroma_tuning": "chroma_tuning",
+                        "mfcc_top_db": "mfcc_top_db", "precision": "precision"}
+#: the same for the training switches (train only)
+_TRAINING_SWITCHES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_spatial": "lr_spatial", "weight_decay": "weight_decay",
+                      "step_size": "step_size", "gamma": "gamma", "loss": "loss", "rank_weight": "rank_weight", "fit": "fit",
+                      "finetune_spatial": "finetune_spatial", "head": "head", "lstm_pool": "lstm_pool", "audio_widths": "audio_widths",
+                      "audio_input_norm": "audio_input_norm", "embed_activation": "embed_activation", "seed": "seed"}
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
+    """--recipe and the switches back to the method (README: "Departures from the method"); every one defaults to the
+    recipe's value, and a given one overrides it."""
+    from thqa.recipes import RECIPES
+
+    g = p.add_argument_group("recipe and the switches back to the method (default: the recipe's value)")
+    g.add_argument(
+        "--recipe", choices=list(RECIPES), default=None,
+        help="frozen (default): fusion model on frozen features, fast; winner: the NTIRE 2025 winner as published (ECA + Swin-T "
+        "fine-tuned, lr 1e-5, Linear head, averaged Bi-LSTM); winner-exact: winner with the public code's audio settings and fp32",
+    )
+    g.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=None, help=f"clips per video (default 6; at most {MAX_CLIPS})")
+    g.add_argument("--clip-sampling", choices=["spread", "first"], default=None,
+                   help="a video longer than the clips: clips spread over all of it (thqa's) or its first seconds (the method's)")
+    g.add_argument("--cqt", choices=list(CQT_CHOICES), default=None,
+                   help="CQT channel: log (84 log-frequency bins interpolated to 128; thqa's) or chroma (chroma_cqt, 128 bins per octave, 896 filters: the public code's, ~0.65 s of CPU per clip against 13 ms)")
+    g.add_argument("--audio-rate", type=_int_in(8000, 192000), default=None, metavar="HZ", help="audio resampled to HZ (thqa 16000; the method 22050, librosa's default)")
+    g.add_argument("--n-fft", type=_int_in(16, 65536), default=None, metavar="N", help="STFT and gammatone window in samples (default 2048, as the method)")
+    g.add_argument("--chroma-tuning", type=_tuning_arg, default=argparse.SUPPRESS, metavar="T",
+                   help="tuning of the chroma bins in fractions of a bin (thqa 0), or 'estimate' per clip (the method, librosa's default)")
+    g.add_argument("--mfcc-top-db", type=_top_db_arg, default=argparse.SUPPRESS, metavar="DB",
+                   help="floor of MFCC's log-mel spectrogram under its peak (the method 80, librosa's default), or 'none' (thqa)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="backbones' precision for extraction: auto (bf16 autocast on a GPU, fp32 on a CPU; thqa's), fp32 (the method), bf16")
+    if not training:
+        return
+    t = p.add_argument_group("training (default: the recipe's value)")
+    t.add_argument("--epochs", type=_int_in(1, 100000), default=None, help="default 50")
+    t.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="videos per training step (default 8)")
+    t.add_argument("--lr", type=_float_in(0, 10, open_low=True), default=None, help="fusion model's learning rate (frozen 1e-4; winner 1e-5, the method's)")
+    t.add_argument("--lr-spatial", type=_float_in(0, 10, open_low=True), default=None, help="ECA + Swin-T's learning rate when fine-tuning (default 1e-5)")
+    t.add_argument("--weight-decay", type=_float_in(0, 1), default=None, help="Adam's weight decay (default 1e-7)")
+    t.add_argument("--step-size", type=_int_in(1, 100000), default=None, help="StepLR period in epochs (default 2)")
+    t.add_argument("--gamma", type=_float_in(0, 1, open_low=True), default=None, help="StepLR factor (default 0.95)")
+    t.add_argument("--loss", default=None, choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"], help="default l1+rank (the method's)")
+    t.add_argument("--rank-weight", type=_float_in(0, 1000), default=None, help="weight of the rank loss (default 1)")
+    t.add_argument("--fit", default=None, choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation (default poly3)")
+    t.add_argument("--finetune-spatial", action=argparse.BooleanOptionalAction, default=None,
+                   help="train ECA + Swin-T with the fusion model from cached frames (winner: on; frozen: off)")
+    t.add_argument("--head", choices=["mlp", "linear"], default=None, help="fusion head: mlp (LayerNorm, Linear 128, LeakyReLU, dropout, Linear; thqa's) or linear (Linear 3200 -> score; the method's)")
+    t.add_argument("--lstm-pool", choices=["clip", "mean"], default=None, help="Bi-LSTM output: per clip (thqa's) or averaged over the clips to 128 numbers (the method's)")
+    t.add_argument("--audio-widths", type=_widths_arg, default=None, metavar="W1,W2,W3", help="channels of the audio net's three blocks (default 8,16,32; the method does not fix them)")
+    t.add_argument("--audio-input-norm", action=argparse.BooleanOptionalAction, default=None, help="BatchNorm on the four raw audio maps (thqa's; the method has none)")
+    t.add_argument("--embed-activation", action=argparse.BooleanOptionalAction, default=None, help="LeakyReLU after the audio net's Linear 512 (thqa's; the method has none)")
+
+
+def _plan(args, *, training: bool):
+    """The recipe with the options given on the command line on top (thqa.recipes.resolve)."""
+    from thqa.recipes import resolve
+
+    options = {}
+    switches = dict(_EXTRACTION_SWITCHES, **(_TRAINING_SWITCHES if training else {}))
+    for dest, name in switches.items():
+        if dest in ("chroma_tuning", "mfcc_top_db"):  # None is a value here ('estimate', 'none'); absent when not given
+            if hasattr(args, dest):
+                options[name] = getattr(args, dest)
+        elif getattr(args, dest, None) is not None:
+            options[name] = getattr(args, dest)
+    if getattr(args, "cqt", None):
+        options.update(CQT_CHOICES[args.cqt])
+    return resolve(args.recipe, **options)
+
+
+def _say_plan(plan, command: str) -> None:
+    """One line on stderr: the recipe and what the options changed in it."""
+    from thqa.recipes import RECIPES
+
+    r = RECIPES[plan.recipe or "frozen"]
+    recipe_values = r.values()
+    given = []
+    for key, src in sorted(plan.sources.items()):
+        if src != "option":
+            continue
+        have = _flat_value(plan, key)
+        was = recipe_values.get(key)
+        source = "recipe" if plan.recipe else "default"
+        given.append(f"{key.split('.')[-1]}={have}" + (f" ({source}: {was})" if key in recipe_values and was != have else ""))
+    name = f"recipe {plan.recipe}" if plan.recipe else "no recipe named (thqa's defaults, the frozen recipe)"
+    print(f"{command}: {name}" + (f"; options: {', '.join(given)}" if given else ""), file=sys.stderr)
+
+
+def _flat_value(plan, key: str):
+    from thqa.recipes import flat_values
+
+    v = flat_values(plan.config, plan.settings, plan.precision)[key]
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+
+
+def _add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: bf16 autocast on a GPU, fp32 on a CPU)")
+
+
+def _provenance(ck) -> str:
+    """One line on the model behind the scores: the checkpoint, its recipe, what was trained, its validation score."""
+    from thqa.checkpoint import describe_recipe
+
+    m = ck.meta
+    val = m.get("val", {}).get("main_score") if isinstance(m.get("val"), dict) else None
+    parts = [describe_recipe(m), "ECA + Swin-T fine-tuned" if ck.spatial_state is not None else "frozen Swin-T"]
+    if isinstance(m.get("epoch"), int):
+        parts.append(f"epoch {m['epoch']}" + (f" (validation main score {val:.4f})" if isinstance(val, (int, float)) else ""))
+    parts.append(f"{'random-init' if ck.trained_on_random_init else 'pretrained'} backbones, features in {ck.features_precision or 'an unrecorded precision'}")
+    return f"model {_printable(ck.path)}: " + ", ".join(parts)
+
+
 # -- extract ------------------------------------------------------------------------------------------------------
 def _extract(args) -> int:
     from thqa.cache import FeatureCache
@@ -480,7 +635,12 @@ def _extract(args) -> int:
         _check_file_output(args.summary_json, "--summary-json")
     m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
     cache = FeatureCache(args.cache_dir)
-    settings = ExtractionSettings(n_clips=args.clips).validate()
+    plan = _plan(args, training=False)
+    settings = plan.settings
+    if args.recipe or plan.settings.to_dict() != ExtractionSettings(n_clips=plan.settings.n_clips).to_dict() or plan.precision != "auto":
+        _say_plan(plan, "extract")
+    if args.engine == "ray" and plan.precision != "auto":
+        raise_usage("--precision (or a recipe's precision) runs with the local engine only")
     if args.engine == "ray":
         from thqa.ray_engine import extract_with_ray
 
@@ -493,7 +653,8 @@ def _extract(args) -> int:
         random_init = bool(args.random_init)
         infos = {}
     else:
-        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0")
+        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
+                       precision=plan.precision)
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
@@ -589,11 +750,12 @@ def _check_plot_output(path, option: str = "--plot") -> None:
 def _train(args) -> int:
     from thqa.data import samples_for_split, split_by_group
     from thqa.experiment import train_run
-    from thqa.train import TrainConfig
 
     _setup_threads(args)
     from thqa.train import check_run_dir
 
+    plan = _plan(args, training=True)  # bad values and combinations stop here, before any work
+    args.seed = plan.config.seed  # the training seed also seeds --random-init and the group split
     check_run_dir(args.out)
     m = _read_manifest(args.manifest, args, require_mos=True)
     samples = list(m.samples)
@@ -614,24 +776,15 @@ def _train(args) -> int:
             file=sys.stderr,
         )
     print(f"train: {len(train_s)} training and {len(val_s)} validation videos ({len({s.group for s in train_s})} and {len({s.group for s in val_s})} content groups)", file=sys.stderr)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        loss=args.loss,
-        seed=args.seed,
-        finetune_spatial=args.finetune_spatial,
-        fit=args.fit,
-    )
-    from thqa.pipeline import ExtractionSettings
+    _say_plan(plan, "train")
+    print(f"train: every value and where it came from (recipe, option, default): {Path(args.out) / 'config.json'}", file=sys.stderr)
 
     result, summary = train_run(
         train_s,
         val_s,
-        settings=ExtractionSettings(n_clips=args.clips),
+        recipe=plan,
         cache_dir=args.cache_dir,
         run_dir=args.out,
-        config=cfg,
         weights=_weights_options(args),
         device=args.device,
         backbone_batch_size=args.backbone_batch_size,
@@ -740,7 +893,12 @@ def _evaluate(args) -> int:
             backbone_batch_size=args.batch_size,
             workers=args.workers,
             progress=not args.quiet,
+            precision=args.precision,
         )
+        if not args.quiet:
+            from thqa.checkpoint import load_checkpoint
+
+            print(f"evaluate: {_provenance(load_checkpoint(args.checkpoint))}", file=sys.stderr)
         result = dict(ev.metrics)
         result["n_failed"] = ev.extraction.failed
         for p, _, msg in ev.extraction.failures:
@@ -929,6 +1087,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="coverage of the prediction interval mos_low..mos_high (default 0.9; from the checkpoint's validation residuals)",
     )
     _add_weights_args(p)
+    _add_scoring_precision_arg(p)
     _add_engine_args(p)
     p.set_defaults(func=_score)
 
@@ -944,10 +1103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")
     p.add_argument("--cache-dir", required=True, metavar="DIR")
     _add_manifest_args(p)
-    p.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=6, help=f"clips per video (default 6; at most {MAX_CLIPS})")
-    p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for --finetune-spatial)")
+    p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for fine-tuning: --recipe winner, --finetune-spatial)")
     p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON")
+    _add_recipe_args(p, training=False)
     _add_weights_args(p)
     _add_engine_args(p)
     p.set_defaults(func=_extract)
@@ -976,15 +1135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
     g.add_argument("--val-fraction", type=_float_in(0, 1, open_low=True, open_high=True), default=None, help="hold out this fraction of content groups (default 0.2)")
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
-    p.add_argument("--clips", type=_int_in(1, MAX_CLIPS), default=6, help="clips per video (default 6; must match `thqa extract --clips`)")
-    p.add_argument("--epochs", type=_int_in(1, 100000), default=50)
-    p.add_argument("--batch-size", type=_int_in(1, 65536), default=8, help="videos per training step (default 8)")
-    p.add_argument("--lr", type=_float_in(0, 10, open_low=True), default=1e-4)
-    p.add_argument("--loss", default="l1+rank", choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"])
-    p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation")
-    p.add_argument("--finetune-spatial", action="store_true", help="train ECA + Swin-T with the fusion model from cached frames")
+    _add_recipe_args(p, training=True)
     _add_weights_args(p, batch_size=False)
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, seed=None)  # --seed: the recipe's (3407) unless given
 
     p = sub.add_parser("evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score")
     p.add_argument("manifest", nargs="?", metavar="MANIFEST", help="with --checkpoint: the videos and their MOS")
@@ -999,6 +1152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="scatter plot of prediction against MOS with the fitted curve")
     p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
     _add_weights_args(p)
+    _add_scoring_precision_arg(p)
     p.set_defaults(func=_evaluate)
 
     _add_compare_parser(sub)

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -17,9 +17,12 @@ from thqa.checkpoint import check_backbones, load_checkpoint
 from thqa.data import Sample
 from thqa.extract import ExtractSummary, extract_to_cache
 from thqa.metrics import evaluate_with_curve
-from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
+from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, precision_for
 from thqa.train import FeatureTable, TrainConfig, TrainResult, load_table, predict_table, train
 from thqa.weights import WeightsOptions, build_spatial
+
+if TYPE_CHECKING:
+    from thqa.recipes import Plan, Recipe
 
 __all__ = ["extract_files", "train_run", "evaluate_checkpoint", "EvaluationResult"]
 
@@ -59,15 +62,33 @@ def train_run(
     workers: int = 0,
     progress: bool = True,
     backbones: Backbones | None = None,
+    recipe: "str | Recipe | Plan | None" = None,
 ) -> tuple[TrainResult, ExtractSummary]:
     """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`).
 
-    Samples whose extraction fails are left out of training and reported in the returned summary.
+    ``recipe``: a recipe's name (``"winner"``, :mod:`thqa.recipes`), a Recipe, or a :class:`~thqa.recipes.Plan` from
+    :func:`thqa.recipes.resolve` (a recipe with options on top: ``resolve("winner", epochs=10)``); it gives the
+    training config, the extraction settings and the backbones' precision, so ``config`` and ``settings`` must then
+    be None. Samples whose extraction fails are left out of training and reported in the returned summary.
+
+    Raises:
+        ConfigError: ``recipe`` with ``config`` or ``settings``; given ``backbones`` of another precision than the recipe's.
     """
+    from thqa.errors import ConfigError
+    from thqa.recipes import Plan, resolve
+
+    precision = "auto"
+    if recipe is not None:
+        if config is not None or settings is not None:
+            raise ConfigError("give recipe= or config=/settings=, not both (options go on top of a recipe: thqa.recipes.resolve)")
+        plan = recipe if isinstance(recipe, Plan) else resolve(recipe)
+        config, settings, precision = plan.config, plan.settings, plan.precision
     cfg = (config or TrainConfig()).validate()
     settings = (settings or ExtractionSettings()).validate()
     cache = FeatureCache(cache_dir)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision)
+    if precision != "auto" and bb.precision != precision_for(bb.device, precision):
+        raise ConfigError(f"the recipe asks for {precision} backbones, the backbones given run in {bb.precision}")
     extractor = FeatureExtractor(settings, backbones=bb, workers=workers)
     all_paths = [str(s.path) for s in list(train_samples) + list(val_samples)]
     summary = extract_files(all_paths, cache, extractor, frames=cfg.finetune_spatial, progress=progress)
@@ -119,6 +140,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     progress: bool = True,
     backbones: Backbones | None = None,
+    precision: str | None = None,
 ) -> EvaluationResult:
     """Predict every sample with a checkpoint (features from the cache, extracting what is missing) and score it.
 
@@ -129,7 +151,8 @@ def evaluate_checkpoint(
     import torch
 
     ck = load_checkpoint(checkpoint)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision)
     check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)

@@ -87,9 +87,12 @@ def features_key(digest: str, settings: ExtractionSettings, backbones: dict, pro
 
 
 def frames_key(digest: str, settings: ExtractionSettings, provenance: dict | None = None) -> str:
-    """Key of a video's preprocessed first frames (no weights involved)."""
+    """Key of a video's preprocessed first frames (no weights involved): which seconds (clips, sampling) and the
+    frame size."""
     s = settings.to_dict()
     doc = {"part": "frames", "n_clips": s["n_clips"], "short_side": s["short_side"], "provenance": frames_provenance(provenance)}
+    if "clip_sampling" in s:  # only when set away from the default: the keys of default settings stay put
+        doc["clip_sampling"] = s["clip_sampling"]
     return cache_key(content_digest=digest, settings=doc, weights={})
 
 

@@ -63,6 +63,9 @@ _POLL_S = 5.0
 #:    fixed grids (version 1: FFmpeg's resampler, restarted at each seek).
 FEATURES_VERSION = 2
 
+#: ExtractionSettings.clip_sampling: spread the clips over a long video (thqa's), or its first seconds (the method's)
+CLIP_SAMPLINGS = ("spread", "first")
+
 #: the numeric precision the backbones run in: "fp32", or bf16 under torch.autocast
 PRECISIONS = ("fp32", "bf16-autocast")
 
@@ -115,17 +118,29 @@ class ExtractionSettings:
     short_side: int = SHORT_SIDE
     crop: int = CROP
     audio: AudioSettings = field(default_factory=AudioSettings)
+    #: which seconds a video longer than n_clips seconds gives: "spread" over the whole video (thqa's), or the
+    #: "first" n_clips seconds (the method's); see thqa.sampling. In to_dict() only when changed.
+    clip_sampling: str = "spread"
 
     def validate(self) -> "ExtractionSettings":
         if self.n_clips < 1 or self.clip_frames < 4 or self.frame_size < 32:
             raise ConfigError("n_clips must be >= 1, clip_frames >= 4 and frame_size >= 32")
+        if self.clip_sampling not in CLIP_SAMPLINGS:
+            raise ConfigError(f"clip_sampling must be one of {', '.join(CLIP_SAMPLINGS)}, got {self.clip_sampling!r}")
         if self.crop > self.short_side:
             raise ConfigError("crop must not exceed short_side")
         self.audio.validate()
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting (part of cache keys and checkpoints); settings added after features version 2
+        (``clip_sampling``, some audio settings: :meth:`AudioSettings.to_dict`) only when changed, so that the keys of
+        default settings stay what they were."""
+        d = asdict(self)
+        d["audio"] = self.audio.to_dict()
+        if d["clip_sampling"] == "spread":
+            del d["clip_sampling"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExtractionSettings":
@@ -257,7 +272,7 @@ def prepare(
     chosen: dict = {}
 
     def choose(info) -> list[int]:  # called once the file is open and probed
-        chosen["seconds"] = list(seconds) if seconds is not None else clip_seconds(info.duration, n_clips=s.n_clips)
+        chosen["seconds"] = list(seconds) if seconds is not None else clip_seconds(info.duration, n_clips=s.n_clips, spread=s.clip_sampling == "spread")
         chosen["t"] = time.perf_counter()
         return sorted(set(chosen["seconds"]))
 

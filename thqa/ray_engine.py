@@ -431,8 +431,9 @@ def score_with_ray(
         raise CheckpointError(NO_MODEL_MESSAGE)
     ck = load_checkpoint(checkpoint) if checkpoint is not None else None
     calibration, interval_note = calibration_of(ck)
+    recipe = None
     if ck is not None:
-        settings = ck.settings
+        settings, recipe = ck.settings, ck.recipe
     settings = (settings or ExtractionSettings()).validate()
     opts = options or RayOptions()
     spec = _spec("score", settings, False, None, device, batch_size, file_timeout)
@@ -448,13 +449,13 @@ def score_with_ray(
         if r is None or r["status"] != "done":
             out.append(
                 ScoreResult(str(p), None, None, error=(r or {}).get("error") or f"{p}: not scored", error_type=(r or {}).get("error_type") or "THQAError",
-                            weights=weights_label, untrained=checkpoint is None)
+                            weights=weights_label, untrained=checkpoint is None, recipe=recipe)
             )
         else:
             extra = json.loads(r.get("meta") or "{}")
             res = ScoreResult(
                 str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
-                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []),
+                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe,
             )
             out.append(with_interval(res, calibration, coverage, interval_note))
     return out

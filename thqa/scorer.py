@@ -50,6 +50,7 @@ class ScoreResult:
     mos_high: float | None = None
     coverage: float | None = None
     interval_note: str | None = None  #: why there is no interval, or why to doubt it
+    recipe: str | None = None  #: the training recipe of the checkpoint ("winner", "frozen", ...); None: none named or recorded
 
     @property
     def ok(self) -> bool:
@@ -105,6 +106,8 @@ class Scorer:
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
             :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
         coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
+        precision: of the backbones, "auto", "fp32" or "bf16"; default: what the checkpoint's features were made in
+            when that was fp32 (:attr:`Checkpoint.scoring_precision`), else "auto" (bf16 autocast on a GPU).
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -126,6 +129,7 @@ class Scorer:
         workers: int | str = "auto",
         settings: ExtractionSettings | None = None,
         coverage: float = 0.9,
+        precision: str | None = None,
     ):
         from thqa.conformal import check_coverage
 
@@ -156,6 +160,7 @@ class Scorer:
             temporal=("temporal" in branches),
             batch_size=batch_size,
             start_workers=workers != 0,
+            precision=precision or (self.checkpoint.scoring_precision if self.checkpoint is not None else "auto"),
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
@@ -173,6 +178,7 @@ class Scorer:
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
+        self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
 
@@ -199,11 +205,14 @@ class Scorer:
             weights=self.weights_label,
             untrained=self.untrained,
             warnings=f.warnings,
+            recipe=self.recipe,
         )
         return with_interval(res, self.calibration, self.coverage, self.interval_note)
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
-        return ScoreResult(path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained)
+        return ScoreResult(
+            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe
+        )
 
     def score(self, path: str | os.PathLike) -> ScoreResult:
         """Score one file.

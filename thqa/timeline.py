@@ -148,6 +148,6 @@ def timeline_scores(scorer: "Scorer", feats: SecondFeatures) -> tuple[list[float
         np.add.at(total, idx.reshape(-1), clips.float().cpu().numpy().reshape(-1))
         np.add.at(count, idx.reshape(-1), 1.0)
     timeline = (total / np.maximum(count, 1)).tolist()
-    sampled = clip_seconds(feats.duration, n_clips=k)
+    sampled = clip_seconds(feats.duration, n_clips=k, spread=scorer.settings.clip_sampling == "spread")
     mos, clip_scores = scorer.score_features([feats.take(sampled)])[0]
     return timeline, mos, clip_scores, sampled

@@ -10,7 +10,8 @@ The best checkpoint is chosen by the validation main score (never by the trainin
 its epoch's validation residuals, from which ``thqa score`` makes prediction intervals (:mod:`thqa.conformal`).
 A run directory holds
 ``best.safetensors``, ``last.safetensors``, ``resume.pt`` (optimizer state, epoch: a killed run resumes), ``config.json``
-(the resolved config and seed) and per-epoch ``metrics.csv`` / ``metrics.json``. Each epoch reseeds from
+(the resolved config and seed; under ``recipe``, every value of the run with where it came from: the recipe of
+:mod:`thqa.recipes`, an option, or thqa's default) and per-epoch ``metrics.csv`` / ``metrics.json``. Each epoch reseeds from
 ``seed + epoch``, so an interrupted and resumed run gives the same numbers as an uninterrupted one on the CPU.
 """
 from __future__ import annotations
@@ -49,11 +50,12 @@ LOSSES = ("l1+rank", "l1", "plcc", "plcc+rank", "mse")
 
 @dataclass
 class TrainConfig:
-    """Training settings (saved as config.json in the run directory)."""
+    """Training settings (saved as config.json in the run directory). The defaults are the ``frozen`` recipe; build
+    other recipes' configs with :func:`thqa.recipes.resolve` (``resolve("winner", epochs=10).config``)."""
 
     epochs: int = 50
     batch_size: int = 8
-    lr: float = 1e-4  #: fusion model (the method's 1e-5 is for end-to-end training; on cached features 1e-4 converges in far fewer epochs)
+    lr: float = 1e-4  #: fusion model (the method's 1e-5, the winner recipe's, is for end-to-end training; on cached features 1e-4 converges in far fewer epochs)
     lr_spatial: float = 1e-5  #: ECA + Swin-T when fine-tuning (the method's)
     weight_decay: float = 1e-7
     step_size: int = 2  #: StepLR every 2 epochs
@@ -64,6 +66,10 @@ class TrainConfig:
     finetune_spatial: bool = False
     fit: str = "poly3"  #: curve fitted before PLCC in the validation metrics
     fusion: dict = field(default_factory=lambda: FusionConfig().to_dict())
+    #: the recipe these values came from (:mod:`thqa.recipes`; None: none named) and where each value came from
+    #: ({"train.lr": "recipe" | "option" | "default", ...}; empty: work it out against thqa's defaults)
+    recipe: str | None = None
+    sources: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
         if self.loss not in LOSSES:
@@ -239,7 +245,12 @@ def _resume_identity(doc: dict) -> dict:
     """What must match for a run directory to be resumed: everything but the number of epochs and where the
     backbone weight files lie (their sha256 must match)."""
     d = json.loads(json.dumps(doc))
+    d.pop("recipe", None)  # the same values reached by another route (recipe or options) train the same run
     d.get("train", {}).pop("epochs", None)
+    try:  # a run folder written before the fusion config grew fields: those fields at their defaults
+        d["train"]["fusion"] = FusionConfig.from_dict(d["train"]["fusion"]).to_dict()
+    except (ConfigError, KeyError, TypeError, ValueError):
+        pass
     d["backbones"] = {k: v.get("sha256") for k, v in d.get("backbones", {}).items()}
     return d
 
@@ -305,7 +316,18 @@ def train(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    cfg_doc = {"train": asdict(cfg), "extraction": settings.to_dict(), "backbones": backbones, "n_train": len(train_table), "n_val": len(val_table)}
+    from thqa.recipes import recipe_meta, run_record
+
+    record = run_record(cfg, settings, backbones)
+    train_doc = {k: v for k, v in asdict(cfg).items() if k not in ("recipe", "sources")}
+    cfg_doc = {
+        "recipe": record,
+        "train": train_doc,
+        "extraction": settings.to_dict(),
+        "backbones": backbones,
+        "n_train": len(train_table),
+        "n_val": len(val_table),
+    }
     cfg_path = run / "config.json"
     clean_partials(run)  # temp files of a killed earlier run
     if cfg_path.exists():
@@ -346,7 +368,7 @@ def train(
             raise THQAError(f"{resume_path}: cannot resume from it ({type(exc).__name__}: {brief(exc)}); delete it to start over") from exc
 
     y_train = torch.from_numpy(train_table.mos)
-    meta_base = {"seed": cfg.seed, "loss": cfg.loss, "finetune_spatial": cfg.finetune_spatial}
+    meta_base = {"seed": cfg.seed, "loss": cfg.loss, "finetune_spatial": cfg.finetune_spatial, "recipe": recipe_meta(record)}
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed + epoch)

@@ -7,11 +7,19 @@ decoded around each clip), never into another clip's copy of the whole track.
 
 * chroma: ``librosa.feature.chroma_stft`` with ``n_bins`` chroma bins (the method's 128), from a shared STFT;
 * cqt: ``librosa.cqt`` log-magnitude, ``cqt_bins`` log-frequency bins from C1 (84 by default: a few tens of ms per
-  clip, against ~2 s for the public code's 896-filter chroma_cqt), interpolated onto ``n_bins`` rows;
+  clip, against ~0.65 s for the public code's 896-filter chroma_cqt), interpolated onto ``n_bins`` rows;
+  or, with ``cqt_kind="chroma"``, ``librosa.feature.chroma_cqt`` with ``n_bins`` chroma bins from ``cqt_bins`` CQT
+  filters at ``cqt_bins_per_octave`` (the public code's: 128 per octave, 896 filters);
 * mfcc: ``n_bins`` coefficients of the log-mel spectrogram (``n_bins`` mel bands) of the same STFT;
 * gfcc: ``n_bins`` gammatone cepstral coefficients from spafe, framed so its frames share the centres above.
 
-Result: ``(4, n_bins, n_frames)`` float32 per clip, finite for silence too.
+Result: ``(4, n_bins, n_frames)`` float32 per clip, finite for silence too. Each clip's numbers depend on its own
+buffer only, whatever else is in the batch (the tuning estimate and MFCC's ``top_db`` floor are taken per clip).
+
+Where the defaults depart from the public code of the method (its settings are librosa's defaults), one field
+restores it (see :data:`METHOD_AUDIO`): ``sample_rate`` 16000 (the method: 22050, librosa.load's default),
+``chroma_tuning`` 0 (the method: None, estimated from the clip), ``mfcc_top_db`` None (the method: 80 dB, librosa's
+default), ``cqt_kind`` "log" (the method: "chroma" with 896 filters).
 """
 from __future__ import annotations
 
@@ -23,11 +31,13 @@ import numpy as np
 
 from thqa.errors import ConfigError
 
-__all__ = ["AudioSettings", "AudioFeatureExtractor", "audio_features", "CHANNELS"]
+__all__ = ["AudioSettings", "AudioFeatureExtractor", "audio_features", "CHANNELS", "CQT_KINDS", "METHOD_AUDIO"]
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("chroma", "cqt", "mfcc", "gfcc")
+#: the CQT channel: "log" (log-magnitude CQT interpolated onto n_bins rows) or "chroma" (librosa's chroma_cqt)
+CQT_KINDS = ("log", "chroma")
 
 
 @dataclass(frozen=True)
@@ -42,31 +52,70 @@ class AudioSettings:
     cqt_bins_per_octave: int = 12
     cqt_fmin: float = 32.70319566257483  #: C1
     context: float = 0.5  #: seconds of neighbouring audio decoded around each clip for the windows
+    # fields added after features version 2: in to_dict() (so in cache keys and checkpoints) only when changed
+    cqt_kind: str = "log"  #: see CQT_KINDS
+    chroma_tuning: float | None = 0.0  #: tuning of the chroma bins, in fractions of a bin; None: estimated per clip
+    mfcc_top_db: float | None = None  #: floor of the log-mel spectrogram under its peak, dB; None: no floor
 
     def validate(self) -> "AudioSettings":
         if self.sample_rate < 8000:
             raise ConfigError(f"audio sample_rate must be >= 8000 Hz, got {self.sample_rate}")
-        if self.sample_rate % self.n_frames:
-            raise ConfigError(
-                f"sample_rate ({self.sample_rate}) must be a multiple of n_frames ({self.n_frames}) "
-                "so that the feature hop is a whole number of samples"
-            )
         if self.n_bins < 12 or self.n_frames < 4:
             raise ConfigError("n_bins must be >= 12 and n_frames >= 4")
+        if self.hop < 1 or self.n_fft < 16:
+            raise ConfigError(f"n_frames ({self.n_frames}) must be below sample_rate and n_fft >= 16")
         half = self.n_fft / 2 / self.sample_rate
         if self.context < half:
             raise ConfigError(f"context ({self.context} s) must cover half a window ({half:.3f} s)")
         top = self.cqt_fmin * 2 ** ((self.cqt_bins - 1) / self.cqt_bins_per_octave)
         if top >= self.sample_rate / 2:
             raise ConfigError(f"the CQT's top bin ({top:.0f} Hz) must be below Nyquist ({self.sample_rate / 2:.0f} Hz)")
+        if self.cqt_kind not in CQT_KINDS:
+            raise ConfigError(f"cqt_kind must be one of {', '.join(CQT_KINDS)}, got {self.cqt_kind!r}")
+        if self.cqt_kind == "chroma" and (self.cqt_bins % self.cqt_bins_per_octave or self.cqt_bins_per_octave % self.n_bins):
+            raise ConfigError(
+                f"cqt_kind 'chroma' folds whole octaves onto {self.n_bins} chroma bins: cqt_bins ({self.cqt_bins}) must be a "
+                f"multiple of cqt_bins_per_octave ({self.cqt_bins_per_octave}), itself a multiple of n_bins "
+                "(the method: 896 bins, 128 per octave)"
+            )
+        if self.chroma_tuning is not None and not -0.5 <= self.chroma_tuning < 0.5:
+            raise ConfigError(f"chroma_tuning must be in [-0.5, 0.5) (a fraction of a bin) or None, got {self.chroma_tuning}")
+        if self.mfcc_top_db is not None and not 0 < self.mfcc_top_db <= 400:
+            raise ConfigError(f"mfcc_top_db must be in (0, 400] dB or None, got {self.mfcc_top_db}")
         return self
 
     @property
     def hop(self) -> int:
+        """Samples between feature frames: sample_rate / n_frames, rounded down when it is not whole (22050 Hz at
+        32 frames: 689, frame centres within 3 samples of (k + 0.5) / n_frames s)."""
         return self.sample_rate // self.n_frames
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields; those added after features version 2 only when set away from their defaults, so that the
+        cache keys and checkpoint headers of default settings stay what thqa 0.1 with features version 2 wrote."""
+        d = asdict(self)
+        for k in _LATER_FIELDS:
+            if d[k] == _DEFAULTS[k]:
+                del d[k]
+        return d
+
+
+#: AudioSettings fields that enter to_dict() only when changed (see AudioSettings.to_dict)
+_LATER_FIELDS = ("cqt_kind", "chroma_tuning", "mfcc_top_db")
+_DEFAULTS = {k: AudioSettings.__dataclass_fields__[k].default for k in _LATER_FIELDS}
+
+#: The public code's audio settings (librosa's defaults and its chroma_cqt), as AudioSettings fields. The time grid
+#: (n_frames per clip second, one hop for all four features) stays thqa's: the public code's features had different
+#: hops, cut to one length - one of the faults thqa fixes.
+METHOD_AUDIO = {
+    "sample_rate": 22050,
+    "n_fft": 2048,
+    "cqt_kind": "chroma",
+    "cqt_bins": 896,
+    "cqt_bins_per_octave": 128,
+    "chroma_tuning": None,
+    "mfcc_top_db": 80.0,
+}
 
 
 class AudioFeatureExtractor:
@@ -119,12 +168,18 @@ class AudioFeatureExtractor:
         power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (N, 1+n_fft/2, T)
         chroma_fb, mel_fb = self._filter_banks()
         # what librosa.feature.chroma_stft and .melspectrogram compute from S, with their banks built once
-        chroma = librosa.util.normalize(np.einsum("cf,...ft->...ct", chroma_fb, power, optimize=True), norm=np.inf, axis=-2)
+        if s.chroma_tuning is None:  # librosa's default: the tuning estimated from each clip's own spectrogram
+            chroma = np.stack([librosa.feature.chroma_stft(S=p, sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=None) for p in power])
+        else:
+            chroma = librosa.util.normalize(np.einsum("cf,...ft->...ct", chroma_fb, power, optimize=True), norm=np.inf, axis=-2)
         mel = np.einsum("...ft,mf->...mt", power, mel_fb, optimize=True)
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+        if s.mfcc_top_db is not None:  # librosa's top_db, under each clip's own peak (not the batch's)
+            logmel = np.maximum(logmel, logmel.max(axis=(-2, -1), keepdims=True) - s.mfcc_top_db)
         mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s.n_bins)
         gfcc = np.stack([self._gfcc(x) for x in span])
-        out = np.stack([chroma, self._cqt(y), mfcc, gfcc], axis=1).astype(np.float32)
+        cqt = self._chroma_cqt(y) if s.cqt_kind == "chroma" else self._cqt(y)
+        out = np.stack([chroma, cqt, mfcc, gfcc], axis=1).astype(np.float32)
         if out.shape != (len(bufs), 4, s.n_bins, s.n_frames):
             raise RuntimeError(f"audio features have shape {out.shape}, expected {(len(bufs), 4, s.n_bins, s.n_frames)}")
         if not np.isfinite(out).all():  # defensive: never hand NaN to a model
@@ -139,19 +194,49 @@ class AudioFeatureExtractor:
 
             s = self.settings
             self._banks = (
-                librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, tuning=0.0, n_chroma=s.n_bins),
+                librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, tuning=s.chroma_tuning or 0.0, n_chroma=s.n_bins),
                 librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins),
             )
         return self._banks
+
+    def _cqt_grid(self) -> tuple[int, int]:
+        """(first sample fed to librosa, frames to skip): librosa centres frame j at sample j*hop of its input."""
+        s = self.settings
+        c0 = self._first_centre()
+        first = c0 % s.hop
+        return first, (c0 - first) // s.hop
+
+    def _chroma_cqt(self, y: np.ndarray) -> np.ndarray:
+        """(N, samples) -> (N, n_bins, n_frames): librosa.feature.chroma_cqt on the common grid, one clip at a time
+        (its tuning estimate must come from the clip alone). The public code's channel: ~0.65 s of CPU per clip at 896 filters
+        and 16 kHz, ~2.9 s at 22.05 kHz with the tuning estimated (benchmarks/bench_audio_settings.py)."""
+        import librosa
+
+        s = self.settings
+        first, skip = self._cqt_grid()
+        out = []
+        for clip in y:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                c = librosa.feature.chroma_cqt(
+                    y=clip[first:],
+                    sr=s.sample_rate,
+                    hop_length=s.hop,
+                    fmin=s.cqt_fmin,
+                    n_chroma=s.n_bins,
+                    n_octaves=s.cqt_bins // s.cqt_bins_per_octave,
+                    bins_per_octave=s.cqt_bins_per_octave,
+                    tuning=s.chroma_tuning,
+                )
+            out.append(c[:, skip : skip + s.n_frames])
+        return np.stack(out)
 
     def _cqt(self, y: np.ndarray) -> np.ndarray:
         """(N, samples) -> (N, n_bins, n_frames) log-magnitude CQT on the common grid."""
         import librosa
 
         s = self.settings
-        c0 = self._first_centre()
-        first = c0 % s.hop  # librosa centres frame j at sample j*hop of its input
-        skip = (c0 - first) // s.hop
+        first, skip = self._cqt_grid()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             C = librosa.cqt(

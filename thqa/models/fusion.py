@@ -11,6 +11,12 @@ Per video with N clips (N = 6 by default):
   dropout -> Linear 128->1: a score per clip; the video's MOS is the mean over its clips.
 
 A branch can be switched off (``branches``) for ablations; the head's input then shrinks accordingly.
+
+Where these defaults depart from the method (METHOD.md), one field restores it (the ``winner`` recipe sets them all):
+``head="linear"`` (one Linear 3200 -> score), ``lstm_pool="mean"`` (the Bi-LSTM's outputs averaged over the clips
+to 128 numbers per video, the same for every clip), ``audio_input_norm=False`` (no BatchNorm on the raw maps),
+``embed_activation=False`` (no LeakyReLU after the Linear to 512). The audio blocks' widths (``audio_widths``) are
+not fixed by the method. Checkpoints written before these fields existed load with today's values.
 """
 from __future__ import annotations
 
@@ -21,9 +27,13 @@ from torch import nn
 
 from thqa.errors import ConfigError
 
-__all__ = ["FusionConfig", "AudioNet", "FusionModel", "BRANCHES"]
+__all__ = ["FusionConfig", "AudioNet", "FusionModel", "BRANCHES", "HEADS", "LSTM_POOLS"]
 
 BRANCHES = ("spatial", "temporal", "audio")
+#: "mlp": LayerNorm -> Linear -> LeakyReLU -> dropout -> Linear (thqa's default); "linear": one Linear (the method's)
+HEADS = ("mlp", "linear")
+#: "clip": each clip keeps its own Bi-LSTM output (thqa's default); "mean": averaged over the clips (the method's)
+LSTM_POOLS = ("clip", "mean")
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,21 @@ class FusionConfig:
     head_hidden: int = 128
     dropout: float = 0.5
     branches: tuple[str, ...] = field(default=BRANCHES)
+    head: str = "mlp"  #: see HEADS (the method: "linear")
+    lstm_pool: str = "clip"  #: see LSTM_POOLS (the method: "mean")
+    audio_input_norm: bool = True  #: BatchNorm over the 4 raw channels, whose scales differ by orders (the method: none)
+    embed_activation: bool = True  #: LeakyReLU after the Linear to audio_embed (the method: none)
 
     def validate(self) -> "FusionConfig":
         unknown = set(self.branches) - set(BRANCHES)
         if unknown or not self.branches:
             raise ConfigError(f"branches must be a non-empty subset of {BRANCHES}, got {self.branches}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.lstm_pool not in LSTM_POOLS:
+            raise ConfigError(f"lstm_pool must be one of {', '.join(LSTM_POOLS)}, got {self.lstm_pool!r}")
+        if len(self.audio_widths) != 3 or min(self.audio_widths) < 1:
+            raise ConfigError(f"audio_widths must be 3 positive whole numbers, got {self.audio_widths}")
         if self.audio_bins % 16 or self.audio_frames % 4:
             raise ConfigError("audio_bins must be a multiple of 16 and audio_frames of 4 (the pooling sizes)")
         return self
@@ -80,17 +100,20 @@ def _block(c_in: int, c_out: int, kernel: tuple[int, int], pool: tuple[int, int]
 
 
 class AudioNet(nn.Module):
-    """(B, N, 4, F, T) audio maps -> (B, N, 2*lstm_hidden[1]) per-clip audio features."""
+    """(B, N, 4, F, T) audio maps -> (B, N, 2*lstm_hidden[1]) per-clip audio features (``lstm_pool="mean"``: their
+    mean over the N clips, the same for every clip)."""
 
     def __init__(self, cfg: FusionConfig):
         super().__init__()
         w1, w2, w3 = cfg.audio_widths
-        self.norm = nn.BatchNorm2d(cfg.audio_channels_in)
+        self.pool = cfg.lstm_pool
+        self.norm = nn.BatchNorm2d(cfg.audio_channels_in) if cfg.audio_input_norm else nn.Identity()
         self.freq_block = _block(cfg.audio_channels_in, w1, (1, 3), (1, 2))
         self.time_block = _block(w1, w2, (5, 1), (4, 1))
         self.fusion_block = _block(w2, w3, (5, 3), (4, 2))
         flat = w3 * (cfg.audio_bins // 16) * (cfg.audio_frames // 4)
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.audio_embed), nn.LeakyReLU(0.01), nn.Dropout(cfg.dropout))
+        act = [nn.LeakyReLU(0.01)] if cfg.embed_activation else []
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.audio_embed), *act, nn.Dropout(cfg.dropout))
         self.lstm1 = nn.LSTM(cfg.audio_embed, cfg.lstm_hidden[0], batch_first=True, bidirectional=True)
         self.lstm2 = nn.LSTM(2 * cfg.lstm_hidden[0], cfg.lstm_hidden[1], batch_first=True, bidirectional=True)
 
@@ -101,6 +124,8 @@ class AudioNet(nn.Module):
         x = self.embed(x).reshape(b, n, -1)
         x, _ = self.lstm1(x)
         x, _ = self.lstm2(x)
+        if self.pool == "mean":  # one 128-number audio feature per video, given to every clip
+            x = x.mean(dim=1, keepdim=True).expand(-1, n, -1)
         return x
 
 
@@ -120,13 +145,16 @@ class FusionModel(nn.Module):
         dim += c.spatial_dim if "spatial" in c.branches else 0
         dim += c.temporal_dim if "temporal" in c.branches else 0
         dim += c.audio_dim if "audio" in c.branches else 0
-        self.head = nn.Sequential(
-            nn.LayerNorm(dim),
-            nn.Linear(dim, c.head_hidden),
-            nn.LeakyReLU(0.01),
-            nn.Dropout(c.dropout * 0.5),
-            nn.Linear(c.head_hidden, 1),
-        )
+        if c.head == "linear":
+            self.head = nn.Sequential(nn.Linear(dim, 1))
+        else:
+            self.head = nn.Sequential(
+                nn.LayerNorm(dim),
+                nn.Linear(dim, c.head_hidden),
+                nn.LeakyReLU(0.01),
+                nn.Dropout(c.dropout * 0.5),
+                nn.Linear(c.head_hidden, 1),
+            )
 
     def forward(
         self,
