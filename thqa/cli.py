@@ -82,6 +82,13 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
     g.add_argument("--offline", action="store_true", help="never try the network for weights (also $THQA_OFFLINE=1)")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="what the backbones compute in: auto (default: bf16 autocast on a GPU and on a CPU with bf16 in hardware - "
+        "AVX-512 BF16 or AMX - else fp32), fp32, bf16 (autocast; emulated and very slow on other CPUs)",
+    )
+    g.add_argument(
         "--batch-size" if batch_size else "--backbone-batch-size",
         dest="batch_size" if batch_size else "backbone_batch_size",
         type=_int_in(1, 4096),
@@ -240,7 +247,13 @@ def _check_score_output(args, fmt: str, rows):
         return None
     from thqa.score_output import read_for_resume
 
-    expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    from thqa.pipeline import precision_for
+
+    expect = {
+        "untrained": args.checkpoint is None,
+        "weights": "random-init" if args.random_init else "pretrained",
+        "precision": precision_for(args.device, args.precision),
+    }
     return read_for_resume(args.output, fmt, rows, expect=expect)
 
 
@@ -298,6 +311,7 @@ def _scorer_kwargs(args) -> dict:
         "offline": True if args.offline else None,
         "batch_size": args.batch_size,
         "coverage": args.coverage,
+        "precision": args.precision,
     }
 
 
@@ -357,6 +371,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "seconds": r.seconds,
                 "weights": r.weights,
                 "untrained": r.untrained,
+                "precision": r.precision,
                 "warnings": r.warnings,
                 "mos_low": r.mos_low,
                 "mos_high": r.mos_high,
@@ -369,7 +384,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", *extras])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", *extras])
     for r in results:
         w.writerow(
             [
@@ -381,6 +396,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 str(r.untrained).lower(),
                 "" if r.mos_low is None else f"{r.mos_low:.6f}",
                 "" if r.mos_high is None else f"{r.mos_high:.6f}",
+                r.precision,
                 *(_csv_cell(getattr(r, k)) for k in extras),
             ]
         )
@@ -488,15 +504,19 @@ def _extract(args) -> int:
         with _progress(len(m.samples), "extracting", enabled=not args.quiet) as bar:
             summary = extract_with_ray(
                 [str(s.path) for s in m.samples], args.cache_dir, settings, _weights_options(args), frames=not args.no_frames,
-                device=args.device, batch_size=args.batch_size, options=opts, progress=bar.update,
+                device=args.device, batch_size=args.batch_size, options=opts, progress=bar.update, precision=args.precision,
             )
         random_init = bool(args.random_init)
         infos = {}
+        precision = (summary.pipeline or {}).get("precision", args.precision)
     else:
-        bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0")
+        bb = Backbones(
+            _weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0", precision=args.precision
+        )
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
+        precision = bb.precision
     if summary.failures:
         write_failures(failures, summary.failures)
     elif _is_failure_list(failures):
@@ -508,6 +528,7 @@ def _extract(args) -> int:
         + f"; {summary.seconds:.1f} s"
         + (f", {summary.per_video_s:.2f} s per extracted video" if summary.done else "")
         + f"; cache {size / 1e6:.1f} MB in {len(cache)} entries"
+        + f"; backbones in {precision}"
         + (" [random-init backbones]" if random_init else "")
     )
     if summary.stale:
@@ -637,6 +658,7 @@ def _train(args) -> int:
         backbone_batch_size=args.backbone_batch_size,
         workers=args.workers,
         progress=not args.quiet,
+        precision=args.precision,
     )
     b = result.best_metrics
     print(
@@ -740,6 +762,7 @@ def _evaluate(args) -> int:
             backbone_batch_size=args.batch_size,
             workers=args.workers,
             progress=not args.quiet,
+            precision=args.precision,
         )
         result = dict(ev.metrics)
         result["n_failed"] = ev.extraction.failed
@@ -869,6 +892,7 @@ def _demo(args) -> int:
         offline=True if args.offline else None,
         workers=args.workers,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
     if args.tiny:
         cfg.n_synthetic, cfg.duration, cfg.size, cfg.n_clips, cfg.epochs = 5, 2.0, 128, 1, 8

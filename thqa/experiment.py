@@ -59,15 +59,17 @@ def train_run(
     workers: int = 0,
     progress: bool = True,
     backbones: Backbones | None = None,
+    precision: str = "auto",
 ) -> tuple[TrainResult, ExtractSummary]:
-    """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`).
+    """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`). ``precision``: of the
+    backbones that extract (see :class:`~thqa.pipeline.Backbones`).
 
     Samples whose extraction fails are left out of training and reported in the returned summary.
     """
     cfg = (config or TrainConfig()).validate()
     settings = (settings or ExtractionSettings()).validate()
     cache = FeatureCache(cache_dir)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision)
     extractor = FeatureExtractor(settings, backbones=bb, workers=workers)
     all_paths = [str(s.path) for s in list(train_samples) + list(val_samples)]
     summary = extract_files(all_paths, cache, extractor, frames=cfg.finetune_spatial, progress=progress)
@@ -119,8 +121,10 @@ def evaluate_checkpoint(
     workers: int = 0,
     progress: bool = True,
     backbones: Backbones | None = None,
+    precision: str = "auto",
 ) -> EvaluationResult:
     """Predict every sample with a checkpoint (features from the cache, extracting what is missing) and score it.
+    ``precision``: of the backbones that extract (see :class:`~thqa.pipeline.Backbones`).
 
     Raises:
         CheckpointMismatchError: the checkpoint was trained on other backbone weights than ``weights`` gives.
@@ -129,7 +133,7 @@ def evaluate_checkpoint(
     import torch
 
     ck = load_checkpoint(checkpoint)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision)
     check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)

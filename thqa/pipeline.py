@@ -31,6 +31,7 @@ __all__ = [
     "FEATURES_VERSION",
     "extraction_provenance",
     "precision_for",
+    "PRECISION_CHOICES",
     "ExtractionSettings",
     "PreparedVideo",
     "VideoFeatures",
@@ -93,11 +94,19 @@ def extraction_provenance() -> dict:
     }
 
 
+#: what ``precision=`` / ``--precision`` accept
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
 def precision_for(device: str | torch.device, precision: str = "auto") -> str:
-    """The precision the backbones run in on ``device``: "auto" is bf16 autocast on a GPU, fp32 on a CPU;
-    "fp32" and "bf16" ask for one."""
+    """The precision the backbones run in on ``device``: "auto" is bf16 autocast on a GPU and on a CPU that computes
+    bf16 in hardware (AVX-512 BF16 or AMX: :func:`thqa.hardware.cpu_has_bf16`), fp32 on any other CPU (where bf16
+    is emulated and ~100x slower); "fp32" and "bf16" ask for one."""
     if precision == "auto":
-        return "bf16-autocast" if resolve_device(device).type == "cuda" else "fp32"
+        from thqa.hardware import cpu_has_bf16
+
+        d = resolve_device(device)
+        return "bf16-autocast" if d.type == "cuda" or (d.type == "cpu" and cpu_has_bf16()) else "fp32"
     if precision in ("bf16", "bf16-autocast"):
         return "bf16-autocast"
     if precision == "fp32":
@@ -345,8 +354,9 @@ class Backbones:
         channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU).
         start_workers: on a GPU, start the decoding workers' fork server now, so that its imports overlap the
             model building (False where no decoding workers will follow, e.g. in a Ray actor).
-        precision: "auto" (bf16 autocast on a GPU, fp32 on a CPU), "fp32" or "bf16" (autocast); recorded in
-            :attr:`infos` and so in every cache key and checkpoint made with these backbones.
+        precision: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32: see
+            :func:`precision_for`), "fp32" or "bf16" (autocast); recorded in :attr:`infos` and so in every cache key
+            and checkpoint made with these backbones.
     """
 
     def __init__(
@@ -717,6 +727,7 @@ class FeatureExtractor:
         file_timeout: seconds one file may take to decode before it is reported as failed (None: no limit).
         prefetch: files queued per worker. A slow file delays only the ``prefetch - 1`` files queued behind it in
             its worker (the other workers go on); 2 keeps every worker busy while the backbones run.
+        precision: of the backbones this builds when none are given (see :class:`Backbones`).
     """
 
     def __init__(
@@ -730,9 +741,10 @@ class FeatureExtractor:
         backbones: Backbones | None = None,
         file_timeout: float | None = 300.0,
         prefetch: int = 2,
+        precision: str = "auto",
     ):
         self.settings = (settings or ExtractionSettings()).validate()
-        self.backbones = backbones or Backbones(weights, device=device, batch_size=batch_size)
+        self.backbones = backbones or Backbones(weights, device=device, batch_size=batch_size, precision=precision)
         if workers == "auto":
             workers = default_workers(self.backbones.device)
         try:

@@ -40,6 +40,7 @@ class ScoreResult:
     seconds: list[int] | None = None  #: (N,) start second of each clip
     weights: str = "pretrained"  #: how the backbones were obtained: "pretrained" or "random-init"
     untrained: bool = False  #: True when no trained fusion checkpoint was used (scores are meaningless)
+    precision: str = "fp32"  #: what the backbones computed in: "fp32" or "bf16-autocast"
     warnings: list[str] = field(default_factory=list)
     timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
     av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
@@ -105,6 +106,8 @@ class Scorer:
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
             :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
         coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
+        precision: of the backbones: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32;
+            :func:`thqa.pipeline.precision_for`), "fp32" or "bf16". Every result says which it was.
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -126,6 +129,7 @@ class Scorer:
         workers: int | str = "auto",
         settings: ExtractionSettings | None = None,
         coverage: float = 0.9,
+        precision: str = "auto",
     ):
         from thqa.conformal import check_coverage
 
@@ -156,6 +160,7 @@ class Scorer:
             temporal=("temporal" in branches),
             batch_size=batch_size,
             start_workers=workers != 0,
+            precision=precision,
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
@@ -198,12 +203,16 @@ class Scorer:
             seconds=f.seconds,
             weights=self.weights_label,
             untrained=self.untrained,
+            precision=self.backbones.precision,
             warnings=f.warnings,
         )
         return with_interval(res, self.calibration, self.coverage, self.interval_note)
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
-        return ScoreResult(path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained)
+        return ScoreResult(
+            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained,
+            precision=self.backbones.precision,
+        )
 
     def score(self, path: str | os.PathLike) -> ScoreResult:
         """Score one file.
