@@ -652,21 +652,24 @@ def _worker_init(_worker_id: int) -> None:
 _warm: set = set()
 
 
-def warm_up(settings: ExtractionSettings | None = None) -> None:
-    """Import and compile (numba) what :func:`prepare` needs, once in this process, before worker processes are
-    forked: they inherit it instead of each paying about 5 s (imports of scipy.signal/librosa, JIT) on its first file."""
+def warm_up(settings: ExtractionSettings | None = None, *, png: bool = True) -> None:
+    """Import and compile (numba) what :func:`prepare` needs, once in this process: before worker processes are
+    forked (they inherit it instead of each paying about 5 s - imports of scipy.signal/librosa, JIT - on its first
+    file), and when a :class:`~thqa.scorer.Scorer` is built (so that its first file costs what the next ones do).
+    ``png``: also the PNG encoder (OpenCV), which only caches of first frames need."""
     s = settings or ExtractionSettings()
-    if s.audio in _warm:
+    if (s.audio, png) in _warm or (s.audio, True) in _warm:
         return
     t = time.perf_counter()
     n = int(round((1 + 2 * s.audio.context) * s.audio.sample_rate))
     _audio_extractor(s.audio).batch(np.zeros((1, n), np.float32))
     img = resize_short_side(np.zeros((16, 16, 3), np.uint8), 32)
     normalize(crop(img, size=16))
-    encode_frame_png(img.numpy())
+    if png:
+        encode_frame_png(img.numpy())
     importlib.import_module("av")
 
-    _warm.add(s.audio)
+    _warm.add((s.audio, png))
     log.debug("prepare() warmed up in %.2f s", time.perf_counter() - t)
 
 

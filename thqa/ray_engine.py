@@ -188,7 +188,7 @@ class _BackboneActor:
             from thqa.scorer import Scorer
 
             self.scorer = Scorer(
-                spec["checkpoint"], workers=0, device=spec["device"], batch_size=spec["batch_size"], precision=spec["precision"],
+                spec["checkpoint"], workers=0, device=spec["device"], batch_size=spec["batch_size"], precision=spec["precision"], warm=False,
                 **spec["weights_kw"],
             )
             self.backbones = self.scorer.backbones

@@ -13,7 +13,7 @@ import torch
 from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
 from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare
+from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
 from thqa.weights import WeightsOptions, build_spatial, state_digest
 
 __all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE"]
@@ -108,6 +108,8 @@ class Scorer:
         coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
         precision: of the backbones: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32;
             :func:`thqa.pipeline.precision_for`), "fp32" or "bf16". Every result says which it was.
+        warm: when files are decoded in this process (``workers`` 0, the CPU default), do the imports and numba
+            set-up of decoding now (~2 s), so that the first :meth:`score` costs what the next ones do.
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -130,6 +132,7 @@ class Scorer:
         settings: ExtractionSettings | None = None,
         coverage: float = 0.9,
         precision: str = "auto",
+        warm: bool = True,
     ):
         from thqa.conformal import check_coverage
 
@@ -176,6 +179,8 @@ class Scorer:
             check_backbones(self.checkpoint, self.backbones.infos, names=names)
         self.model = model.to(self.backbones.device).eval()
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
+        if warm and self.extractor.workers == 0:
+            warm_up(self.settings, png=False)
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
         if self.untrained:
