@@ -110,6 +110,8 @@ class Scorer:
             :func:`thqa.pipeline.precision_for`), "fp32" or "bf16". Every result says which it was.
         warm: when files are decoded in this process (``workers`` 0, the CPU default), do the imports and numba
             set-up of decoding now (~2 s), so that the first :meth:`score` costs what the next ones do.
+        lazy: build the backbones when first needed rather than now (where their digests are remembered): with
+            decoding ``workers``, :meth:`iter_score` then builds them while the workers start on the first files.
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -133,6 +135,7 @@ class Scorer:
         coverage: float = 0.9,
         precision: str = "auto",
         warm: bool = True,
+        lazy: bool = False,
     ):
         from thqa.conformal import check_coverage
 
@@ -164,6 +167,7 @@ class Scorer:
             batch_size=batch_size,
             start_workers=workers != 0,
             precision=precision,
+            lazy=lazy,
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed

@@ -46,6 +46,7 @@ __all__ = [
     "BackboneInfo",
     "build_spatial",
     "build_temporal",
+    "known_info",
     "state_digest",
     "load_state_file",
     "state_mismatch",
@@ -65,6 +66,11 @@ DEFAULT_SEED = 3407
 ENV_SWIN = "THQA_SWIN_WEIGHTS"
 ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
 ENV_OFFLINE = "THQA_OFFLINE"
+#: how to provide each backbone's weights (the end of every "not found" message)
+_HOW = {
+    "swin_t": f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights",
+    "slowfast_r50": f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights",
+}
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,32 @@ def _empty(build: Callable[[], nn.Module]) -> nn.Module:
     return model
 
 
+def known_info(backbone: str, options: WeightsOptions | None = None) -> BackboneInfo | None:
+    """The :class:`BackboneInfo` that :func:`build_spatial` ("swin_t") or :func:`build_temporal` ("slowfast_r50")
+    will report, without building anything, when its digest is remembered (:mod:`thqa.digests`); else None.
+
+    Raises:
+        WeightsNotFoundError: as the builders (the weights are located - downloaded if need be - here).
+    """
+    from thqa.digests import DigestCache, file_key, random_init_key
+
+    o = options or WeightsOptions()
+    if o.random_init:
+        sha = DigestCache().get(random_init_key(backbone, o.seed))
+        return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
+    if backbone == "swin_t":
+        how = _HOW["swin_t"]
+        p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
+    else:
+        cache = slowfast_cache_path()
+        how = _HOW["slowfast_r50"]
+        p, source = _locate(
+            o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
+        )
+    sha = DigestCache().get(file_key(backbone, p))
+    return BackboneInfo(backbone, source, sha, str(p), None) if sha else None
+
+
 def _digest(backbone: str, model: nn.Module, o: WeightsOptions, path: str | None) -> str:
     """The model's :func:`state_digest`, remembered per weight file or seed (:mod:`thqa.digests`)."""
     from thqa.digests import file_key, random_init_key, remembered_digest
@@ -301,7 +333,7 @@ def build_spatial(options: WeightsOptions | None = None):
     from thqa.features.spatial import SpatialExtractor
 
     o = options or WeightsOptions()
-    how = f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights"
+    how = _HOW["swin_t"]
     with _seeded(o.seed):
         if o.random_init:
             swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
@@ -403,7 +435,7 @@ def build_temporal(options: WeightsOptions | None = None):
 
     o = options or WeightsOptions()
     cache = slowfast_cache_path()
-    how = f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights"
+    how = _HOW["slowfast_r50"]
     with _seeded(o.seed):
         if o.random_init:
             full = slowfast_r50(pretrained=False)
