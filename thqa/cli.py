@@ -24,6 +24,11 @@ from typing import Sequence
 from thqa import __version__
 from thqa.errors import ConfigError, THQAError, brief
 
+# OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
+# its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
+# SlowFast from 2.1 s to 6.5 s a clip (torch 2 threads, interleaved runs; benchmarks/bench_cpu.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 #: the most clips per video (the checkpoint schema's bound; each clip costs a SlowFast pass)
 MAX_CLIPS = 64
 
@@ -196,7 +201,8 @@ def _score(args) -> int:
         return EXIT_OK
     if args.engine == "ray":
         return _score_ray(args, files, fmt, resumed, rows)
-    scorer = Scorer(args.checkpoint, workers=args.workers, **_scorer_kwargs(args))
+    # lazy: with decoding workers, the backbones are built while the workers start on the first files
+    scorer = Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
     errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
