@@ -253,3 +253,36 @@ def test_empty_build_refuses_a_module_it_cannot_complete():
     with pytest.raises(WeightsError, match="non-persistent"):
         _empty(Odd)
     assert np.array_equal(_empty(lambda: nn.Linear(3, 2)).weight.shape, (2, 3))
+
+
+# -- lazy backbones: built while the decoding workers start ---------------------------------------------------------------
+def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(backbones):
+    from dataclasses import replace
+
+    from thqa.pipeline import Backbones
+
+    lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False)  # seed 3407: digests remembered
+    assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
+    assert lazy.infos == backbones.infos  # the identity every cache key and checkpoint check needs, without the models
+    assert isinstance(lazy.temporal, nn.Module) and lazy.built  # built on first use
+    assert state_digest(lazy.temporal) == backbones.temporal_info.sha256
+    # a seed whose digest is not remembered is built at once (its digest needs the weights)
+    fresh = Backbones(WeightsOptions(random_init=True, seed=33), device="cpu", spatial=False, lazy=True, start_workers=False)
+    assert fresh.built and fresh.temporal_info.seed == 33
+    # weights that changed between the identity and the build are refused
+    odd = Backbones(backbones.weights, device="cpu", spatial=False, lazy=True, start_workers=False)
+    odd.temporal_info = replace(odd.temporal_info, sha256="0" * 64)
+    with pytest.raises(WeightsError, match="changed while thqa was starting"):
+        odd.build()
+
+
+def test_scorer_with_a_worker_builds_its_models_while_the_worker_decodes(small_settings, small_scorer, good_video, good_video_2s):
+    from thqa.scorer import Scorer
+
+    scorer = Scorer(random_init=True, device="cpu", settings=small_settings, workers=1, lazy=True)
+    assert not scorer.backbones.built  # nothing built yet: the first iter_score builds while its worker decodes
+    got = list(scorer.iter_score([good_video, good_video_2s]))
+    assert scorer.backbones.built and scorer.extractor.stats.get("build_s", 0) > 0
+    want = [small_scorer.score(good_video), small_scorer.score(good_video_2s)]
+    assert [r.mos for r in got] == pytest.approx([r.mos for r in want], abs=1e-6)
+    assert [r.precision for r in got] == ["fp32", "fp32"]
