@@ -286,3 +286,32 @@ def test_scorer_with_a_worker_builds_its_models_while_the_worker_decodes(small_s
     want = [small_scorer.score(good_video), small_scorer.score(good_video_2s)]
     assert [r.mos for r in got] == pytest.approx([r.mos for r in want], abs=1e-6)
     assert [r.precision for r in got] == ["fp32", "fp32"]
+
+
+@pytest.mark.parametrize("hw", [(512, 512), (480, 640), (700, 394), (520, 777), (1080, 1920), (61, 45), (521, 520)])
+def test_resize_without_torchvision_gives_torchvisions_bytes(hw):
+    """The decoding side resizes first frames with PyTorch alone, exactly as torchvision did (the oracle)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from thqa.features.spatial import resize_short_side
+
+    frame = np.random.default_rng(hw[0] * 7 + hw[1]).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    want = F.resize(torch.from_numpy(frame).permute(2, 0, 1), [520], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    got = resize_short_side(frame, 520)
+    assert got.dtype == torch.uint8 and got.shape == want.shape and min(got.shape[1:]) == 520
+    assert torch.equal(got, want)
+
+
+def test_resize_of_real_frames_gives_torchvisions_bytes(real_file):
+    import av
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from thqa.features.spatial import resize_short_side
+
+    for name in ("vid_real_woman_blue_700.mp4", "vid_real_vox_00015_224.mp4"):
+        with av.open(str(real_file(name))) as c:
+            frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+        want = F.resize(torch.from_numpy(frame).permute(2, 0, 1), [520], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        assert torch.equal(resize_short_side(frame, 520), want), name
