@@ -105,7 +105,7 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         type=_workers_arg,
         default="auto",
         help="decoding worker processes: a number (0: decode in the main process) or auto (default: all cores but one "
-        "beside a GPU, 0 beside a CPU)",
+        "beside a GPU, 0 beside a CPU - 1 for `thqa score` on 2 or more cores, which decodes while the models are built)",
     )
     g.add_argument("--threads", type=_int_in(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
 

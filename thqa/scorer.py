@@ -104,14 +104,16 @@ class Scorer:
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
-            :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
+            :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU - one with
+            ``lazy`` on a machine of 2 or more cores: it decodes the first file while the models are built).
         coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
         precision: of the backbones: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32;
             :func:`thqa.pipeline.precision_for`), "fp32" or "bf16". Every result says which it was.
         warm: when files are decoded in this process (``workers`` 0, the CPU default), do the imports and numba
             set-up of decoding now (~2 s), so that the first :meth:`score` costs what the next ones do.
         lazy: build the backbones when first needed rather than now (where their digests are remembered): with
-            decoding ``workers``, :meth:`iter_score` then builds them while the workers start on the first files.
+            decoding ``workers``, :meth:`iter_score` then builds them while the workers start on the first files
+            (``thqa score`` does this; see the README's start-up table).
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -182,8 +184,10 @@ class Scorer:
             names = ("slowfast_r50",) if finetuned else ("swin_t", "slowfast_r50")
             check_backbones(self.checkpoint, self.backbones.infos, names=names)
         self.model = model.to(self.backbones.device).eval()
+        if workers == "auto" and lazy and self.backbones.device.type == "cpu" and (os.cpu_count() or 1) >= 2:
+            workers = 1  # the worker's imports and first file run beside the model building, on the other core
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
-        if warm and self.extractor.workers == 0:
+        if warm and not lazy and self.extractor.workers == 0:
             warm_up(self.settings, png=False)
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
