@@ -31,7 +31,6 @@ __all__ = [
     "FEATURES_VERSION",
     "extraction_provenance",
     "precision_for",
-    "PRECISION_CHOICES",
     "ExtractionSettings",
     "PreparedVideo",
     "VideoFeatures",
@@ -92,10 +91,6 @@ def extraction_provenance() -> dict:
         "scipy": v("scipy"),
         "spafe": v("spafe"),
     }
-
-
-#: what ``precision=`` / ``--precision`` accept
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
 
 def precision_for(device: str | torch.device, precision: str = "auto") -> str:
