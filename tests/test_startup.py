@@ -318,3 +318,20 @@ def test_resize_of_real_frames_gives_torchvisions_bytes(real_file):
             frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
         want = F.resize(torch.from_numpy(frame).permute(2, 0, 1), [520], interpolation=InterpolationMode.BICUBIC, antialias=True)
         assert torch.equal(resize_short_side(frame, 520), want), name
+
+
+def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(backbones, monkeypatch):
+    """Channels-last 3-D SlowFast on a CPU of 2+ torch threads (measured faster there, slower on 1): same features to
+    float rounding as the default layout."""
+    from thqa.pipeline import Backbones
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    monkeypatch.undo()
+    assert two.channels_last and not one.channels_last
+    clips = torch.randint(0, 256, (1, 8, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    a, b = two.run_temporal(clips), one.run_temporal(clips)
+    assert two.temporal.blocks[0].multipathway_blocks[0].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

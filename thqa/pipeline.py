@@ -346,7 +346,9 @@ class Backbones:
 
     Args:
         batch_size: clips per pass (default 48 on a GPU, 1 on a CPU).
-        channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU).
+        channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU, and on a CPU running torch on
+            2 or more threads, where SlowFast took 0.90-0.92 s a clip against 1.01-1.03 s; on 1 thread it is slower,
+            2.17 s against 2.00 s: interleaved runs on the 2-core AVX2 machine, fp32, same numbers to 6e-8).
         start_workers: on a GPU, start the decoding workers' fork server now, so that its imports overlap the
             model building (False where no decoding workers will follow, e.g. in a Ray actor).
         precision: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32: see
@@ -382,7 +384,9 @@ class Backbones:
         # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest;
         # GPU: 48 clips (8 videos) per pass, where SlowFast's throughput levels off on an H100
         self.batch_size = max(1, int(batch_size)) if batch_size else (48 if cuda else 1)
-        self.channels_last = cuda if channels_last is None else bool(channels_last)
+        if channels_last is None:
+            channels_last = cuda or (self.device.type == "cpu" and torch.get_num_threads() >= 2)
+        self.channels_last = bool(channels_last)
         self._models: dict[str, torch.nn.Module | None] = {"spatial": None, "temporal": None}
         self._pending = {k for k, want in (("spatial", spatial), ("temporal", temporal)) if want}
         self.spatial_info = self.temporal_info = None
