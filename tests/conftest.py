@@ -20,6 +20,17 @@ torch.set_num_threads(2)
 SMALL = dict(n_clips=2, clip_frames=8, frame_size=64)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def thqa_cache_home(tmp_path_factory) -> Path:
+    """thqa's own cache folder (the weight digests, thqa.digests) in a temp folder: the tests neither read nor write
+    the user's ~/.cache/thqa, and every session starts with no digest remembered."""
+    home = tmp_path_factory.mktemp("thqa-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("THQA_CACHE_HOME", str(home))
+    yield home
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_media() -> Path:
     """../shared/media (real talking heads); the test is skipped when it is absent (a fresh clone)."""

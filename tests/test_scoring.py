@@ -230,14 +230,14 @@ def test_cli_score_csv_with_bad_files(cli_scorer, capsys, good_video, good_video
     out, err = capsys.readouterr()
     assert rc == 1
     assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] == 3407
-    assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high"
+    assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high,precision"
     rows = _csv(out)
     assert [r["path"] for r in rows] == files
     for r in (rows[0], rows[2]):
         clips = [float(x) for x in r["clip_scores"].split()]
         assert len(clips) == 2 and r["error"] == ""
         assert float(r["mos"]) == pytest.approx(np.mean(clips), abs=2e-6)
-        assert r["weights"] == "random-init" and r["untrained"] == "true"
+        assert r["weights"] == "random-init" and r["untrained"] == "true" and r["precision"] == "fp32"
     for r, p in ((rows[1], missing), (rows[3], text)):
         assert r["mos"] == "" and r["clip_scores"] == "" and str(p) in r["error"]
     # stderr: the progress bar and one line per failed file; stdout holds only the table

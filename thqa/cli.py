@@ -24,6 +24,11 @@ from typing import Sequence
 from thqa import __version__
 from thqa.errors import ConfigError, THQAError, brief
 
+# OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
+# its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
+# SlowFast from 2.1 s to 6.5 s a clip (torch 2 threads, interleaved runs; benchmarks/bench_cpu.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 #: the most clips per video (the checkpoint schema's bound; each clip costs a SlowFast pass)
 MAX_CLIPS = 64
 
@@ -71,6 +76,9 @@ def _float_in(lo: float, hi: float, *, open_low: bool = False, open_high: bool =
     return parse
 
 
+AUTO_PRECISION = "bf16 autocast on a GPU and on a CPU with bf16 in hardware (AVX-512 BF16 or AMX), else fp32"
+
+
 def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
     g = p.add_argument_group("backbone weights and device")
     g.add_argument("--random-init", action="store_true", help="seeded random backbone weights instead of the pretrained ones (testing)")
@@ -93,7 +101,7 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         type=_workers_arg,
         default="auto",
         help="decoding worker processes: a number (0: decode in the main process) or auto (default: all cores but one "
-        "beside a GPU, 0 beside a CPU)",
+        "beside a GPU, 0 beside a CPU - 1 for `thqa score` on 2 or more cores, which decodes while the models are built)",
     )
     g.add_argument("--threads", type=_int_in(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -188,10 +196,9 @@ def _score(args) -> int:
     if not files:
         return EXIT_OK
     if args.engine == "ray":
-        if args.precision:
-            raise_usage("--precision runs with the local engine only")
         return _score_ray(args, files, fmt, resumed, rows)
-    scorer = Scorer(args.checkpoint, workers=args.workers, precision=args.precision, **_scorer_kwargs(args))
+    # lazy: with decoding workers, the backbones are built while the workers start on the first files
+    scorer = Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {_provenance(ck)}", file=sys.stderr)
@@ -245,7 +252,14 @@ def _check_score_output(args, fmt: str, rows):
         return None
     from thqa.score_output import read_for_resume
 
+    from thqa.checkpoint import load_checkpoint
+    from thqa.pipeline import precision_for
+
     expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    if args.precision or not args.checkpoint or Path(args.checkpoint).is_file():  # else the Scorer says it is missing
+        # the precision the Scorer will pick: the one asked for, else the checkpoint's
+        precision = args.precision or (load_checkpoint(args.checkpoint).scoring_precision if args.checkpoint else "auto")
+        expect["precision"] = precision_for(args.device, precision)
     return read_for_resume(args.output, fmt, rows, expect=expect)
 
 
@@ -303,6 +317,7 @@ def _scorer_kwargs(args) -> dict:
         "offline": True if args.offline else None,
         "batch_size": args.batch_size,
         "coverage": args.coverage,
+        "precision": args.precision,
     }
 
 
@@ -363,6 +378,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "recipe": r.recipe,
                 "weights": r.weights,
                 "untrained": r.untrained,
+                "precision": r.precision,
                 "warnings": r.warnings,
                 "mos_low": r.mos_low,
                 "mos_high": r.mos_high,
@@ -375,7 +391,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", *extras])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", *extras])
     for r in results:
         w.writerow(
             [
@@ -387,6 +403,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 str(r.untrained).lower(),
                 "" if r.mos_low is None else f"{r.mos_low:.6f}",
                 "" if r.mos_high is None else f"{r.mos_high:.6f}",
+                r.precision,
                 *(_csv_cell(getattr(r, k)) for k in extras),
             ]
         )
@@ -538,7 +555,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     g.add_argument("--mfcc-top-db", type=_top_db_arg, default=argparse.SUPPRESS, metavar="DB",
                    help="floor of MFCC's log-mel spectrogram under its peak (the method 80, librosa's default), or 'none' (thqa)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="backbones' precision for extraction: auto (bf16 autocast on a GPU, fp32 on a CPU; thqa's), fp32 (the method), bf16")
+                   help="backbones' precision for extraction: auto (thqa's: " + AUTO_PRECISION + "), fp32 (the method), bf16")
     if not training:
         return
     t = p.add_argument_group("training (default: the recipe's value)")
@@ -605,7 +622,7 @@ def _flat_value(plan, key: str):
 
 def _add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: bf16 autocast on a GPU, fp32 on a CPU)")
+                   help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: " + AUTO_PRECISION + ")")
 
 
 def _provenance(ck) -> str:
@@ -639,8 +656,6 @@ def _extract(args) -> int:
     settings = plan.settings
     if args.recipe or plan.settings.to_dict() != ExtractionSettings(n_clips=plan.settings.n_clips).to_dict() or plan.precision != "auto":
         _say_plan(plan, "extract")
-    if args.engine == "ray" and plan.precision != "auto":
-        raise_usage("--precision (or a recipe's precision) runs with the local engine only")
     if args.engine == "ray":
         from thqa.ray_engine import extract_with_ray
 
@@ -648,16 +663,18 @@ def _extract(args) -> int:
         with _progress(len(m.samples), "extracting", enabled=not args.quiet) as bar:
             summary = extract_with_ray(
                 [str(s.path) for s in m.samples], args.cache_dir, settings, _weights_options(args), frames=not args.no_frames,
-                device=args.device, batch_size=args.batch_size, options=opts, progress=bar.update,
+                device=args.device, batch_size=args.batch_size, options=opts, progress=bar.update, precision=plan.precision,
             )
         random_init = bool(args.random_init)
         infos = {}
+        precision = (summary.pipeline or {}).get("precision", plan.precision)
     else:
         bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
                        precision=plan.precision)
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
+        precision = bb.precision
     if summary.failures:
         write_failures(failures, summary.failures)
     elif _is_failure_list(failures):
@@ -669,6 +686,7 @@ def _extract(args) -> int:
         + f"; {summary.seconds:.1f} s"
         + (f", {summary.per_video_s:.2f} s per extracted video" if summary.done else "")
         + f"; cache {size / 1e6:.1f} MB in {len(cache)} entries"
+        + f"; backbones in {precision}"
         + (" [random-init backbones]" if random_init else "")
     )
     if summary.stale:
@@ -1027,6 +1045,7 @@ def _demo(args) -> int:
         offline=True if args.offline else None,
         workers=args.workers,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
     if args.tiny:
         cfg.n_synthetic, cfg.duration, cfg.size, cfg.n_clips, cfg.epochs = 5, 2.0, 128, 1, 8
@@ -1166,6 +1185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a few minutes on 2 cores")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output directory")
     _add_weights_args(p)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="backbones' precision (default auto: " + AUTO_PRECISION + ")")
     p.set_defaults(func=_demo)
 
     for p in sub.choices.values():  # `thqa score ... --debug` as well as `thqa --debug score ...`

@@ -66,6 +66,7 @@ class DemoConfig:
     offline: bool | None = None
     workers: int = 0
     overwrite: bool = False
+    precision: str = "auto"  #: of the backbones: "auto", "fp32" or "bf16" (see thqa.pipeline.precision_for)
 
 
 @dataclass
@@ -180,7 +181,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     )
     note = ""
     try:
-        bb = Backbones(weights, device=cfg.device)
+        bb = Backbones(weights, device=cfg.device, precision=cfg.precision)
     except WeightsNotFoundError as exc:
         if cfg.random_init is False:
             raise
@@ -192,12 +193,12 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         )
         _say(note, echo)
         weights = WeightsOptions(random_init=True, seed=cfg.seed)
-        bb = Backbones(weights, device=cfg.device)
+        bb = Backbones(weights, device=cfg.device, precision=cfg.precision)
     weights_label = "random-init" if bb.random_init else "pretrained"
     settings = ExtractionSettings(n_clips=cfg.n_clips).validate()
     cache = FeatureCache(out / "cache")
     extractor = FeatureExtractor(settings, backbones=bb, workers=cfg.workers)
-    _say(f"[3/5] extracting features of {len(rows)} videos ({cfg.n_clips} clips each, {weights_label} backbones on {bb.device})", echo)
+    _say(f"[3/5] extracting features of {len(rows)} videos ({cfg.n_clips} clips each, {weights_label} backbones on {bb.device} in {bb.precision})", echo)
     summary = extract_files([r[0] for r in rows], cache, extractor, frames=False, progress=echo is not None)
     if summary.failures:
         write_failures(out / "failures.csv", summary.failures)
@@ -238,7 +239,8 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     scatter_plot(ev.predictions, ev.mos, out / "plot.png", title=f"thqa demo: held-out sources ({weights_label} backbones)")
     _write_csv(out / "scores.csv", ["path", "prediction", "pseudo_mos"], [[p, f"{pr:.4f}", f"{mo:.3f}"] for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos)])
     scorer = Scorer(
-        result.checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights
+        result.checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights,
+        precision=bb.precision,
     )
     one = test[0].path
     scored = scorer.score(one)
@@ -247,6 +249,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     doc = {
         "metrics": metrics,
         "weights": weights_label,
+        "precision": bb.precision,
         "backbones": infos,
         "n_videos": len(rows),
         "n_failed": summary.failed,
@@ -327,7 +330,7 @@ def _report(doc: dict, cfg: DemoConfig, note: str, bad: list[tuple[str, str]], *
         "# thqa demo report",
         "",
         f"{doc['n_videos']} videos: {'self-made talking heads' if not cfg.sources else 'your files'} and their graded degradations; "
-        f"features from **{doc['weights']}** backbones; trained on {doc['n_train']} videos, epoch chosen on {doc['n_val']}, "
+        f"features from **{doc['weights']}** backbones in {doc.get('precision', 'fp32')}; trained on {doc['n_train']} videos, epoch chosen on {doc['n_val']}, "
         f"tested on {doc['n_test']} videos of held-out sources ({', '.join(test_sources)}). Wall time {doc['seconds']:.0f} s.",
         "",
     ]

@@ -64,7 +64,8 @@ def train_run(
     backbones: Backbones | None = None,
     recipe: "str | Recipe | Plan | None" = None,
 ) -> tuple[TrainResult, ExtractSummary]:
-    """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`).
+    """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`). ``precision``: of the
+    backbones that extract (see :class:`~thqa.pipeline.Backbones`).
 
     ``recipe``: a recipe's name (``"winner"``, :mod:`thqa.recipes`), a Recipe, or a :class:`~thqa.recipes.Plan` from
     :func:`thqa.recipes.resolve` (a recipe with options on top: ``resolve("winner", epochs=10)``); it gives the
@@ -143,6 +144,7 @@ def evaluate_checkpoint(
     precision: str | None = None,
 ) -> EvaluationResult:
     """Predict every sample with a checkpoint (features from the cache, extracting what is missing) and score it.
+    ``precision``: of the backbones that extract (see :class:`~thqa.pipeline.Backbones`).
 
     Raises:
         CheckpointMismatchError: the checkpoint was trained on other backbone weights than ``weights`` gives.

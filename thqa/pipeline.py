@@ -19,13 +19,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from thqa.errors import ConfigError, THQAError
+from thqa.errors import ConfigError, THQAError, WeightsError
 from thqa.features.audio import AudioFeatureExtractor, AudioSettings
 from thqa.features.spatial import CROP, SHORT_SIDE, crop, normalize, resize_short_side
 from thqa.features.temporal import preprocess_clips
 from thqa.io import read_clips
 from thqa.sampling import clip_seconds
-from thqa.weights import WeightsOptions, build_spatial, build_temporal
+from thqa.weights import WeightsOptions, build_spatial, build_temporal, known_info
 
 __all__ = [
     "FEATURES_VERSION",
@@ -97,10 +97,14 @@ def extraction_provenance() -> dict:
 
 
 def precision_for(device: str | torch.device, precision: str = "auto") -> str:
-    """The precision the backbones run in on ``device``: "auto" is bf16 autocast on a GPU, fp32 on a CPU;
-    "fp32" and "bf16" ask for one."""
+    """The precision the backbones run in on ``device``: "auto" is bf16 autocast on a GPU and on a CPU that computes
+    bf16 in hardware (AVX-512 BF16 or AMX: :func:`thqa.hardware.cpu_has_bf16`), fp32 on any other CPU (where bf16
+    is emulated and ~100x slower); "fp32" and "bf16" ask for one."""
     if precision == "auto":
-        return "bf16-autocast" if resolve_device(device).type == "cuda" else "fp32"
+        from thqa.hardware import cpu_has_bf16
+
+        d = resolve_device(device)
+        return "bf16-autocast" if d.type == "cuda" or (d.type == "cpu" and cpu_has_bf16()) else "fp32"
     if precision in ("bf16", "bf16-autocast"):
         return "bf16-autocast"
     if precision == "fp32":
@@ -357,11 +361,18 @@ class Backbones:
 
     Args:
         batch_size: clips per pass (default 48 on a GPU, 1 on a CPU).
-        channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU).
+        channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU, and on a CPU running torch on
+            2 or more threads, where SlowFast took 0.90-0.92 s a clip against 1.01-1.03 s; on 1 thread it is slower,
+            2.17 s against 2.00 s: interleaved runs on the 2-core AVX2 machine, fp32, same numbers to 6e-8).
         start_workers: on a GPU, start the decoding workers' fork server now, so that its imports overlap the
             model building (False where no decoding workers will follow, e.g. in a Ray actor).
-        precision: "auto" (bf16 autocast on a GPU, fp32 on a CPU), "fp32" or "bf16" (autocast); recorded in
-            :attr:`infos` and so in every cache key and checkpoint made with these backbones.
+        precision: "auto" (bf16 autocast on a GPU and on a CPU with bf16 in hardware, else fp32: see
+            :func:`precision_for`), "fp32" or "bf16" (autocast); recorded in :attr:`infos` and so in every cache key
+            and checkpoint made with these backbones.
+        lazy: build the models when first used (or :meth:`build` is called) rather than now, when their identity
+            (:attr:`infos`) is known without them (digests remembered by :mod:`thqa.digests`); else now. A
+            :class:`FeatureExtractor` with decoding workers builds them once the workers have started, so that the
+            workers' start (imports, the first files) and the model building run side by side.
     """
 
     def __init__(
@@ -375,6 +386,7 @@ class Backbones:
         channels_last: bool | None = None,
         start_workers: bool = True,
         precision: str = "auto",
+        lazy: bool = False,
     ):
         self.weights = weights or WeightsOptions()
         self.device = resolve_device(device)
@@ -387,16 +399,70 @@ class Backbones:
         # CPU: one clip per SlowFast pass is fastest (1.1 s/clip vs 1.5 at 6, measured on 2 cores) and lightest;
         # GPU: 48 clips (8 videos) per pass, where SlowFast's throughput levels off on an H100
         self.batch_size = max(1, int(batch_size)) if batch_size else (48 if cuda else 1)
-        self.channels_last = cuda if channels_last is None else bool(channels_last)
-        self.spatial, self.spatial_info = build_spatial(self.weights) if spatial else (None, None)
-        self.temporal, self.temporal_info = build_temporal(self.weights) if temporal else (None, None)
-        for m in (self.spatial, self.temporal):
-            if m is not None:
-                m.to(self.device).eval()
-        if self.temporal is not None and self.channels_last:
-            self.temporal.to(memory_format=torch.channels_last_3d)
-        if cuda:
+        if channels_last is None:
+            channels_last = cuda or (self.device.type == "cpu" and torch.get_num_threads() >= 2)
+        self.channels_last = bool(channels_last)
+        self._models: dict[str, torch.nn.Module | None] = {"spatial": None, "temporal": None}
+        self._pending = {k for k, want in (("spatial", spatial), ("temporal", temporal)) if want}
+        self.spatial_info = self.temporal_info = None
+        if lazy:
+            self.spatial_info = known_info("swin_t", self.weights) if spatial else None
+            self.temporal_info = known_info("slowfast_r50", self.weights) if temporal else None
+        if not lazy or (spatial and self.spatial_info is None) or (temporal and self.temporal_info is None):
+            self.build()
+
+    def build(self) -> "Backbones":
+        """Build the models not built yet (see ``lazy``); a no-op once built.
+
+        Raises:
+            WeightsError: a weight file changed between the identity reported by :attr:`infos` and the build.
+        """
+        for kind in sorted(self._pending):
+            builder, name = (build_spatial, "spatial_info") if kind == "spatial" else (build_temporal, "temporal_info")
+            t = time.perf_counter()
+            model, info = builder(self.weights)
+            known = getattr(self, name)
+            if known is not None and known.sha256 != info.sha256:
+                raise WeightsError(f"{info.path or info.name}: its weights changed while thqa was starting (digest {info.sha256[:12]}, not {known.sha256[:12]})")
+            model.to(self.device).eval()
+            if kind == "temporal" and self.channels_last:
+                model.to(memory_format=torch.channels_last_3d)
+            self._models[kind] = model
+            setattr(self, name, known or info)
+            self._pending.discard(kind)
+            log.debug("%s backbone built in %.2f s", kind, time.perf_counter() - t)
+        if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest kernels
+        return self
+
+    @property
+    def spatial(self) -> torch.nn.Module | None:
+        """ECA + Swin-T (built on first use when ``lazy``), or None when not wanted."""
+        if "spatial" in self._pending:
+            self.build()
+        return self._models["spatial"]
+
+    @spatial.setter
+    def spatial(self, module: torch.nn.Module | None) -> None:
+        self._pending.discard("spatial")
+        self._models["spatial"] = module
+
+    @property
+    def temporal(self) -> torch.nn.Module | None:
+        """SlowFast R50 without its head (built on first use when ``lazy``), or None when not wanted."""
+        if "temporal" in self._pending:
+            self.build()
+        return self._models["temporal"]
+
+    @temporal.setter
+    def temporal(self, module: torch.nn.Module | None) -> None:
+        self._pending.discard("temporal")
+        self._models["temporal"] = module
+
+    @property
+    def built(self) -> bool:
+        """Whether every wanted model exists (False while a ``lazy`` build waits for its first use)."""
+        return not self._pending
 
     @property
     def infos(self) -> dict[str, dict]:
@@ -657,21 +723,24 @@ def _worker_init(_worker_id: int) -> None:
 _warm: set = set()
 
 
-def warm_up(settings: ExtractionSettings | None = None) -> None:
-    """Import and compile (numba) what :func:`prepare` needs, once in this process, before worker processes are
-    forked: they inherit it instead of each paying about 5 s (imports of scipy.signal/librosa, JIT) on its first file."""
+def warm_up(settings: ExtractionSettings | None = None, *, png: bool = True) -> None:
+    """Import and compile (numba) what :func:`prepare` needs, once in this process: before worker processes are
+    forked (they inherit it instead of each paying about 5 s - imports of scipy.signal/librosa, JIT - on its first
+    file), and when a :class:`~thqa.scorer.Scorer` is built (so that its first file costs what the next ones do).
+    ``png``: also the PNG encoder (OpenCV), which only caches of first frames need."""
     s = settings or ExtractionSettings()
-    if s.audio in _warm:
+    if (s.audio, png) in _warm or (s.audio, True) in _warm:
         return
     t = time.perf_counter()
     n = int(round((1 + 2 * s.audio.context) * s.audio.sample_rate))
     _audio_extractor(s.audio).batch(np.zeros((1, n), np.float32))
     img = resize_short_side(np.zeros((16, 16, 3), np.uint8), 32)
     normalize(crop(img, size=16))
-    encode_frame_png(img.numpy())
+    if png:
+        encode_frame_png(img.numpy())
     importlib.import_module("av")
 
-    _warm.add(s.audio)
+    _warm.add((s.audio, png))
     log.debug("prepare() warmed up in %.2f s", time.perf_counter() - t)
 
 
@@ -732,6 +801,7 @@ class FeatureExtractor:
         file_timeout: seconds one file may take to decode before it is reported as failed (None: no limit).
         prefetch: files queued per worker. A slow file delays only the ``prefetch - 1`` files queued behind it in
             its worker (the other workers go on); 2 keeps every worker busy while the backbones run.
+        precision: of the backbones this builds when none are given (see :class:`Backbones`).
     """
 
     def __init__(
@@ -745,9 +815,10 @@ class FeatureExtractor:
         backbones: Backbones | None = None,
         file_timeout: float | None = 300.0,
         prefetch: int = 2,
+        precision: str = "auto",
     ):
         self.settings = (settings or ExtractionSettings()).validate()
-        self.backbones = backbones or Backbones(weights, device=device, batch_size=batch_size)
+        self.backbones = backbones or Backbones(weights, device=device, batch_size=batch_size, precision=precision)
         if workers == "auto":
             workers = default_workers(self.backbones.device)
         try:
@@ -833,7 +904,13 @@ class FeatureExtractor:
             log.debug("extraction: %s", self.stats)
 
     def _warm_backbones(self) -> None:
-        """On a GPU, tune the kernels while the workers that have just started prepare the first files."""
+        """While the workers that have just started prepare the first files: build the models if they wait for it
+        (``Backbones(lazy=True)``), and on a GPU tune the kernels."""
+        if not self.backbones.built:
+            t = time.perf_counter()
+            self.backbones.build()
+            self.stats["build_s"] = round(time.perf_counter() - t, 3)
+            self.stats["wait_s"] -= time.perf_counter() - t  # _timed counts it as waiting: it is not
         if self.backbones.device.type == "cuda":
             dt = self.backbones.warm_up(self.settings)
             self.stats["warm_up_s"] = round(dt, 3)
@@ -884,8 +961,9 @@ class FeatureExtractor:
                 yield ds[i]
             return
         ctx = _worker_context(cuda=self.backbones.device.type == "cuda")
-        if ctx is None:
-            warm_up(ds.settings)  # the forked workers inherit it
+        if ctx is None and self.backbones.built:
+            # the forked workers inherit it; with models still to build, the workers do it themselves meanwhile
+            warm_up(ds.settings)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(ds, indices),
             multiprocessing_context=ctx,

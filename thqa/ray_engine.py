@@ -187,12 +187,17 @@ class _BackboneActor:
         if spec["mode"] == "score":
             from thqa.scorer import Scorer
 
-            self.scorer = Scorer(spec["checkpoint"], workers=0, device=spec["device"], batch_size=spec["batch_size"], **spec["weights_kw"])
+            self.scorer = Scorer(
+                spec["checkpoint"], workers=0, device=spec["device"], batch_size=spec["batch_size"], precision=spec["precision"], warm=False,
+                **spec["weights_kw"],
+            )
             self.backbones = self.scorer.backbones
         else:
             self.scorer = None
             # Ray tasks prepare the files: no decoding workers (nor their fork server) in an actor
-            self.backbones = Backbones(spec["weights"], device=spec["device"], batch_size=spec["batch_size"], start_workers=False)
+            self.backbones = Backbones(
+                spec["weights"], device=spec["device"], batch_size=spec["batch_size"], start_workers=False, precision=spec["precision"]
+            )
             mine = {k: v["sha256"] for k, v in self.backbones.infos.items()}
             if mine != {k: v["sha256"] for k, v in spec["backbones"].items()}:  # paths may differ between nodes
                 raise WeightsError(
@@ -274,8 +279,10 @@ def _run(paths: Sequence[str], spec: dict, opts: RayOptions, progress: Callable[
     spec["device"] = "cuda" if use_gpu else ("cpu" if spec["device"] == "auto" else spec["device"])
     from thqa.pipeline import precision_for
 
-    for info in (spec.get("backbones") or {}).values():  # part of the keys: the precision the actors will run in
-        info["precision"] = precision_for(spec["device"])
+    # decided here, once: every actor runs in it (a node's own "auto" could differ), and it is part of the keys
+    spec["precision"] = precision_for(spec["device"], spec.get("precision", "auto"))
+    for info in (spec.get("backbones") or {}).values():
+        info["precision"] = spec["precision"]
     actors = opts.actors or (gpus if use_gpu else max(1, int(res.get("CPU", 1)) // 4))
     # small blocks: each CPU task prepares a few files, so all the cluster's CPUs share the work, results stream,
     # and a block that fails on every retry loses few files (they are reported, the job goes on)
@@ -327,8 +334,11 @@ def _with_lost(paths: list[str], rows: list[dict]) -> list[dict]:
     return rows + lost
 
 
-def _spec(mode: str, settings, frames: bool, cache_dir, device: str, batch_size: int | None, file_timeout: float | None) -> dict:
+def _spec(
+    mode: str, settings, frames: bool, cache_dir, device: str, batch_size: int | None, file_timeout: float | None, precision: str = "auto"
+) -> dict:
     return {
+        "precision": precision,
         "mode": mode,
         "settings": settings.to_dict(),
         "frames": bool(frames),
@@ -352,6 +362,7 @@ def extract_with_ray(
     file_timeout: float | None = 300.0,
     options: RayOptions | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: str = "auto",
 ):
     """The Ray engine's :func:`thqa.extract.extract_to_cache`: same cache entries, same summary.
 
@@ -373,7 +384,7 @@ def extract_with_ray(
     for build in (build_spatial, build_temporal):
         _, info = build(weights)
         infos[info.name] = info.to_dict()
-    spec = _spec("extract", settings, frames, cache_dir, device, batch_size, file_timeout)
+    spec = _spec("extract", settings, frames, cache_dir, device, batch_size, file_timeout, precision)
     spec.update(weights=weights, backbones=infos)
     t1 = time.perf_counter()
     rows = _with_lost([str(p) for p in paths], _run([str(p) for p in paths], spec, opts, progress))
@@ -392,6 +403,7 @@ def extract_with_ray(
         summary.per_video_s = summary.extract_seconds / summary.done
     summary.pipeline = {
         "engine": "ray",
+        "precision": spec["precision"],  # resolved by _run
         "prep_nodes": sorted({r["prep_node"] for r in rows if r.get("prep_node")}),
         "actor_nodes": sorted({r["actor_node"] for r in rows if r["status"] in ("done", "failed") and r.get("actor_node")}),
         "actor_pids": sorted({int(r["actor_pid"]) for r in rows if r.get("actor_pid")}),
@@ -415,6 +427,7 @@ def score_with_ray(
     options: RayOptions | None = None,
     progress: Callable[[int], None] | None = None,
     coverage: float = 0.9,
+    precision: str | None = None,
 ):
     """Score files on Ray; one :class:`thqa.scorer.ScoreResult` per path, in order (with prediction intervals at
     ``coverage``, as the local scorer's)."""
@@ -434,9 +447,10 @@ def score_with_ray(
     recipe = None
     if ck is not None:
         settings, recipe = ck.settings, ck.recipe
+    precision = precision or (ck.scoring_precision if ck is not None else "auto")  # as the local Scorer
     settings = (settings or ExtractionSettings()).validate()
     opts = options or RayOptions()
-    spec = _spec("score", settings, False, None, device, batch_size, file_timeout)
+    spec = _spec("score", settings, False, None, device, batch_size, file_timeout, precision)
     spec.update(
         checkpoint=str(checkpoint) if checkpoint else None,
         weights_kw={"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights, "offline": offline, "settings": settings},
@@ -449,13 +463,14 @@ def score_with_ray(
         if r is None or r["status"] != "done":
             out.append(
                 ScoreResult(str(p), None, None, error=(r or {}).get("error") or f"{p}: not scored", error_type=(r or {}).get("error_type") or "THQAError",
-                            weights=weights_label, untrained=checkpoint is None, recipe=recipe)
+                            weights=weights_label, untrained=checkpoint is None, recipe=recipe,
+                            precision=spec["precision"])
             )
         else:
             extra = json.loads(r.get("meta") or "{}")
             res = ScoreResult(
                 str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
-                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe,
+                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe, precision=spec["precision"],
             )
             out.append(with_interval(res, calibration, coverage, interval_note))
     return out

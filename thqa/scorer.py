@@ -13,7 +13,7 @@ import torch
 from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
 from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare
+from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
 from thqa.weights import WeightsOptions, build_spatial, state_digest
 
 __all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE"]
@@ -40,6 +40,7 @@ class ScoreResult:
     seconds: list[int] | None = None  #: (N,) start second of each clip
     weights: str = "pretrained"  #: how the backbones were obtained: "pretrained" or "random-init"
     untrained: bool = False  #: True when no trained fusion checkpoint was used (scores are meaningless)
+    precision: str = "fp32"  #: what the backbones computed in: "fp32" or "bf16-autocast"
     warnings: list[str] = field(default_factory=list)
     timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
     av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
@@ -104,10 +105,16 @@ class Scorer:
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
-            :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU).
+            :meth:`score_many` (a number, or "auto": all cores but one beside a GPU, none beside a CPU - one with
+            ``lazy`` on a machine of 2 or more cores: it decodes the first file while the models are built).
         coverage: of the prediction intervals (``mos_low``, ``mos_high``; :mod:`thqa.conformal`), default 0.9.
         precision: of the backbones, "auto", "fp32" or "bf16"; default: what the checkpoint's features were made in
             when that was fp32 (:attr:`Checkpoint.scoring_precision`), else "auto" (bf16 autocast on a GPU).
+        warm: when files are decoded in this process (``workers`` 0, the CPU default), do the imports and numba
+            set-up of decoding now (~2 s), so that the first :meth:`score` costs what the next ones do.
+        lazy: build the backbones when first needed rather than now (where their digests are remembered): with
+            decoding ``workers``, :meth:`iter_score` then builds them while the workers start on the first files
+            (``thqa score`` does this; see the README's start-up table).
 
     Raises:
         CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
@@ -130,6 +137,8 @@ class Scorer:
         settings: ExtractionSettings | None = None,
         coverage: float = 0.9,
         precision: str | None = None,
+        warm: bool = True,
+        lazy: bool = False,
     ):
         from thqa.conformal import check_coverage
 
@@ -161,6 +170,7 @@ class Scorer:
             batch_size=batch_size,
             start_workers=workers != 0,
             precision=precision or (self.checkpoint.scoring_precision if self.checkpoint is not None else "auto"),
+            lazy=lazy,
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
@@ -175,7 +185,11 @@ class Scorer:
             names = ("slowfast_r50",) if finetuned else ("swin_t", "slowfast_r50")
             check_backbones(self.checkpoint, self.backbones.infos, names=names)
         self.model = model.to(self.backbones.device).eval()
+        if workers == "auto" and lazy and self.backbones.device.type == "cpu" and (os.cpu_count() or 1) >= 2:
+            workers = 1  # the worker's imports and first file run beside the model building, on the other core
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
+        if warm and not lazy and self.extractor.workers == 0:
+            warm_up(self.settings, png=False)
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
         self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
@@ -204,6 +218,7 @@ class Scorer:
             seconds=f.seconds,
             weights=self.weights_label,
             untrained=self.untrained,
+            precision=self.backbones.precision,
             warnings=f.warnings,
             recipe=self.recipe,
         )
@@ -211,7 +226,8 @@ class Scorer:
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
         return ScoreResult(
-            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe
+            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe,
+            precision=self.backbones.precision,
         )
 
     def score(self, path: str | os.PathLike) -> ScoreResult:

@@ -46,6 +46,7 @@ __all__ = [
     "BackboneInfo",
     "build_spatial",
     "build_temporal",
+    "known_info",
     "state_digest",
     "load_state_file",
     "state_mismatch",
@@ -65,6 +66,11 @@ DEFAULT_SEED = 3407
 ENV_SWIN = "THQA_SWIN_WEIGHTS"
 ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
 ENV_OFFLINE = "THQA_OFFLINE"
+#: how to provide each backbone's weights (the end of every "not found" message)
+_HOW = {
+    "swin_t": f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights",
+    "slowfast_r50": f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights",
+}
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,61 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _empty(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` without paying for random initialisation: the model is made on the meta device (no memory, no
+    random numbers), given uninitialised CPU storage, and its non-persistent buffers (which no weight file holds,
+    e.g. Swin-T's relative position index and attention masks) are computed by the modules' own
+    ``init_non_persistent_buffers``. Every parameter and persistent buffer must then be loaded (strictly).
+
+    Raises:
+        WeightsError: a module holds a non-persistent buffer it cannot recompute (thqa would otherwise run with
+            garbage in it); cannot happen with the timm and pytorchvideo models thqa builds.
+    """
+    with torch.device("meta"):
+        model = build()
+    model.to_empty(device="cpu")
+    for name, m in model.named_modules():
+        if hasattr(m, "init_non_persistent_buffers"):
+            m.init_non_persistent_buffers()
+        elif any(m._buffers.get(b) is not None for b in m._non_persistent_buffers_set):
+            raise WeightsError(f"cannot build {type(model).__name__} empty: {name or 'the model'} has non-persistent buffers")
+    return model
+
+
+def known_info(backbone: str, options: WeightsOptions | None = None) -> BackboneInfo | None:
+    """The :class:`BackboneInfo` that :func:`build_spatial` ("swin_t") or :func:`build_temporal` ("slowfast_r50")
+    will report, without building anything, when its digest is remembered (:mod:`thqa.digests`); else None.
+
+    Raises:
+        WeightsNotFoundError: as the builders (the weights are located - downloaded if need be - here).
+    """
+    from thqa.digests import DigestCache, file_key, random_init_key
+
+    o = options or WeightsOptions()
+    if o.random_init:
+        sha = DigestCache().get(random_init_key(backbone, o.seed))
+        return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
+    if backbone == "swin_t":
+        how = _HOW["swin_t"]
+        p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
+    else:
+        cache = slowfast_cache_path()
+        how = _HOW["slowfast_r50"]
+        p, source = _locate(
+            o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
+        )
+    sha = DigestCache().get(file_key(backbone, p))
+    return BackboneInfo(backbone, source, sha, str(p), None) if sha else None
+
+
+def _digest(backbone: str, model: nn.Module, o: WeightsOptions, path: str | None) -> str:
+    """The model's :func:`state_digest`, remembered per weight file or seed (:mod:`thqa.digests`)."""
+    from thqa.digests import file_key, random_init_key, remembered_digest
+
+    key = random_init_key(backbone, o.seed) if o.random_init else file_key(backbone, path) if path else None
+    return remembered_digest(key, lambda: state_digest(model))
+
+
 @contextlib.contextmanager
 def _seeded(seed: int):
     """Seed torch's CPU generator for a build, leaving the caller's random stream as it was."""
@@ -272,17 +333,19 @@ def build_spatial(options: WeightsOptions | None = None):
     from thqa.features.spatial import SpatialExtractor
 
     o = options or WeightsOptions()
-    how = f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights"
+    how = _HOW["swin_t"]
     with _seeded(o.seed):
-        swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
         if o.random_init:
+            swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
             source, path = "random-init", None
         else:
             p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
             path = str(p)
+            # no random initialisation that the file's weights would overwrite: built empty, then loaded
+            swin = _empty(lambda: timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
             _load_swin(swin, p)
         model = SpatialExtractor(swin).eval()
-    info = BackboneInfo("swin_t", source, state_digest(model), path, o.seed if o.random_init else None)
+    info = BackboneInfo("swin_t", source, _digest("swin_t", model, o, path), path, o.seed if o.random_init else None)
     log.info("Swin-T weights: %s%s", source, f" ({path})" if path else "")
     return model, info
 
@@ -372,16 +435,17 @@ def build_temporal(options: WeightsOptions | None = None):
 
     o = options or WeightsOptions()
     cache = slowfast_cache_path()
-    how = f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights"
+    how = _HOW["slowfast_r50"]
     with _seeded(o.seed):
-        full = slowfast_r50(pretrained=False)
         if o.random_init:
+            full = slowfast_r50(pretrained=False)
             source, path = "random-init", None
         else:
             p, source = _locate(
                 o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
             )
             path = str(p)
+            full = _empty(lambda: slowfast_r50(pretrained=False))
             sd = load_state_file(p)
             try:
                 full.load_state_dict(sd, strict=True)
@@ -390,6 +454,6 @@ def build_temporal(options: WeightsOptions | None = None):
     model = TemporalExtractor(full).eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
-    info = BackboneInfo("slowfast_r50", source, state_digest(model), path, o.seed if o.random_init else None)
+    info = BackboneInfo("slowfast_r50", source, _digest("slowfast_r50", model, o, path), path, o.seed if o.random_init else None)
     log.info("SlowFast R50 weights: %s%s", source, f" ({path})" if path else "")
     return model, info
