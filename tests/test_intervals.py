@@ -132,6 +132,7 @@ class _StubBackbones:
         self.device = torch.device("cpu")
         self.infos = FAKE_BACKBONES
         self.random_init = True
+        self.precision = "fp32"
 
 
 def _stub_extractor(table):
@@ -139,7 +140,7 @@ def _stub_extractor(table):
 
     class _Extractor:
         def __init__(self, settings, backbones=None, workers=0):
-            pass
+            self.workers = workers
 
         def iter_extract(self, paths):
             for p in paths:
