@@ -67,17 +67,12 @@ class SyncSettings:
     audio_rate: int = 16000
     min_seconds: float = 1.5  #: shorter files are refused
     min_confidence: float = 3.0  #: below this the offset is reported as an error (no clear agreement)
-    #: below this ``significance`` the offset is reported as an error (the peak does not beat what a time-reversed
-    #: picture reaches)
-    min_significance: float = 1.5
 
     def validate(self) -> "SyncSettings":
         if not (self.max_offset_ms > 0 and 0 < self.step_ms <= 100):
             raise ConfigError(f"max_offset_ms must be > 0 and step_ms in (0, 100], got {self.max_offset_ms}, {self.step_ms}")
         if self.width < 32 or self.block < 2 or self.top_blocks < 1:
             raise ConfigError("width must be >= 32, block >= 2 and top_blocks >= 1")
-        if not self.min_significance >= 0:
-            raise ConfigError(f"min_significance must be >= 0, got {self.min_significance}")
         if self.window_s is not None and not (self.window_s >= 1.0 and self.window_hop_s > 0):
             raise ConfigError(f"window_s must be None or >= 1 s and window_hop_s > 0, got {self.window_s}, {self.window_hop_s}")
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
@@ -146,10 +141,6 @@ class SyncResult:
     error_type: str | None = None
     fps: float | None = None
     peak_agreement: float | None = None
-    #: (peak - median of the null curve) / (max of the null curve - its median), where the null curve is the same
-    #: agreement computed with the picture's motion played backwards (which cannot be in sync with the sound): 1
-    #: means the best offset agrees no better than chance; below ``min_significance`` (1.5) the file is refused
-    significance: float | None = None
     curve_offsets_ms: list[float] = field(default_factory=list)
     curve: list[float] = field(default_factory=list)
     #: (n,) for each whole second of the analysed video, the agreement (correlation) of the mouth motion with the
@@ -425,20 +416,6 @@ def _windowed_curve(motion: np.ndarray, speech: np.ndarray, windows: list[tuple[
     return np.mean(curves, axis=0)
 
 
-def significance(data: AVData, settings: SyncSettings, offsets_s: np.ndarray, curve: np.ndarray) -> float:
-    """How far the agreement ``curve``'s (L,) peak beats chance: the same agreement computed with the motion
-    played backwards (a surrogate that keeps the motion's statistics but cannot be in sync) gives a null curve;
-    returns ``(peak - median(null)) / (max(null) - median(null))`` (about 1 or below: chance).
-    Call after :func:`mouth_correlation` (it uses the motion kept in ``data``)."""
-    motion = data.motion[::-1]
-    env = speech_envelope(data.audio, data.audio_rate)
-    speech = _highpass(speech_change(env, data.audio_start, data.frame_times, offsets_s), data.fps, axis=1)
-    windows = analysis_windows(motion.shape[0], data.fps, settings.window_s, settings.window_hop_s)
-    null = _windowed_curve(motion, speech, windows, settings.top_blocks)
-    med = float(np.median(null))
-    return float((curve.max() - med) / max(float(null.max()) - med, 1e-9))
-
-
 def mouth_correlation(
     data: AVData, settings: SyncSettings, offsets_s: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -507,12 +484,10 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
     step = s.step_ms / 1000.0
     off = offsets[k] + _refine(curve, k, step)
     conf = _confidence(curve, k, offsets)
-    sig = significance(data, s, offsets, curve)
     kw = dict(
         fps=fps,
         confidence=round(conf, 3),
         peak_agreement=round(float(curve[k]), 4),
-        significance=round(sig, 3),
         curve_offsets_ms=[round(float(o) * 1000.0, 3) for o in offsets],
         curve=[round(float(c), 4) for c in curve],
         agreement_per_second=_agreement_per_second(data.frame_times[1:], mz[:, top].mean(axis=1), sz[k], seconds),
@@ -533,16 +508,6 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
             seconds,
             f"{data.path}: no offset makes the picture's motion follow the speech (confidence {conf:.1f} < {s.min_confidence:g}): "
             "no visible speaking face, or no speech in the sound",
-            **kw,
-        )
-    if sig < s.min_significance:
-        return _fail(
-            data.path,
-            s,
-            seconds,
-            f"{data.path}: no offset makes the picture's motion follow the speech clearly (significance {sig:.2f} < "
-            f"{s.min_significance:g}: the best offset agrees little better than the motion played backwards): no visible "
-            "speaking face, a small or moving one, or no speech in the sound",
             **kw,
         )
     r = s.max_offset_ms
