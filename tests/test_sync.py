@@ -140,8 +140,8 @@ def test_files_that_cannot_be_analysed_give_error_results(tmp_path, kind, words)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_picture_unrelated_to_the_voice_is_refused_or_weak(tmp_path, seed):
     """Moving noise, no face: the detector-free estimate cannot always tell it from a face (the best blocks of
-    noise agree with any sound by chance), but it never reports it as a clear peak (confidence >= 6, which the
-    synthetic head in sync reaches)."""
+    noise agree with any sound by chance), but it refuses it (low confidence, or windowed and whole-file analyses
+    that disagree) or at least never reports it as a clear peak (confidence >= 6, which the synthetic head reaches)."""
     rng = np.random.default_rng(seed)
     p = tmp_path / "noise.mp4"
     write_video(p, seconds=5, frame_fn=lambda i, t: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), audio=_speech(5.0))
@@ -149,7 +149,8 @@ def test_picture_unrelated_to_the_voice_is_refused_or_weak(tmp_path, seed):
     if r.ok:
         assert r.confidence < 6, r
     else:
-        assert "no offset makes the picture's motion follow the speech" in r.error and str(p) in r.error
+        assert str(p) in r.error and r.error_type == "SyncError"
+        assert "no offset makes the picture's motion follow the speech" in r.error or "the offset is ambiguous" in r.error
 
 
 def test_analysis_windows_cover_the_material():
@@ -171,6 +172,15 @@ def test_windows_follow_a_mouth_that_moves_across_the_picture(head_data):
         assert r.ok and r.offset_ms == pytest.approx(ms, abs=25), (ms, r.offset_ms, r.error)
 
 
+def test_windowed_and_whole_file_estimates_must_agree(head_data):
+    """The two analyses agree on the synthetic head (a few ms apart), so a tolerance of 0 ms refuses it as ambiguous
+    and None switches the check off."""
+    assert estimate_offset_arrays(head_data).ok
+    r = estimate_offset_arrays(head_data, SyncSettings(max_disagreement_ms=0.0))
+    assert not r.ok and "the offset is ambiguous" in r.error and r.confidence is not None
+    assert estimate_offset_arrays(head_data, SyncSettings(max_disagreement_ms=None)).ok
+
+
 def test_missing_file_raises_typed_error(tmp_path):
     with pytest.raises(MediaFileNotFoundError):
         estimate_av_offset(tmp_path / "missing.mp4")
@@ -185,6 +195,8 @@ def test_settings_are_checked():
         SyncSettings(window_s=0.5).validate()
     with pytest.raises(ConfigError):
         SyncSettings(window_hop_s=0).validate()
+    with pytest.raises(ConfigError):
+        SyncSettings(max_disagreement_ms=-1).validate()
 
 
 # -- thqa sync ---------------------------------------------------------------------------------------------------------

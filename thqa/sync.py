@@ -64,6 +64,9 @@ class SyncSettings:
     #: that a mouth that moves across the picture (head motion) is followed; None: one window over the whole file
     window_s: float | None = 4.0
     window_hop_s: float = 1.0  #: spacing of the windows' starts (s)
+    #: the offset is refused as ambiguous when the windowed estimate and the whole-file one (one set of best blocks
+    #: for the whole file) differ by more than this (ms); None: never
+    max_disagreement_ms: float | None = 80.0
     audio_rate: int = 16000
     min_seconds: float = 1.5  #: shorter files are refused
     min_confidence: float = 3.0  #: below this the offset is reported as an error (no clear agreement)
@@ -73,6 +76,8 @@ class SyncSettings:
             raise ConfigError(f"max_offset_ms must be > 0 and step_ms in (0, 100], got {self.max_offset_ms}, {self.step_ms}")
         if self.width < 32 or self.block < 2 or self.top_blocks < 1:
             raise ConfigError("width must be >= 32, block >= 2 and top_blocks >= 1")
+        if self.max_disagreement_ms is not None and not self.max_disagreement_ms >= 0:
+            raise ConfigError(f"max_disagreement_ms must be None or >= 0, got {self.max_disagreement_ms}")
         if self.window_s is not None and not (self.window_s >= 1.0 and self.window_hop_s > 0):
             raise ConfigError(f"window_s must be None or >= 1 s and window_hop_s > 0, got {self.window_s}, {self.window_hop_s}")
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
@@ -479,10 +484,13 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         return _fail(data.path, s, seconds, f"{data.path}: too short for a sync estimate ({seconds:.2f} s of video; at least {s.min_seconds:g} s needed)", fps=fps)
     if float(data.frames.std(axis=0).max()) < 1.0:
         return _fail(data.path, s, seconds, f"{data.path}: the picture does not move: no face or mouth motion to sync with", fps=fps)
-    _, curve, top, mz, sz = mouth_correlation(data, s, offsets)
+    corr, curve, top, mz, sz = mouth_correlation(data, s, offsets)
     k = int(np.argmax(curve))
     step = s.step_ms / 1000.0
     off = offsets[k] + _refine(curve, k, step)
+    whole = _top_block_curve(corr, s.top_blocks)[0]  # (L,) the agreement with one set of blocks for the whole file
+    kw_ = int(np.argmax(whole))
+    off_whole = offsets[kw_] + _refine(whole, kw_, step)
     conf = _confidence(curve, k, offsets)
     kw = dict(
         fps=fps,
@@ -508,6 +516,16 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
             seconds,
             f"{data.path}: no offset makes the picture's motion follow the speech (confidence {conf:.1f} < {s.min_confidence:g}): "
             "no visible speaking face, or no speech in the sound",
+            **kw,
+        )
+    if s.max_disagreement_ms is not None and abs(off - off_whole) * 1000.0 > s.max_disagreement_ms:
+        return _fail(
+            data.path,
+            s,
+            seconds,
+            f"{data.path}: the offset is ambiguous: the analysis in {s.window_s:g} s windows finds {off * 1000:+.0f} ms, the "
+            f"whole-file one {off_whole * 1000:+.0f} ms (more than {s.max_disagreement_ms:g} ms apart): a moving head, "
+            "a small face or motion elsewhere that follows the speech rhythm",
             **kw,
         )
     r = s.max_offset_ms
