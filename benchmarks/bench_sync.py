@@ -95,6 +95,8 @@ def main() -> int:
 
     s = SyncSettings()
     offsets = list(range(-800, 801, 40))
+    import cv2  # noqa: F401  one-time imports out of the first file's time
+    import scipy.signal  # noqa: F401
     rows: list[dict] = []
     files: list[dict] = []
     for path in speech_videos(args.media):

@@ -125,16 +125,17 @@ class SyncResult:
     """The audio/video offset of one file.
 
     ``offset_ms`` > 0: the sound comes later than the lips; < 0: earlier. None when ``error`` says why the file
-    could not be analysed (no audio stream, silent audio, too short, no motion that follows the speech).
+    could not be analysed (no audio stream, silent audio, too short, no motion that follows the speech, or an
+    ambiguous peak: windowed and whole-file analyses that disagree, see :class:`SyncSettings`).
 
     ``confidence`` is how far the best offset's agreement stands above the agreement of the other candidate
     offsets, in robust standard deviations (median and MAD of the curve away from the peak): about 0-3 means no
     offset wins (silence, music, a speaker off screen or a still picture: the offset is then reported as an
     error), 3-6 a weak but usable peak, above 6 a clear one. On the real talking heads of the benchmark in-sync files
-    score 6-20 (see the README).
+    score 4-14, and files locked on a wrong offset 4-8 too: a high confidence is not proof (see the README).
 
-    ``curve`` maps each candidate offset (ms) to the agreement (the Pearson correlation of the pooled mouth motion
-    with the speech signal at that offset).
+    ``curve`` maps each candidate offset (ms) to the agreement: the Pearson correlation of the best blocks' motion
+    (the mouth) with the speech signal at that offset, averaged over the analysis windows.
     """
 
     path: str
