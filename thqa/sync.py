@@ -5,18 +5,19 @@ How it works (see the README's "Lip sync" section for the measured accuracy):
 1. **Decode once** (:func:`decode_av`): every video frame as a small grey picture on the container clock
    (``frame.time``, so variable frame rates and stream start times are honoured) and the first audio stream as mono
    16 kHz samples placed on the same clock.
-2. **Motion per block**: the picture is cut into small blocks; a block's motion at frame ``i`` is the mean absolute
-   grey-level change between frames ``i-1`` and ``i``. Slow changes (head turns, lighting: below ~1.5 Hz) are taken
-   out, leaving the syllable-rate motion that a moving mouth makes.
-3. **Speech signal**: the loudness envelope of the speech band (250-3500 Hz), log-compressed, averaged over one
+2. **Motion per block**: the picture is cut into small blocks; a block's motion at frame ``i`` is the mean vertical
+   stretch ``dv/dy`` of the dense optical flow (OpenCV DIS) from frame ``i-1`` to ``i``: positive when a mouth opens,
+   negative when it closes, blind to the head moving as a whole. Slow changes (below ~1 Hz) are taken out.
+3. **Speech signal**: the loudness (RMS) envelope of the speech band (250-3500 Hz), averaged over one
    frame interval and *sampled the way the camera samples the mouth*: the audio counterpart of frame ``i``'s motion
-   is ``|E(t_i + d) - E(t_{i-1} + d)|`` for a candidate offset ``d``, on the frames' own timestamps. Comparing like
+   is ``E(t_i + d) - E(t_{i-1} + d)`` for a candidate offset ``d``, on the frames' own timestamps. Comparing like
    with like (change against change, on the same frame grid) removes the bias that comparing frame differences with
    onset strength has (motion also peaks when the mouth closes, onsets only when the sound starts).
 4. **Audio-visual correlation map**: the Pearson correlation of every block's motion with the speech signal, for
-   every candidate offset (``-max_offset .. +max_offset`` in ``step_ms`` steps). The blocks whose motion follows
-   the sound best - the mouth, found without a face detector - are pooled into one mouth signal and correlated
-   again; the offset is the peak, refined below the step by a parabola through its neighbours.
+   every candidate offset (``-max_offset .. +max_offset`` in ``step_ms`` steps), in windows of ``window_s`` seconds.
+   In each window the blocks whose motion follows the sound best - the mouth, found without a face detector, and
+   found again in each window so that a moving head is followed - give that window's agreement per offset; the
+   windows' agreements are averaged and the offset is the peak, refined below the step by a parabola.
 5. **Confidence**: how far the peak stands above the rest of the curve, in robust standard deviations (see
    :class:`SyncResult`).
 
@@ -39,6 +40,7 @@ __all__ = [
     "AVData",
     "SyncResult",
     "SyncSettings",
+    "analysis_windows",
     "decode_av",
     "estimate_av_offset",
     "estimate_offset_arrays",
@@ -57,7 +59,14 @@ class SyncSettings:
     max_seconds: float | None = 30.0  #: analyse at most this many seconds from the start (None: all)
     width: int = 192  #: frames are scaled to this width (aspect kept) in grey
     block: int = 8  #: block size in pixels at that width
-    top_blocks: int = 4  #: blocks pooled into the agreement at each offset
+    top_blocks: int = 4  #: blocks pooled into the agreement at each offset (in each window)
+    #: the agreement curve is the mean of the curves of windows this long (s), each with its own best blocks, so
+    #: that a mouth that moves across the picture (head motion) is followed; None: one window over the whole file
+    window_s: float | None = 4.0
+    window_hop_s: float = 1.0  #: spacing of the windows' starts (s)
+    #: the offset is refused as ambiguous when the windowed estimate and the whole-file one (one set of best blocks
+    #: for the whole file) differ by more than this (ms); None: never
+    max_disagreement_ms: float | None = 80.0
     audio_rate: int = 16000
     min_seconds: float = 1.5  #: shorter files are refused
     min_confidence: float = 3.0  #: below this the offset is reported as an error (no clear agreement)
@@ -67,6 +76,10 @@ class SyncSettings:
             raise ConfigError(f"max_offset_ms must be > 0 and step_ms in (0, 100], got {self.max_offset_ms}, {self.step_ms}")
         if self.width < 32 or self.block < 2 or self.top_blocks < 1:
             raise ConfigError("width must be >= 32, block >= 2 and top_blocks >= 1")
+        if self.max_disagreement_ms is not None and not self.max_disagreement_ms >= 0:
+            raise ConfigError(f"max_disagreement_ms must be None or >= 0, got {self.max_disagreement_ms}")
+        if self.window_s is not None and not (self.window_s >= 1.0 and self.window_hop_s > 0):
+            raise ConfigError(f"window_s must be None or >= 1 s and window_hop_s > 0, got {self.window_s}, {self.window_hop_s}")
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
             raise ConfigError(f"max_seconds must be at least min_seconds ({self.min_seconds})")
         return self
@@ -112,16 +125,17 @@ class SyncResult:
     """The audio/video offset of one file.
 
     ``offset_ms`` > 0: the sound comes later than the lips; < 0: earlier. None when ``error`` says why the file
-    could not be analysed (no audio stream, silent audio, too short, no motion that follows the speech).
+    could not be analysed (no audio stream, silent audio, too short, no motion that follows the speech, or an
+    ambiguous peak: windowed and whole-file analyses that disagree, see :class:`SyncSettings`).
 
     ``confidence`` is how far the best offset's agreement stands above the agreement of the other candidate
     offsets, in robust standard deviations (median and MAD of the curve away from the peak): about 0-3 means no
     offset wins (silence, music, a speaker off screen or a still picture: the offset is then reported as an
     error), 3-6 a weak but usable peak, above 6 a clear one. On the real talking heads of the benchmark in-sync files
-    score 6-20 (see the README).
+    score 4-14, and files locked on a wrong offset 4-8 too: a high confidence is not proof (see the README).
 
-    ``curve`` maps each candidate offset (ms) to the agreement (the Pearson correlation of the pooled mouth motion
-    with the speech signal at that offset).
+    ``curve`` maps each candidate offset (ms) to the agreement: the Pearson correlation of the best blocks' motion
+    (the mouth) with the speech signal at that offset, averaged over the analysis windows.
     """
 
     path: str
@@ -377,16 +391,52 @@ def _fail(path: str, settings: SyncSettings, seconds: float, msg: str, *, fps: f
     return SyncResult(path, None, kw.pop("confidence", None), (-r, r), round(seconds, 3), error=msg, error_type="SyncError", fps=fps, **kw)
 
 
+def analysis_windows(n: int, fs: float, window_s: float | None, hop_s: float) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of the windows over ``n`` motion rows at ``fs`` rows per second: windows of
+    ``window_s`` seconds every ``hop_s`` seconds, the last one ending at ``n`` so that the tail is covered; one
+    window over everything when ``window_s`` is None or not shorter than the material."""
+    w = n if window_s is None else int(round(window_s * fs))
+    if w >= n or w < 8:
+        return [(0, n)]
+    hop = max(1, int(round(hop_s * fs)))
+    starts = list(range(0, n - w + 1, hop))
+    if starts[-1] != n - w:
+        starts.append(n - w)
+    return [(a, a + w) for a in starts]
+
+
+def _top_block_curve(corr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(L, B) correlations -> (L,) mean of the ``k`` best blocks at each offset and (L, k) those blocks."""
+    k = min(k, corr.shape[1])
+    top_each = np.argpartition(corr, -k, axis=1)[:, -k:]
+    return np.take_along_axis(corr, top_each, axis=1).mean(axis=1), top_each
+
+
+def _windowed_curve(motion: np.ndarray, speech: np.ndarray, windows: list[tuple[int, int]], k: int) -> np.ndarray:
+    """(N-1, B) motion and (L, N-1) speech -> (L,) the mean over ``windows`` of each window's best-``k``-block
+    agreement (correlations computed within the window)."""
+    curves = []
+    for a, b in windows:
+        c = _zscore(speech[:, a:b], axis=1) @ _zscore(motion[a:b], axis=0) / (b - a)
+        curves.append(_top_block_curve(c, k)[0])
+    return np.mean(curves, axis=0)
+
+
 def mouth_correlation(
     data: AVData, settings: SyncSettings, offsets_s: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The audio-visual correlation map and the agreement curve.
 
+    The agreement at an offset is, in each analysis window (:func:`analysis_windows`), the mean correlation of the
+    ``top_blocks`` blocks that follow the sound best there (the mouth, found by how well it follows the sound, and
+    found again in each window, so a head that moves the mouth across the picture is followed), averaged over the
+    windows.
+
     Returns:
-        corr: (L, B) Pearson correlation of each block's stretch with the change of loudness at each offset;
-        curve: (L,) agreement: the mean correlation of the ``top_blocks`` best blocks at each offset (the blocks
-            where the mouth is, found by how well they follow the sound);
-        top: (K,) the blocks pooled at the best offset;
+        corr: (L, B) Pearson correlation of each block's stretch with the change of loudness at each offset, over
+            the whole analysed material;
+        curve: (L,) the agreement;
+        top: (K,) the blocks of ``corr`` that agree best at the curve's peak;
         motion: (N-1, B) and speech: (L, N-1), the standardised signals that were correlated.
     """
     fs = data.fps
@@ -396,13 +446,13 @@ def mouth_correlation(
     motion = data.motion  # (N-1, B)
     env = speech_envelope(data.audio, data.audio_rate)
     speech = _highpass(speech_change(env, data.audio_start, data.frame_times, offsets_s), fs, axis=1)  # (L, N-1)
+    windows = analysis_windows(motion.shape[0], fs, settings.window_s, settings.window_hop_s)
+    curve = _windowed_curve(motion, speech, windows, settings.top_blocks)
     mz = _zscore(motion, axis=0)
     sz = _zscore(speech, axis=1)
     corr = sz @ mz / mz.shape[0]  # (L, B)
-    k = min(settings.top_blocks, corr.shape[1])
-    top_each = np.argpartition(corr, -k, axis=1)[:, -k:]  # (L, k) best blocks at each offset
-    curve = np.take_along_axis(corr, top_each, axis=1).mean(axis=1)
-    return corr, curve, top_each[int(np.argmax(curve))], mz, sz
+    top = _top_block_curve(corr, settings.top_blocks)[1][int(np.argmax(curve))]
+    return corr, curve, top, mz, sz
 
 
 def _agreement_per_second(times: np.ndarray, mouth: np.ndarray, speech: np.ndarray, duration: float) -> list[float]:
@@ -435,10 +485,13 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         return _fail(data.path, s, seconds, f"{data.path}: too short for a sync estimate ({seconds:.2f} s of video; at least {s.min_seconds:g} s needed)", fps=fps)
     if float(data.frames.std(axis=0).max()) < 1.0:
         return _fail(data.path, s, seconds, f"{data.path}: the picture does not move: no face or mouth motion to sync with", fps=fps)
-    _, curve, top, mz, sz = mouth_correlation(data, s, offsets)
+    corr, curve, top, mz, sz = mouth_correlation(data, s, offsets)
     k = int(np.argmax(curve))
     step = s.step_ms / 1000.0
     off = offsets[k] + _refine(curve, k, step)
+    whole = _top_block_curve(corr, s.top_blocks)[0]  # (L,) the agreement with one set of blocks for the whole file
+    kw_ = int(np.argmax(whole))
+    off_whole = offsets[kw_] + _refine(whole, kw_, step)
     conf = _confidence(curve, k, offsets)
     kw = dict(
         fps=fps,
@@ -464,6 +517,16 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
             seconds,
             f"{data.path}: no offset makes the picture's motion follow the speech (confidence {conf:.1f} < {s.min_confidence:g}): "
             "no visible speaking face, or no speech in the sound",
+            **kw,
+        )
+    if s.max_disagreement_ms is not None and abs(off - off_whole) * 1000.0 > s.max_disagreement_ms:
+        return _fail(
+            data.path,
+            s,
+            seconds,
+            f"{data.path}: the offset is ambiguous: the analysis in {s.window_s:g} s windows finds {off * 1000:+.0f} ms, the "
+            f"whole-file one {off_whole * 1000:+.0f} ms (more than {s.max_disagreement_ms:g} ms apart): a moving head, "
+            "a small face or motion elsewhere that follows the speech rhythm",
             **kw,
         )
     r = s.max_offset_ms
