@@ -12,8 +12,9 @@ are among the per-second ones (the same decoded frames and sound), so it equals 
 
 Cost: every second goes through both backbones, so a timeline costs about ``n / k`` times a plain score (the
 README's table has measured figures for 10 s, 60 s and 600 s files). Frames are decoded one chunk of seconds at a
-time and the allocator's free memory is handed back after each chunk (:mod:`thqa._memory`); only the per-second
-features are kept (about 50 MB for 600 s).
+time and the allocator's free memory is handed back after each chunk (:mod:`thqa._memory`); the per-second
+features are kept (about 50 MB for 600 s). Peak memory was flat up to 240 s in the benchmark but 0.5 GB higher at
+600 s, for a reason not yet traced.
 """
 from __future__ import annotations
 
