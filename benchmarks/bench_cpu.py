@@ -277,6 +277,14 @@ def paths(args, files) -> dict:
                 return fn(chunk)
         return run
 
+    def compiled(branch, model, wrap, x):
+        """``wrap`` of torch.compile(model), compiled by a first call whose time goes into ``setup``."""
+        t = time.perf_counter()
+        fn = wrap(torch.compile(model, dynamic=False))
+        fn(x[:1])
+        setup[f"{branch} torch.compile (first call)"] = round(time.perf_counter() - t, 1)
+        return fn
+
     variants.append(("fp32 (default: batch 1)", "temporal", temporal(bb.temporal), clips, 1, "fp32"))
     cl = copy.deepcopy(bb.temporal).to(memory_format=torch.channels_last_3d)
     variants.append(("fp32 channels-last 3-D", "temporal", temporal(cl, channels_last=True), clips, 1, "fp32"))
@@ -294,21 +302,13 @@ def paths(args, files) -> dict:
     except Exception as exc:  # noqa: BLE001 - report, do not stop the run
         setup["temporal TorchScript trace + freeze"] = f"failed: {type(exc).__name__}: {exc}"[:200]
     if args.compile:
-        t = time.perf_counter()
-        comp = torch.compile(bb.temporal, dynamic=False)
-        temporal(comp)(clips[:1])
-        setup["temporal torch.compile (first call)"] = round(time.perf_counter() - t, 1)
-        variants.append(("fp32 torch.compile (inductor)", "temporal", temporal(comp), clips, 1, "fp32"))
+        variants.append(("fp32 torch.compile (inductor)", "temporal", compiled("temporal", bb.temporal, temporal, clips), clips, 1, "fp32"))
     if args.bf16_clips:
         variants.append(("bf16 autocast", "temporal", temporal(bb.temporal, autocast=True), clips[: args.bf16_clips], 1, "bf16"))
     variants.append(("fp32 (default: batch 1)", "spatial", spatial(bb.spatial), frames, 1, "fp32"))
     variants.append((f"fp32 batch {frames.shape[0]}", "spatial", spatial(bb.spatial), frames, frames.shape[0], "fp32"))
     if args.compile:
-        t = time.perf_counter()
-        comp_s = torch.compile(bb.spatial, dynamic=False)
-        spatial(comp_s)(frames[:1])
-        setup["spatial torch.compile (first call)"] = round(time.perf_counter() - t, 1)
-        variants.append(("fp32 torch.compile (inductor)", "spatial", spatial(comp_s), frames, 1, "fp32"))
+        variants.append(("fp32 torch.compile (inductor)", "spatial", compiled("spatial", bb.spatial, spatial, frames), frames, 1, "fp32"))
     variants.append(("bf16 autocast", "spatial", spatial(bb.spatial, autocast=True), frames, 1, "bf16"))
     for name, branch, fn, x, batch, dtype in variants:  # first call of each: set-up (oneDNN primitives), not counted
         fn(x[:batch])

@@ -356,6 +356,22 @@ def prepare(
     )
 
 
+def _lazy_model(kind: str, doc: str) -> property:
+    """A :class:`Backbones` attribute for one model: built on first read when it waits for a lazy build; setting it
+    replaces the model (and cancels its pending build)."""
+
+    def get(self) -> torch.nn.Module | None:
+        if kind in self._pending:
+            self.build()
+        return self._models[kind]
+
+    def set_(self, module: torch.nn.Module | None) -> None:
+        self._pending.discard(kind)
+        self._models[kind] = module
+
+    return property(get, set_, doc=doc)
+
+
 class Backbones:
     """The spatial and temporal extractors on one device, run batched over clips of many files.
 
@@ -435,29 +451,8 @@ class Backbones:
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest kernels
         return self
 
-    @property
-    def spatial(self) -> torch.nn.Module | None:
-        """ECA + Swin-T (built on first use when ``lazy``), or None when not wanted."""
-        if "spatial" in self._pending:
-            self.build()
-        return self._models["spatial"]
-
-    @spatial.setter
-    def spatial(self, module: torch.nn.Module | None) -> None:
-        self._pending.discard("spatial")
-        self._models["spatial"] = module
-
-    @property
-    def temporal(self) -> torch.nn.Module | None:
-        """SlowFast R50 without its head (built on first use when ``lazy``), or None when not wanted."""
-        if "temporal" in self._pending:
-            self.build()
-        return self._models["temporal"]
-
-    @temporal.setter
-    def temporal(self, module: torch.nn.Module | None) -> None:
-        self._pending.discard("temporal")
-        self._models["temporal"] = module
+    spatial = _lazy_model("spatial", "ECA + Swin-T (built on first use when ``lazy``), or None when not wanted.")
+    temporal = _lazy_model("temporal", "SlowFast R50 without its head (built on first use when ``lazy``), or None when not wanted.")
 
     @property
     def built(self) -> bool:
