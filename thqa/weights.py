@@ -279,15 +279,7 @@ def known_info(backbone: str, options: WeightsOptions | None = None) -> Backbone
     if o.random_init:
         sha = DigestCache().get(random_init_key(backbone, o.seed))
         return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
-    if backbone == "swin_t":
-        how = _HOW["swin_t"]
-        p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
-    else:
-        cache = slowfast_cache_path()
-        how = _HOW["slowfast_r50"]
-        p, source = _locate(
-            o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
-        )
+    p, source = _weights_file(backbone, o)
     sha = DigestCache().get(file_key(backbone, p))
     return BackboneInfo(backbone, source, sha, str(p), None) if sha else None
 
@@ -306,6 +298,15 @@ def _seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
+    """(path, source) of ``backbone``'s weights ("swin_t" or "slowfast_r50"): a named file, the cache, a download."""
+    how = _HOW[backbone]
+    if backbone == "swin_t":
+        return _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
+    cache = slowfast_cache_path()
+    return _locate(o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how))
 
 
 def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | None], download: Callable[[], Path]) -> tuple[Path, str]:
@@ -333,13 +334,12 @@ def build_spatial(options: WeightsOptions | None = None):
     from thqa.features.spatial import SpatialExtractor
 
     o = options or WeightsOptions()
-    how = _HOW["swin_t"]
     with _seeded(o.seed):
         if o.random_init:
             swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
             source, path = "random-init", None
         else:
-            p, source = _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
+            p, source = _weights_file("swin_t", o)
             path = str(p)
             # no random initialisation that the file's weights would overwrite: built empty, then loaded
             swin = _empty(lambda: timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
@@ -434,16 +434,12 @@ def build_temporal(options: WeightsOptions | None = None):
     from thqa.features.temporal import TemporalExtractor
 
     o = options or WeightsOptions()
-    cache = slowfast_cache_path()
-    how = _HOW["slowfast_r50"]
     with _seeded(o.seed):
         if o.random_init:
             full = slowfast_r50(pretrained=False)
             source, path = "random-init", None
         else:
-            p, source = _locate(
-                o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how)
-            )
+            p, source = _weights_file("slowfast_r50", o)
             path = str(p)
             full = _empty(lambda: slowfast_r50(pretrained=False))
             sd = load_state_file(p)
