@@ -13,9 +13,9 @@ import pytest
 
 from media import tone, write_video
 from thqa import cli
-from thqa.errors import MediaFileNotFoundError
-from thqa.sync import SyncSettings, analysis_windows, decode_av, estimate_av_offset, estimate_offset_arrays
-from thqa.synth import make_talking_head, synthesize_speech
+from thqa.errors import DependencyError, MediaFileNotFoundError
+from thqa.sync import SyncSettings, analysis_windows, decode_av, drop_repeated_frames, estimate_av_offset, estimate_offset_arrays, mouth_region
+from thqa.synth import _face_for_seed, _mouth_box, make_talking_head, synthesize_speech
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,12 @@ def remux_with_delay(src: Path, dst: Path, ms: float) -> Path:
     return dst
 
 
-def test_synthetic_head_in_sync(head):
-    r = estimate_av_offset(head)
+@pytest.mark.parametrize("locator", ["face", "frame"])
+def test_synthetic_head_in_sync(head, locator):
+    r = estimate_av_offset(head, SyncSettings(locator=locator))
     assert r.ok, r.error
+    # the mouth still and the head barely swaying, a few frames show no visible change and are dropped as repeats
+    assert r.locator == locator and 0 <= r.repeated_frames < 0.15 * 150
     assert abs(r.offset_ms) <= 20
     assert r.confidence >= 6
     assert r.range_ms == (-1000.0, 1000.0) and r.fps == pytest.approx(25, abs=0.01)
@@ -93,16 +96,32 @@ def test_delays_on_the_container_clock(head, tmp_path, ms):
 
 
 # -- real talking heads with injected offsets -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["vid_ai_dreamtalk_male_256.mp4"])
+@pytest.mark.parametrize("name", ["vid_ai_dreamtalk_male_256.mp4", "vid_real_woman_blue_700.mp4"])
 def test_real_talking_heads_with_injected_offsets(real_file, name):
-    """Two real files on which the detector-free estimate is reliable (benchmarks/bench_sync.py reports all of
-    them, failures included): the estimate follows the injected offset within 80 ms, both signs."""
+    """Two real files on which the estimate is reliable (benchmarks/bench_sync.py reports all of them, failures
+    included): the estimate follows the injected offset within 80 ms, both signs. woman_blue is a 24 fps recording
+    stored at 30 fps: without dropping its repeated frames the estimate was refused or wrong at every offset."""
     data = decode_av(real_file(name), max_seconds=10)
     base = estimate_offset_arrays(data)
     assert base.ok and abs(base.offset_ms) <= 40, base
+    if name == "vid_real_woman_blue_700.mp4":
+        assert 45 <= base.repeated_frames <= 55  # every 4th-5th of its 199 frames
     for ms in (-600, 360):
         r = estimate_offset_arrays(shift_samples(data, ms))
         assert r.ok and r.offset_ms - base.offset_ms == pytest.approx(ms, abs=80), (ms, r.offset_ms)
+
+
+def test_short_clips_are_searched_only_as_far_as_overlap_allows(head_data):
+    """Offsets are searched only as far as leaves 1.5 s of picture and sound overlapping: a 2.52 s cut of the
+    synthetic head is searched +-1000 ms, a 2.0 s cut +-500 ms, and the range says so."""
+    def cut(seconds):
+        n = int(round(seconds * 25))
+        return dataclasses.replace(head_data, frame_times=head_data.frame_times[:n], frames=head_data.frames[:n], motion=None)
+
+    assert estimate_offset_arrays(cut(2.52)).range_ms == (-1000.0, 1000.0)
+    r = estimate_offset_arrays(cut(2.0))
+    assert r.range_ms == (-500.0, 500.0) and len(r.curve) == 201 and r.ok and abs(r.offset_ms) <= 25, r.error
+    assert estimate_offset_arrays(cut(2.0), SyncSettings(min_overlap_s=0)).range_ms == (-1000.0, 1000.0)
 
 
 # -- files that cannot be analysed ------------------------------------------------------------------------------------
@@ -138,19 +157,85 @@ def test_files_that_cannot_be_analysed_give_error_results(tmp_path, kind, words)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_picture_unrelated_to_the_voice_is_refused_or_weak(tmp_path, seed):
-    """Moving noise, no face: the detector-free estimate cannot always tell it from a face (the best blocks of
-    noise agree with any sound by chance), but it refuses it (low confidence, or windowed and whole-file analyses
-    that disagree) or at least never reports it as a clear peak (confidence >= 6, which the synthetic head reaches)."""
+def test_picture_without_a_face_is_an_error(tmp_path, seed):
+    """Moving noise beside speech: the face detector finds no face, so no offset is reported. Without the
+    detector (locator "frame") the best blocks of noise agree with any sound by chance: that estimate refuses it
+    (low confidence, or windowed and whole-file analyses that disagree) or at least never reports a clear peak
+    (confidence >= 6, which the synthetic head reaches)."""
     rng = np.random.default_rng(seed)
     p = tmp_path / "noise.mp4"
     write_video(p, seconds=5, frame_fn=lambda i, t: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), audio=_speech(5.0))
     r = estimate_av_offset(p)
+    assert not r.ok and r.offset_ms is None and r.error_type == "SyncError"
+    assert f"{p}: no face found" in r.error and r.mouth_region is None, r.error
+    r = estimate_av_offset(p, SyncSettings(locator="frame"))
     if r.ok:
         assert r.confidence < 6, r
     else:
         assert str(p) in r.error and r.error_type == "SyncError"
         assert "no offset makes the picture's motion follow the speech" in r.error or "the offset is ambiguous" in r.error
+
+
+# -- repeated frames and the mouth region -------------------------------------------------------------------------------
+def test_drop_repeated_frames_keeps_each_picture_at_its_first_time():
+    """A 24 fps source stored at 30 fps (every 5th frame repeats the one before, with compression noise): the
+    repeats go, the kept frames keep their own times; a threshold of 0 keeps all."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (30, 24, 32), dtype=np.uint8)
+    for i in range(4, 30, 5):
+        frames[i] = np.clip(frames[i - 1].astype(int) + rng.integers(-1, 2, (24, 32)) * (rng.random((24, 32)) < 0.1), 0, 255)
+    times = np.arange(30) / 30.0
+    t, f, n = drop_repeated_frames(times, frames, threshold=0.2)
+    kept = [i for i in range(30) if i % 5 != 4]
+    assert n == 6 and np.array_equal(t, times[kept]) and np.array_equal(f, frames[kept])
+    t, f, n = drop_repeated_frames(times, frames, threshold=0.0)
+    assert n == 0 and f is frames
+
+
+def test_held_frames_are_dropped_and_the_offset_stays(head_data):
+    """Every other frame of the synthetic head held (a 12.5 fps render stored at 25 fps): half the frames are
+    dropped as repeats and the offset is found, in sync and with the sound 200 ms late."""
+    fr = head_data.frames.copy()
+    fr[1::2] = fr[0:-1:2][: len(fr[1::2])]
+    held = dataclasses.replace(head_data, frames=fr, motion=None)
+    for ms in (0, 200):
+        r = estimate_offset_arrays(shift_samples(held, ms) if ms else held)
+        assert r.ok, r.error
+        assert len(fr) // 2 <= r.repeated_frames < 0.6 * len(fr) and r.offset_ms == pytest.approx(ms, abs=40), (ms, r.offset_ms)
+
+
+def test_face_locator_region_holds_the_synthetic_mouth(head):
+    """The region analysed (in the file's pixels) contains the synthetic head's mouth box and is much smaller than
+    the picture."""
+    r = estimate_av_offset(head)
+    x0, y0, x1, y1 = r.mouth_region
+    mx0, my0, mx1, my1 = _mouth_box(_face_for_seed(5, 160))
+    assert x0 <= mx0 and y0 <= my0 and x1 >= mx1 and y1 >= my1, (r.mouth_region, (mx0, my0, mx1, my1))
+    assert (x1 - x0) * (y1 - y0) < 0.5 * 160 * 160
+
+
+def test_mouth_region_geometry():
+    """From the median box: its width, 45-120 % of its height, widened by the boxes' spread, clipped to the picture."""
+    boxes = np.array([[100, 100, 200, 200]] * 5, float)
+    assert mouth_region(boxes, (400, 400)) == (100, 145, 200, 220)
+    moving = np.array([[100 + 10 * i, 100, 200 + 10 * i, 200] for i in range(11)], float)  # centres 150..250
+    x0, y0, x1, y1 = mouth_region(moving, (400, 400))
+    assert (x0, x1) == (round(200 - 50 - 40), round(200 + 50 + 40)) and (y0, y1) == (145, 220)
+    assert mouth_region(np.array([[300, 300, 400, 400]], float), (380, 390)) == (300, 345, 390, 380)
+
+
+def test_face_locator_without_dlib_raises_dependency_error(head_data, monkeypatch):
+    import sys
+
+    from thqa import sync
+
+    sync._face_detector.cache_clear()  # the detector is built once per process
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(DependencyError, match="pip install dlib-bin"):
+        estimate_offset_arrays(dataclasses.replace(head_data, motion=None))
+    assert estimate_offset_arrays(head_data, SyncSettings(locator="frame")).ok  # the whole picture needs no dlib
+    monkeypatch.undo()
+    sync._face_detector.cache_clear()
 
 
 def test_analysis_windows_cover_the_material():
@@ -166,7 +251,7 @@ def test_windows_follow_a_mouth_that_moves_across_the_picture(head_data):
     fr = head_data.frames.copy()
     half = len(fr) // 2
     fr[half:] = np.roll(np.roll(fr[half:], 60, axis=2), 30, axis=1)
-    moved = dataclasses.replace(head_data, frames=fr, motion=None, motion_block=None)
+    moved = dataclasses.replace(head_data, frames=fr, motion=None)
     for ms in (0, -320):
         r = estimate_offset_arrays(shift_samples(moved, ms) if ms else moved)
         assert r.ok and r.offset_ms == pytest.approx(ms, abs=25), (ms, r.offset_ms, r.error)
@@ -197,6 +282,12 @@ def test_settings_are_checked():
         SyncSettings(window_hop_s=0).validate()
     with pytest.raises(ConfigError):
         SyncSettings(max_disagreement_ms=-1).validate()
+    with pytest.raises(ConfigError, match="locator"):
+        SyncSettings(locator="mouth").validate()
+    with pytest.raises(ConfigError, match="mouth_size"):
+        SyncSettings(mouth_size=(24, 72)).validate()
+    with pytest.raises(ConfigError):
+        SyncSettings(repeat_threshold=-1).validate()
 
 
 # -- thqa sync ---------------------------------------------------------------------------------------------------------
@@ -208,13 +299,14 @@ def test_cli_sync_json_goes_on_past_bad_files(head, tmp_path, capsys):
     assert rc == 1
     assert [o["path"] for o in out] == [str(head), str(no_audio), str(missing)]
     assert abs(out[0]["offset_ms"]) <= 20 and out[0]["error"] is None and len(out[0]["curve"]) == 401
+    assert out[0]["locator"] == "face" and len(out[0]["mouth_region"]) == 4 and out[0]["repeated_frames"] < 0.15 * 150
     assert out[1]["offset_ms"] is None and "no audio stream" in out[1]["error"]
     assert out[2]["error_type"] == "MediaFileNotFoundError"
 
 
 def test_cli_sync_csv_file(head, tmp_path, capsys):
     out = tmp_path / "sync.csv"
-    rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500"])
+    rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500", "--locator", "frame"])
     assert rc == 0
     rows = out.read_text().splitlines()
     assert rows[0] == "path,offset_ms,confidence,range_ms,seconds_used,fps,error"

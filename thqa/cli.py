@@ -421,7 +421,7 @@ def _sync(args) -> int:
     from thqa.sync import SyncResult, SyncSettings, estimate_av_offset
 
     try:
-        settings = SyncSettings(max_offset_ms=args.max_offset).validate()
+        settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator).validate()
     except THQAError as exc:
         raise_usage(str(exc))
     fmt = "json" if args.json else _output_format(args.output, None)
@@ -1116,6 +1116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
     p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
+    p.add_argument(
+        "--locator",
+        choices=("face", "frame"),
+        default="face",
+        help="how the mouth is found: 'face' (default: dlib's face detector, a file without a face is an error) or 'frame' (the whole picture, no detector)",
+    )
     p.set_defaults(func=_sync)
 
     p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
