@@ -95,6 +95,46 @@ def test_delays_on_the_container_clock(head, tmp_path, ms):
     assert r.offset_ms == pytest.approx(ms, abs=25)
 
 
+@pytest.mark.parametrize("fps", [24, 30, 60])
+def test_frame_rates_from_24_to_60(tmp_path, fps):
+    """The synthetic head at 24, 30 and 60 fps, sound 240 ms late in the samples: found within 25 ms."""
+    p = make_talking_head(tmp_path / f"head{fps}.mp4", seed=7, duration=5.0, size=128, fps=fps).path
+    d = decode_av(p)
+    assert d.fps == pytest.approx(fps, rel=1e-3)
+    r = estimate_offset_arrays(shift_samples(d, 240))
+    assert r.ok and r.offset_ms == pytest.approx(240, abs=25), (r.offset_ms, r.error)
+
+
+def test_variable_frame_rate(head_data):
+    """A fifth of the frames removed at random (irregular timestamps, as in a variable-frame-rate file): the
+    offset (sound 200 ms late) is still found within 25 ms, because every signal is sampled on the frames' own times."""
+    rng = np.random.default_rng(3)
+    keep = np.sort(rng.choice(len(head_data.frames), size=int(0.8 * len(head_data.frames)), replace=False))
+    keep[0] = 0
+    vfr = dataclasses.replace(head_data, frame_times=head_data.frame_times[keep], frames=head_data.frames[keep], motion=None)
+    assert len(np.unique(np.round(np.diff(vfr.frame_times), 3))) >= 3
+    r = estimate_offset_arrays(shift_samples(vfr, 200))
+    assert r.ok and r.offset_ms == pytest.approx(200, abs=25), (r.offset_ms, r.error)
+
+
+@pytest.mark.parametrize("kind", ["noise", "music"])
+def test_noise_or_music_beside_the_speech(head_data, kind):
+    """Speech with white noise at 0 dB SNR, or with a chord of steady tones as loud as the speech: the offset
+    (sound 320 ms early) is still found within 25 ms."""
+    a = head_data.audio
+    rms = float(np.sqrt(np.mean(a**2)))
+    rng = np.random.default_rng(0)
+    if kind == "noise":
+        extra = rng.standard_normal(len(a)).astype(np.float32) * rms
+    else:
+        t = np.arange(len(a)) / head_data.audio_rate
+        extra = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0, 523.3)).astype(np.float32)
+        extra *= rms / float(np.sqrt(np.mean(extra**2)))
+    mixed = dataclasses.replace(head_data, audio=(a + extra).astype(np.float32))
+    r = estimate_offset_arrays(shift_samples(mixed, -320))
+    assert r.ok and r.offset_ms == pytest.approx(-320, abs=25), (r.offset_ms, r.error)
+
+
 # -- real talking heads with injected offsets -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vid_ai_dreamtalk_male_256.mp4", "vid_real_woman_blue_700.mp4"])
 def test_real_talking_heads_with_injected_offsets(real_file, name):
