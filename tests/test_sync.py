@@ -151,6 +151,15 @@ def test_real_talking_heads_with_injected_offsets(real_file, name):
         assert r.ok and r.offset_ms - base.offset_ms == pytest.approx(ms, abs=80), (ms, r.offset_ms)
 
 
+@pytest.mark.parametrize("name", ["vid_real_musicaudio_man_512.mp4", "vid_real_landscape_smallface_1280x720.mp4"])
+def test_real_files_with_music_instead_of_speech_are_refused(real_file, name):
+    """A face on screen but music in the sound: no offset is reported (low confidence or a peak at the edge)."""
+    r = estimate_av_offset(real_file(name))
+    assert not r.ok and r.offset_ms is None and r.error_type == "SyncError", r
+    assert "no offset makes the picture's motion follow the speech" in r.error or "edge of the searched range" in r.error
+    assert r.mouth_region is not None  # a face was found: the refusal comes from the sound
+
+
 def test_short_clips_are_searched_only_as_far_as_overlap_allows(head_data):
     """Offsets are searched only as far as leaves 1.5 s of picture and sound overlapping: a 2.52 s cut of the
     synthetic head is searched +-1000 ms, a 2.0 s cut +-500 ms, and the range says so."""
