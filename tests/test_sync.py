@@ -355,8 +355,12 @@ def test_cli_sync_json_goes_on_past_bad_files(head, tmp_path, capsys):
 
 def test_cli_sync_csv_file(head, tmp_path, capsys):
     out = tmp_path / "sync.csv"
-    rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500", "--locator", "frame"])
+    rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500"])
     assert rc == 0
     rows = out.read_text().splitlines()
-    assert rows[0] == "path,offset_ms,confidence,range_ms,seconds_used,fps,error"
+    assert rows[0] == "path,offset_ms,confidence,range_ms,seconds_used,fps,repeated_frames,mouth_region,error"
     assert rows[1].startswith(f"{head},") and ",-500 500," in rows[1]
+    x0, y0, x1, y1 = map(int, rows[1].split(",")[7].split())  # the region analysed, in the file's pixels
+    assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
+    rc = cli.main(["sync", str(head), "-o", str(out), "--locator", "frame"])
+    assert rc == 0 and out.read_text().splitlines()[1].endswith(",,")  # no region without the face locator, no error

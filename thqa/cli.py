@@ -444,9 +444,12 @@ def _sync(args) -> int:
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "offset_ms", "confidence", "range_ms", "seconds_used", "fps", "error"])
+        w.writerow(["path", "offset_ms", "confidence", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "error"])
         for r in results:
-            w.writerow([r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), r.error or ""])
+            region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
+            w.writerow(
+                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.error or ""]
+            )
         text = buf.getvalue()
     if args.output:
         _write_atomic(Path(args.output), text)
