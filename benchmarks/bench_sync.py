@@ -122,6 +122,7 @@ def main() -> int:
                 "in_sync_error": base.error,
                 "repeated_frames": base.repeated_frames,
                 "mouth_region": base.mouth_region,
+                "faces": base.faces,
             }
         )
         line = []

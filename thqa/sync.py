@@ -9,10 +9,12 @@ How it works (see the README's "Lip sync" section for the measured accuracy):
    source stored at 30 fps, a render that holds frames) is dropped, so every kept frame is a new picture at the time
    it first appeared. Kept, a repeat reads as "no motion" at its time and twice the motion one frame later, which
    blurs the mouth's timing.
-3. **Mouth region** (:func:`face_boxes`, :func:`mouth_region`): dlib's HOG face detector (built into the
-   ``dlib-bin`` wheel: no model file, nothing downloaded) finds the largest face every ``detect_every_s`` seconds;
-   the region from the middle of the face to below the chin, widened by how much the face moves, is cut out of every
-   frame and scaled to ``mouth_size``. ``locator="frame"`` skips the detector and analyses the whole picture.
+3. **Mouth regions** (:func:`face_tracks`, :func:`mouth_region`): dlib's HOG face detector (built into the
+   ``dlib-bin`` wheel: no model file, nothing downloaded) finds the faces every ``detect_every_s`` seconds; for each
+   face (up to 3: a side-by-side comparison shows several) the region from the middle of the face to below the
+   chin, widened by how much the face moves, is cut out of every frame and scaled to ``mouth_size``, and the face
+   whose motion follows the speech most clearly gives the offset. ``locator="frame"`` skips the detector and
+   analyses the whole picture.
 4. **Motion per block**: the picture is cut into small blocks; a block's motion at frame ``i`` is the mean vertical
    stretch ``dv/dy`` of the dense optical flow (OpenCV DIS) from frame ``i-1`` to ``i``: positive when a mouth opens,
    negative when it closes, blind to the head moving as a whole. Slow changes (below ~1 Hz) are taken out.
@@ -55,7 +57,7 @@ __all__ = [
     "drop_repeated_frames",
     "estimate_av_offset",
     "estimate_offset_arrays",
-    "face_boxes",
+    "face_tracks",
     "mouth_region",
 ]
 
@@ -196,6 +198,9 @@ class SyncResult:
     #: [x0, y0, x1, y1] the analysed mouth region in the file's displayed pixels (locator "face")
     mouth_region: list[int] | None = None
     repeated_frames: int | None = None  #: frames dropped as repeats of the previous one (see :func:`drop_repeated_frames`)
+    #: faces found and analysed (locator "face"); with several, the one whose motion follows the speech most
+    #: clearly gives the offset and ``mouth_region``
+    faces: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -447,17 +452,20 @@ def _face_detector():
     return dlib.get_frontal_face_detector()
 
 
-def face_boxes(frames: np.ndarray, frame_times: np.ndarray, *, every_s: float = 0.5, max_frames: int = 20) -> tuple[np.ndarray, int]:
-    """The largest face in frames ``every_s`` seconds apart (at most ``max_frames`` of them, spread over the file),
-    by dlib's HOG frontal-face detector on the picture upsampled once (faces from ~40 px wide are found; the boxes
-    of the picture as it is are coarser, and the mouth region cut from them gave worse estimates: 71 % against 82 %
-    within 80 ms on the benchmark's 15 files).
+def face_tracks(
+    frames: np.ndarray, frame_times: np.ndarray, *, every_s: float = 0.5, max_frames: int = 20, max_faces: int = 3
+) -> tuple[list[np.ndarray], int]:
+    """The faces in frames ``every_s`` seconds apart (at most ``max_frames`` of them, spread over the file), by
+    dlib's HOG frontal-face detector on the picture upsampled once (faces from ~40 px wide are found; the boxes of
+    the picture as it is are coarser, and the mouth region cut from them gave worse estimates: 71 % against 82 %
+    within 80 ms on the benchmark's 15 files), grouped into tracks: a box joins the track whose median centre lies
+    within half a face width of its own centre.
 
     Args:
         frames: (N, H, W) uint8 grey. frame_times: (N,) seconds.
     Returns:
-        (K, 4) float64 ``[left, top, right, bottom]`` of the faces found (K <= frames searched; no row for a frame
-        without a face) and the number of frames searched.
+        The tracks found in at least 40 % of the frames that show a face, most often found first (at most
+        ``max_faces``), each (K, 4) float64 ``[left, top, right, bottom]``; and the number of frames searched.
     """
     detect = _face_detector()
     n = len(frames)
@@ -466,13 +474,31 @@ def face_boxes(frames: np.ndarray, frame_times: np.ndarray, *, every_s: float = 
     idx = np.arange(0, n, step)
     if len(idx) > max_frames:
         idx = np.unique(np.linspace(0, n - 1, max_frames).round().astype(int))
-    out = []
+    tracks: list[list[tuple[int, int, int, int]]] = []
+    with_face = 0
     for i in idx:
-        found = detect(np.ascontiguousarray(frames[i]), 1)
-        if len(found):
-            b = max(found, key=lambda r: r.width() * r.height())
-            out.append((b.left(), b.top(), b.right(), b.bottom()))
-    return np.asarray(out, dtype=np.float64).reshape(-1, 4), len(idx)
+        found = list(detect(np.ascontiguousarray(frames[i]), 1))
+        with_face += bool(found)
+        for r in found:
+            _join(tracks, (r.left(), r.top(), r.right(), r.bottom()))
+    kept = [np.asarray(t, dtype=np.float64) for t in sorted(tracks, key=len, reverse=True) if len(t) >= 0.4 * with_face]
+    return kept[:max_faces], len(idx)
+
+
+def _join(tracks: list[list[tuple[int, int, int, int]]], box: tuple[int, int, int, int]) -> None:
+    """Put ``box`` in the nearest track whose median centre is within half its median width, else a new one."""
+    cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+    best, best_d = None, math.inf
+    for t in tracks:
+        a = np.asarray(t, dtype=np.float64)
+        mx, my = np.median(0.5 * (a[:, 0] + a[:, 2])), np.median(0.5 * (a[:, 1] + a[:, 3]))
+        d = math.hypot(cx - mx, cy - my)
+        if d < 0.5 * float(np.median(a[:, 2] - a[:, 0])) and d < best_d:
+            best, best_d = t, d
+    if best is None:
+        tracks.append([box])
+    else:
+        best.append(box)
 
 
 def mouth_region(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -511,20 +537,27 @@ def _scaled(frames: np.ndarray, size: tuple[int, int], region: tuple[int, int, i
 
 
 @dataclass
+class Mouth:
+    """One candidate mouth: ``region`` [x0, y0, x1, y1) of the decoded picture (None: the whole picture) and
+    ``blocks`` (M-1, B), the high-passed mouth-opening motion of its blocks at the kept frames."""
+
+    region: tuple[int, int, int, int] | None
+    blocks: np.ndarray = field(repr=False)
+
+
+@dataclass
 class Motion:
     """The picture's side of the analysis (see :func:`picture_motion`).
 
     Attributes:
-        times: (M,) seconds of the kept frames. blocks: (M-1, B) their high-passed mouth-opening motion.
-        region: [x0, y0, x1, y1) of the decoded picture analysed (None: the whole picture).
-        error: why the motion could not be measured (no face found, ...); then ``blocks`` is empty.
+        times: (M,) seconds of the kept frames. mouths: one per face found (one for locator "frame").
+        repeated: frames dropped as repeats. error: why no motion could be measured (no face found, ...).
     """
 
     key: tuple
     frames: np.ndarray = field(repr=False)  # the frames it was computed from (kept so that ``key``'s id stays theirs)
     times: np.ndarray
-    blocks: np.ndarray = field(repr=False)
-    region: tuple[int, int, int, int] | None
+    mouths: list[Mouth]
     repeated: int
     error: str | None = None
 
@@ -534,26 +567,29 @@ def _motion_key(data: AVData, s: SyncSettings) -> tuple:
 
 
 def picture_motion(data: AVData, s: SyncSettings) -> Motion:
-    """Repeated frames dropped, the mouth located (``s.locator``) and the motion of its blocks measured; kept on
-    ``data`` so that analyses with other sound (shifted copies) reuse it."""
+    """Repeated frames dropped, the mouths located (``s.locator``: each face found, or the whole picture) and the
+    motion of their blocks measured; kept on ``data`` so that analyses with other sound (shifted copies) reuse it."""
     key = _motion_key(data, s)
     if data.motion is not None and data.motion.key == key:
         return data.motion
     times, frames, repeated = drop_repeated_frames(data.frame_times, data.frames, threshold=s.repeat_threshold)
-    empty = np.zeros((0, 0))
+    m = Motion(key, data.frames, times, [], repeated)
     if len(times) < 16:
-        m = Motion(key, data.frames, times, empty, None, repeated, error=f"{data.path}: too few distinct frames ({len(times)}) for a sync estimate")
+        m.error = f"{data.path}: too few distinct frames ({len(times)}) for a sync estimate"
     elif s.locator == "face":
-        boxes, searched = face_boxes(frames, times, every_s=s.detect_every_s, max_frames=s.max_detections)
-        if len(boxes) == 0:
-            m = Motion(key, data.frames, times, empty, None, repeated, error=f"{data.path}: no face found (dlib's face detector searched {searched} frames): no visible speaking face to sync with (locator 'frame' analyses the whole picture without a detector)")
-        else:
+        tracks, searched = face_tracks(frames, times, every_s=s.detect_every_s, max_frames=s.max_detections)
+        if not tracks:
+            m.error = (
+                f"{data.path}: no face found (dlib's face detector searched {searched} frames): no visible speaking face "
+                "to sync with (locator 'frame' analyses the whole picture without a detector)"
+            )
+        for boxes in tracks:
             region = mouth_region(boxes, frames.shape[1:])
-            m = Motion(key, data.frames, times, _blocks_motion(_scaled(frames, s.mouth_size, region), times, s.block), region, repeated)
+            m.mouths.append(Mouth(region, _blocks_motion(_scaled(frames, s.mouth_size, region), times, s.block)))
     else:
         h, w = frames.shape[1:]
         size = (s.frame_width, max(2, int(round(h * s.frame_width / w / 2)) * 2))
-        m = Motion(key, data.frames, times, _blocks_motion(_scaled(frames, size), times, s.block), None, repeated)
+        m.mouths.append(Mouth(None, _blocks_motion(_scaled(frames, size), times, s.block)))
     data.motion = m
     return m
 
@@ -639,28 +675,33 @@ def _windowed_curve(motion: np.ndarray, speech: np.ndarray, windows: list[tuple[
     return np.mean(curves, axis=0)
 
 
+def speech_signal(data: AVData, times: np.ndarray, offsets_s: np.ndarray) -> np.ndarray:
+    """(L, M-1) the high-passed change of loudness for frames at ``times`` (M,), at each candidate offset."""
+    fs = (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
+    env = speech_envelope(data.audio, data.audio_rate)
+    return _highpass(speech_change(env, data.audio_start, times, offsets_s), fs, axis=1)
+
+
 def mouth_correlation(
-    data: AVData, settings: SyncSettings, offsets_s: np.ndarray, motion: Motion
+    blocks: np.ndarray, speech: np.ndarray, times: np.ndarray, settings: SyncSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The audio-visual correlation map and the agreement curve.
+    """The audio-visual correlation map and the agreement curve of one mouth.
 
     The agreement at an offset is, in each analysis window (:func:`analysis_windows`), the mean correlation of the
     ``top_blocks`` blocks that follow the sound best there (the lips, found by how well they follow the sound, and
     found again in each window, so a head that moves the mouth across the region is followed), averaged over the
     windows.
 
+    Args:
+        blocks: (M-1, B) motion of the blocks; speech: (L, M-1) from :func:`speech_signal`; times: (M,) seconds.
     Returns:
         corr: (L, B) Pearson correlation of each block's stretch with the change of loudness at each offset, over
             the whole analysed material;
         curve: (L,) the agreement;
         top: (K,) the blocks of ``corr`` that agree best at the curve's peak;
-        motion: (M-1, B) and speech: (L, M-1), the standardised signals that were correlated (M kept frames).
+        motion: (M-1, B) and speech: (L, M-1), the standardised signals that were correlated.
     """
-    times = motion.times
     fs = (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
-    blocks = motion.blocks  # (M-1, B)
-    env = speech_envelope(data.audio, data.audio_rate)
-    speech = _highpass(speech_change(env, data.audio_start, times, offsets_s), fs, axis=1)  # (L, M-1)
     windows = analysis_windows(blocks.shape[0], fs, settings.window_s, settings.window_hop_s)
     curve = _windowed_curve(blocks, speech, windows, settings.top_blocks)
     mz = _zscore(blocks, axis=0)
@@ -734,6 +775,17 @@ def _peak(curve: np.ndarray, offsets: np.ndarray, step: float) -> tuple[int, flo
     return k, float(offsets[k] + _refine(curve, k, step))
 
 
+def _best_mouth(motion: Motion, speech: np.ndarray, s: SyncSettings, offsets: np.ndarray) -> tuple[Mouth, tuple, float]:
+    """The mouth (of the faces found) whose motion follows the speech most clearly: the highest confidence."""
+    best = None
+    for mouth in motion.mouths:
+        res = mouth_correlation(mouth.blocks, speech, motion.times, s)
+        conf = _confidence(res[1], int(np.argmax(res[1])), offsets)
+        if best is None or conf > best[2]:
+            best = (mouth, res, conf)
+    return best
+
+
 def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -> SyncResult:
     """:func:`estimate_av_offset` on decoded material (the benchmark shifts ``data.audio`` and calls this)."""
     s = _searched(settings or SyncSettings(), data.duration)
@@ -744,14 +796,15 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
     if why:
         return _fail(data.path, s, seconds, why, fps=fps, locator=s.locator)
     motion = picture_motion(data, s)
-    where = dict(fps=fps, locator=s.locator, mouth_region=_region_in_file(data, motion.region), repeated_frames=motion.repeated)
+    where = dict(fps=fps, locator=s.locator, repeated_frames=motion.repeated, faces=len(motion.mouths) if s.locator == "face" else None)
     if motion.error:
         return _fail(data.path, s, seconds, motion.error, **where)
-    corr, curve, top, mz, sz = mouth_correlation(data, s, offsets, motion)
+    speech = speech_signal(data, motion.times, offsets)
+    mouth, (corr, curve, top, mz, sz), conf = _best_mouth(motion, speech, s, offsets)
+    where["mouth_region"] = _region_in_file(data, mouth.region)
     step = s.step_ms / 1000.0
     k, off = _peak(curve, offsets, step)
     off_whole = _peak(_top_block_curve(corr, s.top_blocks)[0], offsets, step)[1]  # one set of blocks for the whole file
-    conf = _confidence(curve, k, offsets)
     kw = dict(
         where,
         confidence=round(conf, 3),
