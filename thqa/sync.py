@@ -42,11 +42,10 @@ import math
 import os
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from thqa.errors import ConfigError, DecodeError, DependencyError, MediaError, THQAError
+from thqa.errors import ConfigError, DecodeError, DependencyError, MediaError
 
 __all__ = [
     "AVData",
