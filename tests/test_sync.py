@@ -383,3 +383,29 @@ def test_cli_sync_csv_file(head, tmp_path, capsys):
     assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
     rc = cli.main(["sync", str(head), "-o", str(out), "--locator", "frame"])
     assert rc == 0 and out.read_text().splitlines()[1].endswith(",,")  # no region without the face locator, no error
+
+
+def test_cli_sync_plot(head, tmp_path, capsys):
+    """--plot writes one PNG per file with an agreement curve and says which files have none."""
+    no_audio = write_video(tmp_path / "no_audio.mp4", seconds=2)
+    plots = tmp_path / "plots"
+    rc = cli.main(["sync", str(head), str(no_audio), "--plot", str(plots), "-o", str(tmp_path / "s.json")])
+    assert rc == 1  # the file without audio failed
+    assert sorted(p.name for p in plots.iterdir()) == ["head.sync.png"]
+    png = (plots / "head.sync.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert f"no plot for {no_audio}" in capsys.readouterr().err
+
+
+def test_sync_plot_of_a_refused_estimate_and_of_no_curve(head_data, tmp_path):
+    """A refused estimate that has a curve is drawn (with why no offset is reported); one without a curve is a
+    ConfigError naming the file."""
+    from thqa.errors import ConfigError
+    from thqa.plots import sync_plot
+
+    refused = estimate_offset_arrays(head_data, SyncSettings(max_disagreement_ms=0.0))
+    assert not refused.ok and refused.curve
+    assert sync_plot(refused, tmp_path / "refused.png").stat().st_size > 20_000
+    empty = dataclasses.replace(refused, curve=[], curve_offsets_ms=[])
+    with pytest.raises(ConfigError, match="no agreement curve"):
+        sync_plot(empty, tmp_path / "empty.png")

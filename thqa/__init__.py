@@ -22,6 +22,8 @@ _LAZY = {
     "evaluate": ("thqa.metrics", "evaluate"),
     "estimate_av_offset": ("thqa.sync", "estimate_av_offset"),
     "SyncResult": ("thqa.sync", "SyncResult"),
+    "SyncSettings": ("thqa.sync", "SyncSettings"),
+    "sync_plot": ("thqa.plots", "sync_plot"),
     "timeline_plot": ("thqa.plots", "timeline_plot"),
     "compare": ("thqa.comparison", "compare"),
 }

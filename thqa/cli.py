@@ -417,6 +417,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 # -- sync ----------------------------------------------------------------------------------------------------------
+def _plot_syncs(folder: str, results) -> None:
+    """One ``<stem>.sync.png`` per file with an agreement curve (numbered when two files share a stem)."""
+    from thqa.plots import sync_plot
+
+    stems = [Path(r.path).stem for r in results]
+    for i, r in enumerate(results):
+        if not r.curve:
+            print(f"thqa sync: no plot for {r.path} (no agreement curve)", file=sys.stderr)
+            continue
+        stem = stems[i]
+        name = f"{stem}.sync.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.sync.png"
+        log.info("sync plot of %s -> %s", r.path, sync_plot(r, Path(folder) / name))
+
+
 def _sync(args) -> int:
     from thqa.sync import SyncResult, SyncSettings, estimate_av_offset
 
@@ -424,6 +438,8 @@ def _sync(args) -> int:
         settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator).validate()
     except THQAError as exc:
         raise_usage(str(exc))
+    if args.plot:
+        _check_plot_dir(args.plot)
     fmt = "json" if args.json else _output_format(args.output, None)
     results: list[SyncResult] = []
     with _progress(len(args.files), "sync") as bar:
@@ -451,6 +467,8 @@ def _sync(args) -> int:
                 [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.error or ""]
             )
         text = buf.getvalue()
+    if args.plot:
+        _plot_syncs(args.plot, results)
     if args.output:
         _write_atomic(Path(args.output), text)
         print(f"thqa sync: {len(results) - failed} measured, {failed} failed -> {args.output}", file=sys.stderr)
@@ -1125,6 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="face",
         help="how the mouth is found: 'face' (default: dlib's face detector, a file without a face is an error) or 'frame' (the whole picture, no detector)",
     )
+    p.add_argument("--plot", metavar="DIR", help="write DIR/<file>.sync.png per file: the agreement at every candidate offset and per second")
     p.set_defaults(func=_sync)
 
     p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from thqa._atomic import atomic_path
 from thqa.errors import ConfigError, DependencyError
 from thqa.metrics import FitKind, evaluate_with_curve
 
-__all__ = ["scatter_plot", "timeline_plot", "check_plot_path"]
+__all__ = ["scatter_plot", "timeline_plot", "sync_plot", "check_plot_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,77 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
     _save(fig, path, fmt)
     logger.debug("wrote timeline plot %s", path)
     return path
+
+
+def sync_plot(result: Any, path: str | os.PathLike[str]) -> Path:
+    """Draw a file's lip-sync analysis (a :class:`thqa.SyncResult`) and write it atomically.
+
+    Top panel: the agreement of the mouth's motion with the speech at every candidate offset, the offset found (or
+    why none is reported), so that a weak or double peak can be seen. Bottom panel: the agreement per second of
+    the video at that offset (where it drops, the lips stop following the sound).
+
+    Raises:
+        ConfigError: the result has no agreement curve (no audio, no face, too short: its ``error`` says why), or
+            matplotlib cannot write this file format.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise DependencyError("sync_plot needs matplotlib: pip install matplotlib") from exc
+
+    if not result.curve:
+        raise ConfigError(f"{result.path}: no agreement curve to plot ({result.error or 'not analysed'})")
+    path = Path(path)
+    fig = Figure(figsize=(8.0, 6.0), dpi=110)
+    canvas = FigureCanvasAgg(fig)
+    fmt = path.suffix[1:].lower() or "png"
+    if fmt not in canvas.get_supported_filetypes():
+        raise ConfigError(f"cannot write a {fmt!r} plot; supported: {', '.join(sorted(canvas.get_supported_filetypes()))}")
+    ax, ax2 = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    _draw_sync_curve(ax, result)
+    a = np.asarray(result.agreement_per_second or [], dtype=np.float64)
+    if a.size:
+        ax2.stairs(a, np.arange(a.size + 1), baseline=None, color="C1", linewidth=2)
+        ax2.set_xlim(0, a.size)
+    ax2.axhline(0.0, color="k", linewidth=0.6)
+    ax2.set_ylim(-0.5, 1.0)
+    ax2.set_xlabel("time in the video (s)")
+    ax2.set_ylabel("agreement per second\n(at the peak's offset)")
+    ax2.grid(True, alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path, fmt)
+    logger.debug("wrote sync plot %s", path)
+    return path
+
+
+def _draw_sync_curve(ax: Any, r: Any) -> None:
+    """The agreement per candidate offset, the peak marked, the verdict in the title."""
+    x = np.asarray(r.curve_offsets_ms, dtype=np.float64)
+    y = np.asarray(r.curve, dtype=np.float64)
+    ax.plot(x, y, color="C0", linewidth=1.5)
+    ax.axvline(0.0, color="k", linewidth=0.6)
+    k = int(np.argmax(y))
+    found = r.offset_ms is not None
+    ax.axvline(r.offset_ms if found else x[k], color="C3" if found else "C7", linestyle="--", linewidth=1.2)
+    ax.set_xlim(float(x[0]), float(x[-1]))
+    ax.set_xlabel("candidate offset (ms; > 0: the sound comes later than the lips)")
+    ax.set_ylabel("agreement of mouth motion\nwith speech (correlation)")
+    ax.grid(True, alpha=0.3)
+    how = f"{r.locator} locator" + (f", {r.faces} face(s)" if r.faces else "") + (f", {r.repeated_frames} repeated frames dropped" if r.repeated_frames else "")
+    if found:
+        side = "later" if r.offset_ms >= 0 else "earlier"
+        verdict = f"offset {r.offset_ms:+.0f} ms (sound {side} than the lips), confidence {r.confidence:.1f}"
+    else:
+        verdict = f"no offset reported: {_reason(r.error)}"
+    text = textwrap.fill(f"{Path(r.path).name}: {verdict}", 100)
+    ax.set_title(f"{text}\n({how})", fontsize=9)
+
+
+def _reason(error: str | None) -> str:
+    """The part of a sync error after the file name."""
+    text = error or "not analysed"
+    return text.split(": ", 1)[1] if ": " in text else text
 
 
 def _save(fig: Any, path: Path, fmt: str) -> None:
