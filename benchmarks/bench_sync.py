@@ -5,8 +5,9 @@ is then shifted in the decoded arrays by -800..+800 ms in 40 ms steps (positive:
 sound is padded with silence and keeps its length) and the offset estimated again. The files are taken to be in sync
 as published, so the expected estimate is the injected offset.
 
-Reported: the share of estimates within 40 ms and within 80 ms (an estimate refused - low confidence, peak at the
-edge of the range - counts as a miss), the share refused, the share within 80 ms among the estimates given, the mean
+Reported: the share of estimates within 40 ms and within 80 ms (an estimate refused - no peak, peak at the edge of
+the range - counts as a miss; one marked unreliable counts as given), the share refused, the share marked
+unreliable (weak or ambiguous) and how many reliable and unreliable estimates are within 80 ms, the share within 80 ms among the estimates given, the mean
 absolute error of the estimates given, the in-sync files reported off by more than 80 ms (refused ones listed apart),
 and the seconds one file costs per 10 s of video (decode + analysis, measured once per file on the unshifted file).
 
@@ -80,6 +81,19 @@ def summarise(rows: list[dict], limit_ms: float | None, native: dict[str, float]
         "within_80ms_of_given": round(float(np.mean(given <= 80)), 4) if given.size else None,
         "mae_ms": round(float(given.mean()), 1) if given.size else None,
         "median_signed_error_ms": round(float(np.median([r["error_ms"] - ref[r["file"]] for r in sel if r["error_ms"] is not None])), 1) if given.size else None,
+        **_reliable_summary(sel, err),
+    }
+
+
+def _reliable_summary(sel: list[dict], err: np.ndarray) -> dict:
+    """Of the estimates given: the share marked unreliable (weak or ambiguous), and how many of the reliable ones
+    and of the unreliable ones are within 80 ms."""
+    rel = np.array([r.get("reliable") is True for r in sel])
+    unrel = np.array([r.get("reliable") is False for r in sel])
+    return {
+        "unreliable_share": round(float(unrel.mean()), 4),
+        "within_80ms_of_reliable": round(float(np.mean(err[rel] <= 80)), 4) if rel.any() else None,
+        "within_80ms_of_unreliable": round(float(np.mean(err[unrel] <= 80)), 4) if unrel.any() else None,
     }
 
 
@@ -129,7 +143,7 @@ def main() -> int:
         for o in offsets:
             r = base if o == 0 else estimate_offset_arrays(shifted(data, o), s)
             e = None if r.offset_ms is None else round(r.offset_ms - o, 1)
-            rows.append({"file": path.name, "injected_ms": o, "estimate_ms": r.offset_ms, "error_ms": e, "confidence": r.confidence})
+            rows.append({"file": path.name, "injected_ms": o, "estimate_ms": r.offset_ms, "error_ms": e, "confidence": r.confidence, "reliable": r.reliable})
             line.append("  x " if e is None else ("  . " if abs(e) <= 40 else (" ~  " if abs(e) <= 80 else " X  ")))
         print(f"{path.name[:40]:<40} {per10:5.2f} s/10s  {''.join(line)}", file=sys.stderr, flush=True)
     off_in_sync = [f["file"] for f in files if f["in_sync_estimate_ms"] is not None and abs(f["in_sync_estimate_ms"]) > 80]

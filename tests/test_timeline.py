@@ -128,7 +128,7 @@ def test_cli_score_timeline_sync_plot_with_bad_files(cli_small_scorer, head4, tm
     rows = json.loads(out.read_text())
     assert [r["path"] for r in rows] == [str(head4), str(silent), str(missing)]
     assert len(rows[0]["timeline"]) == 4 and abs(rows[0]["av_offset_ms"]) <= 40 and rows[0]["av_sync_confidence"] > 3
-    assert len(rows[0]["av_sync_agreement"]) == 4
+    assert len(rows[0]["av_sync_agreement"]) == 4 and rows[0]["av_sync_reliable"] is True
     assert len(rows[1]["timeline"]) == 2 and rows[1]["av_offset_ms"] is None and "no audio stream" in rows[1]["av_sync_error"]
     assert rows[2]["error"] and rows[2]["mos"] is None and rows[2]["timeline"] is None
     pngs = sorted(p.name for p in plots.iterdir())
@@ -141,7 +141,7 @@ def test_cli_score_sync_csv_columns(cli_small_scorer, head4, capsys):
     rc = cli.main(["score", "--random-init", "--sync", str(head4)])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split(",")[-4:] == ["av_offset_ms", "av_sync_confidence", "av_sync_error", "av_sync_agreement"]
+    assert lines[0].split(",")[-5:] == ["av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement"]
 
 
 def test_cli_plot_needs_timeline(capsys, head4):

@@ -355,7 +355,7 @@ def _output_format(output: str | None, fmt: str | None) -> str:
     return "csv"
 
 
-_SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_error", "av_sync_agreement")
+_SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
 
 
 def _csv_cell(value) -> str:
@@ -455,16 +455,18 @@ def _sync(args) -> int:
         if r.error:
             failed += 1
             print(f"thqa sync: {r.error}", file=sys.stderr)
+        elif r.note:
+            print(f"thqa sync: {r.path}: offset {r.offset_ms:+.0f} ms is unreliable: {r.note}", file=sys.stderr)
     if fmt == "json":
         text = json.dumps([r.to_dict(curve=not args.no_curve) for r in results], indent=2) + "\n"
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "offset_ms", "confidence", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "error"])
+        w.writerow(["path", "offset_ms", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "error"])
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.error or ""]
+                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.error or ""]
             )
         text = buf.getvalue()
     if args.plot:

@@ -153,9 +153,10 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
             ax2.axhline(0.0, color="k", linewidth=0.6)
             ax2.set_ylim(-0.5, 1.0)
             conf = getattr(result, "av_sync_confidence", None)
+            weak = " (unreliable: a guess)" if getattr(result, "av_sync_reliable", None) is False else ""
             ax2.set_title(
                 f"lip sync: offset {result.av_offset_ms:+.0f} ms (sound {'later' if result.av_offset_ms >= 0 else 'earlier'} than the lips), "
-                f"confidence {conf:.1f}" if result.av_offset_ms is not None else "lip sync",
+                f"confidence {conf:.1f}{weak}" if result.av_offset_ms is not None else "lip sync",
                 fontsize=9,
             )
         else:
@@ -229,6 +230,8 @@ def _draw_sync_curve(ax: Any, r: Any) -> None:
     if found:
         side = "later" if r.offset_ms >= 0 else "earlier"
         verdict = f"offset {r.offset_ms:+.0f} ms (sound {side} than the lips), confidence {r.confidence:.1f}"
+        if r.reliable is False:
+            verdict += f"; UNRELIABLE: {r.note}"
     else:
         verdict = f"no offset reported: {_reason(r.error)}"
     text = textwrap.fill(f"{Path(r.path).name}: {verdict}", 100)

@@ -46,6 +46,7 @@ class ScoreResult:
     av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
     av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
     av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
+    av_sync_reliable: bool | None = None  #: False: the offset is weak or ambiguous, a guess (the reason is in ``warnings``)
     av_sync_agreement: list[float] | None = None  #: (n,) lip/speech agreement per second at that offset
     mos_low: float | None = None  #: prediction interval at ``coverage`` (split conformal); None when not valid
     mos_high: float | None = None
@@ -301,7 +302,8 @@ class Scorer:
 
 def add_sync(res: ScoreResult, path: str | os.PathLike) -> ScoreResult:
     """Fill ``res``'s av_* fields from :func:`thqa.sync.estimate_av_offset` (an unmeasurable offset is said in
-    ``av_sync_error`` and ``warnings``; the score stands)."""
+    ``av_sync_error`` and ``warnings``, an unreliable one in ``av_sync_reliable`` and ``warnings``; the score
+    stands)."""
     from thqa.sync import estimate_av_offset
 
     try:
@@ -310,7 +312,9 @@ def add_sync(res: ScoreResult, path: str | os.PathLike) -> ScoreResult:
         res.av_sync_error = str(exc)
     else:
         res.av_offset_ms, res.av_sync_confidence, res.av_sync_error = s.offset_ms, s.confidence, s.error
-        res.av_sync_agreement = s.agreement_per_second or None
+        res.av_sync_reliable, res.av_sync_agreement = s.reliable, s.agreement_per_second or None
+        if s.note:
+            res.warnings.append(f"{path}: lip sync offset unreliable: {s.note}")
     if res.av_sync_error:
         res.warnings.append(res.av_sync_error)
     return res

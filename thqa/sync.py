@@ -29,7 +29,8 @@ How it works (see the README's "Lip sync" section for the measured accuracy):
    window so that a moving head is followed - give that window's agreement per offset; the
    windows' agreements are averaged and the offset is the peak, refined below the step by a parabola.
 7. **Confidence**: how far the peak stands above the rest of the curve, in robust standard deviations (see
-   :class:`SyncResult`).
+   :class:`SyncResult`). No peak at all (below ``min_confidence``) gives no offset; a weak peak, or windowed and
+   whole-file analyses that disagree, gives an offset marked unreliable.
 
 Sign convention: ``offset_ms > 0`` means the sound comes *later* than the lips (a video lead); ``< 0`` means the
 sound comes earlier (an audio lead).
@@ -94,12 +95,15 @@ class SyncSettings:
     #: that a mouth that moves across the picture (head motion) is followed; None: one window over the whole file
     window_s: float | None = 4.0
     window_hop_s: float = 1.0  #: spacing of the windows' starts (s)
-    #: the offset is refused as ambiguous when the windowed estimate and the whole-file one (one set of best blocks
-    #: for the whole file) differ by more than this (ms); None: never
+    #: the offset is marked unreliable (ambiguous) when the windowed estimate and the whole-file one (one set of best
+    #: blocks for the whole file) differ by more than this (ms); None: never
     max_disagreement_ms: float | None = 80.0
     audio_rate: int = 16000
     min_seconds: float = 1.5  #: shorter files are refused
-    min_confidence: float = 3.0  #: below this the offset is reported as an error (no clear agreement)
+    #: below this confidence no offset is reported (an error: no peak stands out of the curve at all)
+    min_confidence: float = 2.0
+    #: below this confidence the offset is reported but marked unreliable (a weak peak)
+    weak_confidence: float = 3.0
 
     def validate(self) -> "SyncSettings":
         if not (self.max_offset_ms > 0 and 0 < self.step_ms <= 100):
@@ -113,6 +117,8 @@ class SyncSettings:
             raise ConfigError(f"mouth_size must be at least 4 blocks ({4 * self.block} px) each way, got {self.mouth_size}")
         if not (self.detect_every_s > 0 and self.max_detections >= 1 and self.repeat_threshold >= 0):
             raise ConfigError("detect_every_s must be > 0, max_detections >= 1 and repeat_threshold >= 0")
+        if not self.weak_confidence >= self.min_confidence:
+            raise ConfigError(f"weak_confidence ({self.weak_confidence}) must be >= min_confidence ({self.min_confidence})")
         if not self.min_overlap_s >= 0:
             raise ConfigError(f"min_overlap_s must be >= 0, got {self.min_overlap_s}")
         if self.max_disagreement_ms is not None and not self.max_disagreement_ms >= 0:
@@ -165,15 +171,16 @@ class SyncResult:
     """The audio/video offset of one file.
 
     ``offset_ms`` > 0: the sound comes later than the lips; < 0: earlier. None when ``error`` says why the file
-    could not be analysed (no audio stream, silent audio, too short, no motion that follows the speech, or an
-    ambiguous peak: windowed and whole-file analyses that disagree, see :class:`SyncSettings`).
+    could not be analysed (no audio stream, silent audio, too short, a still picture, no face found, no peak at all,
+    or the peak at the edge of the searched range). An offset that is reported but weak or ambiguous has
+    ``reliable`` False and a ``note`` (see :class:`SyncSettings`).
 
     ``confidence`` is how far the best offset's agreement stands above the agreement of the other candidate
-    offsets, in robust standard deviations (median and MAD of the curve away from the peak): about 0-3 means no
-    offset wins (silence, music, a speaker off screen or a still picture: the offset is then reported as an
-    error), 3-6 a weak but usable peak, above 6 a clear one. On the real talking heads of the benchmark the files
-    measured right score 3.3-11 unshifted, and the one reported off its reference (an EMO render, +126 ms) 3.4:
-    a weak peak deserves a look at the ``curve`` (see the README).
+    offsets, in robust standard deviations (median and MAD of the curve away from the peak): below 2 no peak stands
+    out (silence, music, a speaker off screen or a still face: no offset is reported), 2-3 a weak peak (reported,
+    unreliable), 3-6 a usable one, above 6 a clear one. On the real talking heads of the benchmark the unshifted
+    files score 2.4-11; the one reported off its reference (an EMO render, +126 ms) 3.4: a weak peak deserves a
+    look at the ``curve`` (:func:`thqa.sync_plot`).
 
     ``curve`` maps each candidate offset (ms) to the agreement: the Pearson correlation of the best blocks' motion
     (the mouth) with the speech signal at that offset, averaged over the analysis windows.
@@ -200,6 +207,10 @@ class SyncResult:
     #: faces found and analysed (locator "face"); with several, the one whose motion follows the speech most
     #: clearly gives the offset and ``mouth_region``
     faces: int | None = None
+    #: False when the offset is reported but weak (confidence below ``weak_confidence``) or ambiguous (windowed and
+    #: whole-file analyses more than ``max_disagreement_ms`` apart): treat it as a guess; ``note`` says which
+    reliable: bool | None = None
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -748,8 +759,8 @@ def _region_in_file(data: AVData, region: tuple[int, int, int, int] | None) -> l
     return [int(round(v * scale)) for v in region]
 
 
-def _refusal(data: AVData, s: SyncSettings, k: int, n: int, conf: float, off: float, off_whole: float) -> str | None:
-    """Why the peak at ``k`` of an ``n``-point curve is not reported as the offset (None: it is)."""
+def _refusal(data: AVData, s: SyncSettings, k: int, n: int, conf: float) -> str | None:
+    """Why the peak at ``k`` of an ``n``-point curve gives no offset at all (None: it gives one)."""
     if k in (0, n - 1):
         return (
             f"{data.path}: the best agreement lies at the edge of the searched range (+-{s.max_offset_ms:g} ms): the offset "
@@ -760,13 +771,20 @@ def _refusal(data: AVData, s: SyncSettings, k: int, n: int, conf: float, off: fl
             f"{data.path}: no offset makes the picture's motion follow the speech (confidence {conf:.1f} < {s.min_confidence:g}): "
             "no visible speaking face, or no speech in the sound"
         )
-    if s.max_disagreement_ms is not None and abs(off - off_whole) * 1000.0 > s.max_disagreement_ms:
-        return (
-            f"{data.path}: the offset is ambiguous: the analysis in {s.window_s:g} s windows finds {off * 1000:+.0f} ms, the "
-            f"whole-file one {off_whole * 1000:+.0f} ms (more than {s.max_disagreement_ms:g} ms apart): a moving head, "
-            "a small face or motion elsewhere that follows the speech rhythm"
-        )
     return None
+
+
+def _doubt(s: SyncSettings, conf: float, off: float, off_whole: float) -> str | None:
+    """Why a reported offset is unreliable (None: it is not)."""
+    notes = []
+    if conf < s.weak_confidence:
+        notes.append(f"weak peak (confidence {conf:.1f} < {s.weak_confidence:g})")
+    if s.max_disagreement_ms is not None and abs(off - off_whole) * 1000.0 > s.max_disagreement_ms:
+        notes.append(
+            f"ambiguous: the analysis in {s.window_s:g} s windows finds {off * 1000:+.0f} ms, the whole-file one "
+            f"{off_whole * 1000:+.0f} ms (more than {s.max_disagreement_ms:g} ms apart)"
+        )
+    return "; ".join(notes) + ": treat the offset as a guess (a small or still face, music, or other motion with the speech rhythm)" if notes else None
 
 
 def _peak(curve: np.ndarray, offsets: np.ndarray, step: float) -> tuple[int, float]:
@@ -812,12 +830,13 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
         curve=[round(float(c), 4) for c in curve],
         agreement_per_second=_agreement_per_second(motion.times[1:], mz[:, top].mean(axis=1), sz[k], seconds),
     )
-    why = _refusal(data, s, k, len(curve), conf, off, off_whole)
+    why = _refusal(data, s, k, len(curve), conf)
     if why:
         return _fail(data.path, s, seconds, why, **kw)
+    note = _doubt(s, conf, off, off_whole)
     r = s.max_offset_ms
     conf_r = kw.pop("confidence")
-    return SyncResult(data.path, round(off * 1000.0, 1), conf_r, (-r, r), round(seconds, 3), **kw)
+    return SyncResult(data.path, round(off * 1000.0, 1), conf_r, (-r, r), round(seconds, 3), reliable=note is None, note=note, **kw)
 
 
 def estimate_av_offset(path: str | os.PathLike, settings: SyncSettings | None = None) -> SyncResult:
