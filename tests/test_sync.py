@@ -393,13 +393,13 @@ def test_cli_sync_csv_file(head, tmp_path, capsys):
     rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500"])
     assert rc == 0
     rows = out.read_text().splitlines()
-    assert rows[0] == "path,offset_ms,confidence,reliable,range_ms,seconds_used,fps,repeated_frames,mouth_region,error"
+    assert rows[0] == "path,offset_ms,confidence,reliable,range_ms,seconds_used,fps,repeated_frames,mouth_region,note,error"
     assert rows[1].startswith(f"{head},") and ",-500 500," in rows[1]
     assert rows[1].split(",")[3] == "True"
     x0, y0, x1, y1 = map(int, rows[1].split(",")[8].split())  # the region analysed, in the file's pixels
     assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
     rc = cli.main(["sync", str(head), "-o", str(out), "--locator", "frame"])
-    assert rc == 0 and out.read_text().splitlines()[1].endswith(",,")  # no region without the face locator, no error
+    assert rc == 0 and out.read_text().splitlines()[1].endswith(",,,")  # no region without the face locator, no note, no error
 
 
 def test_cli_sync_plot(head, tmp_path, capsys):

@@ -462,11 +462,11 @@ def _sync(args) -> int:
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "offset_ms", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "error"])
+        w.writerow(["path", "offset_ms", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "note", "error"])
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.error or ""]
+                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.note or "", r.error or ""]
             )
         text = buf.getvalue()
     if args.plot:
