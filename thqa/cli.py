@@ -296,13 +296,17 @@ def _scores_done(args, out, errors: list[str]) -> int:
     return EXIT_OK if not errors else EXIT_FAILURES
 
 
+def _plot_name(paths: list[str], index: int, kind: str, *, stem: str | None = None) -> str:
+    """``<stem>.<kind>.png`` for ``paths[index]`` (or ``stem``), numbered when two of ``paths`` share a stem."""
+    stems = [Path(p).stem for p in paths]
+    stem = stem if stem is not None else stems[index]
+    return f"{stem}.{kind}.png" if stems.count(stem) == 1 else f"{index:04d}_{stem}.{kind}.png"
+
+
 def _plot_timeline(args, files: list[str], r, index: int) -> None:
     from thqa.plots import timeline_plot
 
-    stems = [Path(f).stem for f in files]
-    stem = Path(r.path).stem
-    name = f"{stem}.timeline.png" if stems.count(stem) == 1 else f"{index:04d}_{stem}.timeline.png"
-    out = timeline_plot(r, Path(args.plot) / name)
+    out = timeline_plot(r, Path(args.plot) / _plot_name(files, index, "timeline", stem=Path(r.path).stem))
     log.info("timeline plot of %s -> %s", r.path, out)
 
 
@@ -421,14 +425,12 @@ def _plot_syncs(folder: str, results) -> None:
     """One ``<stem>.sync.png`` per file with an agreement curve (numbered when two files share a stem)."""
     from thqa.plots import sync_plot
 
-    stems = [Path(r.path).stem for r in results]
+    paths = [r.path for r in results]
     for i, r in enumerate(results):
         if not r.curve:
             print(f"thqa sync: no plot for {r.path} (no agreement curve)", file=sys.stderr)
             continue
-        stem = stems[i]
-        name = f"{stem}.sync.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.sync.png"
-        log.info("sync plot of %s -> %s", r.path, sync_plot(r, Path(folder) / name))
+        log.info("sync plot of %s -> %s", r.path, sync_plot(r, Path(folder) / _plot_name(paths, i, "sync")))
 
 
 def _sync(args) -> int:

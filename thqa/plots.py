@@ -191,11 +191,9 @@ def sync_plot(result: Any, path: str | os.PathLike[str]) -> Path:
     if not result.curve:
         raise ConfigError(f"{result.path}: no agreement curve to plot ({result.error or 'not analysed'})")
     path = Path(path)
+    fmt = check_plot_path(path)
     fig = Figure(figsize=(8.0, 6.0), dpi=110)
-    canvas = FigureCanvasAgg(fig)
-    fmt = path.suffix[1:].lower() or "png"
-    if fmt not in canvas.get_supported_filetypes():
-        raise ConfigError(f"cannot write a {fmt!r} plot; supported: {', '.join(sorted(canvas.get_supported_filetypes()))}")
+    FigureCanvasAgg(fig)
     ax, ax2 = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     _draw_sync_curve(ax, result)
     a = np.asarray(result.agreement_per_second or [], dtype=np.float64)

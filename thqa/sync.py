@@ -604,9 +604,14 @@ def picture_motion(data: AVData, s: SyncSettings) -> Motion:
     return m
 
 
+def _rate(times: np.ndarray) -> float:
+    """Frames per second of the (M,) kept frames' times (their mean rate: repeats dropped, so not uniform)."""
+    return (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
+
+
 def _blocks_motion(picture: np.ndarray, times: np.ndarray, block: int) -> np.ndarray:
     """(M, h, w) frames at (M,) times -> (M-1, B) high-passed mouth-opening motion of the blocks."""
-    fs = (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
+    fs = _rate(times)
     return _highpass(mouth_opening_motion(picture, block).astype(np.float64), fs, axis=0)
 
 
@@ -687,7 +692,7 @@ def _windowed_curve(motion: np.ndarray, speech: np.ndarray, windows: list[tuple[
 
 def speech_signal(data: AVData, times: np.ndarray, offsets_s: np.ndarray) -> np.ndarray:
     """(L, M-1) the high-passed change of loudness for frames at ``times`` (M,), at each candidate offset."""
-    fs = (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
+    fs = _rate(times)
     env = speech_envelope(data.audio, data.audio_rate)
     return _highpass(speech_change(env, data.audio_start, times, offsets_s), fs, axis=1)
 
@@ -711,7 +716,7 @@ def mouth_correlation(
         top: (K,) the blocks of ``corr`` that agree best at the curve's peak;
         motion: (M-1, B) and speech: (L, M-1), the standardised signals that were correlated.
     """
-    fs = (len(times) - 1) / max(float(times[-1] - times[0]), 1e-6)
+    fs = _rate(times)
     windows = analysis_windows(blocks.shape[0], fs, settings.window_s, settings.window_hop_s)
     curve = _windowed_curve(blocks, speech, windows, settings.top_blocks)
     mz = _zscore(blocks, axis=0)
