@@ -6,21 +6,36 @@ rename and the directory after it, so a power cut leaves the old file or the new
 
 A killed writer leaves its temp file (``.<name>.<host>-<pid>-<random>.partial``); :func:`clean_partials` removes such
 leftovers of dead writers from a folder (train and the demo call it on their run folders).
+
+An output is never put in the place of something that is not a regular file: ``-`` is standard output, a device or a
+FIFO (``/dev/null``, ``/dev/stdout``) is opened and written through, and a symbolic link is followed (its target is
+replaced atomically, the link stays). An existing file keeps its mode. :func:`check_output` checks an output before any
+work (writable, not an input, not another output of the run) and :func:`output_lock` keeps two runs from writing one
+file at once.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import secrets
+import shutil
 import socket
+import stat
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_mode", "check_writable"]
+__all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_mode", "check_writable", "check_output",
+           "output_lock", "open_through", "is_stream", "STDOUT"]
+
+#: the output name that means standard output
+STDOUT = "-"
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +87,125 @@ def _fsync_file(path: Path) -> None:
             os.close(fd)
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether writing ``path`` means writing through it: ``-`` (stdout), or an existing device, FIFO or socket
+    (also through a symbolic link, e.g. ``/dev/stdout``) -- never renamed over."""
+    if os.fspath(path) == STDOUT:
+        return True
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _real_target(path: str | os.PathLike) -> Path:
+    """The file a write to ``path`` replaces: ``path`` itself, or the target of the symbolic link(s) it names."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if os.path.islink(p) else p
+
+
+def open_through(path: str | os.PathLike, what: str = ""):
+    """Open a stream output for writing text (UTF-8): stdout for ``-``, else the device or FIFO itself.
+
+    A FIFO nobody reads is an error at once (never a hang). Raises:
+        ConfigError: nothing reads the FIFO. OSError: naming ``path``.
+    """
+    from thqa.errors import ConfigError
+
+    if os.fspath(path) == STDOUT:
+        return contextlib.nullcontext(sys.stdout)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise ConfigError(f"{what + ' ' if what else ''}{path}: a pipe that no process reads") from None
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+    os.set_blocking(fd, True)
+    return open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - the caller closes it
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed.
 
-    Whatever the caller writes to the temp path (by name: safetensors, torch.save, matplotlib) is fsync'ed, given the
-    umask's mode (see :func:`default_file_mode`) and renamed onto ``path``.
+    Whatever the caller writes to the temp path (by name: safetensors, torch.save, matplotlib) is fsync'ed and renamed
+    onto ``path`` with the mode ``path`` had, or for a new file the umask's (see :func:`default_file_mode`). A symbolic
+    link is followed (its target is replaced); ``-``, a device or a FIFO are written through (copied into), never
+    replaced. An OSError names ``path``, not the temp file.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
-    os.close(fd)
+    if is_stream(path):
+        with _through(path) as tmp:
+            yield tmp
+        return
+    p = _real_target(path)
     try:
-        yield tmp
-        _fsync_file(tmp)
-        os.chmod(tmp, default_file_mode())  # some writers (safetensors) replace the file with a 0600 one
-        os.replace(tmp, p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.parent / f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.partial"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+        os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is not None and os.fspath(exc.filename) == os.fspath(tmp):  # name the output, not the temp file
+                raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
+            raise
+        try:
+            _fsync_file(tmp)
+            _keep_mode(tmp, p)
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
         _fsync_dir(p.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
+def _keep_mode(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the mode (and, as root, the owner) of the file it replaces, or the umask's for a new file."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        os.chmod(tmp, default_file_mode())  # some writers (safetensors) replace the file with a 0600 one
+        return
+    if hasattr(os, "chown") and os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+
+
+@contextlib.contextmanager
+def _through(path: str | os.PathLike) -> Iterator[Path]:
+    """A private temp file whose bytes are then copied into stdout, the device or the FIFO ``path``."""
+    fd, name = tempfile.mkstemp(prefix="thqa-", suffix=Path(os.fspath(path)).suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as src:
+            if os.fspath(path) == STDOUT:
+                sys.stdout.flush()
+                shutil.copyfileobj(src, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                with open_through(path) as dst:
+                    shutil.copyfileobj(src, dst.buffer)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (``-``, a device or a FIFO: written through)."""
+    if is_stream(path):
+        with open_through(path) as f:
+            f.write(text)
+            f.flush()
+        return Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
@@ -149,6 +258,8 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
     """Check before any work that ``path`` can be written (a file, or with ``folder`` a folder), and say why not.
 
     Missing parent folders are fine (writers create them) as long as the nearest existing one is a writable folder.
+    ``-`` (stdout), a device and a FIFO are fine for a file (they are written through); a symbolic link is checked
+    where it points.
 
     Raises:
         ConfigError: ``path`` is a folder where a file is wanted (or a file where a folder is), a parent is a file,
@@ -156,18 +267,21 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
     """
     from thqa.errors import ConfigError
 
+    label = f"{what} {os.fspath(path)}" if what else os.fspath(path)
+    if not folder and os.fspath(path) == STDOUT:
+        return Path(path)
     p = Path(path)
-    label = f"{what} {p}" if what else str(p)
     if folder:
         if p.exists() and not p.is_dir():
             raise ConfigError(f"{label}: is a file, not a folder")
     else:
         if p.is_dir():
             raise ConfigError(f"{label}: is a folder; give a file name")
-        if p.exists() and not p.is_file():  # a device, a FIFO, /dev/stdout: never replaced by a rename
-            raise ConfigError(f"{label}: is not a regular file (a device or a pipe); give a file name")
         if p.exists() and not os.access(p, os.W_OK):
             raise ConfigError(f"{label}: cannot be written (permission denied)")
+        if is_stream(p):
+            return p
+        p = _real_target(p)
     anc = p if folder else p.parent
     while not os.path.lexists(anc) and anc != anc.parent:
         anc = anc.parent
@@ -175,4 +289,93 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
         raise ConfigError(f"{label}: {anc} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise ConfigError(f"{label}: cannot write in {anc} (permission denied)")
+    return Path(path)
+
+
+def check_output(path: str | os.PathLike, what: str, *, inputs: Iterable = (), outputs: Iterable = (), folder: bool = False) -> Path:
+    """Check an output before any work: writable (:func:`check_writable`), not one of the run's ``inputs`` (files the
+    run reads: a video, a manifest, a checkpoint) and not one of its other ``outputs`` -- by inode, so a hard or
+    symbolic link to an input counts. ``-``, devices and FIFOs are written through and never clash.
+
+    ``inputs``/``outputs``: paths, or ``(label, path)`` pairs that name the option in the message.
+
+    Raises:
+        ConfigError: as :func:`check_writable`, or the output is an input or another output of the run.
+    """
+    from thqa.errors import ConfigError
+
+    p = check_writable(path, what, folder=folder)
+    if is_stream(p):
+        return p
+    me = _identity(p)
+    for kind, items in (("input", inputs), ("output", outputs)):
+        for item in items:
+            label, other = item if isinstance(item, tuple) else ("", item)
+            if other is None or is_stream(other) or _identity(other) != me:
+                continue
+            name = f"{label} {os.fspath(other)}".strip()
+            same = " (the same file)" if os.fspath(other) != os.fspath(path) else ""
+            raise ConfigError(
+                f"{what} {os.fspath(path)}: is the {kind} {name}{same}; thqa never writes over "
+                f"{'an input' if kind == 'input' else 'one output with another'}: give another name"
+            )
     return p
+
+
+def _identity(path: str | os.PathLike):
+    """(device, inode) of an existing file (links to one file share it), else the resolved path."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        return os.path.realpath(os.fsdecode(path))
+
+
+def _lock_name(path: str | os.PathLike) -> Path:
+    p = _real_target(path)
+    return p.parent / f".{p.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the output ``path`` while a run writes it (``.<name>.lock`` beside it, holding the
+    pid, removed at the end); ``-``, devices and FIFOs are not locked. ``wait``: wait for another holder (for short
+    writes such as adding rows to a list) instead of refusing.
+
+    Raises:
+        ConfigError: another process holds the lock (its pid is named).
+    """
+    if os.name == "nt" or is_stream(path):
+        yield
+        return
+    import fcntl
+
+    from thqa.errors import ConfigError
+
+    lock = _lock_name(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"{what} {os.fspath(path)}: another thqa run (pid {holder}) is writing it; wait for it to end or give another name"
+            ) from None
+        with contextlib.suppress(OSError):  # the lock file may have been removed by its last holder: take a fresh one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)

@@ -183,10 +183,10 @@ def _score(args) -> int:
         raise_usage("--timeline and --sync run with the local engine only")
     fmt = _output_format(args.output, args.format)
     rows = _row_formatter(args)
-    resumed = _check_score_output(args, fmt, rows)
+    resumed, model = _check_score_output(args, fmt, rows)
     if args.plot:
         _check_plot_dir(args.plot)
-    files = [f for f in args.files if resumed is None or _printable(f) not in resumed.done]
+    files = _to_score(args.files, resumed)
     if resumed is not None and (resumed.rows or resumed.dropped):
         print(
             f"thqa score: resuming {args.output}: {len(args.files) - len(files)} file(s) already scored, {len(files)} to go"
@@ -196,7 +196,7 @@ def _score(args) -> int:
     if not files:
         return EXIT_OK
     if args.engine == "ray":
-        return _score_ray(args, files, fmt, resumed, rows)
+        return _score_ray(args, files, fmt, resumed, rows, model)
     # lazy: with decoding workers, the backbones are built while the workers start on the first files
     scorer = Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
     ck = getattr(scorer, "checkpoint", None)
@@ -207,7 +207,7 @@ def _score(args) -> int:
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
         it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
-            out.add(_printable_result(r))
+            out.add(_printable_result(r, model))
             notes.append(r)
             if r.error:
                 errors.append(r.error)
@@ -240,27 +240,57 @@ def _check_plot_dir(path: str) -> None:
 
 
 def _check_score_output(args, fmt: str, rows):
-    """Before any work: the output can be written, and with --resume what it already holds (else None)."""
-    from thqa._atomic import check_writable
+    """Before any work: the output can be written (not an input; locked for this run), this run's model digest, and
+    with --resume what the output already holds: ``(Resumed or None, model digest or None)``."""
+    from thqa._atomic import is_stream
 
     if args.resume and not args.output:
         raise_usage("--resume needs --output: the file whose rows are kept")
-    if not args.output:
-        return None
-    check_writable(args.output, "--output")
+    if args.resume and is_stream(args.output):
+        raise_usage(f"--resume needs --output to be a file, not {args.output} (stdout, a device or a pipe)")
+    _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files] + [("--checkpoint", args.checkpoint)])
+    model = _run_model(args)
     if not args.resume:
-        return None
+        return None, model
     from thqa.score_output import read_for_resume
 
+    expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    return read_for_resume(args.output, fmt, rows, expect=expect, model=model), model
+
+
+def _run_model(args) -> str | None:
+    """The digest of the model this run scores with (thqa.scorer.model_digest: the fusion weights, settings, backbones
+    and the precision the Scorer will pick); None when the checkpoint is missing (the Scorer then says so)."""
     from thqa.checkpoint import load_checkpoint
     from thqa.pipeline import precision_for
+    from thqa.scorer import model_digest
 
-    expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
-    if args.precision or not args.checkpoint or Path(args.checkpoint).is_file():  # else the Scorer says it is missing
-        # the precision the Scorer will pick: the one asked for, else the checkpoint's
-        precision = args.precision or (load_checkpoint(args.checkpoint).scoring_precision if args.checkpoint else "auto")
-        expect["precision"] = precision_for(args.device, precision)
-    return read_for_resume(args.output, fmt, rows, expect=expect)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        return None
+    ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    precision = precision_for(args.device, args.precision or (ck.scoring_precision if ck is not None else "auto"))
+    return model_digest(ck, random_init=args.random_init, seed=args.seed, precision=precision)
+
+
+def _to_score(files: list[str], resumed) -> list[str]:
+    """The files a run scores: all, or with --resume those without a row (names compared made absolute)."""
+    from thqa.score_output import path_key
+
+    return [f for f in files if resumed is None or path_key(f) not in resumed.done]
+
+
+def _guard_outputs(args, outputs: list[tuple[str, str | None]], inputs: list[tuple[str, object]], *, lock: bool = True) -> None:
+    """Before any work: every output (option, path) can be written and is neither an input (a file the command reads)
+    nor another output, by inode (thqa._atomic.check_output); with ``lock``, each is locked until the command ends,
+    so a second run writing the same file stops at once (exit 2, naming the pid that holds it)."""
+    from thqa._atomic import check_output, output_lock
+
+    given = [(what, p) for what, p in outputs if p is not None]
+    for i, (what, p) in enumerate(given):
+        check_output(p, what, inputs=inputs, outputs=given[:i])
+    if lock:
+        for what, p in given:
+            args.resources.enter_context(output_lock(p, what))
 
 
 def _score_writer(args, fmt: str, resumed, rows):
@@ -277,13 +307,16 @@ def _printable(path) -> str:
     return printable(os.fsdecode(path))
 
 
-def _printable_result(r):
-    """The result with undecodable bytes of its file name escaped (\\xff), so that every output is valid UTF-8."""
+def _printable_result(r, model: str | None = None):
+    """The result with its file name in thqa.score_output.path_text's unambiguous UTF-8 (undecodable bytes as \\xff)
+    and its messages printable, so that every output is valid UTF-8; stamped with this run's ``model`` digest where
+    the scorer left it out."""
     import dataclasses
 
-    from thqa.score_output import printable
+    from thqa.score_output import path_text, printable
 
-    fixed = {"path": printable(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings]}
+    fixed = {"path": path_text(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings],
+             "model": r.model or model}
     return r if all(getattr(r, k) == v for k, v in fixed.items()) else dataclasses.replace(r, **fixed)
 
 
@@ -325,7 +358,7 @@ def _scorer_kwargs(args) -> dict:
     }
 
 
-def _score_ray(args, files: list[str], fmt: str, resumed, rows) -> int:
+def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
     from thqa.ray_engine import score_with_ray
 
     opts = _ray_options(args)
@@ -334,7 +367,7 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows) -> int:
     _print_interval_notes(results)
     with _score_writer(args, fmt, resumed, rows) as out:
         for r in results:
-            out.add(_printable_result(r))
+            out.add(_printable_result(r, model))
     return _scores_done(args, out, [r.error for r in results if r.error])
 
 
@@ -363,14 +396,23 @@ _SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync
 
 
 def _csv_cell(value) -> str:
+    """A CSV cell: numbers as numbers, text made safe for spreadsheets (thqa.score_output.csv_safe)."""
+    from thqa.score_output import csv_safe
+
     if value is None:
         return ""
     if isinstance(value, list):
         return " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, str):
+        return csv_safe(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
+    """The score table of ``results`` (the one definition of its columns): CSV (text cells made safe for
+    spreadsheets: thqa.score_output.csv_safe) or JSON (text as it is)."""
+    from thqa.score_output import MODEL_COLUMN, csv_safe
+
     if fmt == "json":
         rows = [
             {
@@ -383,6 +425,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "weights": r.weights,
                 "untrained": r.untrained,
                 "precision": r.precision,
+                MODEL_COLUMN: r.model,
                 "warnings": r.warnings,
                 "mos_low": r.mos_low,
                 "mos_high": r.mos_high,
@@ -395,23 +438,30 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", *extras])
+    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", MODEL_COLUMN, *extras])
     for r in results:
         w.writerow(
             [
-                r.path,
+                csv_safe(r.path),
                 "" if r.mos is None else f"{r.mos:.6f}",
                 "" if r.clip_scores is None else " ".join(f"{c:.6f}" for c in r.clip_scores),
-                r.error or "",
+                csv_safe(r.error or ""),
                 r.weights,
                 str(r.untrained).lower(),
                 "" if r.mos_low is None else f"{r.mos_low:.6f}",
                 "" if r.mos_high is None else f"{r.mos_high:.6f}",
                 r.precision,
+                r.model or "",
                 *(_csv_cell(getattr(r, k)) for k in extras),
             ]
         )
     return buf.getvalue()
+
+
+def _path_text(path) -> str:
+    from thqa.score_output import path_text
+
+    return path_text(path)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -440,6 +490,7 @@ def _sync(args) -> int:
         settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator).validate()
     except THQAError as exc:
         raise_usage(str(exc))
+    _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files])
     if args.plot:
         _check_plot_dir(args.plot)
     fmt = "json" if args.json else _output_format(args.output, None)
@@ -468,7 +519,7 @@ def _sync(args) -> int:
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.note or "", r.error or ""]
+                [_csv_cell(_path_text(r.path)), _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, _csv_cell(r.note or ""), _csv_cell(r.error or "")]
             )
         text = buf.getvalue()
     if args.plot:
@@ -667,15 +718,19 @@ def _provenance(ck) -> str:
 def _extract(args) -> int:
     from thqa.cache import FeatureCache
     from thqa.experiment import extract_files
-    from thqa.extract import write_failures
+    from thqa.extract import run_id
     from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
 
     _setup_threads(args)
+    run = run_id()
     failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
     _check_failures_path(failures)
+    outputs = [("--failures", str(failures)), ("--summary-json", args.summary_json)]
+    _guard_outputs(args, outputs, [("MANIFEST", args.manifest)], lock=False)  # the list is locked when added to
     if args.summary_json:
-        _check_file_output(args.summary_json, "--summary-json")
+        args.resources.enter_context(_lock(args.summary_json, "--summary-json"))
     m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
+    _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
     cache = FeatureCache(args.cache_dir)
     plan = _plan(args, training=False)
     settings = plan.settings
@@ -701,9 +756,7 @@ def _extract(args) -> int:
         random_init, infos = bb.random_init, bb.infos
         precision = bb.precision
     if summary.failures:
-        write_failures(failures, summary.failures)
-    elif _is_failure_list(failures):
-        failures.unlink()  # a clean run leaves no stale list of failures (only ever one thqa wrote)
+        failures = _add_failures(failures, summary.failures, run)
     size = cache.size_bytes()
     print(
         f"extract: {summary.done} done, {summary.reused} reused, {summary.failed} failed"
@@ -751,29 +804,41 @@ def _cache_prune(args) -> int:
     return EXIT_OK
 
 
-#: the first line of every failure list thqa writes (thqa.extract.write_failures)
-FAILURES_HEADER = "path,error_type,error"
-
-
 def _is_failure_list(path: Path) -> bool:
-    """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so it may be replaced)."""
-    try:
-        if not path.is_file():
-            return False
-        with open(path, "rb") as f:
-            return f.readline(len(FAILURES_HEADER) + 3).decode("utf-8", "replace").rstrip("\r\n") == FAILURES_HEADER
-    except OSError:
-        return False
+    """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so rows may be added to it)."""
+    from thqa.extract import is_failure_list
+
+    return is_failure_list(path)
 
 
 def _check_failures_path(path: Path) -> None:
     """--failures may name a new file or a failure list thqa wrote before: never another file of the user's."""
+    from thqa.extract import FAILURES_COLUMNS
+
     _check_file_output(path, "--failures")
     if os.path.lexists(path) and not _is_failure_list(path):
         raise ConfigError(
-            f"--failures {path}: exists and is not a failure list written by thqa (first line {FAILURES_HEADER!r}); "
+            f"--failures {path}: exists and is not a failure list written by thqa (first line {','.join(FAILURES_COLUMNS)!r}); "
             "thqa will not overwrite or delete it: give another path"
         )
+
+
+def _add_failures(path: Path, failures, run: str) -> Path:
+    """This run's failures added to the list (rows naming the run; earlier runs' rows stay); return where they went
+    (beside ``path`` when a file that is not a failure list appeared there during the run)."""
+    from thqa.extract import add_failures
+
+    with _lock(path, "--failures", wait=True):
+        out = add_failures(path, failures, run=run)
+    if out != path:
+        print(f"thqa extract: {path} is no longer a failure list thqa wrote: left as it is, failures listed in {out}", file=sys.stderr)
+    return out
+
+
+def _lock(path, what: str, *, wait: bool = False):
+    from thqa._atomic import output_lock
+
+    return output_lock(path, what, wait=wait)
 
 
 def _check_file_output(path, option: str) -> None:
@@ -905,8 +970,9 @@ def _evaluate(args) -> int:
     from thqa import metrics as M
 
     _setup_threads(args)
-    if args.output:
-        _check_file_output(args.output, "--output")
+    outputs = [("--output", args.output), ("--plot", args.plot)]
+    inputs = [("MANIFEST", args.manifest), ("--predictions", args.predictions), ("--labels", args.labels), ("--checkpoint", args.checkpoint)]
+    _guard_outputs(args, outputs, inputs)
     if args.plot:
         _check_plot_output(args.plot)
     if args.predictions:
@@ -926,6 +992,7 @@ def _evaluate(args) -> int:
         from thqa.experiment import evaluate_checkpoint
 
         m = _read_manifest(args.manifest, args, require_mos=True)
+        _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
         ev = evaluate_checkpoint(
             args.checkpoint,
             m.samples,
@@ -956,7 +1023,7 @@ def _evaluate(args) -> int:
             w = _csv.writer(buf, lineterminator="\n")
             w.writerow(["path", "prediction", "mos"])
             for path, pr, mo in zip(ev.paths, ev.predictions, ev.mos):
-                w.writerow([path, f"{pr:.6f}", f"{mo:.4f}"])
+                w.writerow([_csv_cell(_path_text(path)), f"{pr:.6f}", f"{mo:.4f}"])
             _write_atomic(Path(args.output), buf.getvalue())
     result["fit"] = args.fit
     if args.plot:
@@ -995,6 +1062,9 @@ def _print_left_out(res) -> None:
 def _compare(args) -> int:
     from thqa.comparison import compare, plot_comparison
 
+    _guard_outputs(args, [("--output", args.output), ("--plot", args.plot)], [("--predictions", args.predictions), ("--labels", args.labels)])
+    if args.plot:
+        _check_plot_output(args.plot)
     res = compare(
         args.predictions,
         args.labels,
@@ -1252,8 +1322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_SETUP
     debug = _debug_wanted(args)
+    args.resources = contextlib.ExitStack()  # output locks (_guard_outputs), released when the command ends
     try:
-        return int(args.func(args) or 0)
+        with args.resources:
+            return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
     except KeyboardInterrupt:

@@ -23,7 +23,9 @@ import csv
 import io
 import json
 import logging
+import errno
 import os
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from thqa import __version__
-from thqa._atomic import atomic_write_text
+from thqa._atomic import atomic_path, atomic_write_text
 from thqa.cache import FeatureCache, cache_key, file_digest
 from thqa.errors import CacheError, THQAError
 from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png, extraction_provenance
@@ -52,6 +54,10 @@ __all__ = [
     "prune_cache",
     "stale_reasons",
     "write_failures",
+    "add_failures",
+    "is_failure_list",
+    "run_id",
+    "FAILURES_COLUMNS",
 ]
 
 log = logging.getLogger(__name__)
@@ -289,15 +295,101 @@ def load_frames(cache: FeatureCache, path: str | os.PathLike, settings: Extracti
     return [decode_frame_png(entry.arrays[f"png_{i}"]) for i in range(n)]
 
 
-def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, str]]) -> Path:
-    """Write ``path,error_type,error`` rows (CSV) of failed files."""
+#: the columns of a failure list; ``run`` names the run that listed the file (:func:`run_id`)
+FAILURES_COLUMNS = ("path", "error_type", "error", "run")
+#: the header of the lists of earlier versions (no run column): still recognised, and given the column when added to
+_LEGACY_FAILURES_COLUMNS = FAILURES_COLUMNS[:3]
+
+
+def run_id() -> str:
+    """This run's id: its start in UTC and its pid, e.g. ``20261207T045300Z-4242``."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+
+
+def _failure_rows(failures: Iterable[tuple[str, str, str]], run: str) -> str:
+    from thqa.score_output import csv_safe, path_text
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "error_type", "error"])
-    for row in failures:
-        w.writerow(row)
-    p = atomic_write_text(path, buf.getvalue())
-    return p
+    for path, etype, msg in failures:
+        w.writerow([csv_safe(path_text(path)), etype, csv_safe(msg), run])
+    return buf.getvalue()
+
+
+def write_failures(path: str | os.PathLike, failures: Iterable[tuple[str, str, str]], *, run: str = "") -> Path:
+    """Write a failure list: the header (:data:`FAILURES_COLUMNS`) and a row per failed file, atomically."""
+    return atomic_write_text(path, ",".join(FAILURES_COLUMNS) + "\n" + _failure_rows(failures, run))
+
+
+def _header(path: Path) -> tuple[str, ...] | None:
+    """The header of the regular file ``path`` (None: absent, not a regular file or unreadable)."""
+    try:
+        if not path.is_file():
+            return None
+        with open(path, "rb") as f:
+            line = f.readline(200).decode("utf-8", "replace").rstrip("\r\n")
+    except OSError:
+        return None
+    return tuple(line.split(","))
+
+
+def is_failure_list(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so rows may be added to it)."""
+    return _header(Path(path)) in (FAILURES_COLUMNS, _LEGACY_FAILURES_COLUMNS)
+
+
+def add_failures(path: str | os.PathLike, failures: Sequence[tuple[str, str, str]], *, run: str) -> Path:
+    """Add this run's failures to the list at ``path`` (each row names ``run``); return the file they went to.
+
+    A new list is created (never over a file that appeared meanwhile); a list thqa wrote gets the rows at its end
+    (a list of an earlier version without the run column is rewritten with it). A file of someone else's that
+    appeared at ``path`` during the run is never touched: the rows then go to ``<stem>-<run><suffix>`` beside it.
+    Earlier runs' rows are never removed. The caller holds the lock on ``path`` (thqa._atomic.output_lock).
+    """
+    p = Path(path)
+    rows = _failure_rows(failures, run)
+    header = _header(p)
+    if header == FAILURES_COLUMNS:
+        with open(p, "a", encoding="utf-8", newline="") as f:
+            f.write(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        return p
+    if header == _LEGACY_FAILURES_COLUMNS:
+        with open(p, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            old = [r + [""] * (len(FAILURES_COLUMNS) - len(r)) for r in list(csv.reader(f))[1:] if r]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([list(FAILURES_COLUMNS), *old])
+        return atomic_write_text(p, buf.getvalue() + rows)
+    text = ",".join(FAILURES_COLUMNS) + "\n" + rows
+    if not os.path.lexists(p) and _create_new(p, text):
+        return p
+    other = p.with_name(f"{p.stem}-{run}{p.suffix}")  # someone's file is at p: never touched
+    if not _create_new(other, text):
+        raise FileExistsError(errno.EEXIST, "exists", str(other))
+    return other
+
+
+def _create_new(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` only if no file is there (a complete file linked in: never over one that appeared
+    meanwhile); False when one did."""
+    from thqa._atomic import default_file_mode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(name, default_file_mode())
+        try:
+            os.link(name, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(name)
 
 
 # -- entries made by another version of the extraction -------------------------------------------------------------

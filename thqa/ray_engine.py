@@ -434,7 +434,7 @@ def score_with_ray(
     from thqa.checkpoint import load_checkpoint
     from thqa.conformal import check_coverage
     from thqa.pipeline import ExtractionSettings
-    from thqa.scorer import NO_MODEL_MESSAGE, ScoreResult, calibration_of, with_interval
+    from thqa.scorer import NO_MODEL_MESSAGE, ScoreResult, calibration_of, model_digest, with_interval
 
     coverage = check_coverage(coverage)
 
@@ -457,6 +457,7 @@ def score_with_ray(
     )
     rows = {r["path"]: r for r in _with_lost([str(p) for p in paths], _run([str(p) for p in paths], spec, opts, progress))}
     weights_label = "random-init" if random_init else "pretrained"
+    model = model_digest(ck, random_init=random_init, seed=seed, precision=spec["precision"], settings=settings)  # as the local Scorer's
     out = []
     for p in paths:
         r = rows.get(str(p))
@@ -464,13 +465,14 @@ def score_with_ray(
             out.append(
                 ScoreResult(str(p), None, None, error=(r or {}).get("error") or f"{p}: not scored", error_type=(r or {}).get("error_type") or "THQAError",
                             weights=weights_label, untrained=checkpoint is None, recipe=recipe,
-                            precision=spec["precision"])
+                            precision=spec["precision"], model=model)
             )
         else:
             extra = json.loads(r.get("meta") or "{}")
             res = ScoreResult(
                 str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
                 weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe, precision=spec["precision"],
+                model=model,
             )
             out.append(with_interval(res, calibration, coverage, interval_note))
     return out

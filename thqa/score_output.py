@@ -7,7 +7,12 @@ far. :func:`read_for_resume` reads such a file back: the rows that scored are ke
 the next run, and rows with an error are dropped so that those files are tried again.
 
 The row text itself comes from the caller (``format_rows(results, fmt) -> str``, the whole table for those results),
-so the columns are defined in one place.
+so the columns are defined in one place. Every row names the model that scored it (the ``model`` column:
+:data:`MODEL_COLUMN`, a digest of the fusion weights, settings, backbones and precision: thqa.scorer.model_digest);
+``--resume`` refuses a table of another model, and compares file names made absolute (``./a.mp4`` is ``a.mp4``).
+
+File names are written unambiguously (:func:`path_text`) and text cells of CSV tables cannot start a spreadsheet
+formula (:func:`csv_safe`); JSON holds the text unchanged.
 """
 from __future__ import annotations
 
@@ -15,16 +20,36 @@ import csv
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from thqa._atomic import atomic_write_text
+from thqa._atomic import atomic_write_text, is_stream, open_through
 from thqa.errors import ConfigError
 
-__all__ = ["ScoreWriter", "Resumed", "read_for_resume", "printable"]
+__all__ = ["ScoreWriter", "Resumed", "read_for_resume", "printable", "path_text", "path_key", "csv_safe", "csv_plain", "MODEL_COLUMN"]
 
 FormatRows = Callable[[Sequence, str], str]
+
+#: the column (and JSON key) naming the model behind each score row
+MODEL_COLUMN = "model"
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP's list), and the quote that disarms them
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def csv_safe(cell: str) -> str:
+    """A text cell for a CSV file that spreadsheets show as text: one starting with ``= + - @``, a tab or a carriage
+    return (a formula) -- or with the quote itself, so the change can be undone -- gets a leading ``'``.
+    Only for text (names, messages): numbers are written as they are."""
+    return _QUOTE + cell if cell.startswith(_FORMULA_START + (_QUOTE,)) else cell
+
+
+def csv_plain(cell: str) -> str:
+    """The text :func:`csv_safe` was given (its leading quote taken off)."""
+    return cell[1:] if cell.startswith(_QUOTE) and cell[1:].startswith(_FORMULA_START + (_QUOTE,)) else cell
 
 
 def printable(text: str) -> str:
@@ -37,6 +62,50 @@ def printable(text: str) -> str:
             return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         except UnicodeEncodeError:
             return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A file name as valid UTF-8 that names one file only: a name that is UTF-8 without a backslash is written as it
+    is; any other has its undecodable bytes as ``\\xff`` escapes and its backslashes as ``\\x5c`` (so ``v\\xff.mp4``
+    typed literally and ``v`` + byte 0xff + ``.mp4`` differ)."""
+    name = os.fsdecode(path)
+    try:
+        name.encode("utf-8")
+        if "\\" not in name or os.name == "nt":
+            return name
+    except UnicodeEncodeError:
+        pass
+    raw = os.fsencode(name) if os.name != "nt" else name.encode("utf-8", "surrogatepass")
+    return raw.replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+
+
+def _text_path(text: str) -> str:
+    """The file name (str, surrogate escapes for undecodable bytes) that :func:`path_text` wrote as ``text``."""
+    if "\\" not in text or os.name == "nt":
+        return text
+    raw = text.encode("utf-8")
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i : i + 2] == b"\\x" and i + 4 <= len(raw):
+            try:
+                out.append(int(raw[i + 2 : i + 4], 16))
+                i += 4
+                continue
+            except ValueError:
+                pass
+        out.append(raw[i])
+        i += 1
+    return os.fsdecode(bytes(out))
+
+
+def path_key(path: str | os.PathLike) -> str:
+    """What two names of one file share for ``--resume``: the name made absolute and normalised (``./a.mp4`` and
+    ``a.mp4`` are one), in :func:`path_text`'s unambiguous form."""
+    return path_text(os.path.abspath(os.fsdecode(path)))
+
+
+def _row_key(text: str) -> str:
+    return path_key(_text_path(text))
 
 
 @dataclass
@@ -67,14 +136,36 @@ def _same_run(path: Path, row: dict, expect: dict) -> None:
             )
 
 
-def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, *, expect: dict | None = None) -> Resumed:
+def _same_model(path: Path, row: dict, model: str | None) -> None:
+    if model is None:
+        return
+    have = row.get(MODEL_COLUMN)
+    if not have:
+        raise ConfigError(
+            f"--resume {path}: a row ({printable(str(row.get('path')))[:80]}) names no model (no {MODEL_COLUMN!r} digest: "
+            "not written by this version of thqa score); results of unknown models do not belong in one table: write to another file"
+        )
+    if str(have) != model:
+        raise ConfigError(
+            f"--resume {path}: its rows were scored by model {printable(str(have))[:40]}, this run's model is {model}; "
+            "results of two models do not belong in one table: write to another file"
+        )
+
+
+def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, *, expect: dict | None = None,
+                    model: str | None = None) -> Resumed:
     """Read a score file that an earlier (possibly killed) run wrote.
 
     Args:
         fmt: "csv" or "json". expect: column -> value every kept row must have (e.g. ``{"untrained": False}``).
+        model: this run's model digest (thqa.scorer.model_digest): every row must carry it (None: not checked).
+
+    Returns:
+        The rows to keep; ``done`` holds :func:`path_key` of the files they name.
 
     Raises:
-        ConfigError: not a score table of this format and these columns, or rows of another model (``expect``).
+        ConfigError: not a score table of this format and these columns, or rows of another model (``expect``,
+            ``model``), or rows without a model digest.
     """
     p = Path(path)
     expect = expect or {}
@@ -94,11 +185,13 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
             raise ConfigError(f"--resume {p}: not a thqa score file (a JSON array of objects with a path)")
         for r in rows:
             if r.get("error") or r.get("mos") is None:
+                _same_model(p, r, model)
                 out.dropped += 1
                 continue
             _same_run(p, r, expect)
+            _same_model(p, r, model)
             out.rows.append(r)
-            out.done.add(r["path"])
+            out.done.add(_row_key(r["path"]))
         return out
     if not text:
         return out
@@ -122,18 +215,20 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
         if len(cells) != len(header):
             raise ConfigError(f"--resume {p}: a row has {len(cells)} cells, the header {len(header)}; write to another file")
         row = dict(zip(header, cells))
+        _same_model(p, row, model)
         if row.get("error") or not row.get("mos"):
             out.dropped += 1
             continue
         _same_run(p, row, expect)
         out.rows.append(cells)
-        out.done.add(row["path"])
+        out.done.add(_row_key(csv_plain(row["path"])))
     return out
 
 
 class ScoreWriter:
     """Writes score rows as they come: to ``path`` (created or, with ``resumed``, rewritten with the kept rows first)
-    or to ``stream`` (stdout). Use as a context manager; :meth:`add` one result at a time, in input order."""
+    or to ``stream`` (stdout). A ``path`` that is ``-``, a device or a FIFO is written through as a stream.
+    Use as a context manager; :meth:`add` one result at a time, in input order."""
 
     def __init__(self, format_rows: FormatRows, fmt: str, *, path: str | os.PathLike | None = None, stream: TextIO | None = None,
                  resumed: Resumed | None = None):
@@ -144,6 +239,10 @@ class ScoreWriter:
         self.kept = len(resumed.rows) if resumed else 0
         self._fd: int | None = None
         self._file: TextIO | None = None
+        self._owned: TextIO | None = None
+        if self.path is not None and is_stream(self.path):
+            self._owned = self.stream = open_through(self.path, "--output").__enter__()
+            self.path = None
         if self.path is None:
             self._out(_csv_header(format_rows) if fmt == "csv" else "[\n")
             return
@@ -208,8 +307,11 @@ class ScoreWriter:
     def close(self) -> None:
         """Finish the table (stdout JSON: its closing bracket) and fsync the file."""
         if self.path is None:
-            if self.fmt == "json":
+            if self.fmt == "json" and self.stream is not None:
                 self._out(("\n" if self.n else "") + "]\n")
+            if self._owned is not None and self._owned is not sys.stdout:
+                self._owned.close()
+            self._owned = self.stream = None
             return
         if self._file is not None:
             self._file.flush()

@@ -1,6 +1,8 @@
 """Scoring files with a trained fusion checkpoint (or, when asked for by name, with untrained weights)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -16,7 +18,7 @@ from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
 from thqa.weights import WeightsOptions, build_spatial, state_digest
 
-__all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE"]
+__all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE", "model_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ScoreResult:
     coverage: float | None = None
     interval_note: str | None = None  #: why there is no interval, or why to doubt it
     recipe: str | None = None  #: the training recipe of the checkpoint ("winner", "frozen", ...); None: none named or recorded
+    model: str | None = None  #: :func:`model_digest` of the model that scored it (what ``--resume`` compares)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,30 @@ class ScoreResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def model_digest(checkpoint: Checkpoint | None, *, random_init: bool, seed: int, precision: str,
+                 settings: ExtractionSettings | None = None) -> str:
+    """16 hex digits naming the model behind a score: the fusion weights (every tensor, and fine-tuned spatial
+    weights; an untrained model: its seed), the extraction settings, the backbones' identity (the digests the checkpoint
+    was trained on, which scoring checks; random-init or pretrained) and the backbones' resolved precision
+    ("fp32", "bf16-autocast": :func:`thqa.pipeline.precision_for`). Equal digests give equal scores for a file."""
+    h = hashlib.sha256()
+    if checkpoint is None:
+        ident: dict = {"fusion": "untrained", "seed": seed}
+        settings = settings or ExtractionSettings()
+    else:
+        states = [("fusion", checkpoint.model.state_dict()), ("spatial", checkpoint.spatial_state or {})]
+        for prefix, state in states:
+            for name in sorted(state):
+                t = state[name].detach().to("cpu").contiguous().reshape(-1)
+                h.update(f"{prefix}.{name}:{t.dtype}:{tuple(state[name].shape)}\0".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes())
+        ident = {"backbones": {k: v.get("sha256") if isinstance(v, dict) else None for k, v in sorted(checkpoint.backbones.items())}}
+        settings = checkpoint.settings
+    ident.update(settings=settings.to_dict(), weights="random-init" if random_init else "pretrained", precision=precision)
+    h.update(json.dumps(ident, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def calibration_of(ck: Checkpoint | None):
@@ -194,6 +221,8 @@ class Scorer:
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
         self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
+        self.model_digest = model_digest(self.checkpoint, random_init=random_init, seed=seed,
+                                         precision=self.backbones.precision, settings=self.settings)
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
 
@@ -222,13 +251,14 @@ class Scorer:
             precision=self.backbones.precision,
             warnings=f.warnings,
             recipe=self.recipe,
+            model=self.model_digest,
         )
         return with_interval(res, self.calibration, self.coverage, self.interval_note)
 
     def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
         return ScoreResult(
             path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe,
-            precision=self.backbones.precision,
+            precision=self.backbones.precision, model=self.model_digest,
         )
 
     def score(self, path: str | os.PathLike) -> ScoreResult:
