@@ -87,11 +87,26 @@ def _fsync_file(path: Path) -> None:
             os.close(fd)
 
 
+def _via_proc(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is, or links through, a name in /dev or /proc (``/dev/stdout``, ``/proc/self/fd/1``): what it
+    reaches is a process's open file, written through even when it is a regular file (``> out.txt``)."""
+    p = os.path.abspath(os.fsdecode(path))
+    for _ in range(40):
+        if p.startswith(("/dev/", "/proc/")):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
 def is_stream(path: str | os.PathLike) -> bool:
-    """Whether writing ``path`` means writing through it: ``-`` (stdout), or an existing device, FIFO or socket
-    (also through a symbolic link, e.g. ``/dev/stdout``) -- never renamed over."""
+    """Whether writing ``path`` means writing through it: ``-`` (stdout), an existing device, FIFO or socket (also
+    through a symbolic link), or a name in /dev or /proc such as ``/dev/stdout`` -- never renamed over."""
     if os.fspath(path) == STDOUT:
         return True
+    if os.name != "nt" and _via_proc(path):
+        return os.path.exists(path)
     try:
         mode = os.stat(path).st_mode  # follows links
     except (OSError, ValueError):

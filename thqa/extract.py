@@ -25,6 +25,7 @@ import json
 import logging
 import errno
 import os
+import secrets
 import tempfile
 import time
 from collections import deque
@@ -302,8 +303,8 @@ _LEGACY_FAILURES_COLUMNS = FAILURES_COLUMNS[:3]
 
 
 def run_id() -> str:
-    """This run's id: its start in UTC and its pid, e.g. ``20261207T045300Z-4242``."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+    """This run's id: its start in UTC, its pid and 4 random hex digits, e.g. ``20261207T045300Z-4242-9f1c``."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def _failure_rows(failures: Iterable[tuple[str, str, str]], run: str) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from thqa.errors import ManifestError, MediaFileNotFoundError, MetricError
+from thqa.score_output import csv_plain
 
 __all__ = [
     "FIT_KINDS",
@@ -289,7 +290,7 @@ def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
                 raise ManifestError(f"{path}:{line}: expected at least {max(name_col, score_col) + 1} columns: {_short(row)}")
             if not has_header and len(cells) > 2 and any(cells[2:]):
                 raise ManifestError(f"{path}:{line}: expected 'name,score', got {len(cells)} columns: {_short(row)}")
-            name, text = _basename(cells[name_col]), cells[score_col]
+            name, text = _basename(csv_plain(cells[name_col])), cells[score_col]  # a thqa CSV's '=x.mp4 is =x.mp4
             if not name:
                 raise ManifestError(f"{path}:{line}: empty file name")
             try:

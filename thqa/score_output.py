@@ -240,6 +240,7 @@ class ScoreWriter:
         self._fd: int | None = None
         self._file: TextIO | None = None
         self._owned: TextIO | None = None
+        self._where = self.path  #: the name errors give (a stream's too)
         if self.path is not None and is_stream(self.path):
             self._owned = self.stream = open_through(self.path, "--output").__enter__()
             self.path = None
@@ -264,8 +265,13 @@ class ScoreWriter:
         atomic_write_text(self.path, text)  # the kept rows (or just the header) replace the old file at once
 
     def _out(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as exc:
+            if exc.filename is None and self._where is not None and exc.errno is not None:
+                raise OSError(exc.errno, exc.strerror, str(self._where)) from exc
+            raise
 
     def add(self, result) -> None:
         """Write one result's row and flush it (an OSError names the output file)."""
