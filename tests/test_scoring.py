@@ -230,7 +230,7 @@ def test_cli_score_csv_with_bad_files(cli_scorer, capsys, good_video, good_video
     out, err = capsys.readouterr()
     assert rc == 1
     assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] == 3407
-    assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high,precision"
+    assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high,precision,model"
     rows = _csv(out)
     assert [r["path"] for r in rows] == files
     for r in (rows[0], rows[2]):

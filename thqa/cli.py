@@ -249,27 +249,30 @@ def _check_score_output(args, fmt: str, rows):
     if args.resume and is_stream(args.output):
         raise_usage(f"--resume needs --output to be a file, not {args.output} (stdout, a device or a pipe)")
     _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files] + [("--checkpoint", args.checkpoint)])
-    model = _run_model(args)
+    model, precision = _run_model(args)
     if not args.resume:
         return None, model
     from thqa.score_output import read_for_resume
 
     expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    if precision is not None:
+        expect["precision"] = precision
     return read_for_resume(args.output, fmt, rows, expect=expect, model=model), model
 
 
-def _run_model(args) -> str | None:
-    """The digest of the model this run scores with (thqa.scorer.model_digest: the fusion weights, settings, backbones
-    and the precision the Scorer will pick); None when the checkpoint is missing (the Scorer then says so)."""
+def _run_model(args) -> tuple[str | None, str | None]:
+    """``(digest, precision)`` of the model this run scores with (thqa.scorer.model_digest: the fusion weights,
+    settings, backbones and the precision the Scorer will pick); Nones when the checkpoint is missing (the Scorer
+    then says so)."""
     from thqa.checkpoint import load_checkpoint
     from thqa.pipeline import precision_for
     from thqa.scorer import model_digest
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        return None
+        return None, None
     ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
     precision = precision_for(args.device, args.precision or (ck.scoring_precision if ck is not None else "auto"))
-    return model_digest(ck, random_init=args.random_init, seed=args.seed, precision=precision)
+    return model_digest(ck, random_init=args.random_init, seed=args.seed, precision=precision), precision
 
 
 def _to_score(files: list[str], resumed) -> list[str]:

@@ -215,11 +215,12 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
         if len(cells) != len(header):
             raise ConfigError(f"--resume {p}: a row has {len(cells)} cells, the header {len(header)}; write to another file")
         row = dict(zip(header, cells))
-        _same_model(p, row, model)
         if row.get("error") or not row.get("mos"):
+            _same_model(p, row, model)
             out.dropped += 1
             continue
-        _same_run(p, row, expect)
+        _same_run(p, row, expect)  # the readable reasons first (precision, weights), then the digest
+        _same_model(p, row, model)
         out.rows.append(cells)
         out.done.add(_row_key(csv_plain(row["path"])))
     return out
