@@ -163,16 +163,22 @@ def test_case2_device_nodes_are_written_through_never_replaced(tmp_path, fake_sc
         assert rc == 1, err
     rc, _, err = run(["score", "--random-init", "a.mp4", "-o", str(full)])
     assert rc == 2 and one_error(err, "score").endswith(f"{full}: No space left on device")
+    rc, _, err = run(["sync", str(tmp_path / "missing.mp4"), "-o", str(full)])
+    assert rc == 2 and one_error(err, "sync").endswith(f"{full}: No space left on device")
     assert stat.S_ISCHR(os.lstat(null).st_mode) and stat.S_ISCHR(os.lstat(full).st_mode)
     assert os.readlink(tmp_path / "so") == str(null)
 
 
-def test_case2_dev_stdout_is_written_through(tmp_path, fake_scorer, capfd):
-    if not os.path.exists("/dev/stdout"):
-        pytest.skip("no /dev/stdout here")
-    rc, _, err = run(["sync", str(tmp_path / "missing.mp4"), "-o", "/dev/stdout"])
+def test_case2_a_link_to_stdout_is_written_through(tmp_path, capfd):
+    """``ln -s /proc/self/fd/1 so; -o so`` (what ``-o /dev/stdout`` is). A link of the test's own, never /dev/stdout
+    itself: run against a version with the bug, this test must not replace the machine's /dev/stdout."""
+    if not os.path.exists("/proc/self/fd/1"):
+        pytest.skip("no /proc/self/fd here")
+    so = tmp_path / "so"
+    os.symlink("/proc/self/fd/1", so)
+    rc, _, err = run(["sync", str(tmp_path / "missing.mp4"), "-o", str(so)])
     assert rc == 1, err
-    assert f"{tmp_path / 'missing.mp4'}," in capfd.readouterr().out
+    assert so.is_symlink() and f"{tmp_path / 'missing.mp4'}," in capfd.readouterr().out
 
 
 def test_case15_an_existing_output_keeps_its_mode(tmp_path, fake_scorer):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
@@ -87,17 +88,33 @@ def _fsync_file(path: Path) -> None:
             os.close(fd)
 
 
+#: names that stand for a process's open files (``/dev/stdout`` links to ``/proc/self/fd/1``)
+_FD_NAMES = ("/proc/", "/dev/fd/", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+
+
 def _via_proc(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is, or links through, a name in /dev or /proc (``/dev/stdout``, ``/proc/self/fd/1``): what it
-    reaches is a process's open file, written through even when it is a regular file (``> out.txt``)."""
+    """Whether ``path`` is, or links through, a process's open file (``/dev/stdout``, ``/proc/self/fd/1``): written
+    through even when that is a regular file (``thqa ... -o /dev/stdout > out.txt``)."""
     p = os.path.abspath(os.fsdecode(path))
     for _ in range(40):
-        if p.startswith(("/dev/", "/proc/")):
+        if p.startswith(_FD_NAMES):
             return True
         if not os.path.islink(p):
             return False
         p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
     return False
+
+
+def _is_our_stdout(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (``/dev/stdout``, ``/proc/self/fd/1``) is this process's standard output: written with
+    ``sys.stdout``, at its offset (after what the shell's ``> out.txt`` already holds), not from the start."""
+    if os.name == "nt" or not _via_proc(path):
+        return False
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def is_stream(path: str | os.PathLike) -> bool:
@@ -128,7 +145,7 @@ def open_through(path: str | os.PathLike, what: str = ""):
     """
     from thqa.errors import ConfigError
 
-    if os.fspath(path) == STDOUT:
+    if os.fspath(path) == STDOUT or _is_our_stdout(path):
         return contextlib.nullcontext(sys.stdout)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -217,9 +234,14 @@ def _through(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (``-``, a device or a FIFO: written through)."""
     if is_stream(path):
-        with open_through(path) as f:
-            f.write(text)
-            f.flush()
+        try:
+            with open_through(path) as f:
+                f.write(text)
+                f.flush()
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # /dev/full: name the output
+                raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
+            raise
         return Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
