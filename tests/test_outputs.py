@@ -165,6 +165,10 @@ def test_case2_device_nodes_are_written_through_never_replaced(tmp_path, fake_sc
     assert rc == 2 and one_error(err, "score").endswith(f"{full}: No space left on device")
     rc, _, err = run(["sync", str(tmp_path / "missing.mp4"), "-o", str(full)])
     assert rc == 2 and one_error(err, "sync").endswith(f"{full}: No space left on device")
+    (tmp_path / "p.csv").write_text("".join(f"v{i}.mp4,{i + (i % 2) * 0.5}\n" for i in range(6)))
+    (tmp_path / "l.csv").write_text("Video,Score\n" + "".join(f"v{i}.mp4,{i}\n" for i in range(6)))
+    rc, _, err = run(["evaluate", "--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"), "--plot", str(null)])
+    assert rc == 0, err  # a plot (written by name: atomic_path) goes through too
     assert stat.S_ISCHR(os.lstat(null).st_mode) and stat.S_ISCHR(os.lstat(full).st_mode)
     assert os.readlink(tmp_path / "so") == str(null)
 

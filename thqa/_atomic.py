@@ -147,8 +147,11 @@ def open_through(path: str | os.PathLike, what: str = ""):
 
     if os.fspath(path) == STDOUT or _is_our_stdout(path):
         return contextlib.nullcontext(sys.stdout)
+    flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if os.path.isfile(path):  # a regular file reached through /proc/self/fd/N: added to, never written over
+        flags |= os.O_APPEND
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise ConfigError(f"{what + ' ' if what else ''}{path}: a pipe that no process reads") from None
@@ -218,14 +221,10 @@ def _through(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        with open(tmp, "rb") as src:
-            if os.fspath(path) == STDOUT:
-                sys.stdout.flush()
-                shutil.copyfileobj(src, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                with open_through(path) as dst:
-                    shutil.copyfileobj(src, dst.buffer)
+        with open(tmp, "rb") as src, open_through(path) as dst:
+            dst.flush()
+            shutil.copyfileobj(src, dst.buffer)
+            dst.buffer.flush()
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
