@@ -726,14 +726,7 @@ def _extract(args) -> int:
 
     _setup_threads(args)
     run = run_id()
-    failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
-    _check_failures_path(failures)
-    outputs = [("--failures", str(failures)), ("--summary-json", args.summary_json)]
-    _guard_outputs(args, outputs, [("MANIFEST", args.manifest)], lock=False)  # the list is locked when added to
-    if args.summary_json:
-        args.resources.enter_context(_lock(args.summary_json, "--summary-json"))
-    m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
-    _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
+    failures, m = _extract_outputs(args)
     cache = FeatureCache(args.cache_dir)
     plan = _plan(args, training=False)
     settings = plan.settings
@@ -805,6 +798,20 @@ def _cache_prune(args) -> int:
         print(f"cache prune: {verb} {len(sizes)} file(s), {sum(sizes) / 1e6:.1f} MB: {reason}")
     print(f"cache prune: {verb} {len(items)} file(s), {sum(i.bytes for i in items) / 1e6:.1f} MB in all" + ("" if items else " (nothing to prune)"))
     return EXIT_OK
+
+
+def _extract_outputs(args):
+    """Before any work: --failures and --summary-json checked against the manifest and its videos (the summary locked
+    for the run, the failure list when rows are added to it); ``(failure list path, manifest)``."""
+    failures = Path(args.failures) if args.failures else Path(args.cache_dir) / "failures.csv"
+    _check_failures_path(failures)
+    outputs = [("--failures", str(failures)), ("--summary-json", args.summary_json)]
+    _guard_outputs(args, outputs, [("MANIFEST", args.manifest)], lock=False)
+    if args.summary_json:
+        args.resources.enter_context(_lock(args.summary_json, "--summary-json"))
+    m = _read_manifest(args.manifest, args, require_mos=False, check_files=False)
+    _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
+    return failures, m
 
 
 def _is_failure_list(path: Path) -> bool:

@@ -20,10 +20,10 @@ re-run skips everything already cached.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
-import errno
 import os
 import secrets
 import tempfile
@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from thqa import __version__
-from thqa._atomic import atomic_path, atomic_write_text
+from thqa._atomic import atomic_write_text, default_file_mode
 from thqa.cache import FeatureCache, cache_key, file_digest
 from thqa.errors import CacheError, THQAError
 from thqa.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png, extraction_provenance
@@ -374,8 +374,6 @@ def add_failures(path: str | os.PathLike, failures: Sequence[tuple[str, str, str
 def _create_new(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` only if no file is there (a complete file linked in: never over one that appeared
     meanwhile); False when one did."""
-    from thqa._atomic import default_file_mode
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:

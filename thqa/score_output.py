@@ -184,14 +184,7 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
         if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in rows):
             raise ConfigError(f"--resume {p}: not a thqa score file (a JSON array of objects with a path)")
         for r in rows:
-            if r.get("error") or r.get("mos") is None:
-                _same_model(p, r, model)
-                out.dropped += 1
-                continue
-            _same_run(p, r, expect)
-            _same_model(p, r, model)
-            out.rows.append(r)
-            out.done.add(_row_key(r["path"]))
+            _take(out, p, r, r, r["path"], expect, model)
         return out
     if not text:
         return out
@@ -214,16 +207,20 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
             continue
         if len(cells) != len(header):
             raise ConfigError(f"--resume {p}: a row has {len(cells)} cells, the header {len(header)}; write to another file")
-        row = dict(zip(header, cells))
-        if row.get("error") or not row.get("mos"):
-            _same_model(p, row, model)
-            out.dropped += 1
-            continue
-        _same_run(p, row, expect)  # the readable reasons first (precision, weights), then the digest
-        _same_model(p, row, model)
-        out.rows.append(cells)
-        out.done.add(_row_key(csv_plain(row["path"])))
+        _take(out, p, dict(zip(header, cells)), cells, csv_plain(cells[header.index("path")]), expect, model)
     return out
+
+
+def _take(out: Resumed, p: Path, row: dict, kept, name: str, expect: dict, model: str | None) -> None:
+    """Keep a scored row of this run's model (its file ``name`` is not scored again) or drop a failed one (tried again)."""
+    if row.get("error") or row.get("mos") in (None, ""):
+        _same_model(p, row, model)
+        out.dropped += 1
+        return
+    _same_run(p, row, expect)  # the readable reasons first (precision, weights), then the digest
+    _same_model(p, row, model)
+    out.rows.append(kept)
+    out.done.add(_row_key(name))
 
 
 class ScoreWriter:
