@@ -396,8 +396,12 @@ def output_lock(path: str | os.PathLike, what: str, *, wait: bool = False) -> It
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
+                os.close(fd)  # a file system without locks (some network mounts): written unlocked, as before
+                log.warning("%s %s: cannot be locked (%s); two runs writing it at once would mix their rows", what, os.fspath(path), exc.strerror)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+                yield
+                return
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise ConfigError(
