@@ -459,3 +459,13 @@ def test_case12_csv_safe_is_undone_by_csv_plain():
     for text in NAMES + ["", "'", "''=", "-", "a=b", "\tx", "\rx"]:
         assert csv_plain(csv_safe(text)) == text
         assert not csv_safe(text).startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+def test_case3_the_scorer_stamps_every_row_with_the_digest_the_cli_checks(small_scorer, small_settings, tmp_path):
+    from thqa.scorer import model_digest
+
+    precision = small_scorer.backbones.precision
+    r = next(small_scorer.iter_score([tmp_path / "missing.mp4"]))  # an error row carries it too
+    assert r.model == small_scorer.model_digest == model_digest(None, random_init=True, seed=3407, precision=precision, settings=small_settings)
+    args = cli.build_parser().parse_args(["score", "--random-init", "--device", "cpu", "x.mp4"])
+    assert cli._run_model(args) == (model_digest(None, random_init=True, seed=3407, precision=precision), precision)
