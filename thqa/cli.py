@@ -1235,7 +1235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", required=True, metavar="DIR")
     _add_manifest_args(p)
     p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for fine-tuning: --recipe winner, --finetune-spatial)")
-    p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
+    p.add_argument("--failures", metavar="CSV", help="the list failed files are added to, each row naming its run (default DIR/failures.csv; never deleted)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON")
     _add_recipe_args(p, training=False)
     _add_weights_args(p)
