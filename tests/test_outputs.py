@@ -436,9 +436,11 @@ def test_case12_score_csv_text_cells_never_start_a_formula(tmp_path, fake_scorer
     assert [r["path"] for r in _rows(tmp_path / "s.json")] == NAMES  # JSON holds the names as they are
     fake_scorer.asked = []
     assert run(["score", "--random-init", "-o", "s.csv", "--resume", "--", *NAMES])[0] == 0 and fake_scorer.asked == []  # read back
-    (tmp_path / "l.csv").write_text("Video,Score\n" + "".join(f'"{n}",{i}\n' for i, n in enumerate(NAMES)))
+    (tmp_path / "l.csv").write_text("Video,Score,gen\n" + "".join(f'"{n}",{i},g{i % 2}\n' for i, n in enumerate(NAMES)))
     rc, out, err = run(["evaluate", "--predictions", "s.csv", "--labels", "l.csv", "--json"])
     assert rc == 0 and json.loads(out)["n"] == len(NAMES), err  # the names match the labels again
+    rc, out, err = run(["compare", "--predictions", "s.csv", "--labels", "l.csv", "--group-column", "gen", "--n-boot", "100", "--json"])
+    assert rc == 0 and json.loads(out)["n"] == len(NAMES), err  # and compare's columns too
 
 
 def test_case12_sync_csv_quotes_names_and_notes_not_negative_offsets(tmp_path, monkeypatch):

@@ -627,6 +627,7 @@ def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     import csv
 
     from thqa.metrics import _basename
+    from thqa.score_output import csv_plain
 
     path = Path(path)
     if path.suffix.lower() in (".json", ".jsonl"):
@@ -641,7 +642,7 @@ def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
         r = {str(k).lower(): "" if v is None else str(v) for k, v in r.items()}
         name = r.get("path") or r.get("video")
         if name:
-            out[_basename(name)] = r
+            out[_basename(csv_plain(name))] = r  # a thqa score CSV's '=x.mp4 is =x.mp4 (thqa.score_output.csv_safe)
     return out
 
 
