@@ -97,6 +97,22 @@ def test_case1_an_output_that_is_an_input_is_refused_before_any_work(argv, outpu
     assert (tmp_path / "soft.mp4").is_symlink()
 
 
+def test_case1_a_table_never_replaces_a_video_that_is_not_an_input(tmp_path, fake_scorer, monkeypatch):
+    """``cp v.mp4 a.mp4; thqa score -o a.mp4 v.mp4`` (what ``-o *.mp4`` expands to): a.mp4 is no input, but a video."""
+    import thqa.sync
+
+    monkeypatch.setattr(thqa.sync, "estimate_av_offset", lambda *a, **k: pytest.fail("analysed"))
+    video = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00" + bytes(range(256)) * 8
+    (tmp_path / "a.mp4").write_bytes(video)
+    for argv in (["score", "--random-init", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "a.mp4")],
+                 ["sync", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "a.mp4")]):
+        rc, _, err = run(argv)
+        assert rc == 2 and "exists and is not a text file" in one_error(err, argv[0])
+    assert (tmp_path / "a.mp4").read_bytes() == video and fake_scorer.asked == []
+    (tmp_path / "old.csv").write_text("path,mos\ncafé.mp4,3\n")  # a text table (UTF-8) is replaced as before
+    assert run(["score", "--random-init", "b.mp4", "-o", str(tmp_path / "old.csv")])[0] == 0
+
+
 def test_case1_check_output_compares_inodes_and_resolved_names(tmp_path):
     from thqa._atomic import check_output
     from thqa.errors import ConfigError

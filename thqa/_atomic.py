@@ -328,21 +328,28 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
     return Path(path)
 
 
-def check_output(path: str | os.PathLike, what: str, *, inputs: Iterable = (), outputs: Iterable = (), folder: bool = False) -> Path:
+def check_output(path: str | os.PathLike, what: str, *, inputs: Iterable = (), outputs: Iterable = (), folder: bool = False,
+                 text: bool = False) -> Path:
     """Check an output before any work: writable (:func:`check_writable`), not one of the run's ``inputs`` (files the
     run reads: a video, a manifest, a checkpoint) and not one of its other ``outputs`` -- by inode, so a hard or
-    symbolic link to an input counts. ``-``, devices and FIFOs are written through and never clash.
+    symbolic link to an input counts. ``-``, devices and FIFOs are written through and never clash. With ``text`` (a
+    table), an existing file that is not text (a video: ``-o *.mp4``) is refused too.
 
     ``inputs``/``outputs``: paths, or ``(label, path)`` pairs that name the option in the message.
 
     Raises:
-        ConfigError: as :func:`check_writable`, or the output is an input or another output of the run.
+        ConfigError: as :func:`check_writable`, or the output is an input or another output of the run, or binary.
     """
     from thqa.errors import ConfigError
 
     p = check_writable(path, what, folder=folder)
     if is_stream(p):
         return p
+    if text and not folder and _is_binary(p):
+        raise ConfigError(
+            f"{what} {os.fspath(path)}: exists and is not a text file (a video? an image?); thqa writes a text table "
+            "there and never replaces such a file: give another name"
+        )
     me = _identity(p)
     for kind, items in (("input", inputs), ("output", outputs)):
         for item in items:
@@ -356,6 +363,24 @@ def check_output(path: str | os.PathLike, what: str, *, inputs: Iterable = (), o
                 f"{'an input' if kind == 'input' else 'one output with another'}: give another name"
             )
     return p
+
+
+def _is_binary(path: Path) -> bool:
+    """Whether the regular file ``path`` exists and its first 4 KiB are not UTF-8 text (a NUL byte, or bytes that
+    cannot be UTF-8)."""
+    import codecs
+
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at 4 KiB is fine
+    except UnicodeDecodeError:
+        return True
+    except OSError:
+        return False
+    return b"\0" in head
 
 
 def _identity(path: str | os.PathLike):

@@ -290,7 +290,7 @@ def _guard_outputs(args, outputs: list[tuple[str, str | None]], inputs: list[tup
 
     given = [(what, p) for what, p in outputs if p is not None]
     for i, (what, p) in enumerate(given):
-        check_output(p, what, inputs=inputs, outputs=given[:i])
+        check_output(p, what, inputs=inputs, outputs=given[:i], text=what != "--plot")
     if lock:
         for what, p in given:
             args.resources.enter_context(output_lock(p, what))
