@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from thqa import cli
 from thqa.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
+from thqa.conformal import METHOD as CALIBRATION_METHOD
 from thqa.errors import CheckpointError, ManifestError, MediaFileNotFoundError
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
@@ -179,6 +180,18 @@ def _mutate(header: dict, tensors: dict, case: str):
         t = {k: v.half() if v.is_floating_point() else v for k, v in t.items()}
     elif case == "int64_weights":
         t = {k: v.long() for k, v in t.items()}
+    elif case == "frames_size_clips_together":  # issue 21 item 7: each in range, 6.4 GB of clips per file together
+        h["extraction"].update(clip_frames=256, frame_size=1024)
+    elif case in ("nan_weights", "inf_weights"):
+        k = sorted(t)[0]
+        t[k] = t[k].clone()
+        t[k].view(-1)[0] = float("nan") if case == "nan_weights" else float("inf")
+    elif case == "unknown_recipe":  # issue 21 item 14
+        h["meta"]["recipe"] = {"name": "turbo", "options": {}}
+    elif case == "junk_tensors":
+        t["junk.blob"] = torch.zeros(1000)
+    elif case == "residuals_1e308":
+        h["calibration"] = {"method": CALIBRATION_METHOD, "n": 20, "scores": [1e308] * 20, "prediction_range": [1.0, 5.0]}
     elif case == "spatial_do_not_fit":
         h["finetuned_spatial"] = True
         t["spatial.swin.head.weight"] = torch.zeros(3, 3)
@@ -199,6 +212,12 @@ CHECKPOINT_CASES = {
     "head_hidden_1e12": "fusion_config.head_hidden = 1000000000000 is out of range",
     "float16_weights": "float16 in the file, the model needs float32; not cast",
     "int64_weights": "int64 in the file, the model needs float32; not cast",
+    "frames_size_clips_together": "extraction: n_clips, clip_frames and frame_size together (2 clips x 256 frames x 1024x1024 pixels) need 6.0 GiB per file",
+    "nan_weights": "holds 1 NaN/Inf value(s)",
+    "inf_weights": "holds 1 NaN/Inf value(s)",
+    "unknown_recipe": 'meta.recipe.name "turbo" is not a recipe this thqa knows',
+    "junk_tensors": "holds 1 tensor(s) that are not part of a thqa model (first: junk.blob)",
+    "residuals_1e308": "calibration.scores[0] = 1e+308 is not a residual between 0 and",
 }
 
 
@@ -782,3 +801,67 @@ def test_fuzz_label_files(tmp_path):
         except (ManifestError, MediaFileNotFoundError) as exc:
             assert str(lab) in str(exc)
     assert codes == {0, 2}  # both outcomes occur: the fuzz is not all noise
+
+
+# -- issue 21: processes and inputs ---------------------------------------------------------------------------------
+def test_a_mos_beyond_any_scale_is_refused_by_row(tmp_path):
+    """Item 11: 1e308 is finite but inf as float32 (train_loss inf every epoch); -2e4 is no rating either. The
+    rows are skipped as bad_mos, named by line, and the others are kept."""
+    from thqa.data import read_manifest
+
+    (tmp_path / "m.csv").write_text("path,mos\na.mp4,3.5\nb.mp4,1e308\nc.mp4,-2e4\nd.mp4,100\n")
+    m = read_manifest(tmp_path / "m.csv", check_files=False)
+    assert [s.name for s in m.samples] == ["a.mp4", "d.mp4"]
+    assert [(r.line, r.name, r.reason) for r in m.skipped] == [(3, "b.mp4", "bad_mos"), (4, "c.mp4", "bad_mos")]
+    from thqa.data import MOS_LIMIT
+
+    assert "beyond any rating scale" in m.skipped[0].detail and f"{MOS_LIMIT:g}" in m.skipped[0].detail
+    assert np.isfinite(np.float32(MOS_LIMIT) ** 2)  # squared errors of in-range labels stay finite in float32
+
+
+def test_header_strings_never_reach_the_terminal_raw(base_ck, tmp_path, monkeypatch, capsys):
+    """Item 14: escape codes in a checkpoint's header strings (a recipe option's name) and in paths are printed
+    escaped, in the provenance line and in error lines."""
+    header, tensors = copy.deepcopy(base_ck[0]), base_ck[1]
+    header["meta"]["recipe"] = {"name": "winner", "options": {"train.\x1b]0;pwned\x07\x1b[2J": 1}}
+    ck = write_ck(tmp_path / "esc.safetensors", header, tensors)
+    line = cli._provenance(load_checkpoint(ck))
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;pwned\\x07\\x1b[2J" in line
+    rc, out, err = run(["score", "--random-init", "--checkpoint", str(tmp_path / "x\x1b[31m.safetensors"), str(tmp_path / "v.mp4")])
+    assert rc == 2 and "\x1b" not in err and "x\\x1b[31m.safetensors" in one_error(err, "score")
+
+
+def test_a_changed_byte_in_cache_metadata_makes_the_entry_corrupt_never_reused_or_pruned_as_stale(tmp_path):
+    """Item 13: features_version 2 -> 1 in an entry's metadata (one byte; the arrays' checksum still matches) was
+    reused by extract and deleted as stale by `cache prune`; now the entry is corrupt: a miss, set aside, reported."""
+    from thqa.cache import FeatureCache
+    from thqa.extract import prune_cache
+
+    cache = FeatureCache(tmp_path / "c")
+    key = "ab" * 32
+    path = cache.put(key, {"x": np.arange(4, dtype=np.float32)}, {"part": "features", "provenance": {"features_version": 2}})
+    data = path.read_bytes()
+    assert data.count(b'\\"features_version\\":2') == 1
+    path.write_bytes(data.replace(b'\\"features_version\\":2', b'\\"features_version\\":1'))
+    assert [(i.path, i.reason) for i in prune_cache(cache, dry_run=True)] == [(path, "unreadable or altered header (corrupt)")]
+    assert cache.get(key) is None and cache.stats.corrupt == 1
+    assert not path.exists() and [p for p, _ in cache.quarantined()] == [path.with_name(path.name + ".corrupt")]
+
+
+def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_path):
+    """Item 13: entries written by thqa before the metadata checksum (its header had four fields) read as before."""
+    import safetensors.numpy
+
+    from thqa.cache import CACHE_FORMAT_VERSION, FeatureCache, _array_checksum, _canonical_json
+
+    cache = FeatureCache(tmp_path / "c")
+    key = "cd" * 32
+    arrays = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    meta = {"part": "features", "provenance": {"features_version": 2}}
+    old = {"thqa.format": str(CACHE_FORMAT_VERSION), "thqa.key": key, "thqa.sha256": _array_checksum(arrays), "thqa.meta": _canonical_json(meta)}
+    path = cache.path_for(key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=old))
+    entry = cache.get(key)
+    assert entry is not None and entry.meta == meta and np.array_equal(entry.arrays["x"], arrays["x"])
+    assert [(k, m) for k, _, _, m in cache.headers()] == [(key, meta)]

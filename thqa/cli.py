@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
-from thqa.errors import ConfigError, THQAError, brief
+from thqa.errors import ConfigError, THQAError, brief, terminal_safe
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
 # its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
@@ -660,7 +660,7 @@ def _provenance(ck) -> str:
     if isinstance(m.get("epoch"), int):
         parts.append(f"epoch {m['epoch']}" + (f" (validation main score {val:.4f})" if isinstance(val, (int, float)) else ""))
     parts.append(f"{'random-init' if ck.trained_on_random_init else 'pretrained'} backbones, features in {ck.features_precision or 'an unrecorded precision'}")
-    return f"model {_printable(ck.path)}: " + ", ".join(parts)
+    return terminal_safe(f"model {_printable(ck.path)}: " + ", ".join(parts))  # header strings never reach a terminal raw
 
 
 # -- extract ------------------------------------------------------------------------------------------------------
@@ -1268,7 +1268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
         if debug:
             traceback.print_exc()
-        print(f"thqa {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"thqa {args.command}: error: {terminal_safe(_error_line(exc))}", file=sys.stderr)
         return EXIT_SETUP
 
 

@@ -112,6 +112,17 @@ def precision_for(device: str | torch.device, precision: str = "auto") -> str:
     raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
 
 
+#: the most bytes one file's SlowFast input may take (n_clips x clip_frames x frame_size^2 x 3 colours x 4-byte
+#: floats): settings each in range can explode together (1024-pixel frames x 256 frames x 6 clips: 19 GB per file).
+#: 2 GiB admits the command line's largest (64 clips of 32 frames at 224 pixels: 1.2 GB); the method needs 0.12 GB.
+MAX_CLIP_INPUT_BYTES = 2 << 30
+
+
+def clip_input_bytes(n_clips: int, clip_frames: int, frame_size: int) -> int:
+    """Bytes of one file's SlowFast input: (n_clips, clip_frames, frame_size, frame_size, 3) float32."""
+    return int(n_clips) * int(clip_frames) * int(frame_size) ** 2 * 3 * 4
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """Everything that decides the features (part of every cache key and checkpoint)."""
@@ -133,6 +144,13 @@ class ExtractionSettings:
             raise ConfigError(f"clip_sampling must be one of {', '.join(CLIP_SAMPLINGS)}, got {self.clip_sampling!r}")
         if self.crop > self.short_side:
             raise ConfigError("crop must not exceed short_side")
+        need = clip_input_bytes(self.n_clips, self.clip_frames, self.frame_size)
+        if need > MAX_CLIP_INPUT_BYTES:
+            raise ConfigError(
+                f"n_clips, clip_frames and frame_size together ({self.n_clips} clips x {self.clip_frames} frames x "
+                f"{self.frame_size}x{self.frame_size} pixels) need {need / 2**30:.1f} GiB per file, over the bound of "
+                f"{MAX_CLIP_INPUT_BYTES / 2**30:.0f} GiB"
+            )
         self.audio.validate()
         return self
 
