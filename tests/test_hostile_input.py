@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -544,7 +545,7 @@ KILLER = textwrap.dedent(
         def iter_score(self, paths):
             for i, p in enumerate(paths):
                 if i == int(os.environ["KILL_AT"]):
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
                 yield ScoreResult(path=p, mos=1.0 + i, clip_scores=[1.0 + i], seconds=[0], weights="random-init", untrained=True)
 
     thqa.scorer.Scorer = Killed
@@ -865,3 +866,173 @@ def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_
     entry = cache.get(key)
     assert entry is not None and entry.meta == meta and np.array_equal(entry.arrays["x"], arrays["x"])
     assert [(k, m) for k, _, _, m in cache.headers()] == [(key, meta)]
+
+
+def _thqa_subprocess_env(**extra) -> dict:
+    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path):
+    """Item 6: SIGTERM (kill, a scheduler's stop) ends `thqa score` as Ctrl-C does: exit 130, "interrupted", the
+    rows so far kept in a whole file (it used to die by the signal, leaving the workers behind)."""
+    files = [str(tmp_path / f"v{i:02d}.mp4") for i in range(8)]
+    out = tmp_path / "scores.csv"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    proc = subprocess.run([sys.executable, str(script), "score", "--random-init", *files, "-o", str(out)],
+                          env=_thqa_subprocess_env(KILL_AT="5", KILL_SIGNAL="SIGTERM"), capture_output=True, timeout=120)
+    err = proc.stderr.decode()
+    assert proc.returncode == 130 and "thqa score: interrupted" in err, err[-2000:]
+    assert [r["path"] for r in csv.DictReader(io.StringIO(out.read_text()))] == files[:5]
+
+
+ORPHAN = textwrap.dedent(
+    """
+    import os, sys, time
+    import thqa.pipeline
+    from thqa import cli
+
+    def busy(path, settings, **kwargs):  # a decoding worker in the middle of a long file
+        tmp = os.environ["WORKER_PID"] + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, os.environ["WORKER_PID"])
+        time.sleep(600)
+
+    thqa.pipeline.prepare = busy
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_killed_extract_leaves_no_decoding_worker_behind(tmp_path):
+    """Item 6: SIGKILL of `thqa extract` while its decoding worker is busy on a file: the worker (reparented, 578-833 MB
+    each in the report) dies with it - Linux's parent-death signal, elsewhere a watch on the parent pid."""
+    (tmp_path / "v.mp4").write_bytes(b"not decoded: the worker's prepare() is a stand-in that blocks")
+    (tmp_path / "m.csv").write_text("path\nv.mp4\n")
+    script, pid_file = tmp_path / "orphan.py", tmp_path / "worker.pid"
+    script.write_text(ORPHAN)
+    proc = subprocess.Popen([sys.executable, str(script), "extract", str(tmp_path / "m.csv"), "--cache-dir", str(tmp_path / "c"),
+                             "--random-init", "--workers", "1", "--no-frames"],
+                            env=_thqa_subprocess_env(WORKER_PID=str(pid_file)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = None
+    try:
+        for _ in range(1200):  # the worker starts once the parent has read the manifest (generous: a slow machine)
+            if pid_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert pid_file.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no worker started"
+        worker = int(pid_file.read_text())
+        assert worker != proc.pid and _alive(worker)
+        proc.kill()
+        proc.wait(timeout=60)
+        polls = 0
+        while _alive(worker) and polls < 600:  # the parent-death signal acts at once, the watch within a second
+            polls += 1
+            time.sleep(0.1)
+        assert not _alive(worker), f"decoding worker {worker} outlived its killed parent ({polls} polls of 0.1 s)"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [  # item 15: one seed range for every --seed; resamples bounded; a sync range that is finite and plausible
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--seed", "-1"], "argument --seed: must be from 0 to 4294967295"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--seed", str(2**64 + 1)], "argument --seed: must be from 0 to 4294967295"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-boot", "1e11"], "argument --n-boot: expected a whole number, got '1e11'"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-boot", str(10**11)], "argument --n-boot: must be from 100 to 10000000"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-perm", "-5"], "argument --n-perm: must be from 100"),
+        (["sync", "x.mp4", "--max-offset", "inf"], "argument --max-offset: must be a finite number"),
+        (["sync", "x.mp4", "--max-offset", "1e9"], "max_offset_ms must be in (0, 60000]"),
+    ],
+)
+def test_compare_and_sync_option_values_are_refused_in_one_line(argv, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(argv)
+    line = one_error(err, argv[0])
+    assert rc == 2 and words in line, line
+    assert "--workers" not in line and "--batch-size" not in line
+
+
+def test_out_of_memory_advises_only_the_commands_own_options(monkeypatch):
+    """Item 15: `compare --n-boot` huge ran out of memory and advised --workers and --batch-size, which compare lacks."""
+    import thqa.comparison
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(thqa.comparison, "compare", exhausted)
+    rc, out, err = run(["compare", "--predictions", "p.csv", "--group-pattern", "_(.)"])
+    assert rc == 2 and one_error(err, "compare").endswith("out of memory (try a smaller --n-boot or a smaller --n-perm)")
+
+
+def test_score_with_standard_output_closed_says_so(tmp_path, fake_scorer, monkeypatch):
+    """Item 15: `thqa score v.mp4 >&-` (Python then has sys.stdout None) said "unexpected AttributeError"; now it is
+    a setup error before any work, and with -o FILE the command runs."""
+    monkeypatch.setattr(sys, "stdout", None)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["score", "--random-init", str(tmp_path / "v.mp4")])
+    assert rc == 2 and "thqa score: error: standard output is closed" in err.getvalue() and fake_scorer.asked == []
+    with contextlib.redirect_stderr(io.StringIO()):
+        rc = cli.main(["score", "--random-init", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "s.csv")])
+    assert rc == 0 and fake_scorer.asked == [str(tmp_path / "v.mp4")] and (tmp_path / "s.csv").exists()
+
+
+def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, caplog):
+    """Item 15: `--timeline` on a 10-hour file gave no estimate up front and one warning per chunk (each chunk reads
+    the sound from the start again, so a problem in it is met every time); now the cost comes first, then the time
+    after the first chunk, and the chunks' warnings come as one summary (the result keeps three and a count)."""
+    import logging
+    from types import SimpleNamespace
+
+    import thqa.io
+    import thqa.timeline as tl
+    from thqa.pipeline import VideoFeatures
+
+    n, chunk = 36_000, 16  # ten hours
+    io_log = logging.getLogger("thqa.io")
+
+    def prepare(path, settings, *, seconds, timeout):
+        io_log.warning("%s: audio decoding stopped near %d.00 s (Invalid data); the rest is silence", path, seconds[0] + 3)
+        return SimpleNamespace(seconds=seconds, warnings=[f"{path}: audio decoding stopped near {seconds[0] + 3}.00 s"])
+
+    def features(items):
+        k = len(items[0].seconds)
+        return [VideoFeatures(path="long.mp4", spatial=None, temporal=None, audio=np.zeros((k, 1), np.float32),
+                              seconds=items[0].seconds, has_audio=True, info={}, warnings=items[0].warnings)]
+
+    scorer = SimpleNamespace(backbones=SimpleNamespace(batch_size=chunk, features=features), settings=ExtractionSettings(),
+                             extractor=SimpleNamespace(file_timeout=None))
+    monkeypatch.setattr(thqa.io, "probe", lambda path: SimpleNamespace(duration=float(n)))
+    monkeypatch.setattr(tl, "prepare", prepare)
+    monkeypatch.setattr(tl, "release_free_memory", lambda: True)
+    with caplog.at_level(logging.INFO):
+        feats = tl.second_features(scorer, "long.mp4")
+    assert feats.n == n
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned[:5]
+    assert "a timeline of 36000 s reads every second through both backbones in 2250 chunks" in warned[0]
+    assert "timeline: about" in warned[1] and "min to go (the first of 2250 chunks" in warned[1]
+    assert "2250 decoding warning(s) while reading 2250 chunk(s)" in warned[2] and "near 3.00 s" in warned[2]
+    assert len(feats.warnings) == 4 and feats.warnings[-1] == "... and 2247 more warning(s)"

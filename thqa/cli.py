@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -38,8 +40,10 @@ EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
 
 # -- option values ------------------------------------------------------------------------------------------------
-#: seeds are 32-bit, as numpy's legacy seeding and most papers' tables have them
+#: seeds are 32-bit, as numpy's legacy seeding and most papers' tables have them (every --seed)
 MAX_SEED = 2**32 - 1
+#: the most bootstrap resamples or permutations `compare` draws (each a row of a (resamples, videos) matrix)
+MAX_RESAMPLES = 10_000_000
 
 
 def _int_in(lo: int, hi: int):
@@ -1042,10 +1046,10 @@ def _add_compare_parser(sub) -> None:
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
         "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
     )
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--n-perm", type=int, default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
+    p.add_argument("--n-boot", type=_int_in(100, MAX_RESAMPLES), default=2000, help=f"bootstrap resamples (default 2000; 100 to {MAX_RESAMPLES:,})")
+    p.add_argument("--n-perm", type=_int_in(100, MAX_RESAMPLES), default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="random seed (default 0; 0 to 2^32-1)")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
     p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
@@ -1139,7 +1143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
-    p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
+    p.add_argument("--max-offset", type=_float_in(0.0, math.inf, open_low=True), default=1000.0, metavar="MS",
+                   help="search -MS..+MS (default 1000)")
     p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
     p.add_argument(
         "--locator",
@@ -1229,7 +1234,17 @@ def _debug_wanted(args) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get("THQA_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _error_line(exc: BaseException) -> str:
+#: what to lower when memory runs out, by the option that sets it (only the options the command has are advised)
+_MEMORY_KNOBS = (("workers", "fewer --workers"), ("batch_size", "a smaller --batch-size"), ("n_boot", "a smaller --n-boot"),
+                 ("n_perm", "a smaller --n-perm"), ("clips", "fewer --clips"))
+
+
+def _memory_advice(args) -> str:
+    knobs = [what for dest, what in _MEMORY_KNOBS if args is not None and hasattr(args, dest)]
+    return f" (try {' or '.join(knobs)})" if knobs else ""
+
+
+def _error_line(exc: BaseException, args=None) -> str:
     """One line naming the file or option and the cause, for anything that escaped a command."""
     if isinstance(exc, THQAError):
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -1239,8 +1254,27 @@ def _error_line(exc: BaseException) -> str:
         cause = exc.strerror or brief(exc)
         return f"{os.fsdecode(where)}: {cause}" if where is not None else cause
     if isinstance(exc, MemoryError):
-        return "out of memory (try fewer --workers or a smaller --batch-size)"
+        return "out of memory" + _memory_advice(args)
     return f"unexpected {type(exc).__name__}: {brief(exc)} (this is a thqa bug: please report it with the output of --debug)"
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler's stop) ends a command as Ctrl-C does: rows written so far are kept, the
+    output is closed whole, decoding workers are stopped, exit code 130. Only in the main thread (where Python
+    delivers signals); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1252,8 +1286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_SETUP
     debug = _debug_wanted(args)
+    if sys.stdout is None:  # started with standard output closed (`>&-`): Python then has no sys.stdout at all
+        if hasattr(args, "output") and args.output in (None, "-"):  # the results would go to standard output
+            print(f"thqa {args.command}: error: standard output is closed: nowhere to write the results (give -o FILE)", file=sys.stderr)
+            return EXIT_SETUP
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the results go to a file; notes for stdout go nowhere
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
     except KeyboardInterrupt:
@@ -1268,7 +1308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
         if debug:
             traceback.print_exc()
-        print(f"thqa {args.command}: error: {terminal_safe(_error_line(exc))}", file=sys.stderr)
+        print(f"thqa {args.command}: error: {terminal_safe(_error_line(exc, args))}", file=sys.stderr)
         return EXIT_SETUP
 
 
