@@ -18,6 +18,8 @@ and sample for sample on real and made files). Two rules make it so:
   keyframe before a clip, and from then on decodes every packet the demuxer yields, in order: a decoder is never fed a
   packet stream with holes. The next clip either continues the pass (when it is near, or no keyframe interval away)
   or starts a new pass with a new seek. A seek that lands after the clip's start makes the pass start from the top.
+  Times are on the container clock, relative to the stream's first frame, which may be negative (a file made with
+  ``-itsoffset -2``): no seek goes before it, and the top is a seek checked by its first frame, else a fresh opening.
 * **Sound** is decoded in its own pass from the start of the file up to the last clip (audio decoders carry state from
   packet to packet: the overlap of MDCT frames, AAC's noise substitution), then each clip's span is resampled with
   scipy's polyphase filter on fixed grids (native sample ``m`` at ``m / native_rate`` s, output sample ``j`` at

@@ -758,6 +758,9 @@ def _worker_init(_worker_id: int) -> None:
     from thqa.io import set_decode_threads
 
     _die_with_parent()
+    # a forked worker inherits the command line's SIGTERM handler (an interrupt); the DataLoader stops a hung worker
+    # with SIGTERM, which must end it at once, even inside FFmpeg
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     set_decode_threads(1)
     torch.set_num_threads(1)
