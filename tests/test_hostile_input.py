@@ -545,7 +545,7 @@ KILLER = textwrap.dedent(
         def iter_score(self, paths):
             for i, p in enumerate(paths):
                 if i == int(os.environ["KILL_AT"]):
-                    os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
+                    os.kill(os.getpid(), signal.SIGKILL)
                 yield ScoreResult(path=p, mos=1.0 + i, clip_scores=[1.0 + i], seconds=[0], weights="random-init", untrained=True)
 
     thqa.scorer.Scorer = Killed
@@ -872,27 +872,44 @@ def _thqa_subprocess_env(**extra) -> dict:
     return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
 
 
-def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path):
+class _SigtermUnhandled(Exception):
+    """Raised by the test's own SIGTERM handler: the command did not take the signal over."""
+
+
+def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path, fake_scorer, monkeypatch):
     """Item 6: SIGTERM (kill, a scheduler's stop) ends `thqa score` as Ctrl-C does: exit 130, "interrupted", the
-    rows so far kept in a whole file (it used to die by the signal, leaving the workers behind)."""
+    rows so far kept in a whole file (it used to die by the signal, leaving the workers behind). In-process: the
+    test's own handler stands in for the default (which would end the test run) and fails the test if reached."""
     files = [str(tmp_path / f"v{i:02d}.mp4") for i in range(8)]
     out = tmp_path / "scores.csv"
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
-    proc = subprocess.run([sys.executable, str(script), "score", "--random-init", *files, "-o", str(out)],
-                          env=_thqa_subprocess_env(KILL_AT="5", KILL_SIGNAL="SIGTERM"), capture_output=True, timeout=120)
-    err = proc.stderr.decode()
-    assert proc.returncode == 130 and "thqa score: interrupted" in err, err[-2000:]
+
+    def terminated(self, paths):
+        for i, p in enumerate(paths):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield fake_result(p)
+
+    def unhandled(signum, frame):
+        raise _SigtermUnhandled
+
+    monkeypatch.setattr(FakeScorer, "iter_score", terminated)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc, _, err = run(["score", "--random-init", *files, "-o", str(out)])
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the command's handler is gone afterwards
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 130 and "thqa score: interrupted" in err, err[-2000:]
     assert [r["path"] for r in csv.DictReader(io.StringIO(out.read_text()))] == files[:5]
 
 
-ORPHAN = textwrap.dedent(
+#: the stand-in for prepare() in a decoding worker: it is busy with a long file (it writes its pid, then blocks)
+BUSY_WORKER = textwrap.dedent(
     """
-    import os, sys, time
+    import os, time
     import thqa.pipeline
-    from thqa import cli
 
-    def busy(path, settings, **kwargs):  # a decoding worker in the middle of a long file
+    def busy(path, settings, **kwargs):
         tmp = os.environ["WORKER_PID"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(str(os.getpid()))
@@ -900,7 +917,39 @@ ORPHAN = textwrap.dedent(
         time.sleep(600)
 
     thqa.pipeline.prepare = busy
+    """
+)
+#: `thqa extract` with forked workers (a CPU)
+ORPHAN = textwrap.dedent(
+    """
+    import sys
+    import busy_worker
+    from thqa import cli
+
     sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+#: the workers of a FeatureExtractor beside a GPU come from a fork server (which imports busy_worker first); the
+#: backbones are never reached, the worker never finishes its file
+ORPHAN_FORKSERVER = textwrap.dedent(
+    """
+    import multiprocessing as mp
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+    import thqa.pipeline as pl
+
+    def fork_server(cuda=False):
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["busy_worker"])
+        return ctx
+
+    if __name__ == "__main__":
+        pl._worker_context = fork_server
+        stub = SimpleNamespace(device=torch.device("cpu"), built=True, batch_size=1)
+        ex = pl.FeatureExtractor(pl.ExtractionSettings(n_clips=1), backbones=stub, workers=1)
+        list(ex.iter_extract(sys.argv[1:]))
     """
 )
 
@@ -909,7 +958,7 @@ def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
     except OSError:
@@ -921,16 +970,25 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_killed_extract_leaves_no_decoding_worker_behind(tmp_path):
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_a_killed_extract_leaves_no_decoding_worker_behind(start, tmp_path):
     """Item 6: SIGKILL of `thqa extract` while its decoding worker is busy on a file: the worker (reparented, 578-833 MB
-    each in the report) dies with it - Linux's parent-death signal, elsewhere a watch on the parent pid."""
+    each in the report) dies with it - Linux's parent-death signal, and a watch on the parent and on the process that
+    started the workers. A worker from the fork server (beside a GPU) needs the watch: its parent, the fork server,
+    outlives the main process as long as a worker holds its keep-alive pipe."""
     (tmp_path / "v.mp4").write_bytes(b"not decoded: the worker's prepare() is a stand-in that blocks")
     (tmp_path / "m.csv").write_text("path\nv.mp4\n")
+    (tmp_path / "busy_worker.py").write_text(BUSY_WORKER)
     script, pid_file = tmp_path / "orphan.py", tmp_path / "worker.pid"
-    script.write_text(ORPHAN)
-    proc = subprocess.Popen([sys.executable, str(script), "extract", str(tmp_path / "m.csv"), "--cache-dir", str(tmp_path / "c"),
-                             "--random-init", "--workers", "1", "--no-frames"],
-                            env=_thqa_subprocess_env(WORKER_PID=str(pid_file)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if start == "fork":  # the real command line
+        script.write_text(ORPHAN)
+        argv = ["extract", str(tmp_path / "m.csv"), "--cache-dir", str(tmp_path / "c"), "--random-init", "--workers", "1", "--no-frames"]
+    else:
+        script.write_text(ORPHAN_FORKSERVER)
+        argv = [str(tmp_path / "v.mp4")]
+    env = _thqa_subprocess_env(WORKER_PID=str(pid_file))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    proc = subprocess.Popen([sys.executable, str(script), *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     worker = None
     try:
         for _ in range(1200):  # the worker starts once the parent has read the manifest (generous: a slow machine)

@@ -728,11 +728,28 @@ _PR_SET_PDEATHSIG = 1
 _PARENT_POLL_S = 1.0
 
 
-def _die_with_parent() -> None:
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _die_with_parent(main_pid: int | None = None) -> None:
     """In a decoding worker: end when the process that started it ends, however it ends (SIGKILL, SIGTERM, a crash),
     instead of living on as an orphan that holds hundreds of MB: Linux's parent-death signal (SIGKILL), and on every
-    system a thread that checks the parent pid every :data:`_PARENT_POLL_S` s (a worker busy decoding a long file
-    never reaches the DataLoader's own check)."""
+    system a thread that checks every :data:`_PARENT_POLL_S` s that the parent and ``main_pid`` (the process that
+    asked for the workers) live. A worker from the fork server needs the second: its parent is the fork server, which
+    outlives the main process as long as any worker holds the server's keep-alive pipe (every worker does). A worker
+    busy decoding a long file never reaches the DataLoader's own check."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
@@ -741,23 +758,27 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError) as exc:  # the watch below still holds
             log.debug("no parent-death signal (%s); watching the parent pid", exc)
-    if os.getppid() != parent:  # the parent died before the signal was armed
+
+    def orphaned() -> bool:
+        return os.getppid() != parent or (main_pid is not None and main_pid != parent and _gone(main_pid))
+
+    if orphaned():  # the parent died before the signal was armed
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not orphaned():
             time.sleep(_PARENT_POLL_S)
         os._exit(1)
 
     threading.Thread(target=watch, name="thqa-parent-watch", daemon=True).start()
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, main_pid: int | None = None) -> None:
     """One thread per worker process for the decoder, BLAS and torch: the workers already fill the cores. The worker
-    dies with its parent (:func:`_die_with_parent`)."""
+    dies with its parent and with ``main_pid``, the process that started the DataLoader (:func:`_die_with_parent`)."""
     from thqa.io import set_decode_threads
 
-    _die_with_parent()
+    _die_with_parent(main_pid)
     # a forked worker inherits the command line's SIGTERM handler (an interrupt); the DataLoader stops a hung worker
     # with SIGTERM, which must end it at once, even inside FFmpeg
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -1024,7 +1045,7 @@ class FeatureExtractor:
             shuffle=False,
             num_workers=min(workers, len(indices)),
             collate_fn=_identity,
-            worker_init_fn=_worker_init,
+            worker_init_fn=functools.partial(_worker_init, main_pid=os.getpid()),
             prefetch_factor=self.prefetch,
             persistent_workers=False,
             in_order=False,
