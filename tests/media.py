@@ -248,3 +248,32 @@ def truncate(src: str | Path, dst: str | Path, fraction: float = 0.5) -> Path:
     dst = Path(dst)
     dst.write_bytes(data[: int(len(data) * fraction)])
     return dst
+
+
+def remux_with_offset(src: str | Path, dst: str | Path, offset: float, *, how: str = "input") -> Path:
+    """Copy ``src``'s packets into ``dst`` with every timestamp moved by ``offset`` seconds, negative ones kept
+    (``-avoid_negative_ts disabled``), as the FFmpeg command line does without re-encoding:
+
+    * ``how="input"``: ``ffmpeg -itsoffset OFFSET -i src -c copy -avoid_negative_ts disabled dst`` (the packets are
+      shifted before the muxer sees them);
+    * ``how="output"``: ``ffmpeg -i src -c copy -output_ts_offset OFFSET -avoid_negative_ts disabled dst`` (the
+      muxer's own ``output_ts_offset`` option shifts them).
+    """
+    import av
+
+    dst = Path(dst)
+    options = {"avoid_negative_ts": "disabled"}
+    if how == "output":
+        options["output_ts_offset"] = f"{offset:g}"
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options=options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None and packet.pts is None:  # the demuxer's flush packets
+                continue
+            if how == "input":
+                d = int(round(offset / packet.time_base))
+                packet.pts = None if packet.pts is None else packet.pts + d
+                packet.dts = None if packet.dts is None else packet.dts + d
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media import MEDIA_DIR, index_frame, write_video
+from media import MEDIA_DIR, index_frame, remux_with_offset, write_video
 from oracle import reference_frames, reference_sound
 from thqa.io import probe, read_clips
 
@@ -148,6 +148,29 @@ def test_made_files_match_a_sequential_decode(made, name):
     path = made(name)
     n = probe(path).n_seconds
     assert assert_matches_oracle(path, second_sets(n, zlib.crc32(name.encode()), k=MADE[name][2])) >= 2
+
+
+#: issue 21 item 9: files whose streams start before 0 (made with PyAV as the FFmpeg commands would: no ffmpeg here)
+NEGATIVE_START = {
+    # name: (suffix, offset s, how) - `ffmpeg -itsoffset -2 -i v.mp4 -c copy -avoid_negative_ts disabled n.ts`,
+    # `ffmpeg -i v.mp4 -c copy -output_ts_offset -1 -avoid_negative_ts disabled n.mkv`
+    "negative_start_ts": (".ts", -2.0, "input"),
+    "negative_start_mkv": (".mkv", -1.0, "output"),
+}
+
+
+@pytest.mark.parametrize("name", list(NEGATIVE_START))
+def test_files_with_a_negative_start_time_match_a_sequential_decode(made, name, tmp_path):
+    """Every clip equals a sequential decode, the first clip included (it failed with "no video frame could be
+    decoded" or a seek's EPERM, or was read from the wrong keyframe: seeks to 0 land after the first second)."""
+    suffix, offset, how = NEGATIVE_START[name]
+    path = remux_with_offset(made("long_gop250"), tmp_path / f"{name}{suffix}", offset, how=how)
+    info = probe(path)
+    n = info.n_seconds
+    sets = [[0, 1], [2, 0, 5], sorted({0, n // 2, n - 1})] + second_sets(n, zlib.crc32(name.encode()), k=3)
+    assert assert_matches_oracle(path, sets) >= 9
+    first = read_clips(path, [0], n_frames=N_FRAMES, frame_size=SIZE).clips[0]
+    assert first.n_real_frames == N_FRAMES
 
 
 def test_the_long_file_is_read_with_seeks(made, monkeypatch):

@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from safetensors.torch import save_file
 
 from thqa import cli
 from thqa.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
+from thqa.conformal import METHOD as CALIBRATION_METHOD
 from thqa.errors import CheckpointError, ManifestError, MediaFileNotFoundError
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
@@ -179,6 +181,18 @@ def _mutate(header: dict, tensors: dict, case: str):
         t = {k: v.half() if v.is_floating_point() else v for k, v in t.items()}
     elif case == "int64_weights":
         t = {k: v.long() for k, v in t.items()}
+    elif case == "frames_size_clips_together":  # issue 21 item 7: each in range, 6.4 GB of clips per file together
+        h["extraction"].update(clip_frames=256, frame_size=1024)
+    elif case in ("nan_weights", "inf_weights"):
+        k = sorted(t)[0]
+        t[k] = t[k].clone()
+        t[k].view(-1)[0] = float("nan") if case == "nan_weights" else float("inf")
+    elif case == "unknown_recipe":  # issue 21 item 14
+        h["meta"]["recipe"] = {"name": "turbo", "options": {}}
+    elif case == "junk_tensors":
+        t["junk.blob"] = torch.zeros(1000)
+    elif case == "residuals_1e308":
+        h["calibration"] = {"method": CALIBRATION_METHOD, "n": 20, "scores": [1e308] * 20, "prediction_range": [1.0, 5.0]}
     elif case == "spatial_do_not_fit":
         h["finetuned_spatial"] = True
         t["spatial.swin.head.weight"] = torch.zeros(3, 3)
@@ -199,6 +213,12 @@ CHECKPOINT_CASES = {
     "head_hidden_1e12": "fusion_config.head_hidden = 1000000000000 is out of range",
     "float16_weights": "float16 in the file, the model needs float32; not cast",
     "int64_weights": "int64 in the file, the model needs float32; not cast",
+    "frames_size_clips_together": "extraction: n_clips, clip_frames and frame_size together (2 clips x 256 frames x 1024x1024 pixels) need 6.0 GiB per file",
+    "nan_weights": "holds 1 NaN/Inf value(s)",
+    "inf_weights": "holds 1 NaN/Inf value(s)",
+    "unknown_recipe": 'meta.recipe.name "turbo" is not a recipe this thqa knows',
+    "junk_tensors": "holds 1 tensor(s) that are not part of a thqa model (first: junk.blob)",
+    "residuals_1e308": "calibration.scores[0] = 1e+308 is not a residual between 0 and",
 }
 
 
@@ -782,3 +802,295 @@ def test_fuzz_label_files(tmp_path):
         except (ManifestError, MediaFileNotFoundError) as exc:
             assert str(lab) in str(exc)
     assert codes == {0, 2}  # both outcomes occur: the fuzz is not all noise
+
+
+# -- issue 21: processes and inputs ---------------------------------------------------------------------------------
+def test_a_mos_beyond_any_scale_is_refused_by_row(tmp_path):
+    """Item 11: 1e308 is finite but inf as float32 (train_loss inf every epoch); -2e4 is no rating either. The
+    rows are skipped as bad_mos, named by line, and the others are kept."""
+    from thqa.data import read_manifest
+
+    (tmp_path / "m.csv").write_text("path,mos\na.mp4,3.5\nb.mp4,1e308\nc.mp4,-2e4\nd.mp4,100\n")
+    m = read_manifest(tmp_path / "m.csv", check_files=False)
+    assert [s.name for s in m.samples] == ["a.mp4", "d.mp4"]
+    assert [(r.line, r.name, r.reason) for r in m.skipped] == [(3, "b.mp4", "bad_mos"), (4, "c.mp4", "bad_mos")]
+    from thqa.data import MOS_LIMIT
+
+    assert "beyond any rating scale" in m.skipped[0].detail and f"{MOS_LIMIT:g}" in m.skipped[0].detail
+    assert np.isfinite(np.float32(MOS_LIMIT) ** 2)  # squared errors of in-range labels stay finite in float32
+
+
+def test_header_strings_never_reach_the_terminal_raw(base_ck, tmp_path, monkeypatch, capsys):
+    """Item 14: escape codes in a checkpoint's header strings (a recipe option's name) and in paths are printed
+    escaped, in the provenance line and in error lines."""
+    header, tensors = copy.deepcopy(base_ck[0]), base_ck[1]
+    header["meta"]["recipe"] = {"name": "winner", "options": {"train.\x1b]0;pwned\x07\x1b[2J": 1}}
+    ck = write_ck(tmp_path / "esc.safetensors", header, tensors)
+    line = cli._provenance(load_checkpoint(ck))
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;pwned\\x07\\x1b[2J" in line
+    rc, out, err = run(["score", "--random-init", "--checkpoint", str(tmp_path / "x\x1b[31m.safetensors"), str(tmp_path / "v.mp4")])
+    assert rc == 2 and "\x1b" not in err and "x\\x1b[31m.safetensors" in one_error(err, "score")
+
+
+def test_a_changed_byte_in_cache_metadata_makes_the_entry_corrupt_never_reused_or_pruned_as_stale(tmp_path):
+    """Item 13: features_version 2 -> 1 in an entry's metadata (one byte; the arrays' checksum still matches) was
+    reused by extract and deleted as stale by `cache prune`; now the entry is corrupt: a miss, set aside, reported."""
+    from thqa.cache import FeatureCache
+    from thqa.extract import prune_cache
+
+    cache = FeatureCache(tmp_path / "c")
+    key = "ab" * 32
+    path = cache.put(key, {"x": np.arange(4, dtype=np.float32)}, {"part": "features", "provenance": {"features_version": 2}})
+    data = path.read_bytes()
+    assert data.count(b'\\"features_version\\":2') == 1
+    path.write_bytes(data.replace(b'\\"features_version\\":2', b'\\"features_version\\":1'))
+    assert [(i.path, i.reason) for i in prune_cache(cache, dry_run=True)] == [(path, "unreadable or altered header (corrupt)")]
+    assert cache.get(key) is None and cache.stats.corrupt == 1
+    assert not path.exists() and [p for p, _ in cache.quarantined()] == [path.with_name(path.name + ".corrupt")]
+
+
+def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_path):
+    """Item 13: entries written by thqa before the metadata checksum (its header had four fields) read as before."""
+    import safetensors.numpy
+
+    from thqa.cache import CACHE_FORMAT_VERSION, FeatureCache, _array_checksum, _canonical_json
+
+    cache = FeatureCache(tmp_path / "c")
+    key = "cd" * 32
+    arrays = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    meta = {"part": "features", "provenance": {"features_version": 2}}
+    old = {"thqa.format": str(CACHE_FORMAT_VERSION), "thqa.key": key, "thqa.sha256": _array_checksum(arrays), "thqa.meta": _canonical_json(meta)}
+    path = cache.path_for(key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=old))
+    entry = cache.get(key)
+    assert entry is not None and entry.meta == meta and np.array_equal(entry.arrays["x"], arrays["x"])
+    assert [(k, m) for k, _, _, m in cache.headers()] == [(key, meta)]
+
+
+def _thqa_subprocess_env(**extra) -> dict:
+    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+
+
+class _SigtermUnhandled(Exception):
+    """Raised by the test's own SIGTERM handler: the command did not take the signal over."""
+
+
+def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path, fake_scorer, monkeypatch):
+    """Item 6: SIGTERM (kill, a scheduler's stop) ends `thqa score` as Ctrl-C does: exit 130, "interrupted", the
+    rows so far kept in a whole file (it used to die by the signal, leaving the workers behind). In-process: the
+    test's own handler stands in for the default (which would end the test run) and fails the test if reached."""
+    files = [str(tmp_path / f"v{i:02d}.mp4") for i in range(8)]
+    out = tmp_path / "scores.csv"
+
+    def terminated(self, paths):
+        for i, p in enumerate(paths):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield fake_result(p)
+
+    def unhandled(signum, frame):
+        raise _SigtermUnhandled
+
+    monkeypatch.setattr(FakeScorer, "iter_score", terminated)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc, _, err = run(["score", "--random-init", *files, "-o", str(out)])
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the command's handler is gone afterwards
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 130 and "thqa score: interrupted" in err, err[-2000:]
+    assert [r["path"] for r in csv.DictReader(io.StringIO(out.read_text()))] == files[:5]
+
+
+#: the stand-in for prepare() in a decoding worker: it is busy with a long file (it writes its pid, then blocks)
+BUSY_WORKER = textwrap.dedent(
+    """
+    import os, time
+    import thqa.pipeline
+
+    def busy(path, settings, **kwargs):
+        tmp = os.environ["WORKER_PID"] + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, os.environ["WORKER_PID"])
+        time.sleep(600)
+
+    thqa.pipeline.prepare = busy
+    """
+)
+#: `thqa extract` with forked workers (a CPU)
+ORPHAN = textwrap.dedent(
+    """
+    import sys
+    import busy_worker
+    from thqa import cli
+
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+#: the workers of a FeatureExtractor beside a GPU come from a fork server (which imports busy_worker first); the
+#: backbones are never reached, the worker never finishes its file
+ORPHAN_FORKSERVER = textwrap.dedent(
+    """
+    import multiprocessing as mp
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+    import thqa.pipeline as pl
+
+    def fork_server(cuda=False):
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["busy_worker"])
+        return ctx
+
+    if __name__ == "__main__":
+        pl._worker_context = fork_server
+        stub = SimpleNamespace(device=torch.device("cpu"), built=True, batch_size=1)
+        ex = pl.FeatureExtractor(pl.ExtractionSettings(n_clips=1), backbones=stub, workers=1)
+        list(ex.iter_extract(sys.argv[1:]))
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_a_killed_extract_leaves_no_decoding_worker_behind(start, tmp_path):
+    """Item 6: SIGKILL of `thqa extract` while its decoding worker is busy on a file: the worker (reparented, 578-833 MB
+    each in the report) dies with it - Linux's parent-death signal, and a watch on the parent and on the process that
+    started the workers. A worker from the fork server (beside a GPU) needs the watch: its parent, the fork server,
+    outlives the main process as long as a worker holds its keep-alive pipe."""
+    (tmp_path / "v.mp4").write_bytes(b"not decoded: the worker's prepare() is a stand-in that blocks")
+    (tmp_path / "m.csv").write_text("path\nv.mp4\n")
+    (tmp_path / "busy_worker.py").write_text(BUSY_WORKER)
+    script, pid_file = tmp_path / "orphan.py", tmp_path / "worker.pid"
+    if start == "fork":  # the real command line
+        script.write_text(ORPHAN)
+        argv = ["extract", str(tmp_path / "m.csv"), "--cache-dir", str(tmp_path / "c"), "--random-init", "--workers", "1", "--no-frames"]
+    else:
+        script.write_text(ORPHAN_FORKSERVER)
+        argv = [str(tmp_path / "v.mp4")]
+    env = _thqa_subprocess_env(WORKER_PID=str(pid_file))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    proc = subprocess.Popen([sys.executable, str(script), *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = None
+    try:
+        for _ in range(1200):  # the worker starts once the parent has read the manifest (generous: a slow machine)
+            if pid_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert pid_file.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no worker started"
+        worker = int(pid_file.read_text())
+        assert worker != proc.pid and _alive(worker)
+        proc.kill()
+        proc.wait(timeout=60)
+        polls = 0
+        while _alive(worker) and polls < 600:  # the parent-death signal acts at once, the watch within a second
+            polls += 1
+            time.sleep(0.1)
+        assert not _alive(worker), f"decoding worker {worker} outlived its killed parent ({polls} polls of 0.1 s)"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [  # item 15: one seed range for every --seed; resamples bounded; a sync range that is finite and plausible
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--seed", "-1"], "argument --seed: must be from 0 to 4294967295"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--seed", str(2**64 + 1)], "argument --seed: must be from 0 to 4294967295"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-boot", "1e11"], "argument --n-boot: expected a whole number, got '1e11'"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-boot", str(10**11)], "argument --n-boot: must be from 100 to 10000000"),
+        (["compare", "--predictions", "p.csv", "--group-pattern", "_(.)", "--n-perm", "-5"], "argument --n-perm: must be from 100"),
+        (["sync", "x.mp4", "--max-offset", "inf"], "argument --max-offset: must be a finite number"),
+        (["sync", "x.mp4", "--max-offset", "1e9"], "max_offset_ms must be in (0, 60000]"),
+    ],
+)
+def test_compare_and_sync_option_values_are_refused_in_one_line(argv, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(argv)
+    line = one_error(err, argv[0])
+    assert rc == 2 and words in line, line
+    assert "--workers" not in line and "--batch-size" not in line
+
+
+def test_out_of_memory_advises_only_the_commands_own_options(monkeypatch):
+    """Item 15: `compare --n-boot` huge ran out of memory and advised --workers and --batch-size, which compare lacks."""
+    import thqa.comparison
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(thqa.comparison, "compare", exhausted)
+    rc, out, err = run(["compare", "--predictions", "p.csv", "--group-pattern", "_(.)"])
+    assert rc == 2 and one_error(err, "compare").endswith("out of memory (try a smaller --n-boot or a smaller --n-perm)")
+
+
+def test_score_with_standard_output_closed_says_so(tmp_path, fake_scorer, monkeypatch):
+    """Item 15: `thqa score v.mp4 >&-` (Python then has sys.stdout None) said "unexpected AttributeError"; now it is
+    a setup error before any work, and with -o FILE the command runs."""
+    monkeypatch.setattr(sys, "stdout", None)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["score", "--random-init", str(tmp_path / "v.mp4")])
+    assert rc == 2 and "thqa score: error: standard output is closed" in err.getvalue() and fake_scorer.asked == []
+    with contextlib.redirect_stderr(io.StringIO()):
+        rc = cli.main(["score", "--random-init", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "s.csv")])
+    assert rc == 0 and fake_scorer.asked == [str(tmp_path / "v.mp4")] and (tmp_path / "s.csv").exists()
+
+
+def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, caplog):
+    """Item 15: `--timeline` on a 10-hour file gave no estimate up front and one warning per chunk (each chunk reads
+    the sound from the start again, so a problem in it is met every time); now the cost comes first, then the time
+    after the first chunk, and the chunks' warnings come as one summary (the result keeps three and a count)."""
+    import logging
+    from types import SimpleNamespace
+
+    import thqa.io
+    import thqa.timeline as tl
+    from thqa.pipeline import VideoFeatures
+
+    n, chunk = 36_000, 16  # ten hours
+    io_log = logging.getLogger("thqa.io")
+
+    def prepare(path, settings, *, seconds, timeout):
+        io_log.warning("%s: audio decoding stopped near %d.00 s (Invalid data); the rest is silence", path, seconds[0] + 3)
+        return SimpleNamespace(seconds=seconds, warnings=[f"{path}: audio decoding stopped near {seconds[0] + 3}.00 s"])
+
+    def features(items):
+        k = len(items[0].seconds)
+        return [VideoFeatures(path="long.mp4", spatial=None, temporal=None, audio=np.zeros((k, 1), np.float32),
+                              seconds=items[0].seconds, has_audio=True, info={}, warnings=items[0].warnings)]
+
+    scorer = SimpleNamespace(backbones=SimpleNamespace(batch_size=chunk, features=features), settings=ExtractionSettings(),
+                             extractor=SimpleNamespace(file_timeout=None))
+    monkeypatch.setattr(thqa.io, "probe", lambda path: SimpleNamespace(duration=float(n)))
+    monkeypatch.setattr(tl, "prepare", prepare)
+    monkeypatch.setattr(tl, "release_free_memory", lambda: True)
+    with caplog.at_level(logging.INFO):
+        feats = tl.second_features(scorer, "long.mp4")
+    assert feats.n == n
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned[:5]
+    assert "a timeline of 36000 s reads every second through both backbones in 2250 chunks" in warned[0]
+    assert "timeline: about" in warned[1] and "min to go (the first of 2250 chunks" in warned[1]
+    assert "2250 decoding warning(s) while reading 2250 chunk(s)" in warned[2] and "near 3.00 s" in warned[2]
+    assert len(feats.warnings) == 4 and feats.warnings[-1] == "... and 2247 more warning(s)"

@@ -18,7 +18,8 @@ Guarantees
   :meth:`FeatureCache.clean_temp` removes such leftovers, and the constructor calls it. Two processes
   writing the same key at once both succeed and the last rename wins: readers see one complete entry.
 * **Corruption is detected.** Besides the safetensors header checks, each entry carries a sha256 over the
-  names, dtypes, shapes and bytes of its arrays; truncation, bit rot and hand edits are caught. A corrupt
+  names, dtypes, shapes and bytes of its arrays and one over its metadata; truncation, bit rot and hand edits are
+  caught. A corrupt
   or unreadable entry is logged (warning naming the file and the reason), renamed to
   ``<name>.safetensors.corrupt`` (deleted if renaming fails) so it is never read again, counted in
   :attr:`FeatureCache.stats` and reported as a miss, so the caller re-extracts.
@@ -37,8 +38,9 @@ On-disk layout
         .tmp-<host>-<pid>-<rand>.partial    a write in progress (or left by a killed writer)
 
 The safetensors header metadata (a ``str -> str`` dict) of an entry holds ``thqa.format``
-(:data:`CACHE_FORMAT_VERSION`), ``thqa.key`` (the entry's key), ``thqa.sha256`` (the array checksum) and
-``thqa.meta`` (the caller's metadata as canonical JSON).
+(:data:`CACHE_FORMAT_VERSION`), ``thqa.key`` (the entry's key), ``thqa.sha256`` (the array checksum),
+``thqa.meta`` (the caller's metadata as canonical JSON) and ``thqa.meta_sha256`` (a checksum of the format, key and
+metadata; absent from entries written before it, which are read as before).
 """
 from __future__ import annotations
 
@@ -99,6 +101,9 @@ _META_FORMAT = "thqa.format"
 _META_KEY = "thqa.key"
 _META_SHA = "thqa.sha256"
 _META_JSON = "thqa.meta"
+#: sha256 over the entry's key, format and metadata JSON (:func:`_meta_checksum`); entries written before it was
+#: added (thqa <= 0.3) lack it and are read as before
+_META_META_SHA = "thqa.meta_sha256"
 
 #: dtypes an entry may hold (those every safetensors >= 0.4 numpy build round-trips).
 _SUPPORTED_DTYPES = frozenset(
@@ -279,8 +284,10 @@ def _read_header_meta(f: Any, size: int) -> dict[str, Any] | None:
         if n < 2 or n > _MAX_HEADER_BYTES or n > size - 8:
             return None
         header = json.loads(f.read(n).decode("utf-8"))
+        if not _meta_intact(header["__metadata__"]):
+            return None
         meta = json.loads(header["__metadata__"][_META_JSON])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -338,6 +345,22 @@ def _array_checksum(arrays: Mapping[str, np.ndarray]) -> str:
         h.update(head)
         h.update(a.data)
     return h.hexdigest()
+
+
+def _meta_checksum(md: Mapping[str, Any]) -> str:
+    """sha256 over an entry header's format, key and metadata JSON (the strings as stored), so that a changed byte
+    in the metadata (``features_version`` 2 -> 1) makes the entry corrupt instead of reused or pruned as stale."""
+    h = hashlib.sha256(b"thqa-cache-meta-v1\0")
+    for name in (_META_FORMAT, _META_KEY, _META_JSON):
+        v = str(md.get(name, "")).encode("utf-8", "surrogatepass")
+        h.update(len(v).to_bytes(8, "little"))
+        h.update(v)
+    return h.hexdigest()
+
+
+def _meta_intact(md: Mapping[str, Any]) -> bool:
+    """Whether the header's metadata checksum matches (True for entries written before there was one)."""
+    return _META_META_SHA not in md or md[_META_META_SHA] == _meta_checksum(md)
 
 
 def _prepare_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -623,6 +646,7 @@ class FeatureCache:
             _META_SHA: _array_checksum(prepared),
             _META_JSON: _canonical_json(dict(meta)),
         }
+        header_meta[_META_META_SHA] = _meta_checksum(header_meta)
         try:
             data = safetensors.numpy.save(prepared, metadata=header_meta)
         except Exception as exc:  # safetensors raises its own error types
@@ -737,6 +761,8 @@ class FeatureCache:
         md = header["__metadata__"]
         if md.get(_META_FORMAT) != str(CACHE_FORMAT_VERSION):
             raise _CorruptEntry(f"unknown entry format {md.get(_META_FORMAT)!r}")
+        if not _meta_intact(md):
+            raise _CorruptEntry("metadata checksum mismatch (bit rot or an edited header)")
         if md.get(_META_KEY) != key:
             raise _CorruptEntry(f"entry belongs to key {md.get(_META_KEY)!r}, not to this key")
         try:

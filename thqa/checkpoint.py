@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thqa._atomic import atomic_path
-from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, brief
+from thqa.data import MOS_LIMIT
+from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, brief, terminal_safe
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import PRECISIONS, ExtractionSettings
 from thqa.weights import state_mismatch
@@ -319,6 +320,10 @@ def _recipe_record(where: str, r) -> None:
     name = r.get("name")
     if name is not None and not (isinstance(name, str) and _RECIPE_NAME_RE.fullmatch(name)):
         raise _Bad(f"{where}.name must be a recipe name (lowercase letters, digits, '-', '_', '.'; at most 40) or null, got {json.dumps(name)[:60]}")
+    from thqa.recipes import RECIPES
+
+    if name is not None and name not in RECIPES:
+        raise _Bad(f"{where}.name {json.dumps(name)} is not a recipe this thqa knows ({', '.join(RECIPES)})")
     opts = _object(f"{where}.options", r.get("options", {}))
     if len(opts) > _MAX_RECIPE_OPTIONS:
         raise _Bad(f"{where}.options lists {len(opts)} settings; at most {_MAX_RECIPE_OPTIONS}")
@@ -413,6 +418,8 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
 
 #: more validation residuals than any data set has: a header claiming more is not a thqa checkpoint's
 MAX_CALIBRATION = 1_000_000
+#: the largest validation residual |MOS - prediction| a checkpoint may carry: labels lie within +-MOS_LIMIT
+MAX_RESIDUAL = 2 * MOS_LIMIT
 
 
 def _calibration(d, p: Path) -> dict | None:
@@ -421,6 +428,12 @@ def _calibration(d, p: Path) -> dict | None:
         return None
     if not isinstance(d, dict) or not isinstance(d.get("scores"), list) or len(d["scores"]) > MAX_CALIBRATION:
         raise CheckpointError(f"{p}: calibration must be an object with a list of at most {MAX_CALIBRATION} residuals")
+    for i, v in enumerate(d["scores"]):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_RESIDUAL:
+            raise CheckpointError(f"{p}: calibration.scores[{i}] = {json.dumps(v)[:40]} is not a residual between 0 and {MAX_RESIDUAL:g} (twice the largest MOS)")
+    rng = d.get("prediction_range")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MOS_LIMIT for v in rng)):
+        raise CheckpointError(f"{p}: calibration.prediction_range must be two numbers within +-{MOS_LIMIT:g}, got {json.dumps(rng)[:60]}")
     from thqa.conformal import Calibration
 
     Calibration.from_dict(d, where=str(p))  # raises CheckpointError naming the file and the problem
@@ -451,6 +464,20 @@ def _load_tensors(p: Path, f, names) -> dict:
         return {k: f.get_tensor(k) for k in names}
     except Exception as exc:  # noqa: BLE001 - a truncated or corrupt data section
         raise CheckpointError(f"{p}: its weights cannot be read ({brief(exc)})") from exc
+
+
+#: the tensors a checkpoint may hold: the fusion model's, and the fine-tuned spatial branch's
+_TENSOR_PREFIXES = ("fusion.", "spatial.")
+
+
+def _check_finite(p: Path, tensors: dict) -> None:
+    """Refuse NaN/Inf weights at load (they would make every score non-finite, file after file)."""
+    import torch
+
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{p}: tensor {k} holds {n} NaN/Inf value(s) of {v.numel()}: the weights are corrupt")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -493,6 +520,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             problem = state_mismatch(_expected_fusion(cfg), fusion)
             if problem:
                 raise CheckpointError(f"{p}: its fusion weights do not fit the model its header describes: {problem}")
+            other = sorted(k for k in inventory if not k.startswith(_TENSOR_PREFIXES))
+            if other:
+                raise CheckpointError(
+                    f"{p}: holds {len(other)} tensor(s) that are not part of a thqa model (first: {terminal_safe(other[0])[:80]}); "
+                    f"a checkpoint holds only {' and '.join(k + '*' for k in _TENSOR_PREFIXES)} tensors"
+                )
             spatial_names = [k for k in inventory if k.startswith("spatial.")]
             if finetuned != bool(spatial_names):
                 raise CheckpointError(
@@ -506,6 +539,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 if problem:
                     raise CheckpointError(f"{p}: its fine-tuned spatial weights do not fit ECA + Swin-T: {problem}")
             tensors = _load_tensors(p, f, [f"fusion.{k}" for k in fusion] + spatial_names)
+            _check_finite(p, tensors)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a file that is not one

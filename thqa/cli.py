@@ -16,13 +16,15 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
-from thqa.errors import ConfigError, THQAError, brief
+from thqa.errors import ConfigError, THQAError, brief, terminal_safe
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
 # its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
@@ -38,8 +40,10 @@ EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
 
 # -- option values ------------------------------------------------------------------------------------------------
-#: seeds are 32-bit, as numpy's legacy seeding and most papers' tables have them
+#: seeds are 32-bit, as numpy's legacy seeding and most papers' tables have them (every --seed)
 MAX_SEED = 2**32 - 1
+#: the most bootstrap resamples or permutations `compare` draws (each a row of a (resamples, videos) matrix)
+MAX_RESAMPLES = 10_000_000
 
 
 def _int_in(lo: int, hi: int):
@@ -714,7 +718,7 @@ def _provenance(ck) -> str:
     if isinstance(m.get("epoch"), int):
         parts.append(f"epoch {m['epoch']}" + (f" (validation main score {val:.4f})" if isinstance(val, (int, float)) else ""))
     parts.append(f"{'random-init' if ck.trained_on_random_init else 'pretrained'} backbones, features in {ck.features_precision or 'an unrecorded precision'}")
-    return f"model {_printable(ck.path)}: " + ", ".join(parts)
+    return terminal_safe(f"model {_printable(ck.path)}: " + ", ".join(parts))  # header strings never reach a terminal raw
 
 
 # -- extract ------------------------------------------------------------------------------------------------------
@@ -1122,10 +1126,10 @@ def _add_compare_parser(sub) -> None:
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
         "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
     )
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--n-perm", type=int, default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
+    p.add_argument("--n-boot", type=_int_in(100, MAX_RESAMPLES), default=2000, help=f"bootstrap resamples (default 2000; 100 to {MAX_RESAMPLES:,})")
+    p.add_argument("--n-perm", type=_int_in(100, MAX_RESAMPLES), default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="random seed (default 0; 0 to 2^32-1)")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
     p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
@@ -1219,7 +1223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
-    p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
+    p.add_argument("--max-offset", type=_float_in(0.0, math.inf, open_low=True), default=1000.0, metavar="MS",
+                   help="search -MS..+MS (default 1000)")
     p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
     p.add_argument(
         "--locator",
@@ -1309,7 +1314,17 @@ def _debug_wanted(args) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get("THQA_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _error_line(exc: BaseException) -> str:
+#: what to lower when memory runs out, by the option that sets it (only the options the command has are advised)
+_MEMORY_KNOBS = (("workers", "fewer --workers"), ("batch_size", "a smaller --batch-size"), ("n_boot", "a smaller --n-boot"),
+                 ("n_perm", "a smaller --n-perm"), ("clips", "fewer --clips"))
+
+
+def _memory_advice(args) -> str:
+    knobs = [what for dest, what in _MEMORY_KNOBS if args is not None and hasattr(args, dest)]
+    return f" (try {' or '.join(knobs)})" if knobs else ""
+
+
+def _error_line(exc: BaseException, args=None) -> str:
     """One line naming the file or option and the cause, for anything that escaped a command."""
     if isinstance(exc, THQAError):
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -1319,8 +1334,27 @@ def _error_line(exc: BaseException) -> str:
         cause = exc.strerror or brief(exc)
         return f"{os.fsdecode(where)}: {cause}" if where is not None else cause
     if isinstance(exc, MemoryError):
-        return "out of memory (try fewer --workers or a smaller --batch-size)"
+        return "out of memory" + _memory_advice(args)
     return f"unexpected {type(exc).__name__}: {brief(exc)} (this is a thqa bug: please report it with the output of --debug)"
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler's stop) ends a command as Ctrl-C does: rows written so far are kept, the
+    output is closed whole, decoding workers are stopped, exit code 130. Only in the main thread (where Python
+    delivers signals); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1332,9 +1366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_SETUP
     debug = _debug_wanted(args)
+    if sys.stdout is None:  # started with standard output closed (`>&-`): Python then has no sys.stdout at all
+        if hasattr(args, "output") and args.output in (None, "-"):  # the results would go to standard output
+            print(f"thqa {args.command}: error: standard output is closed: nowhere to write the results (give -o FILE)", file=sys.stderr)
+            return EXIT_SETUP
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the results go to a file; notes for stdout go nowhere
     args.resources = contextlib.ExitStack()  # output locks (_guard_outputs), released when the command ends
     try:
-        with args.resources:
+        with args.resources, _sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
@@ -1350,7 +1389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
         if debug:
             traceback.print_exc()
-        print(f"thqa {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"thqa {args.command}: error: {terminal_safe(_error_line(exc, args))}", file=sys.stderr)
         return EXIT_SETUP
 
 

@@ -26,6 +26,7 @@ from thqa.errors import ConfigError, ManifestError, MediaFileNotFoundError
 __all__ = [
     "SPLITS",
     "SKIP_REASONS",
+    "MOS_LIMIT",
     "Sample",
     "SkippedRow",
     "Manifest",
@@ -47,12 +48,16 @@ _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "
 _PATH_COLUMNS = ("path", "video")
 _MOS_COLUMNS = ("mos", "score")
 
+#: the largest |MOS| a label may have: far beyond any rating scale (1-5, 0-10, 0-100) and far inside float32's range
+#: (3.4e38), so a typo such as 1e308 is refused by row instead of training on inf (squared errors stay finite too)
+MOS_LIMIT = 1e4
+
 #: Why a manifest row was skipped (:attr:`SkippedRow.reason`).
 SKIP_REASONS: tuple[str, ...] = (
     "empty_path",  # the path cell is empty
     "bad_row",  # more cells than the header has columns
     "missing_mos",  # the MOS cell is empty (require_mos=True)
-    "bad_mos",  # the MOS is not a number, or NaN/inf
+    "bad_mos",  # the MOS is not a number, NaN/inf, or beyond MOS_LIMIT
     "bad_split",  # the split is not train/val/test
     "bad_group",  # group_fn rejected the name
     "duplicate",  # the same file as an earlier row
@@ -227,6 +232,9 @@ def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool,
                     continue
                 if not math.isfinite(mos):
                     skip(line, name_cell, "bad_mos", f"{mos_cell!r} is not finite")
+                    continue
+                if abs(mos) > MOS_LIMIT:
+                    skip(line, name_cell, "bad_mos", f"{mos_cell!r} is beyond any rating scale (|MOS| <= {MOS_LIMIT:g})")
                     continue
             elif require_mos:
                 skip(line, name_cell, "missing_mos")

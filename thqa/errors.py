@@ -5,7 +5,10 @@ matching built-in exception, so ``except FileNotFoundError`` or ``except ValueEr
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "terminal_safe",
     "THQAError",
     "MediaFileNotFoundError",
     "MediaError",
@@ -77,6 +80,16 @@ class MetricError(THQAError, ValueError):
 
 class DependencyError(THQAError, ImportError):
     """An optional dependency needed for this feature is not installed."""
+
+
+#: control characters (C0 but tab, DEL, C1): an escape sequence in a file name or a checkpoint's header string would
+#: move the cursor, recolour or retitle the terminal it is printed on
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), for printing to a terminal."""
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def brief(exc: BaseException, limit: int = 240) -> str:

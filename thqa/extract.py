@@ -442,7 +442,7 @@ class PruneItem:
 def _unreachable(meta: dict | None) -> str:
     """Why no current setting reaches an entry ("" when one does)."""
     if meta is None:
-        return "unreadable header (corrupt)"
+        return "unreadable or altered header (corrupt)"
     if meta.get("part") == "frames":
         return _provenance_change(meta.get("provenance"), frames_provenance())
     old = meta.get("provenance")

@@ -18,6 +18,8 @@ and sample for sample on real and made files). Two rules make it so:
   keyframe before a clip, and from then on decodes every packet the demuxer yields, in order: a decoder is never fed a
   packet stream with holes. The next clip either continues the pass (when it is near, or no keyframe interval away)
   or starts a new pass with a new seek. A seek that lands after the clip's start makes the pass start from the top.
+  Times are on the container clock, relative to the stream's first frame, which may be negative (a file made with
+  ``-itsoffset -2``): no seek goes before it, and the top is a seek checked by its first frame, else a fresh opening.
 * **Sound** is decoded in its own pass from the start of the file up to the last clip (audio decoders carry state from
   packet to packet: the overlap of MDCT frames, AAC's noise substitution), then each clip's span is resampled with
   scipy's polyphase filter on fixed grids (native sample ``m`` at ``m / native_rate`` s, output sample ``j`` at
@@ -346,19 +348,23 @@ def _plan(seconds: Sequence[int], t0: float, n_frames: int) -> list[_ClipFrames]
     return [_ClipFrames(second=s, start=t0 + s, n=n_frames) for s in sorted(set(seconds))]
 
 
-def _seek_target(start: float) -> float:
-    """Where a pass that must serve a clip starting at ``start`` seeks to (the keyframe at or before it)."""
-    return max(0.0, start - _SEEK_MARGIN_S)
+def _seek_target(start: float, t0: float) -> float | None:
+    """Where a pass that must serve a clip starting at ``start`` seeks to (the keyframe at or before it), or None
+    for the top of the file: a clip within the margin of the stream's first frame ``t0`` (which may be negative)."""
+    target = start - _SEEK_MARGIN_S
+    return None if target <= t0 else target
 
 
 # -- decoding the video: passes that never skip a packet ---------------------------------------------------------------
-def _seek(container, t: float, path: Path) -> None:
+def _seek(container, t: float, path: Path) -> bool:
+    """Seek to ``t`` s (container clock); False when the demuxer refuses (the caller then reads from the top)."""
     av = _av()
     try:
         container.seek(int(t * av.time_base), backward=True, any_frame=False)  # also flushes the decoders
     except av.error.FFmpegError as exc:
         log.debug("%s: seek to %.2f s failed (%s); decoding from the start", path, t, exc)
-        container.seek(0)
+        return False
+    return True
 
 
 class _VideoPass:
@@ -372,20 +378,42 @@ class _VideoPass:
     indexes are approximate); if it landed later, the pass starts again from the beginning of the file.
     """
 
-    def __init__(self, container, stream, start: float, path: Path):
-        self.container, self.stream, self.start, self.path = container, stream, start, path
-        self.seek_t = _seek_target(start)
+    def __init__(self, container, stream, start: float, path: Path, t0: float = 0.0):
+        self.container, self.stream, self.start, self.path, self.t0 = container, stream, start, path, t0
+        self.seek_t = _seek_target(start, t0)  #: None: from the top of the file
+        self.fresh = False  #: the top is a fresh opening of the file (a seek to the top landed later)
+        self._own = None  #: that opening
         self._begin()
 
     def _begin(self) -> None:
         self.close()
-        _seek(self.container, self.seek_t, self.path)
+        container, stream = self.container, self.stream
+        if self.seek_t is not None and not _seek(container, self.seek_t, self.path):
+            self.seek_t = None
+        # the top: a seek to 0, or to the stream's start when that is negative; where that lands late (Matroska
+        # blocks before their cluster's time cannot be sought) or fails, a fresh opening of the file
+        if self.seek_t is None and not self.fresh and not _seek(container, min(0.0, self.t0), self.path):
+            self.fresh = True
+        if self.fresh:
+            self._own = container = _open(self.path)
+            stream = _video_stream(container, self.path)
         self.keyframes: list[float] = []  #: keyframe times seen in this pass
         self.last: tuple[float, object] | None = None  #: (time, frame) of the last frame taken
-        self._frames = self._decode()
+        self._frames = self._decode(container, stream)
 
-    def _decode(self) -> Iterator:
-        for packet in self.container.demux(self.stream):
+    def _restart(self, why: str) -> tuple[float, object] | None:
+        """The first frame told that the pass did not start where it should have: start it again from the top (a
+        seek to it first, then a fresh opening of the file)."""
+        log.debug("%s: %s; decoding from the start", self.path, why)
+        if self.seek_t is not None:
+            self.seek_t = None
+        else:
+            self.fresh = True
+        self._begin()
+        return self.next()
+
+    def _decode(self, container, stream) -> Iterator:
+        for packet in container.demux(stream):
             if packet.is_keyframe and packet.pts is not None:
                 self.keyframes.append(float(packet.pts * packet.time_base))
             yield from packet.decode()
@@ -395,25 +423,29 @@ class _VideoPass:
         frames = getattr(self, "_frames", None)
         if frames is not None:
             frames.close()
+            self._frames = None
+        if getattr(self, "_own", None) is not None:
+            self._own.close()
+            self._own = None
 
     def next(self) -> tuple[float, object] | None:
         """The next frame as ``(time, frame)``, or None at the end of the stream (FFmpeg errors propagate)."""
         frame = next(self._frames, None)
         if frame is None:
+            if self.last is None and not self.fresh:  # a seek that landed past the last frame
+                return self._restart(f"a seek to {self.seek_t or 0.0:.2f} s found no frame")
             return None
-        t = float(frame.time) if frame.time is not None else (self.last[0] if self.last else 0.0)
-        if self.last is None and t > self.start + 1e-4 and self.seek_t > 0:
-            log.debug("%s: a seek to %.2f s landed at %.2f s, after %.2f s; decoding from the start", self.path, self.seek_t, t, self.start)
-            self.seek_t = 0.0
-            self._begin()
-            return self.next()
+        t = float(frame.time) if frame.time is not None else (self.last[0] if self.last else self.t0)
+        if self.last is None and not self.fresh and t > (self.t0 if self.seek_t is None else self.start) + 1e-4:
+            return self._restart(f"a seek to {self.seek_t or 0.0:.2f} s landed at {t:.2f} s, after {self.start:.2f} s")
         self.last = (t, frame)
         return self.last
 
     def worth_seeking(self, start: float) -> bool:
         """Whether a new pass for a clip at ``start`` skips decoding, rather than this pass decoding on to it."""
-        position = self.last[0] if self.last else self.seek_t
-        return _worth_seeking(position, _seek_target(start), self.keyframes)
+        position = self.last[0] if self.last else (self.t0 if self.seek_t is None else self.seek_t)
+        target = _seek_target(start, self.t0)
+        return target is not None and _worth_seeking(position, target, self.keyframes)
 
 
 def _fill(vpass: _VideoPass, todo: list[_ClipFrames], scale: Callable, deadline: _Deadline) -> bool:
@@ -434,7 +466,7 @@ def _fill(vpass: _VideoPass, todo: list[_ClipFrames], scale: Callable, deadline:
     return False
 
 
-def _read_video(container, stream, clips: list[_ClipFrames], scale: Callable, deadline: _Deadline, path: Path, warnings: list[str]) -> None:
+def _read_video(container, stream, clips: list[_ClipFrames], scale: Callable, deadline: _Deadline, path: Path, warnings: list[str], t0: float = 0.0) -> None:
     """Fill every clip (in place): the earliest unfinished clip decides whether the current pass decodes on to it or
     a new pass seeks there. A pass that breaks (corrupt data) pads the clips it started; later clips get a new pass."""
     av = _av()
@@ -446,7 +478,7 @@ def _read_video(container, stream, clips: list[_ClipFrames], scale: Callable, de
             if vpass is None or (not head.frames and vpass.worth_seeking(head.start)):
                 if vpass is not None:
                     vpass.close()
-                vpass = _VideoPass(container, stream, head.start, path)
+                vpass = _VideoPass(container, stream, head.start, path, t0)
             ended = _fill(vpass, todo, scale, deadline)
         except av.error.FFmpegError as exc:
             if not head.frames:
@@ -702,7 +734,7 @@ def read_clips(
         if not seconds:
             raise ConfigError(f"{p}: read_clips needs at least one clip start")
         clips = _plan(seconds, info.start_time, n_frames)
-        _read_video(container, _video_stream(container, p), clips, _scaler(frame_size, info.rotation), deadline, p, warnings)
+        _read_video(container, _video_stream(container, p), clips, _scaler(frame_size, info.rotation), deadline, p, warnings, info.start_time)
     ctx_n = int(round(audio_context * audio_rate))
     n_audio = audio_rate + 2 * ctx_n
     j0s = {c.second: int(round((c.stamps[0] - audio_context) * audio_rate)) for c in clips}

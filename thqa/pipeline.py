@@ -12,6 +12,9 @@ import functools
 import importlib
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -112,6 +115,17 @@ def precision_for(device: str | torch.device, precision: str = "auto") -> str:
     raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
 
 
+#: the most bytes one file's SlowFast input may take (n_clips x clip_frames x frame_size^2 x 3 colours x 4-byte
+#: floats): settings each in range can explode together (1024-pixel frames x 256 frames x 6 clips: 19 GB per file).
+#: 2 GiB admits the command line's largest (64 clips of 32 frames at 224 pixels: 1.2 GB); the method needs 0.12 GB.
+MAX_CLIP_INPUT_BYTES = 2 << 30
+
+
+def clip_input_bytes(n_clips: int, clip_frames: int, frame_size: int) -> int:
+    """Bytes of one file's SlowFast input: (n_clips, clip_frames, frame_size, frame_size, 3) float32."""
+    return int(n_clips) * int(clip_frames) * int(frame_size) ** 2 * 3 * 4
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """Everything that decides the features (part of every cache key and checkpoint)."""
@@ -133,6 +147,13 @@ class ExtractionSettings:
             raise ConfigError(f"clip_sampling must be one of {', '.join(CLIP_SAMPLINGS)}, got {self.clip_sampling!r}")
         if self.crop > self.short_side:
             raise ConfigError("crop must not exceed short_side")
+        need = clip_input_bytes(self.n_clips, self.clip_frames, self.frame_size)
+        if need > MAX_CLIP_INPUT_BYTES:
+            raise ConfigError(
+                f"n_clips, clip_frames and frame_size together ({self.n_clips} clips x {self.clip_frames} frames x "
+                f"{self.frame_size}x{self.frame_size} pixels) need {need / 2**30:.1f} GiB per file, over the bound of "
+                f"{MAX_CLIP_INPUT_BYTES / 2**30:.0f} GiB"
+            )
         self.audio.validate()
         return self
 
@@ -701,9 +722,66 @@ def _identity(x):
     return x
 
 
-def _worker_init(_worker_id: int) -> None:
-    """One thread per worker process for the decoder, BLAS and torch: the workers already fill the cores."""
+#: Linux's prctl option that sends a signal to this process when its parent dies (<linux/prctl.h>)
+_PR_SET_PDEATHSIG = 1
+#: how often (seconds) a decoding worker checks that its parent is alive, where no parent-death signal exists
+_PARENT_POLL_S = 1.0
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _die_with_parent(main_pid: int | None = None) -> None:
+    """In a decoding worker: end when the process that started it ends, however it ends (SIGKILL, SIGTERM, a crash),
+    instead of living on as an orphan that holds hundreds of MB: Linux's parent-death signal (SIGKILL), and on every
+    system a thread that checks every :data:`_PARENT_POLL_S` s that the parent and ``main_pid`` (the process that
+    asked for the workers) live. A worker from the fork server needs the second: its parent is the fork server, which
+    outlives the main process as long as any worker holds the server's keep-alive pipe (every worker does). A worker
+    busy decoding a long file never reaches the DataLoader's own check."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:  # the watch below still holds
+            log.debug("no parent-death signal (%s); watching the parent pid", exc)
+
+    def orphaned() -> bool:
+        return os.getppid() != parent or (main_pid is not None and main_pid != parent and _gone(main_pid))
+
+    if orphaned():  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while not orphaned():
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="thqa-parent-watch", daemon=True).start()
+
+
+def _worker_init(_worker_id: int, main_pid: int | None = None) -> None:
+    """One thread per worker process for the decoder, BLAS and torch: the workers already fill the cores. The worker
+    dies with its parent and with ``main_pid``, the process that started the DataLoader (:func:`_die_with_parent`)."""
     from thqa.io import set_decode_threads
+
+    _die_with_parent(main_pid)
+    # a forked worker inherits the command line's SIGTERM handler (an interrupt); the DataLoader stops a hung worker
+    # with SIGTERM, which must end it at once, even inside FFmpeg
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     set_decode_threads(1)
     torch.set_num_threads(1)
@@ -967,7 +1045,7 @@ class FeatureExtractor:
             shuffle=False,
             num_workers=min(workers, len(indices)),
             collate_fn=_identity,
-            worker_init_fn=_worker_init,
+            worker_init_fn=functools.partial(_worker_init, main_pid=os.getpid()),
             prefetch_factor=self.prefetch,
             persistent_workers=False,
             in_order=False,

@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 LOCATORS = ("face", "frame")
 
 
+#: the widest search asked for (ms): a minute either way is far beyond any lip-sync error; inf or more is refused,
+#: not clamped (a file too short for the range asked gets a narrower one, reported in ``range_ms``)
+MAX_OFFSET_MS = 60_000.0
+
+
 @dataclass(frozen=True)
 class SyncSettings:
     """Settings of :func:`estimate_av_offset` (the defaults are the benchmarked ones)."""
@@ -106,8 +111,8 @@ class SyncSettings:
     weak_confidence: float = 3.0
 
     def validate(self) -> "SyncSettings":
-        if not (self.max_offset_ms > 0 and 0 < self.step_ms <= 100):
-            raise ConfigError(f"max_offset_ms must be > 0 and step_ms in (0, 100], got {self.max_offset_ms}, {self.step_ms}")
+        if not (0 < self.max_offset_ms <= MAX_OFFSET_MS and 0 < self.step_ms <= 100):
+            raise ConfigError(f"max_offset_ms must be in (0, {MAX_OFFSET_MS:g}] and step_ms in (0, 100], got {self.max_offset_ms}, {self.step_ms}")
         if self.width < 32 or self.frame_width < 32 or self.block < 2 or self.top_blocks < 1:
             raise ConfigError("width and frame_width must be >= 32, block >= 2 and top_blocks >= 1")
         if self.locator not in LOCATORS:

@@ -18,9 +18,11 @@ features are kept (about 50 MB for 600 s). Peak memory was flat up to 240 s in t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,14 @@ log = logging.getLogger(__name__)
 FUSION_WINDOWS_PER_PASS = 64
 #: seconds decoded and run through the backbones together (rounded up to a multiple of the backbones' batch size)
 SECONDS_PER_CHUNK = 16
+#: a timeline of a file this long (seconds) or longer says up front what it costs, and how long it will take once
+#: its first chunk is done
+LONG_TIMELINE_S = 600
+#: the loggers whose warnings a timeline gathers into one summary (each chunk reads the file again: a problem in
+#: the sound, decoded from the start every time, would otherwise be repeated once per chunk)
+_GATHERED_LOGGERS = ("thqa.io", "thqa.pipeline")
+#: distinct warnings kept in a timeline's result; the rest are counted
+_MAX_WARNINGS = 3
 
 
 @dataclass
@@ -79,9 +89,59 @@ def _chunk_size(batch_size: int) -> int:
     return max(batch_size, int(math.ceil(SECONDS_PER_CHUNK / batch_size)) * batch_size)
 
 
+class _Gather(logging.Filter):
+    """Holds back the warnings of :data:`_GATHERED_LOGGERS` (their messages are kept in ``messages``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING:
+            self.messages.append(record.getMessage())
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _gathered_warnings(path, n_chunks: int):
+    """Decoding warnings during a timeline: held back, then one summary warning (how many, the first)."""
+    gather = _Gather()
+    loggers = [logging.getLogger(name) for name in _GATHERED_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(gather)
+    try:
+        yield gather
+    finally:
+        for lg in loggers:
+            lg.removeFilter(gather)
+    if gather.messages:
+        log.warning("%s: %d decoding warning(s) while reading %d chunk(s) of seconds for the timeline; the first: %s",
+                    path, len(gather.messages), n_chunks, gather.messages[0])
+
+
+def _say_cost(path, n: int, k: int, n_chunks: int, first_chunk_s: float | None = None) -> None:
+    """For a long file: the timeline's cost up front, then (after the first chunk) the time it will take."""
+    if n < LONG_TIMELINE_S:
+        return
+    if first_chunk_s is None:
+        log.warning("%s: a timeline of %d s reads every second through both backbones in %d chunks: about %.0f times the "
+                    "work of a plain score; an estimate of the time follows the first chunk", path, n, n_chunks, n / k)
+    elif n_chunks > 1:
+        left = first_chunk_s * (n_chunks - 1)
+        log.warning("%s: timeline: about %.0f min to go (the first of %d chunks took %.1f s)", path, left / 60, n_chunks, first_chunk_s)
+
+
+def _capped(warnings: list[str]) -> list[str]:
+    if len(warnings) <= _MAX_WARNINGS:
+        return warnings
+    return warnings[:_MAX_WARNINGS] + [f"... and {len(warnings) - _MAX_WARNINGS} more warning(s)"]
+
+
 def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures:
     """Decode every whole second of ``path`` and run it through the scorer's backbones, one chunk of seconds at a
-    time (each chunk is one decoding pass and ``chunk / batch_size`` full backbone passes).
+    time (each chunk is one decoding pass and ``chunk / batch_size`` full backbone passes). A long file's cost is
+    said up front (:data:`LONG_TIMELINE_S`); decoding warnings come as one summary, not one per chunk.
 
     Raises:
         THQAError subclasses naming the file (missing, empty, not a video, undecodable).
@@ -91,20 +151,26 @@ def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures
     info = probe(path)
     n = whole_seconds(info.duration)
     chunk = _chunk_size(scorer.backbones.batch_size)
+    n_chunks = max(1, math.ceil(n / chunk))
+    _say_cost(path, n, scorer.settings.n_clips, n_chunks)
     sp, tp, au = [], [], []
     warnings: list[str] = []
     has_audio = False
-    for start in range(0, n, chunk):
-        secs = list(range(start, min(n, start + chunk)))
-        item = prepare(path, scorer.settings, seconds=secs, timeout=scorer.extractor.file_timeout)
-        f = scorer.backbones.features([item])[0]
-        sp.append(f.spatial)
-        tp.append(f.temporal)
-        au.append(f.audio)
-        has_audio = has_audio or f.has_audio
-        warnings += [w for w in f.warnings if w not in warnings]
-        del item, f
-        release_free_memory()  # else glibc keeps each chunk's freed buffers and the process grows chunk by chunk
+    with _gathered_warnings(path, n_chunks):
+        for start in range(0, n, chunk):
+            t = time.perf_counter()
+            secs = list(range(start, min(n, start + chunk)))
+            item = prepare(path, scorer.settings, seconds=secs, timeout=scorer.extractor.file_timeout)
+            f = scorer.backbones.features([item])[0]
+            sp.append(f.spatial)
+            tp.append(f.temporal)
+            au.append(f.audio)
+            has_audio = has_audio or f.has_audio
+            warnings += [w for w in f.warnings if w not in warnings]
+            del item, f
+            release_free_memory()  # else glibc keeps each chunk's freed buffers and the process grows chunk by chunk
+            if start == 0:
+                _say_cost(path, n, scorer.settings.n_clips, n_chunks, time.perf_counter() - t)
     return SecondFeatures(
         path=str(path),
         spatial=None if sp[0] is None else np.concatenate(sp),
@@ -112,7 +178,7 @@ def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures
         audio=np.concatenate(au),
         duration=info.duration,
         has_audio=has_audio,
-        warnings=warnings,
+        warnings=_capped(warnings),
     )
 
 
