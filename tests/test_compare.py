@@ -19,6 +19,8 @@ from thqa import cli
 from thqa.comparison import (
     _Cells,
     _boot_means,
+    _cells,
+    _welch_parts,
     _rowwise_correlations,
     compare,
     compare_scores,
@@ -85,16 +87,19 @@ def test_cluster_bootstrap_by_source_widens_the_ci_of_correlated_videos() -> Non
 
 
 # ------------------------------------------------------------------------------------------------ pair tests
-def test_unpaired_exact_permutation_p_equals_scipy() -> None:
-    rng = np.random.default_rng(7)
-    a, b = rng.normal(1.0, 1.0, 5), rng.normal(0.0, 1.0, 6)
-    res = compare_scores(_names("a", 5) + _names("b", 6), np.r_[a, b], ["a"] * 5 + ["b"] * 6, n_boot=200, n_perm=1000)
+def test_unpaired_statistic_is_welchs_t_and_p_close_to_welchs_test() -> None:
+    """Unpaired pairs: the studentised statistic is scipy's Welch t (one video per unit) and, for normal samples, the
+    bootstrap-t p-value is close to Welch's t-test's."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.4, 1.0, 40), rng.normal(0.0, 0.3, 60)
+    ca, cb = _cells(a, None, np.array(_names("a", 40))), _cells(b, None, np.array(_names("b", 60)))
+    (ma, va), (mb, vb) = _welch_parts(ca, "pred"), _welch_parts(cb, "pred")
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert (ma[0] - mb[0]) / math.sqrt(va[0] + vb[0]) == pytest.approx(ref.statistic, rel=1e-12)
+    res = compare_scores(_names("a", 40) + _names("b", 60), np.r_[a, b], ["a"] * 40 + ["b"] * 60, n_boot=200, n_perm=20000)
     pair = res.pair("a", "b")
-    ref = stats.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), permutation_type="independent", n_resamples=10**6
-    )  # C(11, 5) = 462 permutations: both exact
-    assert pair.diff == pytest.approx(a.mean() - b.mean())
-    assert pair.p == pytest.approx(ref.pvalue, abs=1e-12)
+    assert 0.01 < ref.pvalue < 0.3 and pair.diff == pytest.approx(a.mean() - b.mean())
+    assert pair.p == pytest.approx(ref.pvalue, rel=0.25)
     assert not pair.paired and pair.n_paired == 0
 
 
@@ -117,17 +122,7 @@ def test_paired_exact_sign_flip_p_equals_scipy_and_diff_is_the_mean_per_source_d
     assert rev.diff == pytest.approx(-pair.diff) and rev.ci == [-pair.ci[1], -pair.ci[0]] and rev.p == pair.p
 
 
-def test_random_permutation_p_close_to_scipy_and_floor_reachable() -> None:
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(0.45, 1.0, 40), rng.normal(0.0, 1.0, 45)
-    res = compare_scores(_names("a", 40) + _names("b", 45), np.r_[a, b], ["a"] * 40 + ["b"] * 45, n_boot=200, n_perm=20000, seed=1)
-    ref = stats.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), permutation_type="independent",
-        n_resamples=20000, random_state=2,
-    )
-    p = res.pair("a", "b").p
-    assert 0.001 < ref.pvalue < 0.2  # a case where the p-value is not at either end
-    assert p == pytest.approx(ref.pvalue, abs=4 * math.sqrt(ref.pvalue / 20000) + 1e-3)
+def test_permutations_enough_for_holms_floor() -> None:
     # enough permutations that Holm's smallest threshold is reachable: floor 2 / (R + 1) < alpha / m
     for m in (1, 10, 406):
         assert 2 / (n_perm_for(m, 0.05) + 1) < 0.05 / m
@@ -257,7 +252,7 @@ def test_same_seed_same_numbers_and_json_document() -> None:
     p = doc["pairs"][0]
     assert {"a", "b", "diff", "ci", "p", "significant", "paired", "n_paired"} <= set(p)
     assert {"srcc", "krcc", "plcc", "srcc_ci", "krcc_ci", "plcc_ci"} <= set(doc["system"])
-    assert "permutation" in doc["p_test"]
+    assert "bootstrap-t" in doc["p_test"]
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
