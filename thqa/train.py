@@ -6,7 +6,9 @@
   frames (random 224 crops of the short-side-520 frame when training, the centre crop when validating), as the
   method does; SlowFast stays frozen (its features come from the cache).
 
-The best checkpoint is chosen by the validation main score (never by the training loss); every checkpoint also keeps
+The best checkpoint is chosen by the signed validation score (:func:`selection_score`: never the training loss, and
+never an epoch whose predictions rank the videos backwards; the challenge's main score, which takes |SRCC| and
+|PLCC|, stays for reporting); every checkpoint also keeps
 its epoch's validation residuals, from which ``thqa score`` makes prediction intervals (:mod:`thqa.conformal`).
 A run directory holds
 ``best.safetensors``, ``last.safetensors``, ``resume.pt`` (optimizer state, epoch: a killed run resumes), ``config.json``
@@ -41,7 +43,7 @@ from thqa.metrics import evaluate
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
 
-__all__ = ["TrainConfig", "TrainResult", "train", "LOSSES", "loss_fn", "FeatureTable", "load_table", "predict_table"]
+__all__ = ["TrainConfig", "TrainResult", "train", "LOSSES", "loss_fn", "FeatureTable", "load_table", "predict_table", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +218,18 @@ def predict_table(model: FusionModel, table: FeatureTable, settings: ExtractionS
 
 
 # -- the loop ------------------------------------------------------------------------------------------------------
+def selection_score(m: dict) -> float:
+    """What chooses the best epoch: ``(SRCC + PLCC) / 2`` with their signs when SRCC > 0, else SRCC itself (<= 0).
+
+    The challenge's ``main_score`` takes ``|SRCC|`` and ``|PLCC|``, so an epoch whose predictions rank the videos
+    backwards (SRCC -0.36) scored as well as one ranking them right; a fitted curve can also make PLCC positive for a
+    negative SRCC. Here any epoch with a positive SRCC beats every epoch without one. NaN when undefined."""
+    srcc, plcc = float(m["srcc"]), float(m["plcc"])
+    if not (math.isfinite(srcc) and math.isfinite(plcc)):
+        return math.nan
+    return (srcc + plcc) / 2.0 if srcc > 0 else srcc
+
+
 def _calibration(pred: np.ndarray, mos: np.ndarray) -> dict | None:
     """The epoch's validation residuals for prediction intervals (thqa.conformal); None if a prediction is not finite."""
     from thqa.conformal import calibration_from_predictions
@@ -224,6 +238,14 @@ def _calibration(pred: np.ndarray, mos: np.ndarray) -> dict | None:
         log.warning("validation predictions are not all finite: the checkpoint gets no calibration for prediction intervals")
         return None
     return calibration_from_predictions(pred, mos).to_dict()
+
+
+def _old_selection(best: dict) -> float:
+    """The selection score of a best epoch recorded by a run begun before thqa kept one (resumed runs)."""
+    if "srcc" not in best:
+        return -math.inf
+    sel = selection_score(best)
+    return sel if math.isfinite(sel) else -math.inf
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -295,7 +317,7 @@ def train(
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train the fusion model; returns the best epoch (by validation main score) and its checkpoint.
+    """Train the fusion model; returns the best epoch (by :func:`selection_score` on validation) and its checkpoint.
 
     Args:
         train_table, val_table: features from :func:`load_table` (with frames when fine-tuning).
@@ -349,7 +371,7 @@ def train(
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     history: list[dict] = []
-    best = {"main_score": -math.inf, "epoch": 0}
+    best = {"selection_score": -math.inf, "main_score": -math.inf, "epoch": 0}
     start_epoch = 1
     resume_path = run / "resume.pt"
     if resume and resume_path.exists():
@@ -404,6 +426,7 @@ def train(
             "val_krcc": m["krcc"],
             "val_rmse": m["rmse"],
             "val_main_score": m["main_score"],
+            "val_selection_score": selection_score(m),
             "lr": opt.param_groups[0]["lr"],
             "seconds": round(t_train, 3),
         }
@@ -412,8 +435,9 @@ def train(
         meta = {**meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
         calib = _calibration(pred, val_table.mos)
         save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
-        if math.isfinite(m["main_score"]) and m["main_score"] > best["main_score"]:
-            best = {"main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
+        sel = selection_score(m)
+        if math.isfinite(sel) and sel > best.get("selection_score", _old_selection(best)):
+            best = {"selection_score": sel, "main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
             save_checkpoint(run / "best.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
         state = {
             "model": model.state_dict(),
@@ -436,4 +460,6 @@ def train(
             on_epoch(row)
     if not (run / "best.safetensors").exists():
         raise THQAError(f"{run}: no epoch produced defined validation metrics; no best checkpoint was written")
+    if not best.get("srcc", 0.0) > 0:
+        log.warning("no epoch ranked the validation videos the right way round (best SRCC %.3f): the model has not learnt", best.get("srcc", math.nan))
     return TrainResult(int(best["epoch"]), best, run / "best.safetensors", history, run)
