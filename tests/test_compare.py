@@ -155,13 +155,34 @@ def test_paired_difference_averages_each_sources_videos_first() -> None:
     assert pair.diff == pytest.approx(np.mean(a.mean(axis=1) - b))  # 0.5, not the 1.5 of summing a's videos
 
 
+def test_least_squares_means_equal_an_ordinary_regression_with_dummies() -> None:
+    """Two-way layout group + source, unbalanced (missing cells, repeated videos): the least-squares means equal
+    those of numpy's lstsq on dummy columns (group effect + the mean of all source effects)."""
+    rng = np.random.default_rng(8)
+    g_n, s_n = 4, 9
+    rows = [(gi, si) for gi in range(g_n) for si in range(s_n) if rng.random() < 0.75 for _ in range(rng.integers(1, 3))]
+    gi, si = np.array(rows).T
+    y = np.array([0.0, 0.4, -0.3, 1.0])[gi] + rng.normal(0, 1, s_n)[si] + rng.normal(0, 0.3, gi.size)
+    x = np.c_[np.eye(g_n)[gi], np.eye(s_n)[si][:, 1:]]  # group dummies, source dummies but the first
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    ref = coef[:g_n] + np.r_[0.0, coef[g_n:]].mean()
+    names = [f"v{i}.mp4" for i in range(gi.size)]
+    res = compare_scores(names, y, [f"g{k}" for k in gi], sources=[f"s{k}" for k in si], n_boot=200)
+    assert [res.group(f"g{k}").mean for k in range(g_n)] == pytest.approx(ref, abs=1e-9)
+    assert res.pair("g3", "g0").diff == pytest.approx(ref[3] - ref[0], abs=1e-9)
+
+
 def test_groups_sharing_few_sources_are_not_paired() -> None:
     # a: sources 0-9, b: sources 8-17 -> 2 shared sources hold 20% of each group's videos
     names = _names("a", 10) + _names("b", 10)
     src = [f"s{i}" for i in range(10)] + [f"s{i}" for i in range(8, 18)]
     res = compare_scores(names, np.arange(20.0), ["a"] * 10 + ["b"] * 10, sources=src, n_boot=200)
     pair = res.pair("b", "a")
-    assert not pair.paired and pair.n_paired == 0 and pair.diff == pytest.approx(10.0)
+    assert not pair.paired and pair.n_paired == 0 and pair.share == [1.0, 1.0]
+    # the plain means differ by 10, but on the 2 shared sources b is only 2 higher; the rest is the sources' effect
+    # (score = source index + 2 for b): the two-way least-squares means take it out
+    assert res.group("b").raw_mean - res.group("a").raw_mean == pytest.approx(10.0)
+    assert pair.diff == pytest.approx(2.0) and res.group("b").mean - res.group("a").mean == pytest.approx(2.0)
 
 
 def test_holm_against_its_definition() -> None:
@@ -386,9 +407,11 @@ def test_thqa_ntire_generators_against_an_independent_computation(ntire) -> None
     mp = {g: p[group == g].mean() for g in gs}
     ml = {g: y[group == g].mean() for g in gs}
     for g in res.groups:
-        assert g.mean == pytest.approx(mp[g.group]) and g.label_mean == pytest.approx(ml[g.group])
-    srcc = stats.spearmanr([mp[g] for g in gs], [ml[g] for g in gs]).statistic
-    assert res.system.srcc == pytest.approx(srcc) and res.system.srcc == pytest.approx(0.931, abs=0.001)
+        assert g.raw_mean == pytest.approx(mp[g.group]) and g.raw_label_mean == pytest.approx(ml[g.group])
+    assert stats.spearmanr([mp[g] for g in gs], [ml[g] for g in gs]).statistic == pytest.approx(0.931, abs=0.001)
+    # the system level correlates the least-squares means (sources taken out)
+    srcc = stats.spearmanr([g.mean for g in res.groups], [g.label_mean for g in res.groups]).statistic
+    assert res.system.srcc == pytest.approx(srcc)
     # pairs among the aigc generators are paired by their rendered inputs
     pair = res.pair("sadtalker", "audio2head")
     assert pair.paired and 90 <= pair.n_paired <= 110

@@ -9,17 +9,23 @@
 - ``system`` (with labels): SRCC, KRCC and PLCC between the groups' mean predictions and their mean labels - how well
   the model ranks the systems - each with a bootstrap confidence interval.
 
-Resampling. Without a source key every video is an independent unit: groups are resampled video by video. With a
-source key (what a video was rendered from: the same portrait and speech clip across generators) the units are the
-sources: a source's videos in a group stay together (cluster bootstrap), so a portrait that appears in every group
-does not count as independent evidence, and two groups whose videos come from the same sources are compared
-**paired**: the mean over the shared sources of the per-source differences, which removes the sources' own
-difficulty from the comparison.
+Resampling. Without a source key every video is an independent unit: groups are resampled video by video and a
+group's figure is the mean of its videos. With a source key (what a video was rendered from: the same portrait and
+speech clip across generators) the units are the sources, and a group's figure is its least-squares mean in the
+two-way layout ``score = group effect + source effect + error`` (its effect plus the mean effect of the sources of
+its connected layout): a group that misses the hard sources is not lifted by it, and ranks, group figures and pair
+differences are the same numbers (the plain means stay beside them as ``raw_mean``). The sources are resampled
+within each connected part of the layout (a source's videos stay together: cluster bootstrap, so a portrait that
+appears in every group does not count as independent evidence), and the figures are refitted in every resample.
+Two groups whose videos come from the same sources are tested **paired**, on the per-source differences over the
+shared sources (``share``: what part of each group's videos that is).
 
 Tests (``p``): paired pairs, a sign-flip permutation test of the per-source differences (exact when there are no
 more sign patterns than ``n_perm``; two-sided p-values as :func:`scipy.stats.permutation_test`); other pairs, a
-bootstrap-t test of equal means: Welch's t (with a source key, its cluster-robust form over sources) against the t of
-``n_perm`` resamples of each group's units, each centred on its own group's mean. A permutation test of the raw
+bootstrap-t test of equal means: Welch's t against the t of ``n_perm`` resamples of each group's videos, each centred
+on its own group's mean; with a source key, the difference of the groups' least-squares means over its bootstrap
+standard error (the source bootstrap of the figures themselves, so the test is of the difference shown) against
+Student's t with (the smaller group's sources - 1) degrees of freedom. A permutation test of the raw
 difference of means would test "same distribution", not "same mean", and is far too liberal when group sizes and
 spreads differ (measured in ``tests/test_calibration.py`` and ``benchmarks/bench_calibration.py``).
 """
@@ -56,9 +62,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 P_TEST = (
-    "two-sided tests: sign flips of the per-source differences for paired pairs; otherwise a bootstrap-t test of "
-    "equal means (Welch's t against resamples of each group's videos, or with a source key its sources, centred on "
-    "the group's mean); Holm-corrected over all pairs"
+    "two-sided tests: sign flips of the per-source differences for paired pairs; other pairs without a source key, a "
+    "bootstrap-t test of equal means (Welch's t against resamples of each group's videos, each centred on its group's "
+    "mean); with a source key, the difference of least-squares means over its bootstrap standard error against "
+    "Student's t (fewer sources - 1 degrees of freedom); Holm-corrected over all pairs"
 )
 #: A pair is compared paired when its shared sources hold at least this fraction of each group's videos.
 PAIRED_MIN_SHARE = 0.5
@@ -71,7 +78,11 @@ _EXAMPLES = 5
 # ----------------------------------------------------------------------------------------------------- results
 @dataclass
 class GroupStats:
-    """One group: ``n`` videos (from ``n_sources`` sources with a source key), mean score and its CI, rank (1 = best)."""
+    """One group: ``n`` videos (from ``n_sources`` sources with a source key), mean score and its CI, rank (1 = best).
+
+    With a source key ``mean`` is the group's least-squares mean in the two-way layout group + source (its effect
+    plus the mean effect of the sources it shares a layout with): the figure ranks and pair differences use, so
+    they agree; ``raw_mean`` is the plain mean of its videos. Without a source key both are the plain mean."""
 
     group: str
     n: int
@@ -83,11 +94,15 @@ class GroupStats:
     label_ci: list[float] | None = None
     label_rank: int | None = None
     note: str | None = None  #: why there is no CI, when there is none
+    raw_mean: float | None = None  #: the plain mean of the group's videos (``mean`` takes the sources out)
+    raw_label_mean: float | None = None
 
 
 @dataclass
 class PairStats:
-    """Group ``a`` against group ``b``: ``diff`` = a - b, its CI, the test's p-value, Holm-adjusted p, verdict."""
+    """Group ``a`` against group ``b``: ``diff`` = a - b of the groups' figures (``GroupStats.mean``), its CI, the
+    test's p-value, Holm-adjusted p, verdict. A paired pair is tested on its shared sources (``n_paired``; ``share``
+    says what part of each group's videos that is)."""
 
     a: str
     b: str
@@ -104,6 +119,9 @@ class PairStats:
     label_p_holm: float | None = None
     label_significant: bool | None = None
     note: str | None = None
+    #: share of each group's videos the test used: for a paired pair those of the shared sources
+    share: list[float] | None = None
+    paired_diff: float | None = None  #: a paired pair: mean of the per-source differences over the shared sources
 
 
 @dataclass
@@ -171,7 +189,7 @@ def _flipped(p: PairStats) -> PairStats:
     return PairStats(
         p.b, p.a, -p.diff, _neg_ci(p.ci), p.p, p.p_holm, p.significant, p.paired, p.n_paired,
         None if p.label_diff is None else -p.label_diff, _neg_ci(p.label_ci), p.label_p, p.label_p_holm,
-        p.label_significant, p.note,
+        p.label_significant, p.note, None if p.share is None else p.share[::-1], None if p.paired_diff is None else -p.paired_diff,
     )
 
 
@@ -246,6 +264,86 @@ def _ranks(values: Sequence[float]) -> list[int]:
     return [int(r) for r in stats.rankdata(-np.asarray(values), method="min")]
 
 
+# ------------------------------------------------------------------------------------ generator + source effects
+def _components(n: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Connected parts of the groups x sources layout ``n`` (G, S) (a group and a source are linked when the group
+    has videos of the source): (count, part of each group (G,), part of each source (S,))."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g, s = np.nonzero(n)
+    size = n.shape[0] + n.shape[1]
+    graph = coo_matrix((np.ones(g.size), (g, n.shape[0] + s)), shape=(size, size))
+    k, lab = connected_components(graph, directed=False)
+    return k, lab[: n.shape[0]], lab[n.shape[0]:]
+
+
+def _ls_means(n: np.ndarray, sums: list[np.ndarray], w: np.ndarray) -> list[np.ndarray]:
+    """Least-squares means of the two-way layout y = group + source + error, for source weights ``w`` (R, S).
+
+    ``n`` (G, S) videos per cell, ``sums`` [(G, S)] cell sums (predictions, labels), one connected layout.
+    The group effects solve the reduced normal equations sum_s w_s (diag(n_s) - n_s n_s' / N_s) a = sum_s w_s
+    (y_s - n_s ybar_s); the least-squares mean of a group is its effect plus the mean source effect over the
+    (drawn) sources. Returns one (R, G) array per sum; NaN where a group drew no source or the drawn layout
+    falls apart (its groups no longer linked through shared sources)."""
+    g_n, s_n = n.shape
+    tot = n.sum(axis=0)  # (S,)
+    cs = np.einsum("gs,gh->sgh", n, np.eye(g_n)) - np.einsum("gs,hs->sgh", n, n) / tot[:, None, None]  # (S, G, G)
+    c = (w @ cs.reshape(s_n, -1)).reshape(-1, g_n, g_n)  # (R, G, G)
+    active = (w @ n.T) > 0  # (R, G)
+    af = active.astype(np.float64)
+    a_mat = c + af[:, :, None] * af[:, None, :] / np.maximum(af.sum(axis=1), 1)[:, None, None] + np.eye(g_n)[None] * (1 - af)[:, :, None]
+    rhs = []
+    for y in sums:
+        q = (y - n * (y.sum(axis=0) / tot)[None, :]).T  # (S, G)
+        rhs.append(w @ q)
+    b = np.stack(rhs, axis=2)  # (R, G, C)
+    try:
+        alpha = np.linalg.solve(a_mat, b)
+    except np.linalg.LinAlgError:
+        alpha = np.full_like(b, math.nan)
+        for r in range(b.shape[0]):
+            try:
+                alpha[r] = np.linalg.solve(a_mat[r], b[r])
+            except np.linalg.LinAlgError:
+                pass
+    out = []
+    for j, y in enumerate(sums):
+        a = alpha[:, :, j]  # (R, G)
+        beta = (y.sum(axis=0)[None, :] - a @ n) / tot[None, :]  # (R, S)
+        mean_beta = (w * beta).sum(axis=1) / w.sum(axis=1)
+        m = a + mean_beta[:, None]
+        m[~active] = math.nan
+        out.append(m)
+    return out
+
+
+def _adjusted(cells: list[_Cells], rng: np.random.Generator, n_boot: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Least-squares means (G,) of predictions (and labels) with the sources' effects taken out, and their bootstrap
+    replicates (R, G): sources resampled within each connected part of the layout (a group's videos of a source
+    stay together). Groups that share no source with any other group get the mean of their sources' means."""
+    keys = np.unique(np.concatenate([c.sources for c in cells]))
+    what = ["pred"] + (["label"] if cells[0].label is not None else [])
+    n = np.zeros((len(cells), keys.size))
+    sums = [np.zeros_like(n) for _ in what]
+    for i, c in enumerate(cells):
+        idx = np.searchsorted(keys, c.sources)
+        n[i, idx] = c.n
+        for y, wname in zip(sums, what):
+            y[i, idx] = getattr(c, wname)
+    k, gpart, spart = _components(n)
+    points = [np.full(len(cells), math.nan) for _ in what]
+    boots = [np.full((n_boot, len(cells)), math.nan) for _ in what]
+    for part in range(k):
+        gi, si = np.flatnonzero(gpart == part), np.flatnonzero(spart == part)
+        sub_n, sub = n[np.ix_(gi, si)], [y[np.ix_(gi, si)] for y in sums]
+        for j, m in enumerate(_ls_means(sub_n, sub, np.ones((1, si.size)))):
+            points[j][gi] = m[0]
+        for j, m in enumerate(_ls_means(sub_n, sub, _multinomial(rng, si.size, n_boot).astype(np.float64))):
+            boots[j][:, gi] = m
+    return points, boots
+
+
 # ----------------------------------------------------------------------------------------------- the core
 @dataclass
 class _Group:
@@ -253,12 +351,14 @@ class _Group:
     cells: _Cells
     boot: np.ndarray | None  #: (R,) bootstrap means of predictions, None without a CI
     boot_label: np.ndarray | None
+    mean: float = math.nan  #: the group's figure: its mean, or with a source key its least-squares mean
+    label_mean: float | None = None
 
 
 def _group_stats(groups: list[_Group], level: float, with_labels: bool, by_source: bool) -> list[GroupStats]:
-    means = [g.cells.mean() for g in groups]
+    means = [g.mean for g in groups]
     ranks = _ranks(means)
-    label_ranks = _ranks([g.cells.mean("label") for g in groups]) if with_labels else [None] * len(groups)
+    label_ranks = _ranks([g.label_mean for g in groups]) if with_labels else [None] * len(groups)
     out = []
     for g, mean, rank, lrank in zip(groups, means, ranks, label_ranks):
         note = None
@@ -274,62 +374,83 @@ def _group_stats(groups: list[_Group], level: float, with_labels: bool, by_sourc
                 ci=None if g.boot is None else _percentile_ci(g.boot, level),
                 rank=rank,
                 n_sources=g.cells.k if by_source else None,
-                label_mean=g.cells.mean("label") if with_labels else None,
+                label_mean=g.label_mean if with_labels else None,
                 label_ci=None if g.boot_label is None else _percentile_ci(g.boot_label, level),
                 label_rank=lrank,
                 note=note,
+                raw_mean=g.cells.mean(),
+                raw_label_mean=g.cells.mean("label") if with_labels else None,
             )
         )
     return out
 
 
-def _paired_cells(a: _Cells, b: _Cells) -> tuple[np.ndarray, np.ndarray | None, int] | None:
-    """Per-source differences (K,) of the means of a and b over their shared sources, or None if not paired."""
+def _paired_cells(a: _Cells, b: _Cells) -> tuple[np.ndarray, np.ndarray | None, int, list[float]] | None:
+    """Per-source differences (K,) of the means of a and b over their shared sources, the share of each group's
+    videos they hold, or None if not paired (fewer than 2 shared sources, or less than PAIRED_MIN_SHARE of a group)."""
     shared, ia, ib = np.intersect1d(a.sources, b.sources, return_indices=True)
     if shared.size < 2:
         return None
-    if min(a.n[ia].sum() / a.n.sum(), b.n[ib].sum() / b.n.sum()) < PAIRED_MIN_SHARE:
+    share = [float(a.n[ia].sum() / a.n.sum()), float(b.n[ib].sum() / b.n.sum())]
+    if min(share) < PAIRED_MIN_SHARE:
         return None
     d = a.pred[ia] / a.n[ia] - b.pred[ib] / b.n[ib]
     dl = None if a.label is None else a.label[ia] / a.n[ia] - b.label[ib] / b.n[ib]
-    return d, dl, int(shared.size)
-
-
-def _paired_ci(d: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> list[float] | None:
-    return _percentile_ci(_multinomial(rng, d.size, n_boot) @ d / d.size, level)
+    return d, dl, int(shared.size), share
 
 
 @dataclass
 class _Pending:
-    """A pair whose permutation test is still to run: per-source differences (paired) or both groups' units."""
+    """A pair whose test is still to run: per-source differences (paired) or both groups' units."""
 
     stats: PairStats
     d: np.ndarray | None = None  #: (K,) paired differences of predictions
     dl: np.ndarray | None = None  #: (K,) of labels
     a: _Cells | None = None
     b: _Cells | None = None
+    tested: bool = False  #: its p-value is already there
 
 
-def _pair_stats(ga: _Group, gb: _Group, rng: np.random.Generator, n_boot: int, level: float) -> _Pending:
-    """Difference and bootstrap CI of one pair; the p-value comes later (:func:`_run_tests`)."""
+def _pair_stats(ga: _Group, gb: _Group, level: float, by_source: bool) -> _Pending:
+    """Difference of the two groups' figures and its bootstrap CI (from the groups' joint replicates); the p-value
+    comes later (:func:`_run_tests`)."""
     a, b = ga.cells, gb.cells
-    paired = _paired_cells(a, b)
-    if paired is not None:
-        d, dl, n_paired = paired
-        ci = _paired_ci(d, rng, n_boot, level)
-        lci = None if dl is None else _paired_ci(dl, rng, n_boot, level)
-        st = PairStats(ga.name, gb.name, float(d.mean()), ci, None, None, False, True, n_paired,
-                       None if dl is None else float(dl.mean()), lci)
-        return _Pending(st, d=d, dl=dl)
-    diff = a.mean() - b.mean()
-    ldiff = None if a.label is None else a.mean("label") - b.mean("label")
+    diff = ga.mean - gb.mean
+    ldiff = None if ga.label_mean is None else ga.label_mean - gb.label_mean
     if ga.boot is None or gb.boot is None:
         lonely = ga if ga.boot is None else gb
         why = "one video" if lonely.cells.n.sum() == 1 else "one source"
         return _Pending(PairStats(ga.name, gb.name, diff, None, None, None, False, False, 0, ldiff, note=f"{lonely.name!r} has {why}: no CI or test"))
     ci = _percentile_ci(ga.boot - gb.boot, level)
     lci = None if ga.boot_label is None else _percentile_ci(ga.boot_label - gb.boot_label, level)
-    return _Pending(PairStats(ga.name, gb.name, diff, ci, None, None, False, False, 0, ldiff, lci), a=a, b=b)
+    paired = _paired_cells(a, b)
+    if paired is not None:
+        d, dl, n_paired, share = paired
+        st = PairStats(ga.name, gb.name, diff, ci, None, None, False, True, n_paired, ldiff, lci, share=share, paired_diff=float(d.mean()))
+        if np.sign(st.paired_diff) * np.sign(diff) < 0:
+            st.note = (f"over the {n_paired} shared sources the difference is {st.paired_diff:+.3f}, against {diff:+.3f} with every "
+                       "source's effect taken out: the test (on the shared sources) and the difference disagree")
+        return _Pending(st, d=d, dl=dl)
+    st = PairStats(ga.name, gb.name, diff, ci, None, None, False, False, 0, ldiff, lci, share=[1.0, 1.0])
+    if not by_source:
+        return _Pending(st, a=a, b=b)
+    k = min(a.k, b.k)
+    st.p = _wald_p(diff, ga.boot - gb.boot, k)
+    if ldiff is not None:
+        st.label_p = _wald_p(ldiff, ga.boot_label - gb.boot_label, k)
+    return _Pending(st, tested=True)
+
+
+def _wald_p(diff: float, reps: np.ndarray, k: int) -> float | None:
+    """Two-sided p of ``diff`` / its bootstrap standard error (from ``reps`` (R,), scaled by sqrt(k / (k - 1)) for the
+    plug-in bias of a bootstrap of k units) against Student's t with k - 1 degrees of freedom."""
+    reps = reps[np.isfinite(reps)]
+    if reps.size < 2 or k < 2:
+        return None
+    se = float(np.std(reps, ddof=1)) * math.sqrt(k / (k - 1))
+    if se == 0:
+        return 0.0 if diff != 0 else 1.0
+    return float(2 * stats.t.sf(abs(diff) / se, k - 1))
 
 
 def n_perm_for(n_tests: int, alpha: float, n_boot: int = 2000) -> int:
@@ -456,34 +577,33 @@ def _rowwise_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([srcc, krcc, _rowwise_pearson(x, y)], axis=1)
 
 
-def _system_stats(groups: list[_Group], rng: np.random.Generator, n_boot: int, level: float) -> SystemStats | None:
-    """Correlations of the groups' mean predictions and labels; CIs from resampling all units (sources) at once."""
+def _system_stats(groups: list[_Group], level: float) -> tuple[SystemStats | None, str | None]:
+    """Correlations of the groups' figures (predictions against labels); CIs from the groups' joint bootstrap
+    replicates. None with a note when undefined (fewer than 3 groups, all figures equal)."""
     if len(groups) < 3:
-        return None
-    mp = np.array([g.cells.mean() for g in groups])
-    ml = np.array([g.cells.mean("label") for g in groups])
+        return None, f"system-level correlations need at least 3 groups; there are {len(groups)}"
+    mp = np.array([g.mean for g in groups])
+    ml = np.array([g.label_mean for g in groups])
     point = _correlations(mp, ml)
     if not all(math.isfinite(v) for v in point):
-        raise MetricError("the groups' mean predictions or mean labels are all equal: system-level correlation is undefined")
-    keys = np.unique(np.concatenate([g.cells.sources for g in groups]))
-    n = np.zeros((len(groups), keys.size))
-    sp, sl = np.zeros_like(n), np.zeros_like(n)
-    for i, g in enumerate(groups):
-        idx = np.searchsorted(keys, g.cells.sources)
-        n[i, idx], sp[i, idx], sl[i, idx] = g.cells.n, g.cells.pred, g.cells.label
-    w = _multinomial(rng, keys.size, n_boot)
-    cnt = w @ n.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bp, bl = (w @ sp.T) / cnt, (w @ sl.T) / cnt  # (R, G); NaN where a group drew no unit
-    full = np.all(cnt > 0, axis=1)
-    reps = np.full((n_boot, 3), math.nan)
-    reps[full] = _rowwise_correlations(bp[full], bl[full])
-    for r in np.flatnonzero(~full):  # a group drew no unit: correlate the others
-        keep = cnt[r] > 0
-        if keep.sum() >= 3:
-            reps[r] = _correlations(bp[r, keep], bl[r, keep])
-    cis = [_percentile_ci(reps[:, j], level) for j in range(3)]
-    return SystemStats(len(groups), point[0], cis[0], point[1], cis[1], point[2], cis[2])
+        which = "predictions" if np.ptp(mp) == 0 else "labels"
+        return None, f"the groups' mean {which} are all equal: there is no system-level correlation"
+    ok = [g for g in groups if g.boot is not None]
+    bp = np.stack([g.boot for g in ok], axis=1)  # (R, G)
+    bl = np.stack([g.boot_label for g in ok], axis=1)
+    full = np.all(np.isfinite(bp) & np.isfinite(bl), axis=1)
+    reps = np.full((bp.shape[0], 3), math.nan)
+    if len(ok) >= 3:
+        reps[full] = _rowwise_correlations(bp[full], bl[full])
+    cis, notes = [], []
+    for j, name in enumerate(("SRCC", "KRCC", "PLCC")):
+        ci = _percentile_ci(reps[:, j], level)
+        if ci is not None and ci[1] - ci[0] <= 1e-12:
+            notes.append(f"every resample gave the same {name} ({ci[0]:.3f}): the resampling cannot measure its uncertainty, no interval")
+            ci = None
+        cis.append(ci)
+    st = SystemStats(len(groups), point[0], cis[0], point[1], cis[1], point[2], cis[2])
+    return st, "; ".join(notes) or None
 
 
 def _check_settings(n_boot: int, ci: float, n_perm: int | None) -> None:
@@ -543,32 +663,41 @@ def compare_scores(
     if len(group_names) < 2:
         raise MetricError(f"need at least 2 groups to compare, got {len(group_names)} ({', '.join(group_names) or 'none'})")
     rng = np.random.default_rng(seed)
+    by_source = sources is not None
     built: list[_Group] = []
     for name in group_names:
         m = g == name
         c = _cells(p[m], None if lab is None else lab[m], units[m])
-        boot = boot_l = None
-        if c.k >= 2:
-            boot, boot_l = _boot_means(c, _multinomial(rng, c.k, n_boot))
-        built.append(_Group(name, c, boot, boot_l))
-    order = sorted(range(len(built)), key=lambda i: (-built[i].cells.mean(), built[i].name))
-    built = [built[i] for i in order]
+        gr = _Group(name, c, None, None, c.mean(), None if lab is None else c.mean("label"))
+        if c.k >= 2 and not by_source:
+            gr.boot, gr.boot_label = _boot_means(c, _multinomial(rng, c.k, n_boot))
+        built.append(gr)
+    if by_source:
+        points, boots = _adjusted([b.cells for b in built], rng, n_boot)
+        for i, gr in enumerate(built):
+            gr.mean = float(points[0][i])
+            gr.label_mean = float(points[1][i]) if lab is not None else None
+            if gr.cells.k >= 2:
+                gr.boot, gr.boot_label = boots[0][:, i], boots[1][:, i] if lab is not None else None
+    built.sort(key=lambda x: (-x.mean, x.name))
     with_labels = lab is not None
-    by_source = sources is not None
     gstats = _group_stats(built, ci, with_labels, by_source)
-    pending = [_pair_stats(built[i], built[j], rng, n_boot, ci) for i in range(len(built)) for j in range(i + 1, len(built))]
-    n_tests = sum(t.d is not None or t.a is not None for t in pending)
+    pending = [_pair_stats(built[i], built[j], ci, by_source) for i in range(len(built)) for j in range(i + 1, len(built))]
+    n_tests = sum(t.d is not None or t.a is not None or t.tested for t in pending)
     n_perm = n_perm or n_perm_for(n_tests, 1.0 - ci, n_boot)
     _run_tests(pending, rng, n_perm)
     pairs = [t.stats for t in pending]
     _apply_holm(pairs, 1.0 - ci, with_labels)
-    system = _system_stats(built, rng, n_boot, ci) if with_labels else None
-    notes = []
-    if with_labels and system is None:
-        notes.append(f"system-level correlations need at least 3 groups; there are {len(built)}")
+    system, note = _system_stats(built, ci) if with_labels else (None, None)
+    notes = [note] if note else []
     n_units = np.unique(units).size
     if system is not None and n_units < FEW_UNITS:
         notes.append(f"the system-level intervals resample only {n_units} {'sources' if by_source else 'videos'}: they are rough")
+    if by_source:
+        notes.append(
+            "group means are least-squares means of the layout group + source (each group's effect plus the mean effect of "
+            "the sources): ranks and pair differences use them; raw_mean is the plain mean of a group's videos"
+        )
     return Comparison(
         gstats, pairs, system, int(p.size), int(n_boot), float(ci), int(seed), "source" if by_source else "video", int(n_perm), notes=notes
     )
@@ -791,7 +920,8 @@ def format_table(res: Comparison) -> str:
     pct = f"{100 * res.ci_level:g}%"
     labelled = res.system is not None or any(g.label_mean is not None for g in res.groups)
     width = max([5] + [len(g.group) for g in res.groups])
-    head = f"{'rank':>4}  {'group':<{width}}  {'n':>5}  {'mean':>7}  {pct + ' CI':<18}"
+    adjusted = res.resampling == "source"
+    head = f"{'rank':>4}  {'group':<{width}}  {'n':>5}  {'mean':>7}  {pct + ' CI':<18}" + (f"  {'raw':>7}" if adjusted else "")
     if labelled:
         head += f"  {'label':>7}  {pct + ' CI':<18}  {'label rank':>10}"
     lines = [
@@ -801,7 +931,7 @@ def format_table(res: Comparison) -> str:
         head,
     ]
     for g in res.groups:
-        row = f"{g.rank:>4}  {g.group:<{width}}  {g.n:>5}  {g.mean:>7.3f}  {_fmt_ci(g.ci):<18}"
+        row = f"{g.rank:>4}  {g.group:<{width}}  {g.n:>5}  {g.mean:>7.3f}  {_fmt_ci(g.ci):<18}" + (f"  {g.raw_mean:>7.3f}" if adjusted else "")
         if labelled:
             row += f"  {g.label_mean:>7.3f}  {_fmt_ci(g.label_ci):<18}  {g.label_rank:>10}"
         if g.note:
@@ -824,14 +954,15 @@ def format_table(res: Comparison) -> str:
         lines[-1] += f"; the labels separate {n_lsig}"
     wa = max([1] + [len(p.a) for p in res.pairs])
     wb = max([1] + [len(p.b) for p in res.pairs])
-    head = f"{'a':<{wa}}  {'b':<{wb}}  {'a - b':>7}  {pct + ' CI':<18}  {'p':>8}  {'Holm p':>8}  sig  paired"
+    head = f"{'a':<{wa}}  {'b':<{wb}}  {'a - b':>7}  {pct + ' CI':<18}  {'p':>8}  {'Holm p':>8}  sig  paired  {'used a/b':>9}"
     if labelled:
         head += f"  {'label a - b':>11}  {'sig':>3}"
     lines.append(head)
     for p in res.pairs:
         row = (
             f"{p.a:<{wa}}  {p.b:<{wb}}  {p.diff:>7.3f}  {_fmt_ci(p.ci):<18}  {_fmt_p(p.p):>8}  {_fmt_p(p.p_holm):>8}  "
-            f"{'yes' if p.significant else 'no ':<3}  {str(p.n_paired) if p.paired else '-':>6}"
+            f"{'yes' if p.significant else 'no ':<3}  {str(p.n_paired) if p.paired else '-':>6}  "
+            f"{'-' if p.share is None else f'{p.share[0]:.0%}/{p.share[1]:.0%}':>9}"
         )
         if labelled:
             row += f"  {p.label_diff:>11.3f}  {'yes' if p.label_significant else 'no':>3}"
