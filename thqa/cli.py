@@ -833,6 +833,8 @@ def _train(args) -> int:
         backbone_batch_size=args.backbone_batch_size,
         workers=args.workers,
         progress=not args.quiet,
+        calibrate_by_group=args.groups != "file",
+        calibration_fraction=args.calibration_fraction,
     )
     b = result.best_metrics
     print(
@@ -870,11 +872,13 @@ def _print_calibration(checkpoint) -> None:
     if cal is None:
         return
     n = int(cal["n"])
+    unit = "content groups (one residual each: videos of one portrait are not independent)" if cal.get("unit") == "group" else "videos"
+    how = "held apart from the epoch choice" if cal.get("held_apart") else "the same ones that chose the epoch"
     ok = [c for c in (0.8, 0.9, 0.95, 0.99) if n >= min_calibration_size(c)]
     if ok:
-        print(f"train: prediction intervals calibrated on {n} validation videos (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
+        print(f"train: prediction intervals calibrated on {n} validation {unit}, {how} (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
     else:
-        print(f"thqa train: warning: only {n} validation videos: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
+        print(f"thqa train: warning: only {n} validation {unit}: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -884,6 +888,23 @@ def _metrics_table(metrics: dict) -> str:
     lines += [f"{label:<12}{metrics[key]:>8.4f}" for label, key in rows]
     lines.append(f"{'n':<12}{int(metrics['n']):>8d}")
     return "\n".join(lines) + "\n"
+
+
+def _warn_own_calibration(checkpoint, paths, result: dict) -> None:
+    """Warn when the videos evaluated include the checkpoint's own calibration videos: coverage measured on them
+    says nothing about new videos."""
+    from thqa.checkpoint import load_checkpoint
+    from thqa.conformal import Calibration, calibration_overlap
+
+    cal = load_checkpoint(checkpoint).calibration
+    if cal is None:
+        return
+    n = calibration_overlap(Calibration.from_dict(cal, where=str(checkpoint)), paths)
+    if n:
+        msg = (f"{n} of the {len(paths)} videos evaluated are the checkpoint's own calibration videos: the measured coverage "
+               "of its prediction intervals on them is not a check (evaluate on videos it has not seen)")
+        result["interval_coverage_warning"] = msg
+        print(f"thqa evaluate: warning: {msg}", file=sys.stderr)
 
 
 def _coverage_table(rows: list[dict] | None) -> str:
@@ -949,6 +970,7 @@ def _evaluate(args) -> int:
         pred_arr, mos_arr = ev.predictions, ev.mos
         if ev.coverage is not None:
             result["interval_coverage"] = ev.coverage
+            _warn_own_calibration(args.checkpoint, ev.paths, result)
         if args.output:
             import csv as _csv
 
@@ -1185,7 +1207,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
     p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
     g.add_argument("--val-fraction", type=_float_in(0, 1, open_low=True, open_high=True), default=None, help="hold out this fraction of content groups (default 0.2)")
-    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
+    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column; prediction intervals are calibrated one residual per validation group (file: per video)")
+    p.add_argument(
+        "--calibration-fraction", type=_float_in(0, 1, open_high=True), default=0.0, metavar="F",
+        help="hold this fraction of the validation groups apart from the epoch choice and calibrate the prediction intervals on them "
+        "(used when that is at least 9 groups; the checkpoint records which; default 0: the whole validation set does both)",
+    )
     _add_recipe_args(p, training=True)
     _add_weights_args(p, batch_size=False)
     p.set_defaults(func=_train, seed=None)  # --seed: the recipe's (3407) unless given

@@ -230,14 +230,62 @@ def selection_score(m: dict) -> float:
     return (srcc + plcc) / 2.0 if srcc > 0 else srcc
 
 
-def _calibration(pred: np.ndarray, mos: np.ndarray) -> dict | None:
-    """The epoch's validation residuals for prediction intervals (thqa.conformal); None if a prediction is not finite."""
+#: ``calibration_fraction`` is used only when the part held apart has this many units (videos or groups): the rank
+#: rule needs 9 for a 90% interval; fewer and the whole validation set both chooses the epoch and calibrates
+MIN_HELD_APART = 9
+
+
+@dataclass(frozen=True)
+class _ValSplit:
+    """Which validation rows choose the epoch and which calibrate the prediction intervals."""
+
+    choose: np.ndarray  #: row indices
+    calibrate: np.ndarray
+    held_apart: bool
+    groups: list[str] | None  #: (len(calibrate),) group of each calibration row, or None
+    label_range: tuple[float, float]
+    names: list[str]  #: base names of the calibration rows
+
+
+def _val_split(train_table: FeatureTable, val_table: FeatureTable, val_groups: Sequence[str] | None, fraction: float, seed: int) -> _ValSplit:
+    """Hold ``fraction`` of the validation groups (videos without groups) apart from the epoch choice for
+    calibration, when that part is large enough (:data:`MIN_HELD_APART` units, and 5 videos left to choose by)."""
+    n = len(val_table)
+    groups = None if val_groups is None else np.asarray([str(g) for g in val_groups], dtype=object)
+    if groups is not None and groups.size != n:
+        raise ConfigError(f"val_groups has {groups.size} entries for {n} validation samples")
+    lr = (float(min(train_table.mos.min(), val_table.mos.min())), float(max(train_table.mos.max(), val_table.mos.max())))
+    names = [os.path.basename(str(p)) for p in val_table.paths]
+    every = np.arange(n)
+    choose, calib, held = every, every, False
+    if fraction > 0:
+        units = np.unique(groups) if groups is not None else every
+        k = int(round(fraction * units.size))
+        pick = np.random.default_rng(seed).permutation(units.size)[:k]
+        in_calib = np.isin(groups, units[pick]) if groups is not None else np.isin(every, pick)
+        if k >= MIN_HELD_APART and n - in_calib.sum() >= 5:
+            choose, calib, held = every[~in_calib], every[in_calib], True
+        else:
+            log.warning(
+                "--calibration-fraction %g would hold apart %d validation %s (%d needed, and 5 videos left to choose the epoch): "
+                "the whole validation set chooses the epoch and calibrates the intervals", fraction, k,
+                "groups" if groups is not None else "videos", MIN_HELD_APART,
+            )
+    return _ValSplit(choose, calib, held, None if groups is None else list(groups[calib]), lr, [names[i] for i in calib])
+
+
+def _calibration(pred: np.ndarray, mos: np.ndarray, split: _ValSplit) -> dict | None:
+    """The epoch's residuals on the calibration rows for prediction intervals (thqa.conformal); None if a prediction
+    is not finite."""
     from thqa.conformal import calibration_from_predictions
 
+    pred, mos = pred[split.calibrate], mos[split.calibrate]
     if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(mos))):
         log.warning("validation predictions are not all finite: the checkpoint gets no calibration for prediction intervals")
         return None
-    return calibration_from_predictions(pred, mos).to_dict()
+    return calibration_from_predictions(
+        pred, mos, label_range=split.label_range, groups=split.groups, held_apart=split.held_apart, videos=split.names
+    ).to_dict()
 
 
 def _old_selection(best: dict) -> float:
@@ -316,6 +364,8 @@ def train(
     device: str | torch.device = "cpu",
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    val_groups: Sequence[str] | None = None,
+    calibration_fraction: float = 0.0,
 ) -> TrainResult:
     """Train the fusion model; returns the best epoch (by :func:`selection_score` on validation) and its checkpoint.
 
@@ -324,6 +374,11 @@ def train(
         settings, backbones: the extraction settings and backbone identities of the features (stored in checkpoints).
         run_dir: the run directory; an existing run with the same config resumes after its last finished epoch.
         spatial_net: ECA + Swin-T to fine-tune (required when ``config.finetune_spatial``).
+        val_groups: (len(val_table),) each validation video's content group (portrait): the prediction intervals
+            are then calibrated one residual per group (:func:`thqa.conformal.calibration_from_predictions`).
+        calibration_fraction: hold this fraction of the validation groups (or videos) apart from the epoch choice
+            and calibrate the intervals on them alone, when that part is large enough (:data:`MIN_HELD_APART`); the
+            checkpoint's calibration records whether it was (``held_apart``) and which videos it used.
 
     Raises:
         ConfigError: bad config, a run directory holding a different config, fewer than 5 validation samples.
@@ -335,6 +390,9 @@ def train(
         raise ConfigError(f"the validation set has {len(val_table)} samples; at least 5 are needed for SRCC/PLCC")
     if len(train_table) < 2:
         raise ConfigError(f"the training set has {len(train_table)} samples; at least 2 are needed")
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise ConfigError(f"calibration_fraction must be in [0, 1), got {calibration_fraction!r}")
+    split = _val_split(train_table, val_table, val_groups, calibration_fraction, cfg.seed)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -350,6 +408,8 @@ def train(
         "n_train": len(train_table),
         "n_val": len(val_table),
     }
+    if calibration_fraction:
+        cfg_doc["calibration_fraction"] = calibration_fraction
     cfg_path = run / "config.json"
     clean_partials(run)  # temp files of a killed earlier run
     if cfg_path.exists():
@@ -414,7 +474,7 @@ def train(
         t_train = time.perf_counter() - t0
         pred = predict_table(model, val_table, settings, spatial_net=spatial_net, device=device)
         try:
-            m = evaluate(pred, val_table.mos, fit=cfg.fit)
+            m = evaluate(pred[split.choose], val_table.mos[split.choose], fit=cfg.fit)
         except MetricError as exc:
             log.warning("epoch %d: validation metrics undefined (%s)", epoch, exc)
             m = {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan, "rmse": math.nan, "main_score": math.nan}
@@ -433,7 +493,7 @@ def train(
         history.append(row)
         spatial_state = {k: v for k, v in spatial_net.state_dict().items()} if spatial_net is not None else None
         meta = {**meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
-        calib = _calibration(pred, val_table.mos)
+        calib = _calibration(pred, val_table.mos, split)
         save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
         sel = selection_score(m)
         if math.isfinite(sel) and sel > best.get("selection_score", _old_selection(best)):
