@@ -80,9 +80,11 @@ def test_cluster_bootstrap_by_source_widens_the_ci_of_correlated_videos() -> Non
     by_source = compare_scores(names, y, groups, sources=list(src) + ["t0", "t1", "t2"], n_boot=4000, seed=0).group("g")
     assert by_source.n_sources == 10 and by_source.n == 50
     means = x.reshape(10, 5).mean(axis=1)
-    se = means.std(ddof=0) / math.sqrt(10)  # the bootstrap SE of a mean of 10 equal-sized clusters
+    # 10 units (< T_UNITS): a Student-t interval from the bootstrap SE, which for a mean of 10 equal-sized clusters
+    # is the sd of the source means / sqrt(10) (ddof 0; scaled back to ddof 1)
+    se = means.std(ddof=1) / math.sqrt(10)
     width = by_source.ci[1] - by_source.ci[0]
-    assert width == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert width == pytest.approx(2 * stats.t.ppf(0.975, 9) * se, rel=0.1)
     assert by_video.ci[1] - by_video.ci[0] < 0.6 * width
 
 
@@ -322,7 +324,7 @@ def test_one_video_group_gets_no_ci_and_says_why() -> None:
     res = compare_scores(["a1.mp4", "a2.mp4", "a3.mp4", "b1.mp4"], [1.0, 2.0, 3.0, 5.0], ["a", "a", "a", "b"], n_boot=200)
     b = res.group("b")
     assert b.ci is None and "one video" in b.note and b.mean == 5.0
-    assert res.group("a").ci is not None and res.group("a").note == "3 videos: a rough interval"
+    assert res.group("a").ci is not None and res.group("a").note == "3 videos: a t interval from few units"
     pair = res.pair("b", "a")
     assert pair.ci is None and pair.p is None and not pair.significant and "one video" in pair.note
     # one source with several videos: no CI either (they are not independent)
@@ -416,6 +418,22 @@ def test_thqa_ntire_generators_against_an_independent_computation(ntire) -> None
     pair = res.pair("sadtalker", "audio2head")
     assert pair.paired and 90 <= pair.n_paired <= 110
     assert res.group("sadtalker").n_sources == 109
+
+
+def test_thqa_ntire_by_portrait_cluster(ntire) -> None:
+    """Sources nested in portraits (--cluster thqa-ntire-portrait): val holds 2 aigc portraits, so no verdict
+    carries over to new faces, and the intervals say so by their width."""
+    preds, labels = ntire
+    res = thqa.compare(preds, labels, group_pattern=r"_([^_]+)\.mp4$", source_fn=thqa_ntire_source, cluster_fn=thqa_ntire_group,
+                       n_boot=200, n_perm=500)
+    assert res.resampling == "cluster" and not any(p.significant for p in res.pairs)
+    assert "2 clusters" in res.group("sadtalker").note
+
+
+def test_sources_must_be_nested_in_clusters() -> None:
+    with pytest.raises(ConfigError, match="two clusters"):
+        compare_scores(["a1", "a2", "b1", "b2"], [1.0, 2.0, 3.0, 4.0], list("aabb"), sources=["s1", "s2", "s1", "s2"],
+                       clusters=["p1", "p2", "p2", "p2"], n_boot=100)
 
 
 def test_thqa_ntire_source_keys() -> None:

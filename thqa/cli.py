@@ -1008,7 +1008,7 @@ def _print_left_out(res) -> None:
             if m[key]["n"]:
                 parts.append(f"{m[key]['n']} {what}, e.g. {', '.join(m[key]['examples'])}")
         print(f"thqa compare: {'; '.join(parts)}", file=sys.stderr)
-    for key, what in (("no_group", "no group"), ("no_source", "no source key")):
+    for key, what in (("no_group", "no group"), ("no_source", "no source key"), ("no_cluster", "no cluster")):
         if key in res.left_out:
             d = res.left_out[key]
             print(f"thqa compare: {d['n']} video(s) with {what} left out, e.g. {', '.join(d['examples'])}", file=sys.stderr)
@@ -1029,6 +1029,8 @@ def _compare(args) -> int:
         ci=args.ci,
         seed=args.seed,
         n_perm=args.n_perm,
+        cluster_pattern=args.cluster_pattern,
+        cluster_fn=_source_fn(args.cluster),
     )
     _print_left_out(res)
     as_json = args.json or (args.output is not None and args.output.lower().endswith(".json"))
@@ -1064,6 +1066,13 @@ def _add_compare_parser(sub) -> None:
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
         "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
     )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--cluster", choices=["thqa-ntire-portrait"],
+        help="the cluster the sources are nested in: resample clusters, then sources within them, and test on clusters "
+        "(thqa-ntire-portrait: the portrait; use it when the verdicts should carry over to new faces)",
+    )
+    g.add_argument("--cluster-pattern", metavar="RE", help="regular expression for the cluster key (first capture group), e.g. the portrait")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--n-perm", type=int, default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
