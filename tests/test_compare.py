@@ -40,8 +40,8 @@ def _names(prefix: str, n: int) -> list[str]:
 # -------------------------------------------------------------------------------------------- group means and CIs
 def test_group_mean_ci_matches_scipy_bootstrap_percentile() -> None:
     rng = np.random.default_rng(1)
-    a, b = rng.normal(3.0, 0.8, 40), rng.normal(2.5, 0.5, 30)
-    res = compare_scores(_names("a", 40) + _names("b", 30), np.r_[a, b], ["a"] * 40 + ["b"] * 30, n_boot=4000, seed=2)
+    a, b = rng.normal(3.0, 0.8, 140), rng.normal(2.5, 0.5, 120)  # >= T_UNITS videos: percentile intervals
+    res = compare_scores(_names("a", 140) + _names("b", 120), np.r_[a, b], ["a"] * 140 + ["b"] * 120, n_boot=4000, seed=2)
     for x, name in ((a, "a"), (b, "b")):
         g = res.group(name)
         assert g.n == x.size and g.mean == pytest.approx(x.mean(), abs=1e-12)
