@@ -71,7 +71,7 @@ def main() -> None:
     for portraits, per in [(5, 6), (12, 3)]:
         for cluster in (False, True):
             t = time.perf_counter()
-            reps = n(1000)
+            reps = n(3000)
             size, cov = tc.nested_rates(portraits, per, reps=reps, seed=100 + portraits, cluster=cluster)
             how = "--cluster (portrait)" if cluster else "by source only"
             sec = time.perf_counter() - t

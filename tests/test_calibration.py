@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from thqa import conformal
 from thqa.comparison import compare_scores
-from thqa.conformal import Calibration, calibration_from_predictions, calibration_overlap
 
 ALPHA = 0.05
 SIZE_MAX = 0.07  #: measured size allowed at a nominal 5 %
@@ -69,9 +69,9 @@ def test_pair_difference_ranks_and_group_figures_agree_when_a_group_misses_sourc
     src = [f"s{i}" for i in range(16)]
     res = compare_scores(_names("a", 16) + _names("b", 8), np.r_[a, b], ["a"] * 16 + ["b"] * 8, sources=src + src[:8], n_boot=500, n_perm=1000)
     ga, gb, pair = res.group("a"), res.group("b"), res.pair("a", "b")
-    assert ga.raw_mean > gb.raw_mean  # the plain means still say a, and are reported
     assert pair.diff == pytest.approx(ga.mean - gb.mean, abs=1e-12) and pair.diff == pytest.approx(-0.22, abs=0.03)
     assert gb.rank == 1 and ga.rank == 2
+    assert ga.raw_mean > gb.raw_mean  # the plain means still say a, and are reported
     assert pair.ci[1] < 0 and pair.significant and pair.paired
     assert pair.share == [0.5, 1.0] and pair.n_paired == 8
 
@@ -111,7 +111,7 @@ def _portrait_runs(n_val_groups: int, per_group: int, reps: int, coverage: float
     groups = np.repeat([f"p{i}" for i in range(n_val_groups)], per_group)
     for r in range(reps):
         err = np.repeat(rng.normal(0, 0.4, n_val_groups), per_group) + rng.normal(0, 0.2, groups.size)
-        cal = calibration_from_predictions(np.zeros(groups.size), err, groups=groups if grouped else None)
+        cal = conformal.calibration_from_predictions(np.zeros(groups.size), err, groups=groups if grouped else None)
         q = cal.quantile(coverage)
         if q is None:
             continue
@@ -137,6 +137,8 @@ def test_grouped_calibration_keeps_its_coverage_for_new_portraits() -> None:
 
 
 def test_calibration_groups_and_own_videos() -> None:
+    from thqa.conformal import Calibration, calibration_from_predictions, calibration_overlap
+
     cal = calibration_from_predictions([0.0] * 6, [0.1, -0.5, 0.2, 0.3, -0.1, 0.05], groups=list("aabbcc"),
                                        label_range=(0.0, 5.0), videos=["a1.mp4", "a2.mp4"])
     assert cal.unit == "group" and cal.n == 3 and cal.n_videos == 6
@@ -150,7 +152,7 @@ def test_calibration_groups_and_own_videos() -> None:
 
 def test_prediction_intervals_stay_on_the_label_scale() -> None:
     """Issue 24 fault 6: mos_low -0.63 and mos_high 5.20 on a 0-5 scale."""
-    cal = calibration_from_predictions(np.zeros(30), np.linspace(-0.8, 0.8, 30), label_range=(0.0, 5.0))
+    cal = conformal.calibration_from_predictions(np.zeros(30), np.linspace(-0.8, 0.8, 30), label_range=(0.0, 5.0))
     for mos in (0.1, 4.9, 2.5, 6.0):
         iv = cal.interval(mos, 0.9)
         assert 0.0 <= iv.low <= iv.high <= 5.0

@@ -1050,8 +1050,9 @@ def _add_compare_parser(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="rank groups of videos (generators) by their scores, with confidence intervals and significance tests",
-        description="Rank groups of videos (e.g. generators) by mean score with bootstrap confidence intervals, test every "
-        "pair (permutation tests, Holm-corrected), and with labels measure how well the predictions rank the groups.",
+        description="Rank groups of videos (e.g. generators) by mean score (with a source key: least-squares means of "
+        "generator + source) with bootstrap confidence intervals, test every pair (sign-flip tests when paired by source, "
+        "bootstrap-t otherwise; Holm-corrected), and with labels measure how well the predictions rank the groups.",
     )
     p.add_argument("--predictions", required=True, metavar="P", help="predictions: name,score rows (the challenge's format), or a thqa score CSV/JSON")
     p.add_argument("--labels", metavar="L", help="people's scores: Video,Score CSV or a manifest (path,mos,...)")

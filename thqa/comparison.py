@@ -2,12 +2,16 @@
 
 :func:`compare` (``thqa.compare``, ``thqa compare``) groups videos by system, then reports:
 
-- ``groups``: each group's mean score, a bootstrap confidence interval, its rank; with people's labels the same for
-  the labels;
-- ``pairs``: every pair's difference ``a - b`` with a bootstrap confidence interval and a two-sided permutation-test
+- ``groups``: each group's figure (mean score; with a source key its least-squares mean), a bootstrap confidence
+  interval, its rank, its plain mean; with people's labels the same for the labels;
+- ``pairs``: every pair's difference ``a - b`` of the figures with a bootstrap confidence interval and a two-sided
   p-value, ``significant`` after Holm's correction over all pairs;
-- ``system`` (with labels): SRCC, KRCC and PLCC between the groups' mean predictions and their mean labels - how well
-  the model ranks the systems - each with a bootstrap confidence interval.
+- ``system`` (with labels): SRCC, KRCC and PLCC between the groups' figures for predictions and labels - how well
+  the model ranks the systems - each with a bootstrap confidence interval (none where every resample agrees).
+
+Clusters (``clusters``, ``--cluster``): where sources are nested in clusters (portraits), resampling is two-stage
+(clusters, then sources within them), paired tests flip whole clusters, and the clusters are the units of every
+interval and test. Intervals from fewer than :data:`T_UNITS` units are Student-t intervals from the bootstrap SE.
 
 Resampling. Without a source key every video is an independent unit: groups are resampled video by video and a
 group's figure is the mean of its videos. With a source key (what a video was rendered from: the same portrait and
@@ -25,7 +29,7 @@ more sign patterns than ``n_perm``; two-sided p-values as :func:`scipy.stats.per
 bootstrap-t test of equal means: Welch's t against the t of ``n_perm`` resamples of each group's videos, each centred
 on its own group's mean; with a source key, the difference of the groups' least-squares means over its bootstrap
 standard error (the source bootstrap of the figures themselves, so the test is of the difference shown) against
-Student's t with (the smaller group's sources - 1) degrees of freedom. A permutation test of the raw
+Student's t with (the smaller group's sources, or clusters, - 1) degrees of freedom. A permutation test of the raw
 difference of means would test "same distribution", not "same mean", and is far too liberal when group sizes and
 spreads differ (measured in ``tests/test_calibration.py`` and ``benchmarks/bench_calibration.py``).
 """
