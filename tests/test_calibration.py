@@ -239,3 +239,30 @@ def test_group_intervals_keep_their_coverage_with_few_sources(n_sources) -> None
     95 %). Below T_UNITS units they are Student-t intervals from the bootstrap SE."""
     cov = group_coverage(n_sources, reps=300, seed=7)
     assert cov >= COVER_MIN, cov  # 300 reps: se 0.013 at 0.95 (the benchmark: 0.965 over 1000 at 12 sources)
+
+
+def system_design(rng: np.random.Generator, spread: float) -> tuple[list, np.ndarray, list, list, np.ndarray]:
+    """Eight generators over 30 shared sources, their effects ``spread`` apart in all; the model's group means carry
+    a fixed bias (sd 0.1); predictions and labels each with a video's own error (sd 0.3)."""
+    g_n, s_n = 8, 30
+    theta = np.linspace(0, spread, g_n)
+    phi = np.random.default_rng(123).normal(0, 0.1, g_n)
+    gi, si = np.repeat(np.arange(g_n), s_n), np.tile(np.arange(s_n), g_n)
+    b = rng.normal(0, 0.5, s_n)
+    pred = (theta + phi)[gi] + b[si] + rng.normal(0, 0.3, gi.size)
+    lab = theta[gi] + b[si] + rng.normal(0, 0.3, gi.size)
+    return [f"v{i}" for i in range(gi.size)], pred, [f"g{k}" for k in gi], [f"s{k}" for k in si], lab
+
+
+def test_system_intervals_of_close_groups_are_flagged_rough() -> None:
+    """Issue 24 fault 4 (part): with eight close groups and 30 sources the system-level PLCC interval covered the
+    population PLCC far less often than nominal (85.8 % in the issue; 57 % in benchmarks/bench_calibration.py's
+    design - it is centred on an estimate attenuated by the groups' noise). Not fixed: flagged. Close groups get the
+    'rough' note; well-separated ones do not."""
+    rng = np.random.default_rng(0)
+    names, pred, groups, src, lab = system_design(rng, 0.4)
+    close = compare_scores(names, pred, groups, sources=src, labels=lab, n_boot=300)
+    assert close.system.reliability < 0.9 and any("rough" in n for n in close.notes)
+    names, pred, groups, src, lab = system_design(rng, 4.0)
+    apart = compare_scores(names, pred, groups, sources=src, labels=lab, n_boot=300)
+    assert apart.system.reliability > 0.95 and not any("reliability" in n for n in apart.notes)
