@@ -81,7 +81,7 @@ FEW_UNITS = 10
 #: from the bootstrap standard error, ``estimate +- t(k - 1) se sqrt(k / (k - 1))``.
 T_UNITS = 100
 #: System-level intervals are flagged as rough below this reliability of the groups' figures: with 8 close groups
-#: (reliability about 0.8) a 95% PLCC interval held the population PLCC 57% of the time (benchmarks/bench_calibration.py)
+#: (reliability about 0.5) a 95% PLCC interval held the population PLCC 57% of the time (benchmarks/bench_calibration.py)
 RELIABLE = 0.9
 _EXAMPLES = 5
 
