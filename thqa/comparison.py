@@ -740,22 +740,7 @@ def compare_scores(
         raise MetricError(f"need at least 2 groups to compare, got {len(group_names)} ({', '.join(group_names) or 'none'})")
     rng = np.random.default_rng(seed)
     by_source = sources is not None or clusters is not None
-    built: list[_Group] = []
-    for name in group_names:
-        m = g == name
-        c = _cells(p[m], None if lab is None else lab[m], units[m])
-        k = c.k if cluster_of is None else len({cluster_of[x] for x in c.sources})
-        gr = _Group(name, c, None, None, c.mean(), None if lab is None else c.mean("label"), k)
-        if c.k >= 2 and not by_source:
-            gr.boot, gr.boot_label = _boot_means(c, _multinomial(rng, c.k, n_boot))
-        built.append(gr)
-    if by_source:
-        points, boots = _adjusted([b.cells for b in built], rng, n_boot, cluster_of)
-        for i, gr in enumerate(built):
-            gr.mean = float(points[0][i])
-            gr.label_mean = float(points[1][i]) if lab is not None else None
-            if gr.cells.k >= 2:
-                gr.boot, gr.boot_label = boots[0][:, i], boots[1][:, i] if lab is not None else None
+    built = _build_groups(group_names, g, p, lab, units, cluster_of, by_source, rng, n_boot)
     built.sort(key=lambda x: (-x.mean, x.name))
     with_labels = lab is not None
     unit_word = "clusters" if clusters is not None else "sources" if by_source else "videos"
@@ -778,6 +763,29 @@ def compare_scores(
         )
     resampling = "cluster" if clusters is not None else "source" if by_source else "video"
     return Comparison(gstats, pairs, system, int(p.size), int(n_boot), float(ci), int(seed), resampling, int(n_perm), notes=notes)
+
+
+def _build_groups(group_names: list[str], g: np.ndarray, p: np.ndarray, lab: np.ndarray | None, units: np.ndarray,
+                  cluster_of: dict[str, str] | None, by_source: bool, rng: np.random.Generator, n_boot: int) -> list[_Group]:
+    """Each group's cells, figure and bootstrap replicates: plain means and a per-group video bootstrap, or with a
+    source key the least-squares means and the joint source (or cluster) bootstrap of :func:`_adjusted`."""
+    built: list[_Group] = []
+    for name in group_names:
+        m = g == name
+        c = _cells(p[m], None if lab is None else lab[m], units[m])
+        k = c.k if cluster_of is None else len({cluster_of[x] for x in c.sources})
+        gr = _Group(name, c, None, None, c.mean(), None if lab is None else c.mean("label"), k)
+        if c.k >= 2 and not by_source:
+            gr.boot, gr.boot_label = _boot_means(c, _multinomial(rng, c.k, n_boot))
+        built.append(gr)
+    if by_source:
+        points, boots = _adjusted([b.cells for b in built], rng, n_boot, cluster_of)
+        for i, gr in enumerate(built):
+            gr.mean = float(points[0][i])
+            gr.label_mean = float(points[1][i]) if lab is not None else None
+            if gr.cells.k >= 2:
+                gr.boot, gr.boot_label = boots[0][:, i], boots[1][:, i] if lab is not None else None
+    return built
 
 
 def _nested(units: np.ndarray, clusters: np.ndarray) -> dict[str, str]:
