@@ -482,8 +482,8 @@ def _pair_stats(ga: _Group, gb: _Group, level: float, by_source: bool, cluster_o
         d, dl, n_paired, share = paired
         st = PairStats(ga.name, gb.name, diff, ci, None, None, False, True, n_paired, ldiff, lci, share=share, paired_diff=float(d.mean()))
         if np.sign(st.paired_diff) * np.sign(diff) < 0:
-            st.note = (f"over the {n_paired} shared sources the difference is {st.paired_diff:+.3f}, against {diff:+.3f} with every "
-                       "source's effect taken out: the test (on the shared sources) and the difference disagree")
+            st.note = (f"over the {n_paired} shared sources {ga.name} - {gb.name} is {st.paired_diff:+.3f}, against {diff:+.3f} with "
+                       "every source's effect taken out: the test (on the shared sources) and the difference disagree")
         return _Pending(st, d=d, dl=dl)
     st = PairStats(ga.name, gb.name, diff, ci, None, None, False, False, 0, ldiff, lci, share=[1.0, 1.0])
     if not by_source:
