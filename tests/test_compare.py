@@ -19,6 +19,8 @@ from thqa import cli
 from thqa.comparison import (
     _Cells,
     _boot_means,
+    _cells,
+    _welch_parts,
     _rowwise_correlations,
     compare,
     compare_scores,
@@ -38,8 +40,8 @@ def _names(prefix: str, n: int) -> list[str]:
 # -------------------------------------------------------------------------------------------- group means and CIs
 def test_group_mean_ci_matches_scipy_bootstrap_percentile() -> None:
     rng = np.random.default_rng(1)
-    a, b = rng.normal(3.0, 0.8, 40), rng.normal(2.5, 0.5, 30)
-    res = compare_scores(_names("a", 40) + _names("b", 30), np.r_[a, b], ["a"] * 40 + ["b"] * 30, n_boot=4000, seed=2)
+    a, b = rng.normal(3.0, 0.8, 140), rng.normal(2.5, 0.5, 120)  # >= T_UNITS videos: percentile intervals
+    res = compare_scores(_names("a", 140) + _names("b", 120), np.r_[a, b], ["a"] * 140 + ["b"] * 120, n_boot=4000, seed=2)
     for x, name in ((a, "a"), (b, "b")):
         g = res.group(name)
         assert g.n == x.size and g.mean == pytest.approx(x.mean(), abs=1e-12)
@@ -78,23 +80,28 @@ def test_cluster_bootstrap_by_source_widens_the_ci_of_correlated_videos() -> Non
     by_source = compare_scores(names, y, groups, sources=list(src) + ["t0", "t1", "t2"], n_boot=4000, seed=0).group("g")
     assert by_source.n_sources == 10 and by_source.n == 50
     means = x.reshape(10, 5).mean(axis=1)
-    se = means.std(ddof=0) / math.sqrt(10)  # the bootstrap SE of a mean of 10 equal-sized clusters
+    # 10 units (< T_UNITS): a Student-t interval from the bootstrap SE, which for a mean of 10 equal-sized clusters
+    # is the sd of the source means / sqrt(10) (ddof 0; scaled back to ddof 1)
+    se = means.std(ddof=1) / math.sqrt(10)
     width = by_source.ci[1] - by_source.ci[0]
-    assert width == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert width == pytest.approx(2 * stats.t.ppf(0.975, 9) * se, rel=0.1)
     assert by_video.ci[1] - by_video.ci[0] < 0.6 * width
 
 
 # ------------------------------------------------------------------------------------------------ pair tests
-def test_unpaired_exact_permutation_p_equals_scipy() -> None:
-    rng = np.random.default_rng(7)
-    a, b = rng.normal(1.0, 1.0, 5), rng.normal(0.0, 1.0, 6)
-    res = compare_scores(_names("a", 5) + _names("b", 6), np.r_[a, b], ["a"] * 5 + ["b"] * 6, n_boot=200, n_perm=1000)
+def test_unpaired_statistic_is_welchs_t_and_p_close_to_welchs_test() -> None:
+    """Unpaired pairs: the studentised statistic is scipy's Welch t (one video per unit) and, for normal samples, the
+    bootstrap-t p-value is close to Welch's t-test's."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.4, 1.0, 40), rng.normal(0.0, 0.3, 60)
+    ca, cb = _cells(a, None, np.array(_names("a", 40))), _cells(b, None, np.array(_names("b", 60)))
+    (ma, va), (mb, vb) = _welch_parts(ca, "pred"), _welch_parts(cb, "pred")
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert (ma[0] - mb[0]) / math.sqrt(va[0] + vb[0]) == pytest.approx(ref.statistic, rel=1e-12)
+    res = compare_scores(_names("a", 40) + _names("b", 60), np.r_[a, b], ["a"] * 40 + ["b"] * 60, n_boot=200, n_perm=20000)
     pair = res.pair("a", "b")
-    ref = stats.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), permutation_type="independent", n_resamples=10**6
-    )  # C(11, 5) = 462 permutations: both exact
-    assert pair.diff == pytest.approx(a.mean() - b.mean())
-    assert pair.p == pytest.approx(ref.pvalue, abs=1e-12)
+    assert 0.01 < ref.pvalue < 0.3 and pair.diff == pytest.approx(a.mean() - b.mean())
+    assert pair.p == pytest.approx(ref.pvalue, rel=0.25)
     assert not pair.paired and pair.n_paired == 0
 
 
@@ -117,17 +124,7 @@ def test_paired_exact_sign_flip_p_equals_scipy_and_diff_is_the_mean_per_source_d
     assert rev.diff == pytest.approx(-pair.diff) and rev.ci == [-pair.ci[1], -pair.ci[0]] and rev.p == pair.p
 
 
-def test_random_permutation_p_close_to_scipy_and_floor_reachable() -> None:
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(0.45, 1.0, 40), rng.normal(0.0, 1.0, 45)
-    res = compare_scores(_names("a", 40) + _names("b", 45), np.r_[a, b], ["a"] * 40 + ["b"] * 45, n_boot=200, n_perm=20000, seed=1)
-    ref = stats.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), permutation_type="independent",
-        n_resamples=20000, random_state=2,
-    )
-    p = res.pair("a", "b").p
-    assert 0.001 < ref.pvalue < 0.2  # a case where the p-value is not at either end
-    assert p == pytest.approx(ref.pvalue, abs=4 * math.sqrt(ref.pvalue / 20000) + 1e-3)
+def test_permutations_enough_for_holms_floor() -> None:
     # enough permutations that Holm's smallest threshold is reachable: floor 2 / (R + 1) < alpha / m
     for m in (1, 10, 406):
         assert 2 / (n_perm_for(m, 0.05) + 1) < 0.05 / m
@@ -160,13 +157,34 @@ def test_paired_difference_averages_each_sources_videos_first() -> None:
     assert pair.diff == pytest.approx(np.mean(a.mean(axis=1) - b))  # 0.5, not the 1.5 of summing a's videos
 
 
+def test_least_squares_means_equal_an_ordinary_regression_with_dummies() -> None:
+    """Two-way layout group + source, unbalanced (missing cells, repeated videos): the least-squares means equal
+    those of numpy's lstsq on dummy columns (group effect + the mean of all source effects)."""
+    rng = np.random.default_rng(8)
+    g_n, s_n = 4, 9
+    rows = [(gi, si) for gi in range(g_n) for si in range(s_n) if rng.random() < 0.75 for _ in range(rng.integers(1, 3))]
+    gi, si = np.array(rows).T
+    y = np.array([0.0, 0.4, -0.3, 1.0])[gi] + rng.normal(0, 1, s_n)[si] + rng.normal(0, 0.3, gi.size)
+    x = np.c_[np.eye(g_n)[gi], np.eye(s_n)[si][:, 1:]]  # group dummies, source dummies but the first
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    ref = coef[:g_n] + np.r_[0.0, coef[g_n:]].mean()
+    names = [f"v{i}.mp4" for i in range(gi.size)]
+    res = compare_scores(names, y, [f"g{k}" for k in gi], sources=[f"s{k}" for k in si], n_boot=200)
+    assert [res.group(f"g{k}").mean for k in range(g_n)] == pytest.approx(ref, abs=1e-9)
+    assert res.pair("g3", "g0").diff == pytest.approx(ref[3] - ref[0], abs=1e-9)
+
+
 def test_groups_sharing_few_sources_are_not_paired() -> None:
     # a: sources 0-9, b: sources 8-17 -> 2 shared sources hold 20% of each group's videos
     names = _names("a", 10) + _names("b", 10)
     src = [f"s{i}" for i in range(10)] + [f"s{i}" for i in range(8, 18)]
     res = compare_scores(names, np.arange(20.0), ["a"] * 10 + ["b"] * 10, sources=src, n_boot=200)
     pair = res.pair("b", "a")
-    assert not pair.paired and pair.n_paired == 0 and pair.diff == pytest.approx(10.0)
+    assert not pair.paired and pair.n_paired == 0 and pair.share == [1.0, 1.0]
+    # the plain means differ by 10, but on the 2 shared sources b is only 2 higher; the rest is the sources' effect
+    # (score = source index + 2 for b): the two-way least-squares means take it out
+    assert res.group("b").raw_mean - res.group("a").raw_mean == pytest.approx(10.0)
+    assert pair.diff == pytest.approx(2.0) and res.group("b").mean - res.group("a").mean == pytest.approx(2.0)
 
 
 def test_holm_against_its_definition() -> None:
@@ -257,7 +275,7 @@ def test_same_seed_same_numbers_and_json_document() -> None:
     p = doc["pairs"][0]
     assert {"a", "b", "diff", "ci", "p", "significant", "paired", "n_paired"} <= set(p)
     assert {"srcc", "krcc", "plcc", "srcc_ci", "krcc_ci", "plcc_ci"} <= set(doc["system"])
-    assert "permutation" in doc["p_test"]
+    assert "bootstrap-t" in doc["p_test"]
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -306,7 +324,7 @@ def test_one_video_group_gets_no_ci_and_says_why() -> None:
     res = compare_scores(["a1.mp4", "a2.mp4", "a3.mp4", "b1.mp4"], [1.0, 2.0, 3.0, 5.0], ["a", "a", "a", "b"], n_boot=200)
     b = res.group("b")
     assert b.ci is None and "one video" in b.note and b.mean == 5.0
-    assert res.group("a").ci is not None and res.group("a").note == "3 videos: a rough interval"
+    assert res.group("a").ci is not None and res.group("a").note == "3 videos: a t interval from few units"
     pair = res.pair("b", "a")
     assert pair.ci is None and pair.p is None and not pair.significant and "one video" in pair.note
     # one source with several videos: no CI either (they are not independent)
@@ -391,13 +409,31 @@ def test_thqa_ntire_generators_against_an_independent_computation(ntire) -> None
     mp = {g: p[group == g].mean() for g in gs}
     ml = {g: y[group == g].mean() for g in gs}
     for g in res.groups:
-        assert g.mean == pytest.approx(mp[g.group]) and g.label_mean == pytest.approx(ml[g.group])
-    srcc = stats.spearmanr([mp[g] for g in gs], [ml[g] for g in gs]).statistic
-    assert res.system.srcc == pytest.approx(srcc) and res.system.srcc == pytest.approx(0.931, abs=0.001)
+        assert g.raw_mean == pytest.approx(mp[g.group]) and g.raw_label_mean == pytest.approx(ml[g.group])
+    assert stats.spearmanr([mp[g] for g in gs], [ml[g] for g in gs]).statistic == pytest.approx(0.931, abs=0.001)
+    # the system level correlates the least-squares means (sources taken out)
+    srcc = stats.spearmanr([g.mean for g in res.groups], [g.label_mean for g in res.groups]).statistic
+    assert res.system.srcc == pytest.approx(srcc)
     # pairs among the aigc generators are paired by their rendered inputs
     pair = res.pair("sadtalker", "audio2head")
     assert pair.paired and 90 <= pair.n_paired <= 110
     assert res.group("sadtalker").n_sources == 109
+
+
+def test_thqa_ntire_by_portrait_cluster(ntire) -> None:
+    """Sources nested in portraits (--cluster thqa-ntire-portrait): val holds 2 aigc portraits, so no verdict
+    carries over to new faces, and the intervals say so by their width."""
+    preds, labels = ntire
+    res = thqa.compare(preds, labels, group_pattern=r"_([^_]+)\.mp4$", source_fn=thqa_ntire_source, cluster_fn=thqa_ntire_group,
+                       n_boot=200, n_perm=500)
+    assert res.resampling == "cluster" and not any(p.significant for p in res.pairs)
+    assert "2 clusters" in res.group("sadtalker").note
+
+
+def test_sources_must_be_nested_in_clusters() -> None:
+    with pytest.raises(ConfigError, match="two clusters"):
+        compare_scores(["a1", "a2", "b1", "b2"], [1.0, 2.0, 3.0, 4.0], list("aabb"), sources=["s1", "s2", "s1", "s2"],
+                       clusters=["p1", "p2", "p2", "p2"], n_boot=100)
 
 
 def test_thqa_ntire_source_keys() -> None:

@@ -113,6 +113,14 @@ def test_train_stores_the_validation_residuals_of_each_checkpoint(tiny_run) -> N
         assert cal.prediction_range == pytest.approx((pred.min(), pred.max()), abs=1e-6)
 
 
+def test_the_checkpoint_records_the_label_range_it_was_trained_on(tiny_run) -> None:
+    result, val, _ = tiny_run
+    cal = Calibration.from_dict(load_checkpoint(result.checkpoint).calibration)
+    train_mos = make_table(48, 20).mos
+    assert cal.label_range == pytest.approx((min(train_mos.min(), val.mos.min()), max(train_mos.max(), val.mos.max())))
+    assert cal.unit == "video" and cal.n_videos == len(val) and not cal.held_apart and len(cal.videos) == len(val)
+
+
 def test_measured_coverage_on_a_held_out_synthetic_split(tiny_run) -> None:
     result, _, test = tiny_run
     ck = load_checkpoint(result.checkpoint)
@@ -172,9 +180,13 @@ def test_scores_carry_intervals_from_the_checkpoint(stub_scorer, tiny_run) -> No
     scorer = Scorer(result.checkpoint, coverage=0.9, workers=0)
     results = scorer.score_many(test.paths[:5] + ["/missing.mp4"])
     want = predict_table(ck.model, test, SETTINGS)[:5]
+    lo, hi = Calibration.from_dict(ck.calibration).label_range
     for r, w in zip(results[:5], want):
         assert r.mos == pytest.approx(float(w), abs=1e-5)
-        assert r.interval == pytest.approx((r.mos - q, r.mos + q)) and r.coverage == 0.9
+        # clipped to the training labels' range (issue 24 fault 6: 5.06 on a scale whose labels end at 4.98)
+        assert r.interval == pytest.approx((max(r.mos - q, lo), min(r.mos + q, hi))) and r.coverage == 0.9
+        assert lo <= r.mos_low <= r.mos_high <= hi
+        assert (r.mos + q > hi or r.mos - q < lo) == ("clipped to the training labels' range" in (r.interval_note or ""))
     assert results[5].mos is None and results[5].interval is None
     with pytest.raises(ConfigError, match="coverage"):
         Scorer(result.checkpoint, coverage=90)

@@ -252,6 +252,25 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_main_score(refere
     assert m["main_score"] == pytest.approx(hist["val_main_score"], abs=1e-6)
 
 
+def test_a_negative_correlation_is_never_the_best_epoch(tmp_path, monkeypatch) -> None:
+    """Issue 24 fault 7: the challenge's score takes |SRCC|, so an epoch with SRCC -0.36 (main score 0.36 with PLCC
+    0.36 after the fitted curve) was chosen over one with SRCC 0.30. The choice is made on the signed score."""
+    import thqa.train as train_mod
+
+    scripted = iter([(0.10, 0.12), (-0.36, 0.36), (0.30, 0.31)])
+
+    def fake_evaluate(pred, mos, *, fit="poly3"):
+        s, p = next(scripted)
+        return {"srcc": s, "plcc": p, "krcc": s, "rmse": 1.0, "main_score": (abs(s) + abs(p)) / 2, "n": len(mos)}
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    res = _train(tmp_path / "run", replace(REF_CONFIG, epochs=3))
+    assert res.best_epoch == 3 and res.best_metrics["srcc"] == pytest.approx(0.30)
+    assert res.best_metrics["main_score"] == pytest.approx(0.305)  # the challenge's figure stays for reporting
+    assert [r["val_selection_score"] for r in res.history] == pytest.approx([0.11, -0.36, 0.305])
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors").meta["epoch"] == 3
+
+
 def test_best_epoch_follows_validation_not_training_loss_and_skips_undefined_epochs(tmp_path, monkeypatch) -> None:
     """Scripted validation scores: epoch 1 undefined (MetricError), then 0.3, 0.9, 0.5 -> epoch 3 is the best."""
     import thqa.train as train_mod

@@ -912,6 +912,8 @@ def _train(args) -> int:
         backbone_batch_size=args.backbone_batch_size,
         workers=args.workers,
         progress=not args.quiet,
+        calibrate_by_group=args.groups != "file",
+        calibration_fraction=args.calibration_fraction,
     )
     b = result.best_metrics
     print(
@@ -949,11 +951,13 @@ def _print_calibration(checkpoint) -> None:
     if cal is None:
         return
     n = int(cal["n"])
+    unit = "content groups (one residual each: videos of one portrait are not independent)" if cal.get("unit") == "group" else "videos"
+    how = "held apart from the epoch choice" if cal.get("held_apart") else "the same ones that chose the epoch"
     ok = [c for c in (0.8, 0.9, 0.95, 0.99) if n >= min_calibration_size(c)]
     if ok:
-        print(f"train: prediction intervals calibrated on {n} validation videos (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
+        print(f"train: prediction intervals calibrated on {n} validation {unit}, {how} (valid up to {100 * ok[-1]:g}% coverage)", file=sys.stderr)
     else:
-        print(f"thqa train: warning: only {n} validation videos: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
+        print(f"thqa train: warning: only {n} validation {unit}: too few for 80% prediction intervals (4 needed, 9 for 90%)", file=sys.stderr)
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -963,6 +967,23 @@ def _metrics_table(metrics: dict) -> str:
     lines += [f"{label:<12}{metrics[key]:>8.4f}" for label, key in rows]
     lines.append(f"{'n':<12}{int(metrics['n']):>8d}")
     return "\n".join(lines) + "\n"
+
+
+def _warn_own_calibration(checkpoint, paths, result: dict) -> None:
+    """Warn when the videos evaluated include the checkpoint's own calibration videos: coverage measured on them
+    says nothing about new videos."""
+    from thqa.checkpoint import load_checkpoint
+    from thqa.conformal import Calibration, calibration_overlap
+
+    cal = load_checkpoint(checkpoint).calibration
+    if cal is None:
+        return
+    n = calibration_overlap(Calibration.from_dict(cal, where=str(checkpoint)), paths)
+    if n:
+        msg = (f"{n} of the {len(paths)} videos evaluated are the checkpoint's own calibration videos: the measured coverage "
+               "of its prediction intervals on them is not a check (evaluate on videos it has not seen)")
+        result["interval_coverage_warning"] = msg
+        print(f"thqa evaluate: warning: {msg}", file=sys.stderr)
 
 
 def _coverage_table(rows: list[dict] | None) -> str:
@@ -1030,6 +1051,7 @@ def _evaluate(args) -> int:
         pred_arr, mos_arr = ev.predictions, ev.mos
         if ev.coverage is not None:
             result["interval_coverage"] = ev.coverage
+            _warn_own_calibration(args.checkpoint, ev.paths, result)
         if args.output:
             import csv as _csv
 
@@ -1067,7 +1089,7 @@ def _print_left_out(res) -> None:
             if m[key]["n"]:
                 parts.append(f"{m[key]['n']} {what}, e.g. {', '.join(m[key]['examples'])}")
         print(f"thqa compare: {'; '.join(parts)}", file=sys.stderr)
-    for key, what in (("no_group", "no group"), ("no_source", "no source key")):
+    for key, what in (("no_group", "no group"), ("no_source", "no source key"), ("no_cluster", "no cluster")):
         if key in res.left_out:
             d = res.left_out[key]
             print(f"thqa compare: {d['n']} video(s) with {what} left out, e.g. {', '.join(d['examples'])}", file=sys.stderr)
@@ -1091,6 +1113,8 @@ def _compare(args) -> int:
         ci=args.ci,
         seed=args.seed,
         n_perm=args.n_perm,
+        cluster_pattern=args.cluster_pattern,
+        cluster_fn=_source_fn(args.cluster),
     )
     _print_left_out(res)
     as_json = args.json or (args.output is not None and args.output.lower().endswith(".json"))
@@ -1110,8 +1134,9 @@ def _add_compare_parser(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="rank groups of videos (generators) by their scores, with confidence intervals and significance tests",
-        description="Rank groups of videos (e.g. generators) by mean score with bootstrap confidence intervals, test every "
-        "pair (permutation tests, Holm-corrected), and with labels measure how well the predictions rank the groups.",
+        description="Rank groups of videos (e.g. generators) by mean score (with a source key: least-squares means of "
+        "generator + source) with bootstrap confidence intervals, test every pair (sign-flip tests when paired by source, "
+        "bootstrap-t otherwise; Holm-corrected), and with labels measure how well the predictions rank the groups.",
     )
     p.add_argument("--predictions", required=True, metavar="P", help="predictions: name,score rows (the challenge's format), or a thqa score CSV/JSON")
     p.add_argument("--labels", metavar="L", help="people's scores: Video,Score CSV or a manifest (path,mos,...)")
@@ -1126,6 +1151,13 @@ def _add_compare_parser(sub) -> None:
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
         "thqa-ntire-portrait = the portrait group that thqa train splits by (coarser)",
     )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--cluster", choices=["thqa-ntire-portrait"],
+        help="the cluster the sources are nested in: resample clusters, then sources within them, and test on clusters "
+        "(thqa-ntire-portrait: the portrait; use it when the verdicts should carry over to new faces)",
+    )
+    g.add_argument("--cluster-pattern", metavar="RE", help="regular expression for the cluster key (first capture group), e.g. the portrait")
     p.add_argument("--n-boot", type=_int_in(100, MAX_RESAMPLES), default=2000, help=f"bootstrap resamples (default 2000; 100 to {MAX_RESAMPLES:,})")
     p.add_argument("--n-perm", type=_int_in(100, MAX_RESAMPLES), default=None, help="random permutations per test (default: enough for Holm's threshold over all pairs)")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95); pairs are significant when Holm's p < 1 - CI")
@@ -1270,7 +1302,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
     p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
     g.add_argument("--val-fraction", type=_float_in(0, 1, open_low=True, open_high=True), default=None, help="hold out this fraction of content groups (default 0.2)")
-    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column")
+    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column; prediction intervals are calibrated one residual per validation group (file: per video)")
+    p.add_argument(
+        "--calibration-fraction", type=_float_in(0, 1, open_high=True), default=0.0, metavar="F",
+        help="hold this fraction of the validation groups apart from the epoch choice and calibrate the prediction intervals on them "
+        "(used when that is at least 9 groups; the checkpoint records which; default 0: the whole validation set does both)",
+    )
     _add_recipe_args(p, training=True)
     _add_weights_args(p, batch_size=False)
     p.set_defaults(func=_train, seed=None)  # --seed: the recipe's (3407) unless given

@@ -63,6 +63,8 @@ def train_run(
     progress: bool = True,
     backbones: Backbones | None = None,
     recipe: "str | Recipe | Plan | None" = None,
+    calibrate_by_group: bool = False,
+    calibration_fraction: float = 0.0,
 ) -> tuple[TrainResult, ExtractSummary]:
     """Extract whatever is missing from the cache, then train (see :func:`thqa.train.train`). ``precision``: of the
     backbones that extract (see :class:`~thqa.pipeline.Backbones`).
@@ -71,6 +73,8 @@ def train_run(
     :func:`thqa.recipes.resolve` (a recipe with options on top: ``resolve("winner", epochs=10)``); it gives the
     training config, the extraction settings and the backbones' precision, so ``config`` and ``settings`` must then
     be None. Samples whose extraction fails are left out of training and reported in the returned summary.
+    ``calibrate_by_group``: calibrate the prediction intervals one residual per validation content group (the
+    samples' ``group``: portraits); ``calibration_fraction``: see :func:`thqa.train.train`.
 
     Raises:
         ConfigError: ``recipe`` with ``config`` or ``settings``; given ``backbones`` of another precision than the recipe's.
@@ -113,6 +117,8 @@ def train_run(
         config=cfg,
         spatial_net=spatial_net,
         device=str(bb.device),
+        val_groups=[s.group for s in va] if calibrate_by_group else None,
+        calibration_fraction=calibration_fraction,
     )
     return result, summary
 

@@ -6,7 +6,9 @@
   frames (random 224 crops of the short-side-520 frame when training, the centre crop when validating), as the
   method does; SlowFast stays frozen (its features come from the cache).
 
-The best checkpoint is chosen by the validation main score (never by the training loss); every checkpoint also keeps
+The best checkpoint is chosen by the signed validation score (:func:`selection_score`: never the training loss, and
+never an epoch whose predictions rank the videos backwards; the challenge's main score, which takes |SRCC| and
+|PLCC|, stays for reporting); every checkpoint also keeps
 its epoch's validation residuals, from which ``thqa score`` makes prediction intervals (:mod:`thqa.conformal`).
 A run directory holds
 ``best.safetensors``, ``last.safetensors``, ``resume.pt`` (optimizer state, epoch: a killed run resumes), ``config.json``
@@ -41,7 +43,7 @@ from thqa.metrics import evaluate
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
 
-__all__ = ["TrainConfig", "TrainResult", "train", "LOSSES", "loss_fn", "FeatureTable", "load_table", "predict_table"]
+__all__ = ["TrainConfig", "TrainResult", "train", "LOSSES", "loss_fn", "FeatureTable", "load_table", "predict_table", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +218,82 @@ def predict_table(model: FusionModel, table: FeatureTable, settings: ExtractionS
 
 
 # -- the loop ------------------------------------------------------------------------------------------------------
-def _calibration(pred: np.ndarray, mos: np.ndarray) -> dict | None:
-    """The epoch's validation residuals for prediction intervals (thqa.conformal); None if a prediction is not finite."""
+def selection_score(m: dict) -> float:
+    """What chooses the best epoch: ``(SRCC + PLCC) / 2`` with their signs when SRCC > 0, else SRCC itself (<= 0).
+
+    The challenge's ``main_score`` takes ``|SRCC|`` and ``|PLCC|``, so an epoch whose predictions rank the videos
+    backwards (SRCC -0.36) scored as well as one ranking them right; a fitted curve can also make PLCC positive for a
+    negative SRCC. Here any epoch with a positive SRCC beats every epoch without one. NaN when undefined."""
+    srcc, plcc = float(m["srcc"]), float(m["plcc"])
+    if not (math.isfinite(srcc) and math.isfinite(plcc)):
+        return math.nan
+    return (srcc + plcc) / 2.0 if srcc > 0 else srcc
+
+
+#: ``calibration_fraction`` is used only when the part held apart has this many units (videos or groups): the rank
+#: rule needs 9 for a 90% interval; fewer and the whole validation set both chooses the epoch and calibrates
+MIN_HELD_APART = 9
+
+
+@dataclass(frozen=True)
+class _ValSplit:
+    """Which validation rows choose the epoch and which calibrate the prediction intervals."""
+
+    choose: np.ndarray  #: row indices
+    calibrate: np.ndarray
+    held_apart: bool
+    groups: list[str] | None  #: (len(calibrate),) group of each calibration row, or None
+    label_range: tuple[float, float]
+    names: list[str]  #: base names of the calibration rows
+
+
+def _val_split(train_table: FeatureTable, val_table: FeatureTable, val_groups: Sequence[str] | None, fraction: float, seed: int) -> _ValSplit:
+    """Hold ``fraction`` of the validation groups (videos without groups) apart from the epoch choice for
+    calibration, when that part is large enough (:data:`MIN_HELD_APART` units, and 5 videos left to choose by)."""
+    n = len(val_table)
+    groups = None if val_groups is None else np.asarray([str(g) for g in val_groups], dtype=object)
+    if groups is not None and groups.size != n:
+        raise ConfigError(f"val_groups has {groups.size} entries for {n} validation samples")
+    lr = (float(min(train_table.mos.min(), val_table.mos.min())), float(max(train_table.mos.max(), val_table.mos.max())))
+    names = [os.path.basename(str(p)) for p in val_table.paths]
+    every = np.arange(n)
+    choose, calib, held = every, every, False
+    if fraction > 0:
+        units = np.unique(groups) if groups is not None else every
+        k = int(round(fraction * units.size))
+        pick = np.random.default_rng(seed).permutation(units.size)[:k]
+        in_calib = np.isin(groups, units[pick]) if groups is not None else np.isin(every, pick)
+        if k >= MIN_HELD_APART and n - in_calib.sum() >= 5:
+            choose, calib, held = every[~in_calib], every[in_calib], True
+        else:
+            log.warning(
+                "--calibration-fraction %g would hold apart %d validation %s (%d needed, and 5 videos left to choose the epoch): "
+                "the whole validation set chooses the epoch and calibrates the intervals", fraction, k,
+                "groups" if groups is not None else "videos", MIN_HELD_APART,
+            )
+    return _ValSplit(choose, calib, held, None if groups is None else list(groups[calib]), lr, [names[i] for i in calib])
+
+
+def _calibration(pred: np.ndarray, mos: np.ndarray, split: _ValSplit) -> dict | None:
+    """The epoch's residuals on the calibration rows for prediction intervals (thqa.conformal); None if a prediction
+    is not finite."""
     from thqa.conformal import calibration_from_predictions
 
+    pred, mos = pred[split.calibrate], mos[split.calibrate]
     if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(mos))):
         log.warning("validation predictions are not all finite: the checkpoint gets no calibration for prediction intervals")
         return None
-    return calibration_from_predictions(pred, mos).to_dict()
+    return calibration_from_predictions(
+        pred, mos, label_range=split.label_range, groups=split.groups, held_apart=split.held_apart, videos=split.names
+    ).to_dict()
+
+
+def _old_selection(best: dict) -> float:
+    """The selection score of a best epoch recorded by a run begun before thqa kept one (resumed runs)."""
+    if "srcc" not in best:
+        return -math.inf
+    sel = selection_score(best)
+    return sel if math.isfinite(sel) else -math.inf
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -294,14 +364,21 @@ def train(
     device: str | torch.device = "cpu",
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    val_groups: Sequence[str] | None = None,
+    calibration_fraction: float = 0.0,
 ) -> TrainResult:
-    """Train the fusion model; returns the best epoch (by validation main score) and its checkpoint.
+    """Train the fusion model; returns the best epoch (by :func:`selection_score` on validation) and its checkpoint.
 
     Args:
         train_table, val_table: features from :func:`load_table` (with frames when fine-tuning).
         settings, backbones: the extraction settings and backbone identities of the features (stored in checkpoints).
         run_dir: the run directory; an existing run with the same config resumes after its last finished epoch.
         spatial_net: ECA + Swin-T to fine-tune (required when ``config.finetune_spatial``).
+        val_groups: (len(val_table),) each validation video's content group (portrait): the prediction intervals
+            are then calibrated one residual per group (:func:`thqa.conformal.calibration_from_predictions`).
+        calibration_fraction: hold this fraction of the validation groups (or videos) apart from the epoch choice
+            and calibrate the intervals on them alone, when that part is large enough (:data:`MIN_HELD_APART`); the
+            checkpoint's calibration records whether it was (``held_apart``) and which videos it used.
 
     Raises:
         ConfigError: bad config, a run directory holding a different config, fewer than 5 validation samples.
@@ -313,6 +390,9 @@ def train(
         raise ConfigError(f"the validation set has {len(val_table)} samples; at least 5 are needed for SRCC/PLCC")
     if len(train_table) < 2:
         raise ConfigError(f"the training set has {len(train_table)} samples; at least 2 are needed")
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise ConfigError(f"calibration_fraction must be in [0, 1), got {calibration_fraction!r}")
+    split = _val_split(train_table, val_table, val_groups, calibration_fraction, cfg.seed)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -328,6 +408,8 @@ def train(
         "n_train": len(train_table),
         "n_val": len(val_table),
     }
+    if calibration_fraction:
+        cfg_doc["calibration_fraction"] = calibration_fraction
     cfg_path = run / "config.json"
     clean_partials(run)  # temp files of a killed earlier run
     if cfg_path.exists():
@@ -349,7 +431,7 @@ def train(
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     history: list[dict] = []
-    best = {"main_score": -math.inf, "epoch": 0}
+    best = {"selection_score": -math.inf, "main_score": -math.inf, "epoch": 0}
     start_epoch = 1
     resume_path = run / "resume.pt"
     if resume and resume_path.exists():
@@ -392,7 +474,7 @@ def train(
         t_train = time.perf_counter() - t0
         pred = predict_table(model, val_table, settings, spatial_net=spatial_net, device=device)
         try:
-            m = evaluate(pred, val_table.mos, fit=cfg.fit)
+            m = evaluate(pred[split.choose], val_table.mos[split.choose], fit=cfg.fit)
         except MetricError as exc:
             log.warning("epoch %d: validation metrics undefined (%s)", epoch, exc)
             m = {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan, "rmse": math.nan, "main_score": math.nan}
@@ -404,16 +486,18 @@ def train(
             "val_krcc": m["krcc"],
             "val_rmse": m["rmse"],
             "val_main_score": m["main_score"],
+            "val_selection_score": selection_score(m),
             "lr": opt.param_groups[0]["lr"],
             "seconds": round(t_train, 3),
         }
         history.append(row)
         spatial_state = {k: v for k, v in spatial_net.state_dict().items()} if spatial_net is not None else None
         meta = {**meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
-        calib = _calibration(pred, val_table.mos)
+        calib = _calibration(pred, val_table.mos, split)
         save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
-        if math.isfinite(m["main_score"]) and m["main_score"] > best["main_score"]:
-            best = {"main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
+        sel = selection_score(m)
+        if math.isfinite(sel) and sel > best.get("selection_score", _old_selection(best)):
+            best = {"selection_score": sel, "main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
             save_checkpoint(run / "best.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
         state = {
             "model": model.state_dict(),
@@ -436,4 +520,6 @@ def train(
             on_epoch(row)
     if not (run / "best.safetensors").exists():
         raise THQAError(f"{run}: no epoch produced defined validation metrics; no best checkpoint was written")
+    if not best.get("srcc", 0.0) > 0:
+        log.warning("no epoch ranked the validation videos the right way round (best SRCC %.3f): the model has not learnt", best.get("srcc", math.nan))
     return TrainResult(int(best["epoch"]), best, run / "best.safetensors", history, run)
