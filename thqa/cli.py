@@ -81,8 +81,12 @@ AUTO_PRECISION = "bf16 autocast on a GPU and on a CPU with bf16 in hardware (AVX
 
 def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
     g = p.add_argument_group("backbone weights and device")
-    g.add_argument("--random-init", action="store_true", help="seeded random backbone weights instead of the pretrained ones (testing)")
-    g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=3407, help="seed of --random-init (default 3407; 0 to 2^32-1)")
+    g.add_argument(
+        "--random-init", action="store_true", default=None,
+        help="seeded random backbone weights instead of the pretrained ones (testing); with --checkpoint not needed: the "
+        "backbones the checkpoint was trained on are used (and said on stderr)",
+    )
+    g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None, help="seed of --random-init (default: the checkpoint's, else 3407; 0 to 2^32-1)")
     g.add_argument("--swin-weights", metavar="FILE", help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)")
     g.add_argument(
         "--slowfast-weights", metavar="FILE", help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)"
@@ -143,11 +147,11 @@ def _coverage_arg(text: str) -> float:
 
 
 def _weights_options(args):
-    from thqa.weights import WeightsOptions
+    from thqa.weights import DEFAULT_SEED, WeightsOptions
 
     return WeightsOptions(
-        random_init=args.random_init,
-        seed=args.seed,
+        random_init=bool(args.random_init),
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
         swin_weights=args.swin_weights,
         slowfast_weights=args.slowfast_weights,
         offline=True if args.offline else None,
@@ -202,6 +206,8 @@ def _score(args) -> int:
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {_provenance(ck)}", file=sys.stderr)
+        if scorer.weights_note:
+            print(f"score: backbones: {_printable(scorer.weights_note)}", file=sys.stderr)
     errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
@@ -255,10 +261,16 @@ def _check_score_output(args, fmt: str, rows):
     from thqa.checkpoint import load_checkpoint
     from thqa.pipeline import precision_for
 
+    from thqa.checkpoint import backbones_made
+
     expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
     if args.precision or not args.checkpoint or Path(args.checkpoint).is_file():  # else the Scorer says it is missing
+        ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+        made = backbones_made(ck) if ck is not None else None
+        if made is not None and args.random_init is None:  # the Scorer follows the checkpoint's record
+            expect["weights"] = "random-init" if made["random_init"] else "pretrained"
         # the precision the Scorer will pick: the one asked for, else the checkpoint's
-        precision = args.precision or (load_checkpoint(args.checkpoint).scoring_precision if args.checkpoint else "auto")
+        precision = args.precision or (ck.scoring_precision if ck is not None else "auto")
         expect["precision"] = precision_for(args.device, precision)
     return read_for_resume(args.output, fmt, rows, expect=expect)
 
@@ -925,12 +937,21 @@ def _evaluate(args) -> int:
             raise_usage("give --predictions P --labels L, or --checkpoint CK MANIFEST --cache-dir DIR")
         from thqa.experiment import evaluate_checkpoint
 
+        from thqa.checkpoint import load_checkpoint, weights_for
+
         m = _read_manifest(args.manifest, args, require_mos=True)
+        # the backbones the checkpoint was trained on, unless the options say otherwise (then they must agree)
+        weights, note = weights_for(
+            load_checkpoint(args.checkpoint), random_init=args.random_init, seed=args.seed, swin_weights=args.swin_weights,
+            slowfast_weights=args.slowfast_weights, offline=True if args.offline else None,
+        )
+        if note and not args.quiet:
+            print(f"evaluate: backbones: {_printable(note)}", file=sys.stderr)
         ev = evaluate_checkpoint(
             args.checkpoint,
             m.samples,
             cache_dir=args.cache_dir,
-            weights=_weights_options(args),
+            weights=weights,
             device=args.device,
             fit=args.fit,
             backbone_batch_size=args.batch_size,
@@ -1062,7 +1083,7 @@ def _demo(args) -> int:
     cfg = DemoConfig(
         out=Path(args.out),
         sources=args.source or (),
-        seed=args.seed,
+        seed=3407 if args.seed is None else args.seed,
         device=args.device,
         random_init=True if args.random_init else None,
         swin_weights=args.swin_weights,
@@ -1252,8 +1273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_SETUP
     debug = _debug_wanted(args)
+    from thqa.hints import cli_hints
+
     try:
-        return int(args.func(args) or 0)
+        with cli_hints():  # messages name options (--random-init), not Python keywords (random_init=True)
+            return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")
     except KeyboardInterrupt:

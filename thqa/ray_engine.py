@@ -415,8 +415,8 @@ def score_with_ray(
     paths: Sequence[str | os.PathLike],
     checkpoint: str | os.PathLike | None = None,
     *,
-    random_init: bool = False,
-    seed: int = 3407,
+    random_init: bool | None = None,
+    seed: int | None = None,
     swin_weights: str | None = None,
     slowfast_weights: str | None = None,
     offline: bool | None = None,
@@ -443,6 +443,14 @@ def score_with_ray(
 
         raise CheckpointError(NO_MODEL_MESSAGE)
     ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if ck is not None:  # the backbones the checkpoint records, as the local Scorer (an explicit mismatch raises here)
+        from thqa.checkpoint import weights_for
+
+        w, _ = weights_for(ck, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline)
+        random_init, seed = w.random_init, w.seed
+    from thqa.weights import DEFAULT_SEED
+
+    random_init, seed = bool(random_init), DEFAULT_SEED if seed is None else seed
     calibration, interval_note = calibration_of(ck)
     recipe = None
     if ck is not None:

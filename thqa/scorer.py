@@ -10,11 +10,11 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
+from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint, weights_for
 from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
-from thqa.weights import WeightsOptions, build_spatial, state_digest
+from thqa.weights import DEFAULT_SEED, WeightsOptions, build_spatial, state_digest
 
 __all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE"]
 
@@ -101,8 +101,11 @@ class Scorer:
     Args:
         checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``. None requires ``random_init=True``.
         device: "auto", "cpu", "cuda", "cuda:1", ...
-        random_init: build the backbones with seeded random weights instead of the pretrained ones (testing).
-        seed: the seed of random initialisation.
+        random_init: build the backbones with seeded random weights instead of the pretrained ones (testing). With a
+            checkpoint, None (the default) uses the backbones it records it was trained on (random-init with its
+            seed, or the pretrained weights, whose digests are checked) and logs so; an explicit value that
+            disagrees with the record raises :class:`~thqa.errors.CheckpointMismatchError` naming both.
+        seed: the seed of random initialisation (default: the checkpoint's, else 3407).
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
@@ -128,8 +131,8 @@ class Scorer:
         checkpoint: str | os.PathLike | None = None,
         *,
         device: str = "auto",
-        random_init: bool = False,
-        seed: int = 3407,
+        random_init: bool | None = None,
+        seed: int | None = None,
         swin_weights: str | None = None,
         slowfast_weights: str | None = None,
         offline: bool | None = None,
@@ -144,13 +147,16 @@ class Scorer:
         from thqa.conformal import check_coverage
 
         self.coverage = check_coverage(coverage)
-        self.weights = WeightsOptions(
-            random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
-        )
         self.checkpoint: Checkpoint | None = None
+        #: how the backbones are made, when the checkpoint's record decided it ("random-init backbones (seed 3407), as ...")
+        self.weights_note: str | None = None
         if checkpoint is None:
             if not random_init:
                 raise CheckpointError(NO_MODEL_MESSAGE)
+            seed = DEFAULT_SEED if seed is None else seed
+            self.weights = WeightsOptions(
+                random_init=True, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
+            )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = FusionModel(FusionConfig())
@@ -158,6 +164,12 @@ class Scorer:
             branches = model.config.branches
         else:
             self.checkpoint = load_checkpoint(checkpoint)
+            # the backbones it was trained on unless told otherwise; an explicit disagreement is an error naming both
+            self.weights, self.weights_note = weights_for(
+                self.checkpoint, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
+            )
+            if self.weights_note:
+                log.info("backbones: %s", self.weights_note)
             model = self.checkpoint.model
             self.settings = self.checkpoint.settings
             branches = model.config.branches
@@ -175,7 +187,7 @@ class Scorer:
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
-            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=seed))
+            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=self.weights.seed))
             try:
                 spatial.load_state_dict(self.checkpoint.spatial_state, strict=True)
             except RuntimeError as exc:
