@@ -21,6 +21,10 @@ _FORMS = {
     "seed": "--seed",
     "swin_weights": "--swin-weights",
     "slowfast_weights": "--slowfast-weights",
+    "n_clips": "--clips",
+    "cqt_kind": "--cqt",
+    "sample_rate": "--audio-rate",
+    "frames=False": "--no-frames",
 }
 
 
