@@ -106,3 +106,85 @@ def test_cli_score_follows_the_checkpoint_and_says_so(random_init_ck, backbones,
     rc = cli.main(["score", "--checkpoint", str(random_init_ck), "--random-init", "--seed", "7", str(good_video)])
     err = capsys.readouterr().err
     assert rc == 2 and "seed 3407" in err and "--seed 7" in err
+
+
+# -- 2. the demo's files chain; extract says why it does not reuse -------------------------------------------------------
+def test_extract_says_which_setting_keeps_cached_features_from_being_reused(tmp_path, backbones, small_settings, good_video):
+    import dataclasses
+
+    from thqa.cache import FeatureCache, file_digest
+    from thqa.extract import extract_to_cache, reuse_hints
+    from thqa.hints import cli_hints
+    from thqa.pipeline import FeatureExtractor
+
+    cache = FeatureCache(tmp_path / "cache")
+    s = extract_to_cache([good_video], cache, FeatureExtractor(small_settings, backbones=backbones, workers=0), frames=False)
+    assert s.done == 1 and s.elsewhere == {}
+    digest = {file_digest(good_video)}
+    infos = backbones.infos
+    hints = reuse_hints(cache, digest, small_settings, infos, frames=True)
+    assert hints == {"stored without first frames, which only fine-tuning needs (pass frames=False)": 1}
+    with cli_hints():
+        assert list(reuse_hints(cache, digest, small_settings, infos, frames=True)) == [
+            "stored without first frames, which only fine-tuning needs (pass --no-frames)"
+        ]
+        (why,) = reuse_hints(cache, digest, dataclasses.replace(small_settings, n_clips=6), infos, frames=False)
+        assert why == "n_clips 2 (pass --clips 2)"
+        pretrained = {k: {**v, "source": "file", "sha256": "c" * 64, "seed": None} for k, v in infos.items()}
+        (why,) = reuse_hints(cache, digest, small_settings, pretrained, frames=False)
+        assert why == "made with random-init backbones (seed 3407): --random-init --seed 3407"
+    assert reuse_hints(cache, digest, small_settings, infos, frames=False) == {}  # reusable as it is: nothing to say
+
+
+# -- 3. compare on genA/x.mp4, genB/x.mp4 ------------------------------------------------------------------------------
+def _two_generators(tmp_path: Path) -> tuple[Path, Path]:
+    """Predictions (absolute paths, as `thqa score genA/*.mp4 genB/*.mp4` writes them from another folder) and a
+    manifest (paths relative to its folder) of 12 inputs rendered by two generators: genB is 0.3 better on every
+    input, the inputs differ by far more than that (so the groups' intervals overlap; the paired difference is clear)."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(3.0, 0.8, 12)
+    root = tmp_path / "renders"
+    preds, labels = io.StringIO(), io.StringIO()
+    wp, wl = csv.writer(preds), csv.writer(labels)
+    wp.writerow(["path", "mos", "error"])
+    wl.writerow(["path", "mos"])
+    for gen, shift in (("genA", 0.0), ("genB", 0.3)):
+        for i, b in enumerate(base):
+            wp.writerow([f"{root}/{gen}/x{i:02d}.mp4", f"{b + shift + rng.normal(0, 0.02):.4f}", ""])
+            wl.writerow([f"{gen}/x{i:02d}.mp4", f"{b + shift + rng.normal(0, 0.05):.4f}"])
+    (tmp_path / "scores.csv").write_text(preds.getvalue())
+    root.mkdir()
+    (root / "labels.csv").write_text(labels.getvalue())
+    return tmp_path / "scores.csv", root / "labels.csv"
+
+
+def test_compare_takes_the_natural_layout(tmp_path, capsys):
+    pred, lab = _two_generators(tmp_path)
+    png = tmp_path / "cmp.png"
+    rc = cli.main(["compare", "--predictions", str(pred), "--labels", str(lab), "--group-from", "parent", "--n-boot", "300", "--json", "--plot", str(png)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["matching"]["n_matched"] == 24 and doc["n"] == 24
+    assert {g["group"] for g in doc["groups"]} == {"genA", "genB"}
+    (pair,) = doc["pairs"]
+    assert pair["paired"] and pair["n_paired"] == 12 and pair["significant"]
+    assert abs(pair["diff"]) == pytest.approx(0.3, abs=0.03)
+    assert any("base name" in n for n in doc["notes"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same files, scored against the labels: matched by path too
+    rc = cli.main(["evaluate", "--predictions", str(pred), "--labels", str(lab), "--json", "--fit", "none"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out)["n"] == 24
+
+
+def test_matching_by_path_ending_and_base_names_as_before():
+    from thqa.metrics import match_predictions, unique_tails
+
+    assert unique_tails(["/a/genA/x.mp4", "/a/genB/x.mp4"]) == ({"/a/genA/x.mp4": "genA/x.mp4", "/a/genB/x.mp4": "genB/x.mp4"}, 2)
+    names, p, m, rep = match_predictions({"/d/genA/x.mp4": 1.0, "/d/genB/x.mp4": 2.0, "/d/genB/y.mp4": 3.0}, {"genB/x.mp4": 5.0, "genA/x.mp4": 4.0})
+    assert names == ["genB/x.mp4", "genA/x.mp4"] and p.tolist() == [2.0, 1.0] and m.tolist() == [5.0, 4.0]
+    assert rep.unmatched_predictions == ["genB/y.mp4"]
+    names, *_ = match_predictions({"/d/a.mp4": 1.0, "/e/b.mp4": 2.0}, {"a.mp4": 1.0, "b.mp4": 2.0})
+    assert names == ["a.mp4", "b.mp4"]  # unique base names: matched by base name, as always
