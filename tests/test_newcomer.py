@@ -188,3 +188,19 @@ def test_matching_by_path_ending_and_base_names_as_before():
     assert rep.unmatched_predictions == ["genB/y.mp4"]
     names, *_ = match_predictions({"/d/a.mp4": 1.0, "/e/b.mp4": 2.0}, {"a.mp4": 1.0, "b.mp4": 2.0})
     assert names == ["a.mp4", "b.mp4"]  # unique base names: matched by base name, as always
+
+
+# -- 4. the in_sync verdict ------------------------------------------------------------------------------------------
+def test_in_sync_window_follows_bt1359_in_thqas_sign():
+    """offset_ms > 0: the sound later than the lips. BT.1359 detects sound 45 ms ahead or 125 ms behind."""
+    from thqa.sync import IN_SYNC_WINDOW_MS, SyncSettings, in_sync
+
+    assert IN_SYNC_WINDOW_MS == (45.0, 125.0)
+    assert [in_sync(x) for x in (-46.0, -45.0, 0.0, 100.0, 125.0, 126.0)] == [False, True, True, True, True, False]
+    assert in_sync(None) is None
+    assert in_sync(150.0, (90.0, 185.0)) is True and in_sync(-100.0, (90.0, 185.0)) is False
+    with pytest.raises(ValueError, match="in_sync_window_ms"):
+        SyncSettings(in_sync_window_ms=(-1.0, 100.0)).validate()
+    with pytest.raises(SystemExit):
+        cli.main(["sync", "--sync-window", "45", "x.mp4"])
+

@@ -211,7 +211,7 @@ def _score(args) -> int:
     errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
-        it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync) if explain else scorer.iter_score(files)
+        it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync, sync_window_ms=args.sync_window) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
             out.add(_printable_result(r))
             notes.append(r)
@@ -371,7 +371,31 @@ def _output_format(output: str | None, fmt: str | None) -> str:
     return "csv"
 
 
-_SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
+_SYNC_KEYS = ("av_offset_ms", "av_in_sync", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
+
+
+def _bool_cell(value: bool | None) -> str:
+    """true / false, or empty for None (the in_sync columns)."""
+    return "" if value is None else str(bool(value)).lower()
+
+
+def _sync_window_arg(text: str) -> tuple[float, float]:
+    """--sync-window LEAD,LAG: ms the sound may come before and after the lips (two numbers from 0 to 10000)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        w = tuple(float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers of ms like 45,125, got {text[:40]!r}") from None
+    if len(w) != 2 or not all(math.isfinite(x) and 0 <= x <= 10000 for x in w):
+        raise argparse.ArgumentTypeError(f"expected two numbers of ms from 0 to 10000 like 45,125 (LEAD,LAG), got {text[:40]!r}")
+    return w
+
+
+_sync_window_arg.__name__ = "LEAD,LAG"
+SYNC_WINDOW_HELP = (
+    "in_sync when the sound is at most LEAD ms before and LAG ms after the lips (default 45,125: ITU-R BT.1359's threshold "
+    "of detectability; its acceptability threshold is 90,185)"
+)
 
 
 def _csv_cell(value) -> str:
@@ -420,7 +444,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "" if r.mos_low is None else f"{r.mos_low:.6f}",
                 "" if r.mos_high is None else f"{r.mos_high:.6f}",
                 r.precision,
-                *(_csv_cell(getattr(r, k)) for k in extras),
+                *(_bool_cell(getattr(r, k)) if k == "av_in_sync" else _csv_cell(getattr(r, k)) for k in extras),
             ]
         )
     return buf.getvalue()
@@ -446,10 +470,10 @@ def _plot_syncs(folder: str, results) -> None:
 
 
 def _sync(args) -> int:
-    from thqa.sync import SyncResult, SyncSettings, estimate_av_offset
+    from thqa.sync import IN_SYNC_WINDOW_MS, SyncResult, SyncSettings, estimate_av_offset
 
     try:
-        settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator).validate()
+        settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator, in_sync_window_ms=args.sync_window or IN_SYNC_WINDOW_MS).validate()
     except THQAError as exc:
         raise_usage(str(exc))
     if args.plot:
@@ -476,11 +500,11 @@ def _sync(args) -> int:
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "offset_ms", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "note", "error"])
+        w.writerow(["path", "offset_ms", "in_sync", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "note", "error"])
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [r.path, _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.note or "", r.error or ""]
+                [r.path, _csv_cell(r.offset_ms), _bool_cell(r.in_sync), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, r.note or "", r.error or ""]
             )
         text = buf.getvalue()
     if args.plot:
@@ -732,6 +756,10 @@ def _extract(args) -> int:
             f"extract: {sum(summary.stale.values())} file(s) extracted again: the cache held entries that another version of the "
             f"extraction made ({why}); `thqa cache prune --cache-dir {args.cache_dir}` removes them"
         )
+    if summary.elsewhere:
+        why = "; and ".join(f"{reason} ({n})" for reason, n in sorted(summary.elsewhere.items(), key=lambda kv: -kv[1]))
+        print(f"extract: the cache held features of {sum(summary.elsewhere.values())} extracted file(s) under other settings, "
+              f"so they were extracted again: {why}")
     if args.summary_json:
         _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": infos}, indent=2) + "\n")
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
@@ -924,8 +952,8 @@ def _evaluate(args) -> int:
     if args.predictions:
         if not args.labels:
             raise_usage("--predictions needs --labels")
-        preds = M.read_predictions(args.predictions)
-        labels = M.read_labels(args.labels)
+        preds = M.read_predictions(args.predictions, by_path=True)  # genA/x.mp4 and genB/x.mp4 stay apart
+        labels = M.read_labels(args.labels, by_path=True)
         names, p, mos, report = M.match_predictions(preds, labels)
         if report.unmatched_predictions or report.unmatched_labels:
             print(f"thqa evaluate: {report.summary()}", file=sys.stderr)
@@ -1021,9 +1049,11 @@ def _compare(args) -> int:
         args.labels,
         group_pattern=args.group_pattern,
         group_column=args.group_column,
+        group_from=args.group_from,
         source_pattern=args.source_pattern,
         source_column=args.source_column,
         source_fn=_source_fn(args.source_key),
+        source_from=args.source_from,
         n_boot=args.n_boot,
         ci=args.ci,
         seed=args.seed,
@@ -1055,9 +1085,15 @@ def _add_compare_parser(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--group-pattern", metavar="RE", help="regular expression searched in each file name; its first capture group is the group (e.g. '_([^_]+)\\.mp4$': the last _ field)")
     g.add_argument("--group-column", metavar="COL", help="a column of the prediction or label file that names each video's group")
+    g.add_argument(
+        "--group-from", choices=["parent"],
+        help="parent: the folder each file is in (genA/x.mp4 -> genA); files of one name in several folders are then "
+        "matched by path, and their base name is the source unless a source option says otherwise",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--source-pattern", metavar="RE", help="regular expression for the source key (first capture group): resample by source, pair groups that share sources")
     g.add_argument("--source-column", metavar="COL", help="a column that names each video's source")
+    g.add_argument("--source-from", choices=["name"], help="name: the file's base name (x.mp4 in genA/ and genB/: one input, two renders)")
     g.add_argument(
         "--source-key", choices=["thqa-ntire", "thqa-ntire-portrait"],
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
@@ -1069,7 +1105,7 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
-    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
+    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them) and each pair's difference with its CI")
     p.set_defaults(func=_compare)
 
 
@@ -1142,7 +1178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
     p.add_argument("--timeline", action="store_true", help="also score every second (sliding windows of the model's clip count): a 'timeline' per file; costs about n/6 times a plain score for an n-second file")
     p.add_argument("--plot", metavar="DIR", help="with --timeline: write DIR/<file>.timeline.png per file (scores per second, sampled clips, MOS, lip sync with --sync)")
-    p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips) and av_sync_confidence (see `thqa sync`)")
+    p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips), av_in_sync (true/false, empty without an offset) and av_sync_confidence (see `thqa sync`)")
+    p.add_argument("--sync-window", type=_sync_window_arg, default=None, metavar="LEAD,LAG", help="with --sync: " + SYNC_WINDOW_HELP)
     p.add_argument(
         "--resume", action="store_true",
         help="keep the rows --output already holds (from a run that was stopped) and score only the files without one",
@@ -1161,6 +1198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
+    p.add_argument("--sync-window", type=_sync_window_arg, default=None, metavar="LEAD,LAG", help=SYNC_WINDOW_HELP)
     p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
     p.add_argument(
         "--locator",

@@ -44,6 +44,9 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
     av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
+    #: the offset lies within the in-sync window (ITU-R BT.1359's detectability, :data:`thqa.sync.IN_SYNC_WINDOW_MS`);
+    #: None when no offset was measured
+    av_in_sync: bool | None = None
     av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
     av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
     av_sync_reliable: bool | None = None  #: False: the offset is weak or ambiguous, a guess (the reason is in ``warnings``)
@@ -265,31 +268,36 @@ class Scorer:
             mos, clips = self.score_features([item.features])[0]
             yield self._result(item.features, mos, clips)
 
-    def explain(self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False) -> ScoreResult:
+    def explain(
+        self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False, sync_window_ms: tuple[float, float] | None = None
+    ) -> ScoreResult:
         """Score one file and say where and why: ``timeline`` adds a score per second (every second is read: see
-        :mod:`thqa.timeline`), ``sync`` the audio/video offset (:func:`thqa.sync.estimate_av_offset`). The MOS stays
-        the method's MOS.
+        :mod:`thqa.timeline`), ``sync`` the audio/video offset (:func:`thqa.sync.estimate_av_offset`) and whether it
+        lies within ``sync_window_ms`` = (lead, lag) ms (default :data:`thqa.sync.IN_SYNC_WINDOW_MS`: ITU-R BT.1359's
+        45 ms sound ahead, 125 ms behind). The MOS stays the method's MOS.
 
         Raises:
             THQAError subclasses naming the file and the reason (missing, empty, not a video, undecodable).
         """
-        res = self._explain(path, timeline=timeline, sync=sync)
+        res = self._explain(path, timeline=timeline, sync=sync, sync_window_ms=sync_window_ms)
         if res.error:
             raise THQAError(res.error)
         return res
 
-    def iter_explain(self, paths: Iterable[str | os.PathLike], *, timeline: bool = True, sync: bool = False) -> Iterator[ScoreResult]:
+    def iter_explain(
+        self, paths: Iterable[str | os.PathLike], *, timeline: bool = True, sync: bool = False, sync_window_ms: tuple[float, float] | None = None
+    ) -> Iterator[ScoreResult]:
         """:meth:`explain` for many files, in order; a bad file gives an error result and the batch goes on."""
         for p in paths:
             try:
-                yield self._explain(p, timeline=timeline, sync=sync)
+                yield self._explain(p, timeline=timeline, sync=sync, sync_window_ms=sync_window_ms)
             except THQAError as exc:
                 yield self._error(str(p), type(exc).__name__, str(exc))
             except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
                 log.debug("unexpected error explaining %s", p, exc_info=True)
                 yield self._error(str(p), type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
 
-    def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool) -> ScoreResult:
+    def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool, sync_window_ms: tuple[float, float] | None = None) -> ScoreResult:
         if timeline:
             from thqa.timeline import second_features, timeline_scores
 
@@ -304,7 +312,7 @@ class Scorer:
         else:
             res = next(self.iter_score([path]))
         if sync and res.ok:
-            add_sync(res, path)
+            add_sync(res, path, sync_window_ms)
         return res
 
     def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
@@ -312,18 +320,19 @@ class Scorer:
         return list(self.iter_score(paths))
 
 
-def add_sync(res: ScoreResult, path: str | os.PathLike) -> ScoreResult:
+def add_sync(res: ScoreResult, path: str | os.PathLike, window_ms: tuple[float, float] | None = None) -> ScoreResult:
     """Fill ``res``'s av_* fields from :func:`thqa.sync.estimate_av_offset` (an unmeasurable offset is said in
     ``av_sync_error`` and ``warnings``, an unreliable one in ``av_sync_reliable`` and ``warnings``; the score
-    stands)."""
-    from thqa.sync import estimate_av_offset
+    stands). ``window_ms``: (lead, lag) of ``av_in_sync`` (default :data:`thqa.sync.IN_SYNC_WINDOW_MS`)."""
+    from thqa.sync import SyncSettings, estimate_av_offset
 
     try:
-        s = estimate_av_offset(path)
+        s = estimate_av_offset(path, SyncSettings(in_sync_window_ms=tuple(window_ms)) if window_ms is not None else None)
     except THQAError as exc:
         res.av_sync_error = str(exc)
     else:
         res.av_offset_ms, res.av_sync_confidence, res.av_sync_error = s.offset_ms, s.confidence, s.error
+        res.av_in_sync = s.in_sync
         res.av_sync_reliable, res.av_sync_agreement = s.reliable, s.agreement_per_second or None
         if s.note:
             res.warnings.append(f"{path}: lip sync offset unreliable: {s.note}")
