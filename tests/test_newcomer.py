@@ -204,3 +204,55 @@ def test_in_sync_window_follows_bt1359_in_thqas_sign():
     with pytest.raises(SystemExit):
         cli.main(["sync", "--sync-window", "45", "x.mp4"])
 
+
+
+# -- 5. the extractors alone ---------------------------------------------------------------------------------------------
+def test_audio_features_refuses_anything_but_one_clip(good_video_2s):
+    from thqa.errors import ConfigError
+    from thqa.features.audio import audio_features, clip_samples
+
+    assert clip_samples() == 32000
+    eight_seconds = np.zeros(8 * 22050, np.float32)
+    with pytest.raises(ConfigError, match=r"one clip's buffer: 32000 mono samples.*got an array of shape \(176400,\) \(11\.03 s at 16000 Hz\).*audio_features_per_second"):
+        audio_features(eight_seconds)
+    with pytest.raises(ConfigError, match="librosa.load"):
+        audio_features((eight_seconds, 22050))
+    with pytest.raises(ConfigError, match="shape"):
+        audio_features(np.zeros((2, 32000), np.float32))
+    assert audio_features(np.zeros(32000, np.float32)).shape == (4, 128, 32)
+
+
+def test_audio_features_per_second_of_a_file_are_the_pipelines(good_video_2s, tmp_path):
+    """Oracle: second k of the whole-file entry is the pipeline's audio maps of the clip that starts at k s."""
+    import soundfile as sf
+
+    from thqa.features.audio import audio_features_per_second
+    from thqa.pipeline import ExtractionSettings, prepare
+
+    per_second = audio_features_per_second(good_video_2s)
+    assert per_second.shape == (2, 4, 128, 32) and per_second.dtype == np.float32
+    prepared = prepare(good_video_2s, ExtractionSettings(n_clips=2, clip_frames=8, frame_size=64))
+    assert prepared.seconds == [0, 1]
+    np.testing.assert_array_equal(per_second[prepared.seconds], prepared.audio)
+    # an array with its rate (a wav read by any library): every whole second, resampled to 16 kHz
+    rng = np.random.default_rng(0)
+    y = (0.1 * rng.standard_normal((2, int(3.5 * 22050)))).astype(np.float32)
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, y.T, 22050)
+    assert audio_features_per_second(y, sample_rate=22050).shape == (3, 4, 128, 32)
+    assert audio_features_per_second((y, 22050)).shape == (3, 4, 128, 32)  # librosa.load's pair
+    assert audio_features_per_second(wav).shape == (3, 4, 128, 32)
+
+
+def test_spatial_and_temporal_extractors_alone(backbones, small_settings, good_video_2s):
+    """frame_features / clip_features: the backbones on pictures and on the clips thqa.io decodes."""
+    from thqa.features.spatial import frame_features
+    from thqa.features.temporal import clip_features
+    from thqa.io import read_clips
+
+    pictures = np.random.default_rng(0).integers(0, 256, (1, 120, 90, 3), dtype=np.uint8)
+    f = frame_features(backbones.spatial, pictures)
+    assert f.shape == (1, 768) and f.dtype == np.float32 and np.isfinite(f).all()
+    clips = read_clips(good_video_2s, [0, 1], n_frames=8, frame_size=64).clips
+    t = clip_features(backbones.temporal, np.stack([c.frames for c in clips]))
+    assert t.shape == (2, 2304) and np.isfinite(t).all() and not np.array_equal(t[0], t[1])
