@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,75 @@ def test_spatial_and_temporal_extractors_alone(backbones, small_settings, good_v
     clips = read_clips(good_video_2s, [0, 1], n_frames=8, frame_size=64).clips
     t = clip_features(backbones.temporal, np.stack([c.frames for c in clips]))
     assert t.shape == (2, 2304) and np.isfinite(t).all() and not np.array_equal(t[0], t[1])
+
+
+# -- 7. the small things ---------------------------------------------------------------------------------------------------
+def test_every_command_describes_itself_and_its_options():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert p.description, name
+        helps = {a.dest: a.help for a in p._actions}
+        for dest in ("cache_dir", "checkpoint", "files"):
+            if dest in helps:
+                assert helps[dest], (name, dest)
+    score, train, evaluate = (sub.choices[n].format_help() for n in ("score", "train", "evaluate"))
+    assert "clips (not videos) per backbone forward pass" in score
+    assert "videos (not clips) per training step" in " ".join(train.split())
+    assert "the backbones it records are used" in " ".join(evaluate.split())
+
+
+def test_repeated_warnings_are_said_once_at_the_end(capsys):
+    import sys
+    from types import SimpleNamespace
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("thqa: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with cli._warnings_at_the_end():
+            for i in range(15):
+                logging.getLogger("thqa.pipeline").warning("f%d.mp4: audio %.1f s shorter than the video", i, 0.5 + i)
+            logging.getLogger("thqa.io").warning("something else")
+            print("progress", file=sys.stderr)
+    finally:
+        root.removeHandler(handler)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["progress", "thqa: WARNING: f0.mp4: audio 0.5 s shorter than the video (and 14 more like it)", "thqa: WARNING: something else"]
+    note = "the prediction {:.3f} lies outside the validation predictions' range [2.000, 3.000]: this video may be unlike the validation videos"
+    results = [SimpleNamespace(path=f"/v/{i}.mp4", mos=3.5 + i, interval_note=note.format(3.5 + i)) for i in range(15)]
+    results += [SimpleNamespace(path=f"/v/ok{i}.mp4", mos=2.5, interval_note=None) for i in range(9)]
+    cli._print_interval_notes(results)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("thqa score: 15 of 24 files: e.g. /v/0.mp4: the prediction 3.500 lies outside") and "(also 1.mp4, 2.mp4, 3.mp4, ...)" in line
+
+
+def test_ray_is_quiet_unless_verbose(monkeypatch):
+    import thqa.ray_engine as re_
+
+    calls = []
+    fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
+                           data=SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace())))
+    monkeypatch.setattr(re_, "import_ray", lambda: fake)
+    re_._connect(re_.RayOptions())
+    re_._connect(re_.RayOptions(verbose=True))
+    assert calls[0]["logging_level"] == logging.ERROR and calls[0]["log_to_driver"] is False
+    assert calls[1]["logging_level"] == logging.INFO and calls[1]["log_to_driver"] is True
+
+
+def test_plots_say_what_each_line_is(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from thqa.plots import scatter_plot, timeline_plot
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figs.append(self), real(self, *a, **k))[1])
+    r = SimpleNamespace(path="a.mp4", timeline=[3.1, 3.3, 3.2, 3.4], seconds=[0, 2], mos=2.9, untrained=False, av_sync_agreement=None, av_sync_error=None)
+    timeline_plot(r, tmp_path / "t.png")
+    legend = [t.get_text() for t in figs[-1].axes[0].get_legend().get_texts()]
+    assert any("score of each second" in t for t in legend) and any("sampled for the file's MOS" in t for t in legend)
+    assert any(t.startswith("file MOS 2.90: the model on the shaded seconds together") and "not the line's mean" in t for t in legend)
+    scatter_plot(np.arange(8.0), np.arange(8.0) ** 1.1, tmp_path / "s.png", label="pseudo-MOS (a rule, not people)")
+    assert figs[-1].axes[0].get_ylabel() == "pseudo-MOS (a rule, not people)"

@@ -98,7 +98,8 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         dest="batch_size" if batch_size else "backbone_batch_size",
         type=_int_in(1, 4096),
         default=None,
-        help="clips per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)",
+        help=("clips (not videos) per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)" if batch_size else
+              "clips (not videos) per backbone forward pass while extracting (default: 1 on a CPU, 48 on a GPU); --batch-size is videos per training step"),
     )
     g.add_argument(
         "--workers",
@@ -121,7 +122,7 @@ def _ray_options(args):
     from thqa.ray_engine import RayOptions, import_ray
 
     import_ray()  # a clear message when Ray is missing, before anything is built
-    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+    return RayOptions(address=args.ray_address, actors=args.ray_actors, verbose=bool(getattr(args, "verbose", 0)))
 
 
 def _workers_arg(text: str):
@@ -351,16 +352,76 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows) -> int:
 
 
 def _print_interval_notes(results) -> None:
-    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts."""
+    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts (one line
+    per kind of doubt, however many files share it)."""
     notes = [r.interval_note for r in results if r.mos is not None and r.interval_note]
     if not notes:
         return
     if len(set(notes)) == 1 and len(notes) == sum(r.mos is not None for r in results) and notes[0].startswith("no prediction interval"):
         print(f"thqa score: {notes[0]}", file=sys.stderr)
         return
-    for r in results:
-        if r.mos is not None and r.interval_note:
-            print(f"thqa score: {r.path}: {r.interval_note}", file=sys.stderr)
+    for line in _grouped([(r.path, r.interval_note) for r in results if r.mos is not None and r.interval_note], len(results)):
+        print(f"thqa score: {line}", file=sys.stderr)
+
+
+def _kind(message: str) -> str:
+    """A message with its numbers masked: messages that differ only in numbers are of one kind."""
+    import re
+
+    return re.sub(r"[-+]?\d+(?:\.\d+)?", "#", message)
+
+
+def _grouped(items: list[tuple[str, str]], total: int, *, examples: int = 3) -> list[str]:
+    """``(file, message)`` pairs as one line per kind of message: the first file's message, and how many more files
+    got one like it (a few named)."""
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for path, msg in items:
+        kinds.setdefault(_kind(msg), []).append((path, msg))
+    lines = []
+    for group in kinds.values():
+        path, msg = group[0]
+        if len(group) == 1:
+            lines.append(f"{path}: {msg}")
+            continue
+        others = ", ".join(Path(p).name for p, _ in group[1 : 1 + examples]) + (", ..." if len(group) > 1 + examples else "")
+        lines.append(f"{len(group)} of {total} files: e.g. {path}: {msg} (also {others})")
+    return lines
+
+
+class _HeldWarnings:
+    """A filter for the stderr log handlers: thqa's warnings are held (not drawn through a progress bar) and said at
+    the end, one line per kind of message with how many times it came (:func:`_warnings_at_the_end`)."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.name.startswith("thqa"):
+            self.records.append(record)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _warnings_at_the_end():
+    """Hold thqa's log warnings while a command runs (progress bars stay clean) and then say each kind once, with
+    the count of repeats. Applies to the handlers that write to stderr (those of ``logging.basicConfig``)."""
+    held = _HeldWarnings()
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+    for h in handlers:
+        h.addFilter(held)
+    try:
+        yield held
+    finally:
+        for h in handlers:
+            h.removeFilter(held)
+        kinds: dict[str, list[logging.LogRecord]] = {}
+        for r in held.records:
+            kinds.setdefault(_kind(r.getMessage()), []).append(r)
+        for group in kinds.values():
+            more = f" (and {len(group) - 1} more like it)" if len(group) > 1 else ""
+            text = (handlers[0].format(group[0]) if handlers else group[0].getMessage()) + more
+            print(text, file=sys.stderr)
 
 
 def _output_format(output: str | None, fmt: str | None) -> str:
@@ -621,7 +682,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
         return
     t = p.add_argument_group("training (default: the recipe's value)")
     t.add_argument("--epochs", type=_int_in(1, 100000), default=None, help="default 50")
-    t.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="videos per training step (default 8)")
+    t.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="videos (not clips) per training step (default 8); the backbones' clips per pass: --backbone-batch-size")
     t.add_argument("--lr", type=_float_in(0, 10, open_low=True), default=None, help="fusion model's learning rate (frozen 1e-4; winner 1e-5, the method's)")
     t.add_argument("--lr-spatial", type=_float_in(0, 10, open_low=True), default=None, help="ECA + Swin-T's learning rate when fine-tuning (default 1e-5)")
     t.add_argument("--weight-decay", type=_float_in(0, 1), default=None, help="Adam's weight decay (default 1e-7)")
@@ -877,7 +938,8 @@ def _train(args) -> int:
     b = result.best_metrics
     print(
         f"train: best epoch {result.best_epoch}: val SRCC {b['srcc']:.4f} PLCC {b['plcc']:.4f} main {b['main_score']:.4f}"
-        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction and were left out" if summary.failed else "")
+        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction and were left out" if summary.failed else ""),
+        file=sys.stderr,
     )
     for p, _, msg in summary.failures:
         print(f"thqa train: left out: {msg}", file=sys.stderr)
@@ -1162,6 +1224,9 @@ def raise_usage(msg: str):
     raise UsageError(msg)
 
 
+CACHE_DIR_HELP = "the feature cache: a folder of one file per video and setting (made when missing; shared by extract, train and evaluate)"
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="thqa", description="Quality (MOS) of talking-head videos, pictures and sound together.")
@@ -1171,8 +1236,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("score", help="predict the MOS of video files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "score", help="predict the MOS of video files",
+        description="Predict the MOS of each video file with a trained checkpoint (one row per file on stdout or --output); "
+        "--timeline adds a score per second, --sync the audio/video offset and an in-sync verdict.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="video files to score (any format FFmpeg reads; a bad file gives an error row, the others go on)")
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
@@ -1193,8 +1262,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("sync", help="audio/video offset of talking heads (lip sync), from the files alone: no trained network")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "sync", help="audio/video offset of talking heads (lip sync), from the files alone: no trained network",
+        description="Measure each file's audio/video offset from its mouth motion and its speech (offset_ms > 0: the sound "
+        "comes later than the lips) and say whether it is in sync (in_sync, ITU-R BT.1359's window unless --sync-window).",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="talking-head video files with sound")
     p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--max-offset", type=float, default=1000.0, metavar="MS", help="search -MS..+MS (default 1000)")
@@ -1209,9 +1282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="write DIR/<file>.sync.png per file: the agreement at every candidate offset and per second")
     p.set_defaults(func=_sync)
 
-    p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
+    p = sub.add_parser(
+        "extract", help="extract the features of a manifest's videos into the feature cache",
+        description="Compute the backbone and audio features of every video a manifest lists, once, into a feature cache that "
+        "train and evaluate read; entries already there are reused, and the run says why any were not.",
+    )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")
-    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    p.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     _add_manifest_args(p)
     p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for fine-tuning: --recipe winner, --finetune-spatial)")
     p.add_argument("--failures", metavar="CSV", help="where to list failed files (default DIR/failures.csv)")
@@ -1221,7 +1298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=_extract)
 
-    p = sub.add_parser("cache", help="look after a feature cache")
+    p = sub.add_parser("cache", help="look after a feature cache", description="Look after a feature cache (see `thqa cache prune --help`).")
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     q = csub.add_parser(
         "prune",
@@ -1230,14 +1307,18 @@ def build_parser() -> argparse.ArgumentParser:
         "extraction (features version, PyAV/FFmpeg, librosa, scipy, spafe) or before thqa recorded it, entries whose "
         "header cannot be read, and corrupt entries set aside. Entries of other settings, weights or precisions stay.",
     )
-    q.add_argument("--cache-dir", required=True, metavar="DIR")
+    q.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     q.add_argument("--dry-run", "-n", action="store_true", help="list what would be deleted (path, bytes, reason) and delete nothing")
     q.add_argument("--json", action="store_true", help="print the list as JSON")
     q.set_defaults(func=_cache_prune)
 
-    p = sub.add_parser("train", help="train the fusion model on cached features")
+    p = sub.add_parser(
+        "train", help="train the fusion model on cached features",
+        description="Train the fusion model on a manifest's videos and MOS (extracting whatever the cache lacks); writes "
+        "RUN/best.safetensors, the checkpoint of the best validation epoch, and the run's metrics and config.",
+    )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with path and MOS columns (optional group, split)")
-    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    p.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (an existing run with the same config resumes)")
     _add_manifest_args(p)
     g = p.add_mutually_exclusive_group()
@@ -1249,12 +1330,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_args(p, batch_size=False)
     p.set_defaults(func=_train, seed=None)  # --seed: the recipe's (3407) unless given
 
-    p = sub.add_parser("evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score")
+    p = sub.add_parser(
+        "evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score",
+        description="Score predictions against MOS labels: either a prediction file against a label file (--predictions, "
+        "--labels), or a checkpoint on a manifest's videos (--checkpoint CK MANIFEST --cache-dir DIR, features from the cache).",
+    )
     p.add_argument("manifest", nargs="?", metavar="MANIFEST", help="with --checkpoint: the videos and their MOS")
     p.add_argument("--predictions", metavar="P", help="predictions: name,score rows (the challenge's format) or thqa score CSV")
     p.add_argument("--labels", metavar="L", help="labels: Video,Score CSV")
-    p.add_argument("--checkpoint", "-c", metavar="CK")
-    p.add_argument("--cache-dir", metavar="DIR")
+    p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train`: predict MANIFEST's videos with it (the backbones it records are used)")
+    p.add_argument("--cache-dir", metavar="DIR", help="with --checkpoint: " + CACHE_DIR_HELP)
     _add_manifest_args(p)
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
     p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="curve fitted before PLCC (default poly3, the challenge's)")
@@ -1267,7 +1352,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_compare_parser(sub)
 
-    p = sub.add_parser("demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report")
+    p = sub.add_parser(
+        "demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report",
+        description="Run everything on one machine with no data set: draw and voice talking heads, degrade them with a "
+        "pseudo-MOS rule, extract, train, test on held-out heads, and write a report with the commands to go on.",
+    )
     p.add_argument("--out", default="thqa-demo", metavar="DIR", help="output directory (default ./thqa-demo; never silently overwritten)")
     p.add_argument("--source", nargs="+", metavar="FILE", help="build the corpus from your talking-head files instead of self-made ones")
     p.add_argument("--heads", type=_int_in(1, 1000), default=None, help="number of self-made talking heads (default 8)")
@@ -1314,7 +1403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from thqa.hints import cli_hints
 
     try:
-        with cli_hints():  # messages name options (--random-init), not Python keywords (random_init=True)
+        # messages name options (--random-init), not Python keywords (random_init=True); warnings wait for the end
+        held = _warnings_at_the_end() if args.verbose < 2 else contextlib.nullcontext()
+        with cli_hints(), held:
             return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")

@@ -58,6 +58,7 @@ class RayOptions:
         actors: backbone actors (default: one per GPU of the cluster, else one per 4 CPUs, at least 1).
         files_per_batch: files handed to an actor at once (its backbones run over all their clips).
         max_retries: retries of a task or an actor call whose process died.
+        verbose: show Ray's own log lines (its start-up, workers' output); quiet by default (errors only).
     """
 
     def __init__(
@@ -68,18 +69,21 @@ class RayOptions:
         actors: int | None = None,
         files_per_batch: int = 8,
         max_retries: int = 3,
+        verbose: bool = False,
     ):
         self.address = address
         self.num_cpus = num_cpus
         self.actors = actors
         self.files_per_batch = max(1, int(files_per_batch))
         self.max_retries = max(0, int(max_retries))
+        self.verbose = bool(verbose)
 
 
 def _connect(opts: RayOptions):
     ray = import_ray()
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"log_to_driver": False}
+        # Ray's own log lines (start-up, dashboard, workers' output) only when asked for: thqa says what matters
+        kw: dict[str, Any] = {"log_to_driver": opts.verbose, "logging_level": logging.INFO if opts.verbose else logging.ERROR}
         if opts.address:
             kw["address"] = opts.address
         else:  # a local instance, started here
