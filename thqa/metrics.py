@@ -450,6 +450,18 @@ class MatchReport:
         return "; ".join(parts)
 
 
+def _refuse_ambiguous(short: dict[str, float], other: dict[str, float], what: str, other_what: str) -> None:
+    """A name of one side, shorter than the other side's paths, that ends several of them (``a.mp4`` against
+    ``x/a.mp4`` and ``y/a.mp4``) cannot be matched: say so rather than drop it."""
+    for name in short:
+        hits = [o for o in other if o == name or o.endswith("/" + name)]
+        if len(hits) > 1:
+            raise ManifestError(
+                f"two {other_what} share the file name {name!r} ({', '.join(hits[:3])}) and the {what} name only {name!r}: "
+                f"give the {what} the folders too (e.g. {hits[0]})"
+            )
+
+
 def _by_tail(values: dict[str, float], k: int, what: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in values.items():
@@ -488,6 +500,8 @@ def match_by_path(
     k = max(unique_tails(list(p_full))[1], unique_tails(list(l_full))[1])
     p = _by_tail(p_full, k, "predictions")
     lab = _by_tail(l_full, k, "labels")
+    _refuse_ambiguous(lab, p, "labels", "predictions")
+    _refuse_ambiguous(p, lab, "predictions", "labels")
     given = {_tail(n, k): n for n in p_full}
     names = [n for n in lab if n in p]
     report = MatchReport(
