@@ -214,7 +214,7 @@ def test_audio_features_refuses_anything_but_one_clip(good_video_2s):
 
     assert clip_samples() == 32000
     eight_seconds = np.zeros(8 * 22050, np.float32)
-    with pytest.raises(ConfigError, match=r"one clip's buffer: 32000 mono samples.*got an array of shape \(176400,\) \(11\.03 s at 16000 Hz\).*audio_features_per_second"):
+    with pytest.raises(ConfigError, match=r"one clip's buffer: 32000 mono samples.*got an array of shape \(176400,\): .*audio_features_per_second"):
         audio_features(eight_seconds)
     with pytest.raises(ConfigError, match="librosa.load"):
         audio_features((eight_seconds, 22050))

@@ -321,8 +321,7 @@ def audio_features(audio: np.ndarray, *, settings: AudioSettings | None = None) 
         raise ConfigError(f"{what}; got a tuple (librosa.load's (y, sr)?): {whole}")
     a = np.asarray(audio)
     if a.ndim != 1 or a.shape[0] != need:
-        seconds = f" ({a.shape[-1] / s.sample_rate:.2f} s at {s.sample_rate} Hz)" if a.ndim >= 1 and a.size else ""
-        raise ConfigError(f"{what}; got an array of shape {a.shape}{seconds}: {whole}")
+        raise ConfigError(f"{what}; got an array of shape {a.shape}: {whole}")
     return AudioFeatureExtractor(s)(a)
 
 
