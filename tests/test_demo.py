@@ -87,6 +87,7 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     block = report.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
     extract, evaluate, score = (line.split()[1:] for line in block)
     assert extract[0] == "extract" and "--no-frames" in extract and "--random-init" in extract
+    assert score[0] == "score" and Path(score[-1]).is_file()
     assert cli.main(extract) == 0
     stdout, stderr = capsys.readouterr()
     assert "extract: 0 done, 25 reused, 0 failed" in stdout, stdout + stderr

@@ -271,7 +271,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     }
     atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
     report = out / "report.md"
-    nxt = _next_commands(out, cfg, settings.n_clips, bb.random_init, str(one))
+    nxt = _next_commands(out, cfg, settings.n_clips, bb.random_init, _from(out, one))
     atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})) + nxt)
     _say(
         f"done in {seconds:.0f} s: held-out SRCC {metrics['srcc']:.3f}, PLCC {metrics['plcc']:.3f}, main {metrics['main_score']:.3f} "
