@@ -329,3 +329,18 @@ def test_plots_say_what_each_line_is(tmp_path, monkeypatch):
     assert any(t.startswith("file MOS 2.90: the model on the shaded seconds together") and "not the line's mean" in t for t in legend)
     scatter_plot(np.arange(8.0), np.arange(8.0) ** 1.1, tmp_path / "s.png", label="pseudo-MOS (a rule, not people)")
     assert figs[-1].axes[0].get_ylabel() == "pseudo-MOS (a rule, not people)"
+
+
+def test_compare_and_sync_never_replace_a_device(tmp_path, capsys):
+    """`thqa compare -o /dev/null` used to rename its output over the device (found on journey (b)); a FIFO stands in
+    for the device here, so that a regression breaks no machine."""
+    import os
+    import stat
+
+    pred, _ = _two_generators(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert cli.main(["compare", "--predictions", str(pred), "--group-from", "parent", "-o", str(fifo)]) == 2
+    assert cli.main(["sync", "x.mp4", "-o", str(fifo)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -539,6 +539,8 @@ def _sync(args) -> int:
         raise_usage(str(exc))
     if args.plot:
         _check_plot_dir(args.plot)
+    if args.output:
+        _check_file_output(args.output, "--output")
     fmt = "json" if args.json else _output_format(args.output, None)
     results: list[SyncResult] = []
     with _progress(len(args.files), "sync") as bar:
@@ -1106,6 +1108,10 @@ def _print_left_out(res) -> None:
 def _compare(args) -> int:
     from thqa.comparison import compare, plot_comparison
 
+    if args.output:  # before any work; a device or a pipe is never replaced (`-o /dev/null` was, by the rename)
+        _check_file_output(args.output, "--output")
+    if args.plot:
+        _check_plot_output(args.plot)
     res = compare(
         args.predictions,
         args.labels,

@@ -911,7 +911,7 @@ def _plot_pairs(ax, pairs: list[PairStats], pct: str, n_all: int) -> None:
     ax.set_yticklabels([f"{q.a} - {q.b}" + (" (paired)" if q.paired else "") for q in pairs], fontsize=7)
     ax.set_ylim(-0.7, len(pairs) - 0.3)
     shown = "" if n_all <= len(pairs) else f"; the {len(pairs)} largest of {n_all}"
-    ax.set_xlabel(f"difference of mean predictions and its {pct} CI (filled: significant, Holm){shown}")
+    ax.set_xlabel(f"prediction: a - b and {pct} CI (filled: significant){shown}")
     ax.grid(True, axis="x", alpha=0.3)
 
 
