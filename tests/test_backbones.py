@@ -257,7 +257,7 @@ def test_missing_named_files_raise_weights_not_found(clean_env, tmp_path):
     gone = tmp_path / "not_here" / "SLOWFAST_8x8_R50.pyth"
     with pytest.raises(WeightsNotFoundError) as ei:
         build_temporal(WeightsOptions(slowfast_weights=str(gone)))
-    assert str(gone) in str(ei.value) and "--random-init" in str(ei.value)
+    assert str(gone) in str(ei.value) and "random_init=True" in str(ei.value)  # Python: the keyword, not the flag
     clean_env.setenv("THQA_SWIN_WEIGHTS", str(tmp_path / "swin_missing.pth"))
     with pytest.raises(WeightsNotFoundError) as ei:
         build_spatial(WeightsOptions())
@@ -337,11 +337,11 @@ def test_load_state_file_unwraps_training_checkpoints(tmp_path):
 # -- offline --------------------------------------------------------------------------------------------------------
 def _assert_offline_error(exc: BaseException, which: str):
     msg = str(exc)
-    assert "--random-init" in msg
+    assert "random_init=True" in msg  # raised from Python: the keyword (the CLI names its flags: test_scoring)
     if which == "swin":
-        assert "THQA_SWIN_WEIGHTS" in msg and "--swin-weights" in msg and "model.safetensors" in msg
+        assert "THQA_SWIN_WEIGHTS" in msg and "swin_weights=FILE" in msg and "model.safetensors" in msg
     else:
-        assert "THQA_SLOWFAST_WEIGHTS" in msg and "--slowfast-weights" in msg and "SLOWFAST_8x8_R50.pyth" in msg
+        assert "THQA_SLOWFAST_WEIGHTS" in msg and "slowfast_weights=FILE" in msg and "SLOWFAST_8x8_R50.pyth" in msg
 
 
 @pytest.mark.parametrize("how", ["offline_option", "THQA_OFFLINE", "HF_HUB_OFFLINE"])
@@ -416,7 +416,7 @@ def test_download_that_fails_raises_weights_not_found(no_network_weights, monkey
     with pytest.raises(WeightsNotFoundError) as ei:
         build(WeightsOptions())
     assert time.perf_counter() - t0 < OFFLINE_LIMIT_S
-    assert "--random-init" in str(ei.value)
+    assert "random_init=True" in str(ei.value)
 
 
 # -- fusion model -----------------------------------------------------------------------------------------------------
@@ -585,7 +585,7 @@ def test_check_backbones_refuses_other_weights(trained, backbones):
     with pytest.raises(CheckpointMismatchError) as ei:
         check_backbones(ck, other, names=("swin_t", "slowfast_r50"))
     msg = str(ei.value)
-    assert "slowfast_r50" in msg and "--random-init" in msg and str(trained[0]) in msg
+    assert "slowfast_r50" in msg and "random_init=True" in msg and str(trained[0]) in msg
     check_backbones(ck, other, names=("swin_t",))  # only the names asked for
 
 
@@ -596,7 +596,8 @@ def test_scorer_refuses_a_random_init_checkpoint_on_pretrained_backbones(clean_e
     with pytest.raises(CheckpointMismatchError) as ei:
         Scorer(path, device="cpu", swin_weights=str(swin_files[0]), slowfast_weights=str(slowfast_file[0]))
     msg = str(ei.value)
-    assert str(path) in msg and "random-init" in msg and "--random-init" in msg
+    # both sides named: the checkpoint's random-init backbones and the weight files asked for
+    assert str(path) in msg and "random-init backbones (seed 3407)" in msg and f"swin_weights={swin_files[0]}" in msg
 
 
 def test_scorer_refuses_a_pretrained_checkpoint_on_random_init_backbones(clean_env, tmp_path, small_settings, swin_files, slowfast_file):
@@ -610,7 +611,7 @@ def test_scorer_refuses_a_pretrained_checkpoint_on_random_init_backbones(clean_e
     with pytest.raises(CheckpointMismatchError) as ei:
         Scorer(path, device="cpu", random_init=True)
     msg = str(ei.value)
-    assert "pretrained" in msg and "drop --random-init" in msg
+    assert "pretrained backbones (swin_t sha256" in msg and "drop random_init=True" in msg
 
 
 def test_scorer_with_a_matching_checkpoint_scores_with_its_model(trained, small_scorer, good_video):

@@ -56,7 +56,8 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     with open(out / "corpus.csv", newline="") as f:
         corpus = list(csv.DictReader(f))
     assert len(corpus) == 25 and {r["kind"] for r in corpus} == {"original", "compression", "blur", "audio_noise"}
-    assert all(Path(r["path"]).is_file() for r in corpus)
+    # paths relative to the manifest's folder, as manifests resolve them (issue 25.2)
+    assert all(not Path(r["path"]).is_absolute() and (out / r["path"]).is_file() for r in corpus)
     with open(out / "scores.csv", newline="") as f:
         scores = list(csv.DictReader(f))
     assert len(scores) == doc["n_test"]
@@ -81,6 +82,19 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     assert f"| 80% | {cov[0.8]['measured']:.0%} | {cov[0.8]['mean_width']:.3f} |" in report
     if doc["n_val"] < 9:
         assert cov[0.9]["measured"] is None and "needs at least 9 validation videos" in report
+
+    # the report's next commands run as written: extract reuses every cached entry, evaluate needs no --random-init
+    block = report.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    extract, evaluate, score = (line.split()[1:] for line in block)
+    assert extract[0] == "extract" and "--no-frames" in extract and "--random-init" in extract
+    assert score[0] == "score" and Path(score[-1]).is_file()
+    assert cli.main(extract) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "extract: 0 done, 25 reused, 0 failed" in stdout, stdout + stderr
+    assert evaluate[0] == "evaluate" and "--random-init" not in evaluate
+    assert cli.main(evaluate) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "evaluate: backbones: random-init backbones (seed 3407)" in stderr and "main score" in stdout
 
 
 def test_demo_refuses_a_non_empty_output_directory(tmp_path, capsys) -> None:

@@ -229,7 +229,7 @@ def test_cli_score_csv_with_bad_files(cli_scorer, capsys, good_video, good_video
     rc = cli.main(["score", "--random-init", "--device", "cpu", *files])
     out, err = capsys.readouterr()
     assert rc == 1
-    assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] == 3407
+    assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] is None  # the Scorer's: the checkpoint's, else 3407
     assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high,precision,model"
     rows = _csv(out)
     assert [r["path"] for r in rows] == files

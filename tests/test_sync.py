@@ -384,7 +384,13 @@ def test_cli_sync_json_goes_on_past_bad_files(head, tmp_path, capsys):
     assert [o["path"] for o in out] == [str(head), str(no_audio), str(missing)]
     assert abs(out[0]["offset_ms"]) <= 20 and out[0]["error"] is None and len(out[0]["curve"]) == 401
     assert out[0]["locator"] == "face" and len(out[0]["mouth_region"]) == 4 and out[0]["repeated_frames"] < 0.15 * 150
-    assert out[1]["offset_ms"] is None and "no audio stream" in out[1]["error"]
+    assert out[0]["in_sync"] is True
+    # a window narrower than the measured offset: the same offset, out of sync (--sync-window LEAD,LAG)
+    off = out[0]["offset_ms"]
+    rc = cli.main(["sync", "--json", "--sync-window", f"{max(0.0, -off - 1)},{max(0.0, off - 1)}", str(head)])
+    again = json.loads(capsys.readouterr().out)[0]
+    assert rc == 0 and again["offset_ms"] == off and again["in_sync"] is (off == 0)
+    assert out[1]["offset_ms"] is None and out[1]["in_sync"] is None and "no audio stream" in out[1]["error"]
     assert out[2]["error_type"] == "MediaFileNotFoundError"
 
 
@@ -393,10 +399,10 @@ def test_cli_sync_csv_file(head, tmp_path, capsys):
     rc = cli.main(["sync", str(head), "-o", str(out), "--max-offset", "500"])
     assert rc == 0
     rows = out.read_text().splitlines()
-    assert rows[0] == "path,offset_ms,confidence,reliable,range_ms,seconds_used,fps,repeated_frames,mouth_region,note,error"
+    assert rows[0] == "path,offset_ms,in_sync,confidence,reliable,range_ms,seconds_used,fps,repeated_frames,mouth_region,note,error"
     assert rows[1].startswith(f"{head},") and ",-500 500," in rows[1]
-    assert rows[1].split(",")[3] == "True"
-    x0, y0, x1, y1 = map(int, rows[1].split(",")[8].split())  # the region analysed, in the file's pixels
+    assert rows[1].split(",")[2] == "true" and rows[1].split(",")[4] == "True"  # in sync (within 45 ms ahead / 125 behind), reliable
+    x0, y0, x1, y1 = map(int, rows[1].split(",")[9].split())  # the region analysed, in the file's pixels
     assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
     rc = cli.main(["sync", str(head), "-o", str(out), "--locator", "frame"])
     assert rc == 0 and out.read_text().splitlines()[1].endswith(",,,")  # no region without the face locator, no note, no error

@@ -2,6 +2,7 @@
 seconds 4-6 found by a trained checkpoint, plots, and `thqa score --timeline --sync --plot` with bad files."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -141,7 +142,10 @@ def test_cli_score_sync_csv_columns(cli_small_scorer, head4, capsys):
     rc = cli.main(["score", "--random-init", "--sync", str(head4)])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split(",")[-5:] == ["av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement"]
+    assert lines[0].split(",")[-6:] == ["av_offset_ms", "av_in_sync", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement"]
+    row = next(csv.DictReader(lines))
+    assert abs(float(row["av_offset_ms"])) <= 40 and row["av_in_sync"] == "true"
+
 
 
 def test_cli_plot_needs_timeline(capsys, head4):

@@ -25,6 +25,7 @@ from thqa.weights import state_mismatch
 
 __all__ = [
     "Checkpoint", "save_checkpoint", "load_checkpoint", "parse_header", "check_backbones", "preprocessing", "describe_recipe",
+    "backbones_made", "describe_backbones", "weights_for",
     "FORMAT", "MAX_CLIPS",
 ]
 
@@ -573,11 +574,102 @@ def check_backbones(ck: Checkpoint, built: dict, *, names: tuple[str, ...]) -> N
         if want is None or have is None:
             continue
         if want.get("sha256") != have.get("sha256"):
+            from thqa.hints import option
+
             hint = ""
             if want.get("source") == "random-init" and have.get("source") != "random-init":
-                hint = " This checkpoint was trained on random-init backbones: pass --random-init (random_init=True)."
+                hint = f" This checkpoint was trained on random-init backbones: pass {option('random_init=True')}."
             elif want.get("source") != "random-init" and have.get("source") == "random-init":
-                hint = " This checkpoint needs the pretrained backbone weights: drop --random-init and provide them."
+                hint = f" This checkpoint needs the pretrained backbone weights: drop {option('random_init=True')} and provide them."
             raise CheckpointMismatchError(
                 f"{ck.path}: trained on {name} with {_describe(want)}, but the {name} in use has {_describe(have)}.{hint}"
             )
+
+
+# -- how the backbones were made, and scoring with the same ------------------------------------------------------------
+def _names_in_use(ck: Checkpoint) -> tuple[str, ...]:
+    """The backbones a checkpoint's model needs built (a fine-tuned Swin-T travels in the file)."""
+    branches = ck.model.config.branches
+    return tuple(
+        n for n, br in (("swin_t", "spatial"), ("slowfast_r50", "temporal")) if br in branches and not (n == "swin_t" and ck.spatial_state is not None)
+    )
+
+
+def backbones_made(ck: Checkpoint) -> dict | None:
+    """How the backbones a checkpoint needs were made, from its ``backbones`` record: ``{"random_init": True,
+    "seed": N}``, or ``{"random_init": False, "sha256": {name: digest}}`` for pretrained weight files. None when the
+    record does not say (random-init without a seed, backbones made both ways, none needed): scoring with such a
+    checkpoint takes the weights options as given, as before thqa followed the record."""
+    recs = [ck.backbones.get(n) for n in _names_in_use(ck)]
+    if not recs or any(not isinstance(r, dict) for r in recs):
+        return None
+    if all(r.get("source") == "random-init" for r in recs):
+        seeds = {r.get("seed") for r in recs}
+        if len(seeds) != 1 or None in seeds:
+            return None
+        return {"random_init": True, "seed": int(seeds.pop())}
+    if any(r.get("source") == "random-init" for r in recs):
+        return None
+    return {"random_init": False, "sha256": {n: r["sha256"] for n, r in zip(_names_in_use(ck), recs)}}
+
+
+def describe_backbones(made: dict) -> str:
+    """:func:`backbones_made`'s answer in words: "random-init backbones (seed 3407)" or "pretrained backbones
+    (swin_t sha256 1a2b3c4d5e6f, slowfast_r50 sha256 ...)"."""
+    if made["random_init"]:
+        return f"random-init backbones (seed {made['seed']})"
+    return "pretrained backbones (" + ", ".join(f"{n} sha256 {d[:12]}" for n, d in made["sha256"].items()) + ")"
+
+
+def weights_for(
+    ck: Checkpoint,
+    *,
+    random_init: bool | None = None,
+    seed: int | None = None,
+    swin_weights: str | None = None,
+    slowfast_weights: str | None = None,
+    offline: bool | None = None,
+):
+    """The backbones' :class:`~thqa.weights.WeightsOptions` to score (or evaluate) with ``ck``: by default those it
+    was trained on (:func:`backbones_made`), with a note saying so; what was given explicitly must agree.
+
+    ``random_init``, ``seed``: None follows the checkpoint. A pretrained checkpoint's weight files are found as
+    always (``swin_weights``, ``$THQA_SWIN_WEIGHTS``, the caches); their digests are checked once built
+    (:func:`check_backbones`).
+
+    Returns:
+        ``(WeightsOptions, note)``; the note is None when the checkpoint does not record how its backbones were made.
+
+    Raises:
+        CheckpointMismatchError: random-init asked for a pretrained checkpoint, pretrained weights (``random_init=False``
+            or a weight file) for a random-init one, or another seed; the message names both sides.
+    """
+    from thqa.hints import option
+    from thqa.weights import DEFAULT_SEED, WeightsOptions
+
+    made = backbones_made(ck)
+    files = {"swin_weights": swin_weights, "slowfast_weights": slowfast_weights}
+    if made is None:
+        opts = WeightsOptions(bool(random_init), DEFAULT_SEED if seed is None else seed, swin_weights, slowfast_weights, offline)
+        return opts, None
+    recorded = describe_backbones(made)
+    if made["random_init"]:
+        asked = None
+        if random_init is False or any(files.values()):
+            named = [option(k, v) for k, v in files.items() if v] or [option("random_init=False")]
+            asked = f"pretrained weights ({', '.join(named)})"
+        elif seed is not None and seed != made["seed"]:
+            asked = f"random-init backbones with {option('seed', str(seed))}"
+        if asked:
+            raise CheckpointMismatchError(
+                f"{ck.path}: trained on {recorded}, but {asked} were asked for; leave the backbone options out to use the checkpoint's"
+            )
+        opts = WeightsOptions(True, made["seed"], None, None, offline)
+    else:
+        if random_init:
+            raise CheckpointMismatchError(
+                f"{ck.path}: trained on {recorded}, but random-init backbones ({option('random_init=True')}) were asked for; "
+                f"drop {option('random_init=True')} and provide the pretrained weights"
+            )
+        opts = WeightsOptions(False, DEFAULT_SEED, swin_weights, slowfast_weights, offline)
+    return opts, f"{recorded}, as {ck.path} records"

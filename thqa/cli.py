@@ -85,8 +85,12 @@ AUTO_PRECISION = "bf16 autocast on a GPU and on a CPU with bf16 in hardware (AVX
 
 def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
     g = p.add_argument_group("backbone weights and device")
-    g.add_argument("--random-init", action="store_true", help="seeded random backbone weights instead of the pretrained ones (testing)")
-    g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=3407, help="seed of --random-init (default 3407; 0 to 2^32-1)")
+    g.add_argument(
+        "--random-init", action="store_true", default=None,
+        help="seeded random backbone weights instead of the pretrained ones (testing); with --checkpoint not needed: the "
+        "backbones the checkpoint was trained on are used (and said on stderr)",
+    )
+    g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None, help="seed of --random-init (default: the checkpoint's, else 3407; 0 to 2^32-1)")
     g.add_argument("--swin-weights", metavar="FILE", help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)")
     g.add_argument(
         "--slowfast-weights", metavar="FILE", help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)"
@@ -98,7 +102,8 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         dest="batch_size" if batch_size else "backbone_batch_size",
         type=_int_in(1, 4096),
         default=None,
-        help="clips per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)",
+        help=("clips (not videos) per backbone forward pass (default: 1 on a CPU, where it is fastest; 48 on a GPU)" if batch_size else
+              "clips (not videos) per backbone forward pass while extracting (default: 1 on a CPU, 48 on a GPU); --batch-size is videos per training step"),
     )
     g.add_argument(
         "--workers",
@@ -121,7 +126,7 @@ def _ray_options(args):
     from thqa.ray_engine import RayOptions, import_ray
 
     import_ray()  # a clear message when Ray is missing, before anything is built
-    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+    return RayOptions(address=args.ray_address, actors=args.ray_actors, verbose=bool(getattr(args, "verbose", 0)))
 
 
 def _workers_arg(text: str):
@@ -147,11 +152,11 @@ def _coverage_arg(text: str) -> float:
 
 
 def _weights_options(args):
-    from thqa.weights import WeightsOptions
+    from thqa.weights import DEFAULT_SEED, WeightsOptions
 
     return WeightsOptions(
-        random_init=args.random_init,
-        seed=args.seed,
+        random_init=bool(args.random_init),
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
         swin_weights=args.swin_weights,
         slowfast_weights=args.slowfast_weights,
         offline=True if args.offline else None,
@@ -206,10 +211,12 @@ def _score(args) -> int:
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {_provenance(ck)}", file=sys.stderr)
+        if scorer.weights_note:
+            print(f"score: backbones: {_printable(scorer.weights_note)}", file=sys.stderr)
     errors, notes = [], []
     explain = args.timeline or args.sync
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
-        it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync) if explain else scorer.iter_score(files)
+        it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync, sync_window_ms=args.sync_window) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
             out.add(_printable_result(r, model))
             notes.append(r)
@@ -253,30 +260,40 @@ def _check_score_output(args, fmt: str, rows):
     if args.resume and is_stream(args.output):
         raise_usage(f"--resume needs --output to be a file, not {args.output} (stdout, a device or a pipe)")
     _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files] + [("--checkpoint", args.checkpoint)])
-    model, precision = _run_model(args)
+    model, precision, weights = _run_model(args)
     if not args.resume:
         return None, model
     from thqa.score_output import read_for_resume
 
-    expect = {"untrained": args.checkpoint is None, "weights": "random-init" if args.random_init else "pretrained"}
+    expect = {"untrained": args.checkpoint is None}
     if precision is not None:
         expect["precision"] = precision
+    if weights is not None:
+        expect["weights"] = "random-init" if weights.random_init else "pretrained"
     return read_for_resume(args.output, fmt, rows, expect=expect, model=model), model
 
 
-def _run_model(args) -> tuple[str | None, str | None]:
-    """``(digest, precision)`` of the model this run scores with (thqa.scorer.model_digest: the fusion weights,
-    settings, backbones and the precision the Scorer will pick); Nones when the checkpoint is missing (the Scorer
-    then says so)."""
+def _run_model(args) -> tuple:
+    """``(digest, precision, WeightsOptions)`` of the model this run scores with: the backbones the Scorer will build
+    (thqa.scorer.weights_options: the checkpoint's record unless the options say otherwise), the precision it will
+    pick and thqa.scorer.model_digest of it all; Nones when the checkpoint is missing or no model is given (the
+    Scorer then says so)."""
     from thqa.checkpoint import load_checkpoint
+    from thqa.errors import CheckpointError
     from thqa.pipeline import precision_for
-    from thqa.scorer import model_digest
+    from thqa.scorer import model_digest, weights_options
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        return None, None
+        return None, None, None
     ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    try:
+        weights, _ = weights_options(ck, random_init=args.random_init, seed=args.seed)
+    except CheckpointError:
+        if ck is None:  # no model: the Scorer says so
+            return None, None, None
+        raise
     precision = precision_for(args.device, args.precision or (ck.scoring_precision if ck is not None else "auto"))
-    return model_digest(ck, random_init=args.random_init, seed=args.seed, precision=precision), precision
+    return model_digest(ck, random_init=weights.random_init, seed=weights.seed, precision=precision), precision, weights
 
 
 def _to_score(files: list[str], resumed) -> list[str]:
@@ -379,16 +396,76 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | Non
 
 
 def _print_interval_notes(results) -> None:
-    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts."""
+    """Why scores carry no interval (said once when every file shares the reason), and per-file doubts (one line
+    per kind of doubt, however many files share it)."""
     notes = [r.interval_note for r in results if r.mos is not None and r.interval_note]
     if not notes:
         return
     if len(set(notes)) == 1 and len(notes) == sum(r.mos is not None for r in results) and notes[0].startswith("no prediction interval"):
         print(f"thqa score: {notes[0]}", file=sys.stderr)
         return
-    for r in results:
-        if r.mos is not None and r.interval_note:
-            print(f"thqa score: {r.path}: {r.interval_note}", file=sys.stderr)
+    for line in _grouped([(r.path, r.interval_note) for r in results if r.mos is not None and r.interval_note], len(results)):
+        print(f"thqa score: {line}", file=sys.stderr)
+
+
+def _kind(message: str) -> str:
+    """A message with its numbers masked: messages that differ only in numbers are of one kind."""
+    import re
+
+    return re.sub(r"[-+]?\d+(?:\.\d+)?", "#", message)
+
+
+def _grouped(items: list[tuple[str, str]], total: int, *, examples: int = 3) -> list[str]:
+    """``(file, message)`` pairs as one line per kind of message: the first file's message, and how many more files
+    got one like it (a few named)."""
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for path, msg in items:
+        kinds.setdefault(_kind(msg), []).append((path, msg))
+    lines = []
+    for group in kinds.values():
+        path, msg = group[0]
+        if len(group) == 1:
+            lines.append(f"{path}: {msg}")
+            continue
+        others = ", ".join(Path(p).name for p, _ in group[1 : 1 + examples]) + (", ..." if len(group) > 1 + examples else "")
+        lines.append(f"{len(group)} of {total} files: e.g. {path}: {msg} (also {others})")
+    return lines
+
+
+class _HeldWarnings:
+    """A filter for the stderr log handlers: thqa's warnings are held (not drawn through a progress bar) and said at
+    the end, one line per kind of message with how many times it came (:func:`_warnings_at_the_end`)."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.name.startswith("thqa"):
+            self.records.append(record)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _warnings_at_the_end():
+    """Hold thqa's log warnings while a command runs (progress bars stay clean) and then say each kind once, with
+    the count of repeats. Applies to the handlers that write to stderr (those of ``logging.basicConfig``)."""
+    held = _HeldWarnings()
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+    for h in handlers:
+        h.addFilter(held)
+    try:
+        yield held
+    finally:
+        for h in handlers:
+            h.removeFilter(held)
+        kinds: dict[str, list[logging.LogRecord]] = {}
+        for r in held.records:
+            kinds.setdefault(_kind(r.getMessage()), []).append(r)
+        for group in kinds.values():
+            more = f" (and {len(group) - 1} more like it)" if len(group) > 1 else ""
+            text = (handlers[0].format(group[0]) if handlers else group[0].getMessage()) + more
+            print(text, file=sys.stderr)
 
 
 def _output_format(output: str | None, fmt: str | None) -> str:
@@ -399,7 +476,31 @@ def _output_format(output: str | None, fmt: str | None) -> str:
     return "csv"
 
 
-_SYNC_KEYS = ("av_offset_ms", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
+_SYNC_KEYS = ("av_offset_ms", "av_in_sync", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
+
+
+def _bool_cell(value: bool | None) -> str:
+    """true / false, or empty for None (the in_sync columns)."""
+    return "" if value is None else str(bool(value)).lower()
+
+
+def _sync_window_arg(text: str) -> tuple[float, float]:
+    """--sync-window LEAD,LAG: ms the sound may come before and after the lips (two numbers from 0 to 10000)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        w = tuple(float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers of ms like 45,125, got {text[:40]!r}") from None
+    if len(w) != 2 or not all(math.isfinite(x) and 0 <= x <= 10000 for x in w):
+        raise argparse.ArgumentTypeError(f"expected two numbers of ms from 0 to 10000 like 45,125 (LEAD,LAG), got {text[:40]!r}")
+    return w
+
+
+_sync_window_arg.__name__ = "LEAD,LAG"
+SYNC_WINDOW_HELP = (
+    "in_sync when the sound is at most LEAD ms before and LAG ms after the lips (default 45,125: ITU-R BT.1359's threshold "
+    "of detectability; its acceptability threshold is 90,185)"
+)
 
 
 def _csv_cell(value) -> str:
@@ -459,7 +560,7 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
                 "" if r.mos_high is None else f"{r.mos_high:.6f}",
                 r.precision,
                 r.model or "",
-                *(_csv_cell(getattr(r, k)) for k in extras),
+                *(_bool_cell(getattr(r, k)) if k == "av_in_sync" else _csv_cell(getattr(r, k)) for k in extras),
             ]
         )
     return buf.getvalue()
@@ -491,10 +592,10 @@ def _plot_syncs(folder: str, results) -> None:
 
 
 def _sync(args) -> int:
-    from thqa.sync import SyncResult, SyncSettings, estimate_av_offset
+    from thqa.sync import IN_SYNC_WINDOW_MS, SyncResult, SyncSettings, estimate_av_offset
 
     try:
-        settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator).validate()
+        settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator, in_sync_window_ms=args.sync_window or IN_SYNC_WINDOW_MS).validate()
     except THQAError as exc:
         raise_usage(str(exc))
     _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files])
@@ -522,11 +623,11 @@ def _sync(args) -> int:
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "offset_ms", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "note", "error"])
+        w.writerow(["path", "offset_ms", "in_sync", "confidence", "reliable", "range_ms", "seconds_used", "fps", "repeated_frames", "mouth_region", "note", "error"])
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [_csv_cell(_path_text(r.path)), _csv_cell(r.offset_ms), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, _csv_cell(r.note or ""), _csv_cell(r.error or "")]
+                [_csv_cell(_path_text(r.path)), _csv_cell(r.offset_ms), _bool_cell(r.in_sync), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, _csv_cell(r.note or ""), _csv_cell(r.error or "")]
             )
         text = buf.getvalue()
     if args.plot:
@@ -643,7 +744,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
         return
     t = p.add_argument_group("training (default: the recipe's value)")
     t.add_argument("--epochs", type=_int_in(1, 100000), default=None, help="default 50")
-    t.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="videos per training step (default 8)")
+    t.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="videos (not clips) per training step (default 8); the backbones' clips per pass: --backbone-batch-size")
     t.add_argument("--lr", type=_float_in(0, 10, open_low=True), default=None, help="fusion model's learning rate (frozen 1e-4; winner 1e-5, the method's)")
     t.add_argument("--lr-spatial", type=_float_in(0, 10, open_low=True), default=None, help="ECA + Swin-T's learning rate when fine-tuning (default 1e-5)")
     t.add_argument("--weight-decay", type=_float_in(0, 1), default=None, help="Adam's weight decay (default 1e-7)")
@@ -773,6 +874,10 @@ def _extract(args) -> int:
             f"extract: {sum(summary.stale.values())} file(s) extracted again: the cache held entries that another version of the "
             f"extraction made ({why}); `thqa cache prune --cache-dir {args.cache_dir}` removes them"
         )
+    if summary.elsewhere:
+        why = "; and ".join(f"{reason} ({n})" for reason, n in sorted(summary.elsewhere.items(), key=lambda kv: -kv[1]))
+        print(f"extract: the cache held features of {sum(summary.elsewhere.values())} extracted file(s) under other settings, "
+              f"so they were extracted again: {why}")
     if args.summary_json:
         _write_atomic(Path(args.summary_json), json.dumps({**summary.to_dict(), "cache_bytes": size, "backbones": infos}, indent=2) + "\n")
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
@@ -918,7 +1023,8 @@ def _train(args) -> int:
     b = result.best_metrics
     print(
         f"train: best epoch {result.best_epoch}: val SRCC {b['srcc']:.4f} PLCC {b['plcc']:.4f} main {b['main_score']:.4f}"
-        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction and were left out" if summary.failed else "")
+        f" -> {result.checkpoint}" + (f"; {summary.failed} file(s) failed extraction and were left out" if summary.failed else ""),
+        file=sys.stderr,
     )
     for p, _, msg in summary.failures:
         print(f"thqa train: left out: {msg}", file=sys.stderr)
@@ -1013,8 +1119,8 @@ def _evaluate(args) -> int:
     if args.predictions:
         if not args.labels:
             raise_usage("--predictions needs --labels")
-        preds = M.read_predictions(args.predictions)
-        labels = M.read_labels(args.labels)
+        preds = M.read_predictions(args.predictions, by_path=True)  # genA/x.mp4 and genB/x.mp4 stay apart
+        labels = M.read_labels(args.labels, by_path=True)
         names, p, mos, report = M.match_predictions(preds, labels)
         if report.unmatched_predictions or report.unmatched_labels:
             print(f"thqa evaluate: {report.summary()}", file=sys.stderr)
@@ -1026,13 +1132,22 @@ def _evaluate(args) -> int:
             raise_usage("give --predictions P --labels L, or --checkpoint CK MANIFEST --cache-dir DIR")
         from thqa.experiment import evaluate_checkpoint
 
+        from thqa.checkpoint import load_checkpoint, weights_for
+
         m = _read_manifest(args.manifest, args, require_mos=True)
         _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
+        # the backbones the checkpoint was trained on, unless the options say otherwise (then they must agree)
+        weights, note = weights_for(
+            load_checkpoint(args.checkpoint), random_init=args.random_init, seed=args.seed, swin_weights=args.swin_weights,
+            slowfast_weights=args.slowfast_weights, offline=True if args.offline else None,
+        )
+        if note and not args.quiet:
+            print(f"evaluate: backbones: {_printable(note)}", file=sys.stderr)
         ev = evaluate_checkpoint(
             args.checkpoint,
             m.samples,
             cache_dir=args.cache_dir,
-            weights=_weights_options(args),
+            weights=weights,
             device=args.device,
             fit=args.fit,
             backbone_batch_size=args.batch_size,
@@ -1106,9 +1221,11 @@ def _compare(args) -> int:
         args.labels,
         group_pattern=args.group_pattern,
         group_column=args.group_column,
+        group_from=args.group_from,
         source_pattern=args.source_pattern,
         source_column=args.source_column,
         source_fn=_source_fn(args.source_key),
+        source_from=args.source_from,
         n_boot=args.n_boot,
         ci=args.ci,
         seed=args.seed,
@@ -1143,9 +1260,15 @@ def _add_compare_parser(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--group-pattern", metavar="RE", help="regular expression searched in each file name; its first capture group is the group (e.g. '_([^_]+)\\.mp4$': the last _ field)")
     g.add_argument("--group-column", metavar="COL", help="a column of the prediction or label file that names each video's group")
+    g.add_argument(
+        "--group-from", choices=["parent"],
+        help="parent: the folder each file is in (genA/x.mp4 -> genA); files of one name in several folders are then "
+        "matched by path, and their base name is the source unless a source option says otherwise",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--source-pattern", metavar="RE", help="regular expression for the source key (first capture group): resample by source, pair groups that share sources")
     g.add_argument("--source-column", metavar="COL", help="a column that names each video's source")
+    g.add_argument("--source-from", choices=["name"], help="name: the file's base name (x.mp4 in genA/ and genB/: one input, two renders)")
     g.add_argument(
         "--source-key", choices=["thqa-ntire", "thqa-ntire-portrait"],
         help="THQA-NTIRE names: thqa-ntire = the rendered input (portrait, image model, speech clip: the name without the generator); "
@@ -1164,7 +1287,7 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="random seed (default 0; 0 to 2^32-1)")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     p.add_argument("--output", "-o", metavar="OUT", help="write the table (or JSON: --json or a .json name) to OUT")
-    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them)")
+    p.add_argument("--plot", metavar="PNG", help="plot each group's mean and CI (predictions, and labels beside them) and each pair's difference with its CI")
     p.set_defaults(func=_compare)
 
 
@@ -1178,7 +1301,7 @@ def _demo(args) -> int:
     cfg = DemoConfig(
         out=Path(args.out),
         sources=args.source or (),
-        seed=args.seed,
+        seed=3407 if args.seed is None else args.seed,
         device=args.device,
         random_init=True if args.random_init else None,
         swin_weights=args.swin_weights,
@@ -1221,6 +1344,9 @@ def raise_usage(msg: str):
     raise UsageError(msg)
 
 
+CACHE_DIR_HELP = "the feature cache: a folder of one file per video and setting (made when missing; shared by extract, train and evaluate)"
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="thqa", description="Quality (MOS) of talking-head videos, pictures and sound together.")
@@ -1230,14 +1356,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("score", help="predict the MOS of video files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "score", help="predict the MOS of video files",
+        description="Predict the MOS of each video file with a trained checkpoint (one row per file on stdout or --output); "
+        "--timeline adds a score per second, --sync the audio/video offset and an in-sync verdict.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="video files to score (any format FFmpeg reads; a bad file gives an error row, the others go on)")
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --output's suffix, else csv)")
     p.add_argument("--timeline", action="store_true", help="also score every second (sliding windows of the model's clip count): a 'timeline' per file; costs about n/6 times a plain score for an n-second file")
     p.add_argument("--plot", metavar="DIR", help="with --timeline: write DIR/<file>.timeline.png per file (scores per second, sampled clips, MOS, lip sync with --sync)")
-    p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips) and av_sync_confidence (see `thqa sync`)")
+    p.add_argument("--sync", action="store_true", help="add the audio/video offset (av_offset_ms, > 0: sound later than the lips), av_in_sync (true/false, empty without an offset) and av_sync_confidence (see `thqa sync`)")
+    p.add_argument("--sync-window", type=_sync_window_arg, default=None, metavar="LEAD,LAG", help="with --sync: " + SYNC_WINDOW_HELP)
     p.add_argument(
         "--resume", action="store_true",
         help="keep the rows --output already holds (from a run that was stopped) and score only the files without one",
@@ -1251,12 +1382,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("sync", help="audio/video offset of talking heads (lip sync), from the files alone: no trained network")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "sync", help="audio/video offset of talking heads (lip sync), from the files alone: no trained network",
+        description="Measure each file's audio/video offset from its mouth motion and its speech (offset_ms > 0: the sound "
+        "comes later than the lips) and say whether it is in sync (in_sync, ITU-R BT.1359's window unless --sync-window).",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="talking-head video files with sound")
     p.add_argument("--json", action="store_true", help="a JSON list on stdout, one object per file (with the agreement curve)")
     p.add_argument("--output", "-o", metavar="OUT", help="write results to OUT (.csv or .json) instead of stdout")
     p.add_argument("--max-offset", type=_float_in(0.0, math.inf, open_low=True), default=1000.0, metavar="MS",
                    help="search -MS..+MS (default 1000)")
+    p.add_argument("--sync-window", type=_sync_window_arg, default=None, metavar="LEAD,LAG", help=SYNC_WINDOW_HELP)
     p.add_argument("--no-curve", action="store_true", help="leave the agreement curve out of the JSON")
     p.add_argument(
         "--locator",
@@ -1267,9 +1403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="write DIR/<file>.sync.png per file: the agreement at every candidate offset and per second")
     p.set_defaults(func=_sync)
 
-    p = sub.add_parser("extract", help="extract the features of a manifest's videos into the feature cache")
+    p = sub.add_parser(
+        "extract", help="extract the features of a manifest's videos into the feature cache",
+        description="Compute the backbone and audio features of every video a manifest lists, once, into a feature cache that "
+        "train and evaluate read; entries already there are reused, and the run says why any were not.",
+    )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a path/video column (MOS optional)")
-    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    p.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     _add_manifest_args(p)
     p.add_argument("--no-frames", action="store_true", help="do not store first frames (only needed for fine-tuning: --recipe winner, --finetune-spatial)")
     p.add_argument("--failures", metavar="CSV", help="the list failed files are added to, each row naming its run (default DIR/failures.csv; never deleted)")
@@ -1279,7 +1419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=_extract)
 
-    p = sub.add_parser("cache", help="look after a feature cache")
+    p = sub.add_parser("cache", help="look after a feature cache", description="Look after a feature cache (see `thqa cache prune --help`).")
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     q = csub.add_parser(
         "prune",
@@ -1288,14 +1428,18 @@ def build_parser() -> argparse.ArgumentParser:
         "extraction (features version, PyAV/FFmpeg, librosa, scipy, spafe) or before thqa recorded it, entries whose "
         "header cannot be read, and corrupt entries set aside. Entries of other settings, weights or precisions stay.",
     )
-    q.add_argument("--cache-dir", required=True, metavar="DIR")
+    q.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     q.add_argument("--dry-run", "-n", action="store_true", help="list what would be deleted (path, bytes, reason) and delete nothing")
     q.add_argument("--json", action="store_true", help="print the list as JSON")
     q.set_defaults(func=_cache_prune)
 
-    p = sub.add_parser("train", help="train the fusion model on cached features")
+    p = sub.add_parser(
+        "train", help="train the fusion model on cached features",
+        description="Train the fusion model on a manifest's videos and MOS (extracting whatever the cache lacks); writes "
+        "RUN/best.safetensors, the checkpoint of the best validation epoch, and the run's metrics and config.",
+    )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with path and MOS columns (optional group, split)")
-    p.add_argument("--cache-dir", required=True, metavar="DIR")
+    p.add_argument("--cache-dir", required=True, metavar="DIR", help=CACHE_DIR_HELP)
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (an existing run with the same config resumes)")
     _add_manifest_args(p)
     g = p.add_mutually_exclusive_group()
@@ -1312,12 +1456,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_args(p, batch_size=False)
     p.set_defaults(func=_train, seed=None)  # --seed: the recipe's (3407) unless given
 
-    p = sub.add_parser("evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score")
+    p = sub.add_parser(
+        "evaluate", help="SRCC, PLCC, KRCC, RMSE and the challenge's main score",
+        description="Score predictions against MOS labels: either a prediction file against a label file (--predictions, "
+        "--labels), or a checkpoint on a manifest's videos (--checkpoint CK MANIFEST --cache-dir DIR, features from the cache).",
+    )
     p.add_argument("manifest", nargs="?", metavar="MANIFEST", help="with --checkpoint: the videos and their MOS")
     p.add_argument("--predictions", metavar="P", help="predictions: name,score rows (the challenge's format) or thqa score CSV")
     p.add_argument("--labels", metavar="L", help="labels: Video,Score CSV")
-    p.add_argument("--checkpoint", "-c", metavar="CK")
-    p.add_argument("--cache-dir", metavar="DIR")
+    p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train`: predict MANIFEST's videos with it (the backbones it records are used)")
+    p.add_argument("--cache-dir", metavar="DIR", help="with --checkpoint: " + CACHE_DIR_HELP)
     _add_manifest_args(p)
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
     p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="curve fitted before PLCC (default poly3, the challenge's)")
@@ -1330,7 +1478,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_compare_parser(sub)
 
-    p = sub.add_parser("demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report")
+    p = sub.add_parser(
+        "demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report",
+        description="Run everything on one machine with no data set: draw and voice talking heads, degrade them with a "
+        "pseudo-MOS rule, extract, train, test on held-out heads, and write a report with the commands to go on.",
+    )
     p.add_argument("--out", default="thqa-demo", metavar="DIR", help="output directory (default ./thqa-demo; never silently overwritten)")
     p.add_argument("--source", nargs="+", metavar="FILE", help="build the corpus from your talking-head files instead of self-made ones")
     p.add_argument("--heads", type=_int_in(1, 1000), default=None, help="number of self-made talking heads (default 8)")
@@ -1408,9 +1560,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"thqa {args.command}: error: standard output is closed: nowhere to write the results (give -o FILE)", file=sys.stderr)
             return EXIT_SETUP
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the results go to a file; notes for stdout go nowhere
+    from thqa.hints import cli_hints
+
     args.resources = contextlib.ExitStack()  # output locks (_guard_outputs), released when the command ends
     try:
-        with args.resources, _sigterm_as_interrupt():
+        # messages name options (--random-init), not Python keywords (random_init=True); warnings wait for the end
+        held = _warnings_at_the_end() if args.verbose < 2 else contextlib.nullcontext()
+        with args.resources, _sigterm_as_interrupt(), cli_hints(), held:
             return int(args.func(args) or 0)
     except UsageError as exc:
         parser.exit(EXIT_SETUP, f"thqa {args.command}: error: {exc}\n")

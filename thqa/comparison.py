@@ -860,11 +860,11 @@ def _key_from_column(names: Sequence[str], tables: Sequence[tuple[str, dict[str,
 
 
 def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
-    """Every column of a CSV with a header, or of a JSON list of objects: ``{file base name: {column: text}}``
+    """Every column of a CSV with a header, or of a JSON list of objects: ``{file name as written: {column: text}}``
     (column names lower-case). Empty for a headerless ``name,score`` file."""
     import csv
 
-    from thqa.metrics import _basename
+    from thqa.metrics import _path_name
     from thqa.score_output import csv_plain
 
     path = Path(path)
@@ -880,7 +880,7 @@ def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
         r = {str(k).lower(): "" if v is None else str(v) for k, v in r.items()}
         name = r.get("path") or r.get("video")
         if name:
-            out[_basename(csv_plain(name))] = r  # a thqa score CSV's '=x.mp4 is =x.mp4 (thqa.score_output.csv_safe)
+            out[_path_name(csv_plain(name))] = r  # a thqa score CSV's '=x.mp4 is =x.mp4 (thqa.score_output.csv_safe)
     return out
 
 
@@ -908,9 +908,11 @@ def compare(
     group_pattern: str | None = None,
     group_column: str | None = None,
     group_fn: Callable[[str], str | None] | None = None,
+    group_from: str | None = None,
     source_pattern: str | None = None,
     source_column: str | None = None,
     source_fn: Callable[[str], str | None] | None = None,
+    source_from: str | None = None,
     n_boot: int = 2000,
     ci: float = 0.95,
     seed: int = 0,
@@ -925,13 +927,19 @@ def compare(
         predictions: a prediction file (the challenge's ``name,score``, a ``thqa score`` CSV or JSON) or
             ``{file name: score}``.
         labels: people's scores: a ``Video,Score`` CSV, a manifest (``path,mos,...``) or ``{file name: MOS}``.
-            Predictions and labels are matched by file base name; only matched videos are compared, and the
-            unmatched ones are counted in ``result.matching``.
-        group_pattern: a regular expression searched in each file name; its first capture group is the group
-            (e.g. ``r"_([^_]+)\\.mp4$"``: the last ``_`` field). Or ``group_column``: a column of the prediction or
-            label file; or ``group_fn``: name -> group (None or ValueError: no group). Exactly one.
+            Predictions and labels are matched by file base name, or where base names repeat (``genA/x.mp4``,
+            ``genB/x.mp4``) by the shortest ending of their paths that tells them apart
+            (:func:`thqa.metrics.match_predictions`); only matched videos are compared, and the unmatched ones are
+            counted in ``result.matching``.
+        group_pattern: a regular expression searched in each file name (the base name, or that ending of the path
+            where base names repeat); its first capture group is the group (e.g. ``r"_([^_]+)\\.mp4$"``: the last
+            ``_`` field). Or ``group_column``: a column of the prediction or label file; or ``group_fn``: base name
+            -> group (None or ValueError: no group); or ``group_from="parent"``: the name of the folder each
+            prediction's file is in (``genA/x.mp4`` -> ``genA``). Exactly one.
         source_pattern, source_column, source_fn: the same for the source key (e.g.
-            :func:`thqa.data.thqa_ntire_source`); optional, at most one.
+            :func:`thqa.data.thqa_ntire_source`); or ``source_from="name"``: the file's base name (``x.mp4``: the
+            same input rendered by each generator). Optional, at most one; with ``group_from="parent"`` and none
+            given, the base name is the source when some base name is in two or more groups (a note says so).
         n_boot, ci, seed, n_perm: see :func:`compare_scores`.
         cluster_pattern, cluster_column, cluster_fn: the cluster in which sources are nested (e.g. the portrait:
             :func:`thqa.data.thqa_ntire_group`); optional, at most one; see ``clusters`` of :func:`compare_scores`.
@@ -945,19 +953,21 @@ def compare(
         MediaFileNotFoundError, ManifestError: unreadable prediction or label files (file and line named).
         MetricError: no prediction matches a label, fewer than 2 groups.
     """
-    from thqa.metrics import MatchReport, _basename, match_predictions, read_labels, read_predictions
+    from thqa.metrics import MatchReport, _path_name, _tail, match_by_path, read_labels, read_predictions, unique_tails
 
-    if sum(x is not None for x in (group_pattern, group_column, group_fn)) != 1:
-        raise ConfigError("give exactly one of group_pattern, group_column, group_fn (--group-pattern, --group-column)")
-    if sum(x is not None for x in (source_pattern, source_column, source_fn)) > 1:
-        raise ConfigError("give at most one of source_pattern, source_column, source_fn")
+    if sum(x is not None for x in (group_pattern, group_column, group_fn, group_from)) != 1:
+        raise ConfigError("give exactly one of group_pattern, group_column, group_fn, group_from (--group-pattern, --group-column, --group-from)")
+    if sum(x is not None for x in (source_pattern, source_column, source_fn, source_from)) > 1:
+        raise ConfigError("give at most one of source_pattern, source_column, source_fn, source_from")
+    if group_from not in (None, *GROUP_FROM) or source_from not in (None, *SOURCE_FROM):
+        raise ConfigError(f"group_from must be one of {', '.join(GROUP_FROM)} and source_from one of {', '.join(SOURCE_FROM)}")
     if sum(x is not None for x in (cluster_pattern, cluster_column, cluster_fn)) > 1:
         raise ConfigError("give at most one of cluster_pattern, cluster_column, cluster_fn (--cluster, --cluster-pattern)")
     tables: list[tuple[str, dict[str, dict[str, str]]]] = []
     if isinstance(predictions, Mapping):
-        preds = {_basename(str(k)): float(v) for k, v in predictions.items()}
+        preds = {_path_name(str(k)): float(v) for k, v in predictions.items()}
     else:
-        preds = read_predictions(predictions)
+        preds = read_predictions(predictions, by_path=True)
         tables.append((str(predictions), _read_columns(predictions)))
     matching = None
     lab_arr = None
@@ -965,16 +975,32 @@ def compare(
         if isinstance(labels, Mapping):
             labs = {str(k): float(v) for k, v in labels.items()}
         else:
-            labs = read_labels(labels)
+            labs = read_labels(labels, by_path=True)
             tables.append((str(labels), _read_columns(labels)))
-        names, pred_arr, lab_arr, report = match_predictions(preds, labs)
+        names, pred_arr, lab_arr, report, given = match_by_path(preds, labs)
         matching = {
             "n_matched": report.n_matched,
             "unmatched_predictions": _summary(report.unmatched_predictions),
             "unmatched_labels": _summary(report.unmatched_labels),
         }
     else:
-        names, pred_arr, report = list(preds), np.array(list(preds.values()), dtype=np.float64), MatchReport(len(preds))
+        tails, _ = unique_tails(list(preds))
+        names, given = list(tails.values()), {t: n for n, t in tails.items()}
+        pred_arr, report = np.array(list(preds.values()), dtype=np.float64), MatchReport(len(preds))
+    depth = max(n.count("/") + 1 for n in names)  # the path parts names keep (1: base names)
+    tables = [(label, {_tail(n, depth): r for n, r in rows.items()}) for label, rows in tables]
+    if group_fn is not None:
+        group_fn = _on_base_name(group_fn)
+    if source_fn is not None:
+        source_fn = _on_base_name(source_fn)
+    auto_source = False
+    if group_from == "parent":
+        group_fn = _parent_folder(given)
+        if source_pattern is None and source_column is None and source_fn is None and source_from is None:
+            source_from = _default_source(names, group_fn)
+            auto_source = source_from is not None
+    if source_from == "name":
+        source_fn = _base_name
 
     if group_pattern is not None:
         gkeys, no_group = key_from_pattern(names, group_pattern, "group")
@@ -1021,7 +1047,48 @@ def compare(
     )
     result.matching = matching
     result.left_out = left_out
+    if auto_source:
+        result.notes.append("source: each file's base name (x.mp4 in two folders: one input rendered by two generators)")
     return result
+
+
+#: where ``compare(group_from=...)`` takes the group from: "parent" = the folder a file is in
+GROUP_FROM = ("parent",)
+#: where ``compare(source_from=...)`` takes the source from: "name" = the file's base name
+SOURCE_FROM = ("name",)
+
+
+def _base_name(name: str) -> str:
+    """The source of ``genA/x.mp4``: ``x.mp4``."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _on_base_name(fn: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """``fn`` applied to a name's base name (names keep folders where base names repeat)."""
+
+    def on_base(name: str) -> str | None:
+        return fn(_base_name(name))
+
+    on_base.__name__ = getattr(fn, "__name__", "group_fn")
+    return on_base
+
+
+def _parent_folder(given: Mapping[str, str]) -> Callable[[str], str | None]:
+    """name -> the folder its prediction's file is in, as the prediction file names it (None: no folder)."""
+
+    def parent_folder(name: str) -> str | None:
+        parts = given.get(name, name).split("/")
+        return parts[-2] if len(parts) >= 2 and parts[-2] not in ("", ".", "..") else None
+
+    return parent_folder
+
+
+def _default_source(names: Sequence[str], group_of: Callable[[str], str | None]) -> str | None:
+    """"name" when some base name is in two or more groups (the same input rendered by several generators)."""
+    seen: dict[str, set] = {}
+    for n in names:
+        seen.setdefault(_base_name(n), set()).add(group_of(n))
+    return "name" if any(len(g - {None}) >= 2 for g in seen.values()) else None
 
 
 # ------------------------------------------------------------------------------------------------- output
@@ -1094,11 +1161,34 @@ def format_table(res: Comparison) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+#: the most pair differences :func:`plot_comparison` draws (the largest ones)
+PLOT_MAX_PAIRS = 30
+
+
+def _plot_pairs(ax, pairs: list[PairStats], pct: str, n_all: int) -> None:
+    """Each pair's difference of mean predictions (a - b) with its CI; filled where significant (Holm)."""
+    y = np.arange(len(pairs))[::-1]
+    for yi, q in zip(y, pairs):
+        lo, hi = (q.diff - q.ci[0], q.ci[1] - q.diff) if q.ci else (0.0, 0.0)
+        ax.errorbar([q.diff], [yi], xerr=[[lo], [hi]], fmt="o", color="C3" if q.significant else "0.45", ms=4, capsize=2, lw=1,
+                    mfc="C3" if q.significant else "white")
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{q.a} - {q.b}" + (" (paired)" if q.paired else "") for q in pairs], fontsize=7)
+    ax.set_ylim(-0.7, len(pairs) - 0.3)
+    shown = "" if n_all <= len(pairs) else f"; the {len(pairs)} largest of {n_all}"
+    ax.set_xlabel(f"prediction: a - b and {pct} CI (filled: significant){shown}")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
 def plot_comparison(res: Comparison, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Draw each group's mean with its CI (predictions; labels beside them when given) and write it atomically.
 
     Groups run down the vertical axis in the predictions' rank order. Predictions and labels get a panel each, so
-    predictions on another scale than the labels are still readable.
+    predictions on another scale than the labels are still readable. Below them, each pair's difference of mean
+    predictions with its CI (paired where the groups share sources): filled where Holm's test finds it significant
+    - the two groups' intervals can overlap while their paired difference is clear. At most
+    :data:`PLOT_MAX_PAIRS` pairs, the largest differences.
 
     Raises:
         ConfigError: matplotlib cannot write this file format.
@@ -1111,12 +1201,16 @@ def plot_comparison(res: Comparison, path: str | os.PathLike[str], *, title: str
     path = Path(path)
     labelled = any(g.label_mean is not None for g in res.groups)
     n = len(res.groups)
-    fig = Figure(figsize=(9.0 if labelled else 6.0, 1.2 + 0.28 * n), dpi=120)
+    pairs = sorted(res.pairs, key=lambda q: -abs(q.diff))[:PLOT_MAX_PAIRS]
+    fig = Figure(figsize=(9.0 if labelled else 6.0, 1.6 + 0.28 * (n + len(pairs))), dpi=120)
     canvas = FigureCanvasAgg(fig)
     fmt = path.suffix[1:].lower() or "png"
     if fmt not in canvas.get_supported_filetypes():
         raise ConfigError(f"cannot write a {fmt!r} plot; supported: {', '.join(sorted(canvas.get_supported_filetypes()))}")
-    axes = fig.subplots(1, 2 if labelled else 1, sharey=True, squeeze=False)[0]
+    ncols = 2 if labelled else 1
+    grid = fig.add_gridspec(2 if pairs else 1, ncols, height_ratios=[n + 1, len(pairs) + 1] if pairs else None)
+    axes = [fig.add_subplot(grid[0, 0])]
+    axes += [fig.add_subplot(grid[0, j], sharey=axes[0]) for j in range(1, ncols)]
     y = np.arange(n)[::-1]
     panels = [("prediction", "mean", "ci", "C0")] + ([("label (MOS)", "label_mean", "label_ci", "C3")] if labelled else [])
     pct = f"{100 * res.ci_level:g}%"
@@ -1135,6 +1229,8 @@ def plot_comparison(res: Comparison, path: str | os.PathLike[str], *, title: str
     axes[0].set_yticks(y)
     axes[0].set_yticklabels([f"{g.group} (n={g.n})" for g in res.groups], fontsize=7)
     axes[0].set_ylim(-0.7, n - 0.3)
+    if pairs:
+        _plot_pairs(fig.add_subplot(grid[1, :]), pairs, pct, len(res.pairs))
     heading = title or f"{n} groups, bootstrap by {res.resampling}"
     if res.system is not None:
         s = res.system

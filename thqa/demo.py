@@ -173,7 +173,8 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
                 _say(f"  could not make {dst.name}: {exc}", echo)
                 continue
             rows.append((str(dst), name, kind, level, info.pseudo_mos))
-    _write_csv(out / "corpus.csv", ["path", "mos", "group", "kind", "level"], [[p, f"{mos:.3f}", g, k, lv] for p, g, k, lv, mos in rows])
+    # paths relative to the manifest's folder, as manifests resolve them: `thqa extract OUT/corpus.csv` works from anywhere
+    _write_csv(out / "corpus.csv", ["path", "mos", "group", "kind", "level"], [[_from(out, p), f"{mos:.3f}", g, k, lv] for p, g, k, lv, mos in rows])
 
     # 3. backbones and features
     weights = WeightsOptions(
@@ -236,8 +237,8 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     _say(f"[5/5] evaluating on the held-out sources; best epoch {result.best_epoch}", echo)
     ev = evaluate_checkpoint(result.checkpoint, test, cache_dir=out / "cache", backbones=bb, progress=False)
     m = ev.metrics
-    scatter_plot(ev.predictions, ev.mos, out / "plot.png", title=f"thqa demo: held-out sources ({weights_label} backbones)")
-    _write_csv(out / "scores.csv", ["path", "prediction", "pseudo_mos"], [[p, f"{pr:.4f}", f"{mo:.3f}"] for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos)])
+    scatter_plot(ev.predictions, ev.mos, out / "plot.png", title=f"thqa demo: held-out sources ({weights_label} backbones)", label="pseudo-MOS (a rule, not people)")
+    _write_csv(out / "scores.csv", ["path", "prediction", "pseudo_mos"], [[_from(out, p), f"{pr:.4f}", f"{mo:.3f}"] for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos)])
     scorer = Scorer(
         result.checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights,
         precision=bb.precision,
@@ -258,7 +259,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         "n_test": len(test),
         "best_epoch": result.best_epoch,
         "val": result.best_metrics,
-        "scored_file": str(one),
+        "scored_file": _from(out, one),
         "scored_mos": scored.mos,
         "scored_clip_scores": scored.clip_scores,
         "scored_interval": scored.interval,
@@ -270,13 +271,49 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     }
     atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
     report = out / "report.md"
-    atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})))
+    nxt = _next_commands(out, cfg, settings.n_clips, bb.random_init, _from(out, one))
+    atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})) + nxt)
     _say(
         f"done in {seconds:.0f} s: held-out SRCC {metrics['srcc']:.3f}, PLCC {metrics['plcc']:.3f}, main {metrics['main_score']:.3f} "
         f"({weights_label} backbones); report: {report}",
         echo,
     )
     return DemoResult(out, metrics, weights_label, len(rows), summary.failed, seconds, report, str(one), float(scored.mos), bad)
+
+
+def _from(out: Path, path: str | Path) -> str:
+    """``path`` as a manifest in ``out`` names it: relative to ``out`` when inside it (manifests resolve relative paths
+    from their own folder), else absolute (the user's source files)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _next_commands(out: Path, cfg: DemoConfig, n_clips: int, random_init: bool, scored: str) -> str:
+    """The report's last section: commands that reuse what the demo made, as they run from the demo's working folder.
+    ``extract`` names the settings the demo cached under (clips, no first frames, the backbones) so it reuses
+    every entry; ``score`` and ``evaluate`` need no backbone options (the checkpoint records them)."""
+    o = out.as_posix()
+    backbone = (" --random-init" + (f" --seed {cfg.seed}" if cfg.seed != DemoConfig.seed else "")) if random_init else ""
+    if cfg.precision != "auto":
+        backbone += f" --precision {cfg.precision}"
+    return "\n".join([
+        "",
+        "## Next: the same files with the thqa command",
+        "",
+        "From the folder the demo ran in (the demo cached its features without first frames, at "
+        f"{n_clips} clip(s) per video{', with random-init backbones' if random_init else ''}: these options reuse them):",
+        "",
+        "```bash",
+        f"thqa extract {o}/corpus.csv --cache-dir {o}/cache --clips {n_clips} --no-frames{backbone}",
+        f"thqa evaluate --checkpoint {o}/run/best.safetensors {o}/corpus.csv --cache-dir {o}/cache",
+        f"thqa score --checkpoint {o}/run/best.safetensors {o}/{scored}" if not Path(scored).is_absolute() else
+        f"thqa score --checkpoint {o}/run/best.safetensors {scored}",
+        "```",
+        "",
+    ])
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

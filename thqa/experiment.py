@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from thqa.cache import FeatureCache
-from thqa.checkpoint import check_backbones, load_checkpoint
+from thqa.checkpoint import check_backbones, load_checkpoint, weights_for
 from thqa.data import Sample
 from thqa.extract import ExtractSummary, extract_to_cache
 from thqa.metrics import evaluate_with_curve
@@ -152,6 +152,9 @@ def evaluate_checkpoint(
     """Predict every sample with a checkpoint (features from the cache, extracting what is missing) and score it.
     ``precision``: of the backbones that extract (see :class:`~thqa.pipeline.Backbones`).
 
+    ``weights``: None (the default) builds the backbones the checkpoint records it was trained on (see
+    :func:`thqa.checkpoint.weights_for`).
+
     Raises:
         CheckpointMismatchError: the checkpoint was trained on other backbone weights than ``weights`` gives.
         MetricError: too few samples, constant predictions, ...
@@ -159,6 +162,14 @@ def evaluate_checkpoint(
     import torch
 
     ck = load_checkpoint(checkpoint)
+    if backbones is None:  # the backbones the checkpoint records; given weights must agree with them
+        given = {} if weights is None else {
+            "random_init": weights.random_init, "seed": weights.seed if weights.random_init else None,
+            "swin_weights": weights.swin_weights, "slowfast_weights": weights.slowfast_weights, "offline": weights.offline,
+        }
+        weights, note = weights_for(ck, **given)
+        if note:
+            log.info("backbones: %s", note)
     # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
     bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision)
     check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))

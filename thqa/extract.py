@@ -119,6 +119,9 @@ class ExtractSummary:
     stage_s: dict = field(default_factory=dict)  #: mean seconds per extracted file and stage
     #: files extracted again because the cache held their entries from another version of the extraction: why -> count
     stale: dict = field(default_factory=dict)
+    #: files extracted although the cache holds their features under other settings: what differs and the option
+    #: that reuses them -> count (:func:`reuse_hints`)
+    elsewhere: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -132,6 +135,7 @@ class ExtractSummary:
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "pipeline": self.pipeline,
             "stale": dict(self.stale),
+            "elsewhere": dict(self.elsewhere),
             "failures": [{"path": p, "error_type": t, "error": m} for p, t, m in self.failures],
         }
 
@@ -236,6 +240,9 @@ def extract_to_cache(
         summary.stale = stale_reasons(cache, {keys[p] for p in todo}, settings, backbones)
         if summary.stale:
             log.info("extracting again %d file(s) whose entries another version made: %s", sum(summary.stale.values()), summary.stale)
+        summary.elsewhere = reuse_hints(cache, {keys[p] for p in todo}, settings, backbones, frames=frames)
+        if summary.elsewhere:
+            log.info("the cache holds features of %d file(s) under other settings: %s", sum(summary.elsewhere.values()), summary.elsewhere)
     stage_tot: dict[str, float] = {}
     t_extract = time.perf_counter()
 
@@ -475,3 +482,86 @@ def prune_cache(cache: FeatureCache, *, dry_run: bool = True) -> list[PruneItem]
                 raise CacheError(f"cannot delete {it.path}: {exc}") from exc
         log.info("pruned %d file(s), %d bytes, from %s", len(items), sum(i.bytes for i in items), cache.root)
     return items
+
+
+# -- entries made under other settings -----------------------------------------------------------------------------
+def _setting_changes(have: dict, want: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(setting, cached value, wanted value) of every extraction setting that differs (audio settings flattened)."""
+    out = []
+    for k in sorted(set(have) | set(want)):
+        a, b = have.get(k), want.get(k)
+        if isinstance(a, dict) or isinstance(b, dict):
+            out += _setting_changes(a or {}, b or {}, f"{k}.")
+        elif a != b:
+            out.append((prefix + k, a, b))
+    return out
+
+
+#: extraction setting -> the keyword that sets it (the CLI names its option instead: thqa.hints)
+_SETTING_KEYWORD = {"n_clips": "n_clips", "clip_sampling": "clip_sampling", "audio.sample_rate": "sample_rate", "audio.n_fft": "n_fft",
+                    "audio.cqt_kind": "cqt_kind", "audio.chroma_tuning": "chroma_tuning", "audio.mfcc_top_db": "mfcc_top_db"}
+
+
+def _backbone_change(have: dict, want: dict) -> str | None:
+    """What differs between the backbones an entry was made with and those in use, and how to use the entry's."""
+    from thqa.hints import in_cli, option
+
+    if _weights_identity(have) == _weights_identity(want):
+        return None
+    rec = next(iter(have.values()), {}) if have else {}
+    if rec.get("source") == "random-init":
+        seed = rec.get("seed")
+        how = option("random_init=True") + ((" " if in_cli() else ", ") + option("seed", str(seed)) if seed is not None else "")
+        return f"made with random-init backbones (seed {seed}): {how}"
+    return "made with pretrained backbones (" + ", ".join(f"{n} sha256 {b.get('sha256', '')[:12]}" for n, b in sorted(have.items())) + \
+        f"): the same weight files, without {option('random_init=True')}"
+
+
+def reuse_hints(cache: FeatureCache, digests: set[str], settings: ExtractionSettings, backbones: dict, *, frames: bool) -> dict[str, int]:
+    """For files about to be extracted: the cache's entries of the same content that this run cannot use, with the
+    setting that differs and how to reuse them ("n_clips 2 (pass --clips 2)", "stored without first frames (pass
+    --no-frames)"), counted by reason - one per file, the entry that differs least. Entries of another version of
+    the extraction are :func:`stale_reasons`' business. Reads only the entries' headers."""
+    from thqa.hints import option
+
+    want_settings = settings.to_dict()
+    want_prec = _precision(backbones)
+    best: dict[str, list[str]] = {}
+    for key, _path, _size, meta in cache.headers():
+        if meta is None or meta.get("content_sha256") not in digests or meta.get("part", "features") != "features":
+            continue
+        prov = meta.get("provenance")
+        if not isinstance(prov, dict) or _provenance_change({k: v for k, v in prov.items() if k != "precision"},
+                                                            {k: v for k, v in features_provenance(backbones).items() if k != "precision"}):
+            continue  # another version of the extraction: not reusable under any setting
+        try:
+            diffs = [f"{name} {a} (pass {option(_SETTING_KEYWORD[name], _value_text(name, a))})" if name in _SETTING_KEYWORD else f"{name} {a} (yours {b})"
+                     for name, a, b in _setting_changes(meta.get("settings") or {}, want_settings)]
+            bb = _backbone_change(meta.get("backbones") or {}, backbones)
+        except (AttributeError, TypeError):
+            continue
+        diffs += [bb] if bb else []
+        if prov.get("precision") != want_prec:
+            diffs.append(f"backbones in {prov.get('precision')} (pass {option('precision', _precision_option(prov.get('precision')))})")
+        if not diffs and frames and key == features_key(meta["content_sha256"], settings, backbones):
+            diffs.append(f"stored without first frames, which only fine-tuning needs (pass {option('frames=False')})")
+        d = meta["content_sha256"]
+        if diffs and (d not in best or len(diffs) < len(best[d])):
+            best[d] = diffs
+    counts: dict[str, int] = {}
+    for diffs in best.values():
+        reason = "; ".join(diffs)
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def _value_text(name: str, value) -> str:
+    """A setting's value as its option takes it (None is 'estimate' for the chroma tuning, 'none' for MFCC's floor)."""
+    if value is None:
+        return {"audio.chroma_tuning": "estimate", "audio.mfcc_top_db": "none"}.get(name, "none")
+    return str(value)
+
+
+def _precision_option(recorded) -> str:
+    """The --precision value that gives features in ``recorded`` ("fp32" or "bf16-autocast")."""
+    return "bf16" if str(recorded).startswith("bf16") else "fp32"

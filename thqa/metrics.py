@@ -22,7 +22,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -39,6 +39,8 @@ __all__ = [
     "evaluate_with_curve",
     "fit_predictions",
     "match_predictions",
+    "match_by_path",
+    "unique_tails",
     "read_labels",
     "read_predictions",
 ]
@@ -226,6 +228,35 @@ def _basename(name: str) -> str:
     return re.split(r"[\\/]", name.strip())[-1]
 
 
+def _path_name(name: str) -> str:
+    """A file name as written, with ``/`` between folders (also for ``\\``) and no leading ``./``."""
+    text = name.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _tail(name: str, k: int) -> str:
+    """The last ``k`` parts of a path (``_tail("/d/genA/x.mp4", 2) == "genA/x.mp4"``)."""
+    return "/".join(name.split("/")[-k:])
+
+
+def unique_tails(names: Sequence[str]) -> tuple[dict[str, str], int]:
+    """Each name's shortest ending that no other name shares, as path parts: the base name when base names are
+    unique (``k`` 1), else e.g. ``genA/x.mp4`` (``k`` 2: the path below the folder the files have in common).
+
+    Returns:
+        ``({name: its last k parts}, k)``.
+    """
+    parts = [n.split("/") for n in names]
+    deepest = max((len(p) for p in parts), default=1)
+    for k in range(1, deepest + 1):
+        tails = ["/".join(p[-k:]) for p in parts]
+        if len(set(tails)) == len(tails):
+            return dict(zip(names, tails)), k
+    return {n: n for n in names}, deepest  # the same path twice: the readers refuse that before
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -234,13 +265,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_name_score_file(path: str | os.PathLike[str], what: str) -> dict[str, float]:
-    """Parse ``name,score`` rows (optional header; optional ``error`` column) into ``{basename: score}``."""
+def _read_name_score_file(path: str | os.PathLike[str], what: str, by_path: bool = False) -> dict[str, float]:
+    """Parse ``name,score`` rows (optional header; optional ``error`` column) into ``{basename: score}`` (``by_path``:
+    ``{name as written: score}``)."""
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"{what} file not found: {path}")
     try:
-        return _read_name_score_rows(path, what)
+        return _read_name_score_rows(path, what, by_path)
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"{path}: not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, {exc.reason}); save it as UTF-8"
@@ -254,7 +286,7 @@ def _short(row: list[str]) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
+def _read_name_score_rows(path: Path, what: str, by_path: bool = False) -> dict[str, float]:
     out: dict[str, float] = {}
     first_line: dict[str, int] = {}
     n_error_rows = 0
@@ -290,7 +322,7 @@ def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
                 raise ManifestError(f"{path}:{line}: expected at least {max(name_col, score_col) + 1} columns: {_short(row)}")
             if not has_header and len(cells) > 2 and any(cells[2:]):
                 raise ManifestError(f"{path}:{line}: expected 'name,score', got {len(cells)} columns: {_short(row)}")
-            name, text = _basename(csv_plain(cells[name_col])), cells[score_col]  # a thqa CSV's '=x.mp4 is =x.mp4
+            name, text = (_path_name if by_path else _basename)(csv_plain(cells[name_col])), cells[score_col]  # a thqa CSV's '=x.mp4 is =x.mp4
             if not name:
                 raise ManifestError(f"{path}:{line}: empty file name")
             try:
@@ -301,8 +333,8 @@ def _read_name_score_rows(path: Path, what: str) -> dict[str, float]:
                 raise ManifestError(f"{path}:{line}: score of {name!r} is {text!r} (not finite)")
             if name in out:
                 raise ManifestError(
-                    f"{path}:{line}: duplicate file name {name!r} (first on line {first_line[name]}); "
-                    "names are matched by base name"
+                    f"{path}:{line}: duplicate file {'path' if by_path else 'name'} {name!r} (first on line {first_line[name]})"
+                    + ("" if by_path else "; names are matched by base name (by_path=True keeps files of one name in different folders apart)")
                 )
             out[name] = value
             first_line[name] = line
@@ -334,7 +366,7 @@ def _json_rows(path: Path) -> list[dict]:
     return doc
 
 
-def _read_name_score_json(path: Path, what: str) -> dict[str, float]:
+def _read_name_score_json(path: Path, what: str, by_path: bool = False) -> dict[str, float]:
     """``{basename: score}`` from JSON rows with a name key (path/video) and a score key (mos/score); rows whose
     ``error`` is set are skipped with a logged warning."""
     if not path.is_file():
@@ -350,11 +382,12 @@ def _read_name_score_json(path: Path, what: str) -> dict[str, float]:
         key = next((k for k in _SCORE_COLUMNS if k in lower), None)
         if not isinstance(name, str) or key is None:
             raise ManifestError(f"{path}: row {i} needs a name ({'/'.join(_NAME_COLUMNS)}) and a score ({'/'.join(_SCORE_COLUMNS)}): {row!r}")
-        name, value = _basename(name), lower[key]
+        name, value = (_path_name if by_path else _basename)(name), lower[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ManifestError(f"{path}: row {i}: score of {name!r} is {value!r} (not a finite number)")
         if name in out:
-            raise ManifestError(f"{path}: row {i}: duplicate file name {name!r}; names are matched by base name")
+            raise ManifestError(f"{path}: row {i}: duplicate file {'path' if by_path else 'name'} {name!r}"
+                                + ("" if by_path else "; names are matched by base name (by_path=True keeps folders apart)"))
         out[name] = float(value)
     if n_error_rows:
         logger.warning("%s: skipped %d row(s) with an error", path, n_error_rows)
@@ -367,8 +400,9 @@ def _is_json(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in (".json", ".jsonl")
 
 
-def read_predictions(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Read a prediction file into ``{file base name: score}``.
+def read_predictions(path: str | os.PathLike[str], *, by_path: bool = False) -> dict[str, float]:
+    """Read a prediction file into ``{file base name: score}`` (``by_path``: ``{file name as written: score}``, so
+    that ``genA/x.mp4`` and ``genB/x.mp4`` stay apart; :func:`match_predictions` matches them by path).
 
     Accepts the challenge format ``name.mp4,score`` without header, the same with a header (``path,mos``,
     ``Video,Score``, ... case-insensitive), and thqa's score CSV (``path,mos,clip_scores,error``: rows with a
@@ -380,16 +414,17 @@ def read_predictions(path: str | os.PathLike[str]) -> dict[str, float]:
         ManifestError: bad header, duplicate base name, non-numeric/NaN/inf score, no rows (file and line named).
     """
     if _is_json(path):
-        return _read_name_score_json(Path(path), "prediction")
-    return _read_name_score_file(path, "prediction")
+        return _read_name_score_json(Path(path), "prediction", by_path)
+    return _read_name_score_file(path, "prediction", by_path)
 
 
-def read_labels(path: str | os.PathLike[str]) -> dict[str, float]:
+def read_labels(path: str | os.PathLike[str], *, by_path: bool = False) -> dict[str, float]:
     """Read a label CSV (``Video,Score``; name column ``path``/``video``, score column ``mos``/``score``,
-    case-insensitive) into ``{file base name: MOS}``. Same errors as :func:`read_predictions`."""
+    case-insensitive) into ``{file base name: MOS}`` (``by_path``: names as written). Same errors as
+    :func:`read_predictions`."""
     if _is_json(path):
-        return _read_name_score_json(Path(path), "label")
-    return _read_name_score_file(path, "label")
+        return _read_name_score_json(Path(path), "label", by_path)
+    return _read_name_score_file(path, "label", by_path)
 
 
 @dataclass
@@ -416,10 +451,22 @@ class MatchReport:
         return "; ".join(parts)
 
 
-def _by_basename(values: dict[str, float], what: str) -> dict[str, float]:
+def _refuse_ambiguous(short: dict[str, float], other: dict[str, float], what: str, other_what: str) -> None:
+    """A name of one side, shorter than the other side's paths, that ends several of them (``a.mp4`` against
+    ``x/a.mp4`` and ``y/a.mp4``) cannot be matched: say so rather than drop it."""
+    for name in short:
+        hits = [o for o in other if o == name or o.endswith("/" + name)]
+        if len(hits) > 1:
+            raise ManifestError(
+                f"two {other_what} share the file name {name!r} ({', '.join(hits[:3])}) and the {what} name only {name!r}: "
+                f"give the {what} the folders too (e.g. {hits[0]})"
+            )
+
+
+def _by_tail(values: dict[str, float], k: int, what: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in values.items():
-        name = _basename(key)
+        name = _tail(key, k)
         if name in out:
             raise ManifestError(f"two {what} share the file name {name!r} (e.g. {key!r})")
         out[name] = value
@@ -429,16 +476,34 @@ def _by_basename(values: dict[str, float], what: str) -> dict[str, float]:
 def match_predictions(
     preds: dict[str, float], labels: dict[str, float]
 ) -> tuple[list[str], np.ndarray, np.ndarray, MatchReport]:
-    """Pair predictions with labels by file base name, in the labels' order.
+    """Pair predictions with labels by file name, in the labels' order: by base name when base names are unique on
+    both sides, else by the shortest ending of the paths that tells the files apart (``genA/x.mp4`` against
+    ``genB/x.mp4``; the keys of ``read_predictions(..., by_path=True)``), so a prediction file with absolute paths
+    matches a manifest with paths relative to its folder.
 
     Returns:
-        ``(names, pred, mos, report)``: matched names, predictions (N,), MOS (N,), and a :class:`MatchReport`.
+        ``(names, pred, mos, report)``: matched names (those endings), predictions (N,), MOS (N,), and a
+        :class:`MatchReport`.
 
     Raises:
         MetricError: no name matches. A partial mismatch only logs a warning (see ``report``).
     """
-    p = _by_basename(preds, "predictions")
-    lab = _by_basename(labels, "labels")
+    names, pred_arr, mos_arr, report, _ = match_by_path(preds, labels)
+    return names, pred_arr, mos_arr, report
+
+
+def match_by_path(
+    preds: dict[str, float], labels: dict[str, float]
+) -> tuple[list[str], np.ndarray, np.ndarray, MatchReport, dict[str, str]]:
+    """:func:`match_predictions`, also returning ``{matched name: the prediction's name as given}`` (its folders)."""
+    p_full = {_path_name(k): v for k, v in preds.items()}
+    l_full = {_path_name(k): v for k, v in labels.items()}
+    k = max(unique_tails(list(p_full))[1], unique_tails(list(l_full))[1])
+    p = _by_tail(p_full, k, "predictions")
+    lab = _by_tail(l_full, k, "labels")
+    _refuse_ambiguous(lab, p, "labels", "predictions")
+    _refuse_ambiguous(p, lab, "predictions", "labels")
+    given = {_tail(n, k): n for n in p_full}
     names = [n for n in lab if n in p]
     report = MatchReport(
         n_matched=len(names),
@@ -451,7 +516,7 @@ def match_predictions(
         logger.warning("predictions and labels differ: %s", report.summary())
     pred_arr = np.array([p[n] for n in names], dtype=np.float64)
     mos_arr = np.array([lab[n] for n in names], dtype=np.float64)
-    return names, pred_arr, mos_arr, report
+    return names, pred_arr, mos_arr, report, {n: given[n] for n in names}
 
 
 def evaluate_files(
@@ -465,7 +530,7 @@ def evaluate_files(
     Returns:
         :func:`evaluate`'s dict plus ``n_unmatched_predictions`` and ``n_unmatched_labels``.
     """
-    _, pred, mos, report = match_predictions(read_predictions(predictions_path), read_labels(labels_path))
+    _, pred, mos, report = match_predictions(read_predictions(predictions_path, by_path=True), read_labels(labels_path, by_path=True))
     result = evaluate(pred, mos, fit=fit)
     result["n_unmatched_predictions"] = len(report.unmatched_predictions)
     result["n_unmatched_labels"] = len(report.unmatched_labels)

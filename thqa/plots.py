@@ -41,6 +41,7 @@ def scatter_plot(
     *,
     fit: FitKind = "poly3",
     title: str | None = None,
+    label: str = "MOS",
 ) -> Path:
     """Draw predictions (x) against MOS (y) with the fitted curve, and write the figure atomically.
 
@@ -51,6 +52,7 @@ def scatter_plot(
             Missing parent folders are created.
         fit: curve drawn and used for PLCC (see :func:`thqa.metrics.evaluate`).
         title: first title line; the metrics (SRCC, PLCC, main score, n) are always shown below it.
+        label: what the vertical axis holds ("MOS"; the demo's rule-made labels: "pseudo-MOS").
 
     Returns:
         The written path.
@@ -79,7 +81,7 @@ def scatter_plot(
     if fit != "none":
         ax.plot(grid, curve(grid), color="C3", linewidth=2, label=f"{curve.kind} fit")
     ax.set_xlabel("prediction")
-    ax.set_ylabel("MOS")
+    ax.set_ylabel(label)
     stats_line = (
         f"SRCC {metrics['srcc']:.4f}  PLCC {metrics['plcc']:.4f}  main {metrics['main_score']:.4f}  "
         f"RMSE {metrics['rmse']:.3f}"
@@ -128,18 +130,23 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
     else:
         ax, ax2 = fig.add_subplot(1, 1, 1), None
     edges = np.arange(n + 1)
-    ax.stairs(scores, edges, baseline=None, color="C0", linewidth=2, label="score of each second")
+    ax.stairs(scores, edges, baseline=None, color="C0", linewidth=2, label="score of each second (its clip scores in the sliding windows, averaged)")
     for i, s in enumerate(sorted(set(result.seconds or []))):
-        ax.axvspan(s, s + 1, color="C2", alpha=0.15, linewidth=0, label="sampled for the MOS" if i == 0 else None)
+        ax.axvspan(s, s + 1, color="C2", alpha=0.15, linewidth=0, label="the seconds sampled for the file's MOS" if i == 0 else None)
     if result.mos is not None:
-        ax.axhline(result.mos, color="C3", linestyle="--", linewidth=1.5, label=f"MOS {result.mos:.2f} (the method's)")
+        # not the mean of the line: the model sees the sampled seconds together (spread over the file), and its
+        # sequence model scores them in that context, so the MOS may lie above or below every per-second score
+        ax.axhline(
+            result.mos, color="C3", linestyle="--", linewidth=1.5,
+            label=f"file MOS {result.mos:.2f}: the model on the shaded seconds together (not the line's mean)",
+        )
     lo, hi = float(np.min(scores)), float(np.max(scores))
     pad = max(0.1, 0.15 * (hi - lo))
     ax.set_ylim(min(lo, result.mos if result.mos is not None else lo) - pad, max(hi, result.mos if result.mos is not None else hi) + pad)
     ax.set_ylabel("predicted quality\n(MOS scale, higher is better)")
     ax.set_xlim(0, n)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     name = Path(result.path).name
     note = "  [untrained model: the scores mean nothing]" if getattr(result, "untrained", False) else ""
     ax.set_title(f"{title or name}: quality over time{note}", fontsize=10)

@@ -58,6 +58,7 @@ class RayOptions:
         actors: backbone actors (default: one per GPU of the cluster, else one per 4 CPUs, at least 1).
         files_per_batch: files handed to an actor at once (its backbones run over all their clips).
         max_retries: retries of a task or an actor call whose process died.
+        verbose: show Ray's own log lines (its start-up, workers' output); quiet by default (errors only).
     """
 
     def __init__(
@@ -68,18 +69,21 @@ class RayOptions:
         actors: int | None = None,
         files_per_batch: int = 8,
         max_retries: int = 3,
+        verbose: bool = False,
     ):
         self.address = address
         self.num_cpus = num_cpus
         self.actors = actors
         self.files_per_batch = max(1, int(files_per_batch))
         self.max_retries = max(0, int(max_retries))
+        self.verbose = bool(verbose)
 
 
 def _connect(opts: RayOptions):
     ray = import_ray()
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"log_to_driver": False}
+        # Ray's own log lines (start-up, dashboard, workers' output) only when asked for: thqa says what matters
+        kw: dict[str, Any] = {"log_to_driver": opts.verbose, "logging_level": logging.INFO if opts.verbose else logging.ERROR}
         if opts.address:
             kw["address"] = opts.address
         else:  # a local instance, started here
@@ -415,8 +419,8 @@ def score_with_ray(
     paths: Sequence[str | os.PathLike],
     checkpoint: str | os.PathLike | None = None,
     *,
-    random_init: bool = False,
-    seed: int = 3407,
+    random_init: bool | None = None,
+    seed: int | None = None,
     swin_weights: str | None = None,
     slowfast_weights: str | None = None,
     offline: bool | None = None,
@@ -434,15 +438,14 @@ def score_with_ray(
     from thqa.checkpoint import load_checkpoint
     from thqa.conformal import check_coverage
     from thqa.pipeline import ExtractionSettings
-    from thqa.scorer import NO_MODEL_MESSAGE, ScoreResult, calibration_of, model_digest, with_interval
+    from thqa.scorer import ScoreResult, calibration_of, model_digest, weights_options, with_interval
 
     coverage = check_coverage(coverage)
 
-    if checkpoint is None and not random_init:
-        from thqa.errors import CheckpointError
-
-        raise CheckpointError(NO_MODEL_MESSAGE)
     ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    # the backbones the local Scorer builds: the checkpoint's record unless told otherwise (a mismatch raises here)
+    w, _ = weights_options(ck, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline)
+    random_init, seed = w.random_init, w.seed
     calibration, interval_note = calibration_of(ck)
     recipe = None
     if ck is not None:

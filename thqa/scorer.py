@@ -12,11 +12,11 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint
+from thqa.checkpoint import Checkpoint, check_backbones, load_checkpoint, weights_for
 from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
-from thqa.weights import WeightsOptions, build_spatial, state_digest
+from thqa.weights import DEFAULT_SEED, WeightsOptions, build_spatial, state_digest
 
 __all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE", "model_digest"]
 
@@ -46,6 +46,9 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
     av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
+    #: the offset lies within the in-sync window (ITU-R BT.1359's detectability, :data:`thqa.sync.IN_SYNC_WINDOW_MS`);
+    #: None when no offset was measured
+    av_in_sync: bool | None = None
     av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.sync.SyncResult`)
     av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
     av_sync_reliable: bool | None = None  #: False: the offset is weak or ambiguous, a guess (the reason is in ``warnings``)
@@ -95,6 +98,25 @@ def model_digest(checkpoint: Checkpoint | None, *, random_init: bool, seed: int,
     return h.hexdigest()[:16]
 
 
+def weights_options(checkpoint: Checkpoint | None, *, random_init: bool | None = None, seed: int | None = None,
+                    swin_weights: str | None = None, slowfast_weights: str | None = None,
+                    offline: bool | None = None) -> tuple[WeightsOptions, str | None]:
+    """The backbones a scorer of ``checkpoint`` builds: ``(WeightsOptions, note or None)``. With a checkpoint, those it
+    records (:func:`thqa.checkpoint.weights_for`; ``random_init``/``seed`` None follow it); without one, seeded
+    random-init backbones, which must be asked for. The one rule the Scorer and ``thqa score --resume`` share.
+
+    Raises:
+        CheckpointError: no checkpoint and no ``random_init``. CheckpointMismatchError: options against the record.
+    """
+    if checkpoint is not None:
+        return weights_for(checkpoint, random_init=random_init, seed=seed, swin_weights=swin_weights,
+                           slowfast_weights=slowfast_weights, offline=offline)
+    if not random_init:
+        raise CheckpointError(NO_MODEL_MESSAGE)
+    seed = DEFAULT_SEED if seed is None else seed
+    return WeightsOptions(random_init=True, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline), None
+
+
 def calibration_of(ck: Checkpoint | None):
     """``(Calibration or None, why there is none)`` of a checkpoint (None: an untrained model)."""
     from thqa.conformal import Calibration
@@ -128,8 +150,11 @@ class Scorer:
     Args:
         checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``. None requires ``random_init=True``.
         device: "auto", "cpu", "cuda", "cuda:1", ...
-        random_init: build the backbones with seeded random weights instead of the pretrained ones (testing).
-        seed: the seed of random initialisation.
+        random_init: build the backbones with seeded random weights instead of the pretrained ones (testing). With a
+            checkpoint, None (the default) uses the backbones it records it was trained on (random-init with its
+            seed, or the pretrained weights, whose digests are checked) and logs so; an explicit value that
+            disagrees with the record raises :class:`~thqa.errors.CheckpointMismatchError` naming both.
+        seed: the seed of random initialisation (default: the checkpoint's, else 3407).
         swin_weights, slowfast_weights: local backbone weight files (else $THQA_SWIN_WEIGHTS, $THQA_SLOWFAST_WEIGHTS,
             then the hub caches, then a download).
         batch_size: clips per backbone forward pass (default: 1 on a CPU, 48 on a GPU); workers: decoding processes for
@@ -155,8 +180,8 @@ class Scorer:
         checkpoint: str | os.PathLike | None = None,
         *,
         device: str = "auto",
-        random_init: bool = False,
-        seed: int = 3407,
+        random_init: bool | None = None,
+        seed: int | None = None,
         swin_weights: str | None = None,
         slowfast_weights: str | None = None,
         offline: bool | None = None,
@@ -171,20 +196,26 @@ class Scorer:
         from thqa.conformal import check_coverage
 
         self.coverage = check_coverage(coverage)
-        self.weights = WeightsOptions(
-            random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
-        )
         self.checkpoint: Checkpoint | None = None
+        #: how the backbones are made, when the checkpoint's record decided it ("random-init backbones (seed 3407), as ...")
+        self.weights_note: str | None = None
         if checkpoint is None:
-            if not random_init:
-                raise CheckpointError(NO_MODEL_MESSAGE)
+            self.weights, _ = weights_options(
+                None, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
+            )
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.manual_seed(self.weights.seed)
                 model = FusionModel(FusionConfig())
             self.settings = (settings or ExtractionSettings()).validate()
             branches = model.config.branches
         else:
             self.checkpoint = load_checkpoint(checkpoint)
+            # the backbones it was trained on unless told otherwise; an explicit disagreement is an error naming both
+            self.weights, self.weights_note = weights_options(
+                self.checkpoint, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
+            )
+            if self.weights_note:
+                log.info("backbones: %s", self.weights_note)
             model = self.checkpoint.model
             self.settings = self.checkpoint.settings
             branches = model.config.branches
@@ -202,7 +233,7 @@ class Scorer:
         )
         if finetuned:
             # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
-            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=seed))
+            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=self.weights.seed))
             try:
                 spatial.load_state_dict(self.checkpoint.spatial_state, strict=True)
             except RuntimeError as exc:
@@ -221,7 +252,7 @@ class Scorer:
         self.untrained = self.checkpoint is None
         self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
         self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
-        self.model_digest = model_digest(self.checkpoint, random_init=random_init, seed=seed,
+        self.model_digest = model_digest(self.checkpoint, random_init=self.weights.random_init, seed=self.weights.seed,
                                          precision=self.backbones.precision, settings=self.settings)
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
@@ -283,31 +314,36 @@ class Scorer:
             mos, clips = self.score_features([item.features])[0]
             yield self._result(item.features, mos, clips)
 
-    def explain(self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False) -> ScoreResult:
+    def explain(
+        self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False, sync_window_ms: tuple[float, float] | None = None
+    ) -> ScoreResult:
         """Score one file and say where and why: ``timeline`` adds a score per second (every second is read: see
-        :mod:`thqa.timeline`), ``sync`` the audio/video offset (:func:`thqa.sync.estimate_av_offset`). The MOS stays
-        the method's MOS.
+        :mod:`thqa.timeline`), ``sync`` the audio/video offset (:func:`thqa.sync.estimate_av_offset`) and whether it
+        lies within ``sync_window_ms`` = (lead, lag) ms (default :data:`thqa.sync.IN_SYNC_WINDOW_MS`: ITU-R BT.1359's
+        45 ms sound ahead, 125 ms behind). The MOS stays the method's MOS.
 
         Raises:
             THQAError subclasses naming the file and the reason (missing, empty, not a video, undecodable).
         """
-        res = self._explain(path, timeline=timeline, sync=sync)
+        res = self._explain(path, timeline=timeline, sync=sync, sync_window_ms=sync_window_ms)
         if res.error:
             raise THQAError(res.error)
         return res
 
-    def iter_explain(self, paths: Iterable[str | os.PathLike], *, timeline: bool = True, sync: bool = False) -> Iterator[ScoreResult]:
+    def iter_explain(
+        self, paths: Iterable[str | os.PathLike], *, timeline: bool = True, sync: bool = False, sync_window_ms: tuple[float, float] | None = None
+    ) -> Iterator[ScoreResult]:
         """:meth:`explain` for many files, in order; a bad file gives an error result and the batch goes on."""
         for p in paths:
             try:
-                yield self._explain(p, timeline=timeline, sync=sync)
+                yield self._explain(p, timeline=timeline, sync=sync, sync_window_ms=sync_window_ms)
             except THQAError as exc:
                 yield self._error(str(p), type(exc).__name__, str(exc))
             except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
                 log.debug("unexpected error explaining %s", p, exc_info=True)
                 yield self._error(str(p), type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
 
-    def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool) -> ScoreResult:
+    def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool, sync_window_ms: tuple[float, float] | None = None) -> ScoreResult:
         if timeline:
             from thqa.timeline import second_features, timeline_scores
 
@@ -322,7 +358,7 @@ class Scorer:
         else:
             res = next(self.iter_score([path]))
         if sync and res.ok:
-            add_sync(res, path)
+            add_sync(res, path, sync_window_ms)
         return res
 
     def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
@@ -330,18 +366,19 @@ class Scorer:
         return list(self.iter_score(paths))
 
 
-def add_sync(res: ScoreResult, path: str | os.PathLike) -> ScoreResult:
+def add_sync(res: ScoreResult, path: str | os.PathLike, window_ms: tuple[float, float] | None = None) -> ScoreResult:
     """Fill ``res``'s av_* fields from :func:`thqa.sync.estimate_av_offset` (an unmeasurable offset is said in
     ``av_sync_error`` and ``warnings``, an unreliable one in ``av_sync_reliable`` and ``warnings``; the score
-    stands)."""
-    from thqa.sync import estimate_av_offset
+    stands). ``window_ms``: (lead, lag) of ``av_in_sync`` (default :data:`thqa.sync.IN_SYNC_WINDOW_MS`)."""
+    from thqa.sync import SyncSettings, estimate_av_offset
 
     try:
-        s = estimate_av_offset(path)
+        s = estimate_av_offset(path, SyncSettings(in_sync_window_ms=tuple(window_ms)) if window_ms is not None else None)
     except THQAError as exc:
         res.av_sync_error = str(exc)
     else:
         res.av_offset_ms, res.av_sync_confidence, res.av_sync_error = s.offset_ms, s.confidence, s.error
+        res.av_in_sync = s.in_sync
         res.av_sync_reliable, res.av_sync_agreement = s.reliable, s.agreement_per_second or None
         if s.note:
             res.warnings.append(f"{path}: lip sync offset unreliable: {s.note}")

@@ -34,6 +34,14 @@ How it works (see the README's "Lip sync" section for the measured accuracy):
 
 Sign convention: ``offset_ms > 0`` means the sound comes *later* than the lips (a video lead); ``< 0`` means the
 sound comes earlier (an audio lead).
+
+Verdict (``in_sync``): an offset is in sync when it lies within the window of detectability of ITU-R BT.1359-1
+(1998, "Relative timing of sound and vision for broadcasting"): viewers begin to notice sound *ahead* of the picture
+at about 45 ms and sound *behind* it at about 125 ms (its "+45 ms / -125 ms", where BT.1359 counts sound ahead as
+positive - the opposite sign of ``offset_ms``). In thqa's sign: in sync when ``-45 <= offset_ms <= +125``
+(:data:`IN_SYNC_WINDOW_MS` = (lead, lag) = (45, 125); ``SyncSettings.in_sync_window_ms``, ``--sync-window``). The
+recommendation's wider *acceptability* thresholds are 90 ms ahead / 185 ms behind (``--sync-window 90,185``). The
+verdict is as good as the offset: read it with ``reliable``.
 """
 from __future__ import annotations
 
@@ -66,6 +74,18 @@ log = logging.getLogger(__name__)
 
 #: the ways :class:`SyncSettings` can find the mouth
 LOCATORS = ("face", "frame")
+#: (lead, lag) in ms: the most the sound may come before (lead) and after (lag) the lips to be in sync - ITU-R
+#: BT.1359-1's threshold of detectability (+45 ms sound ahead, -125 ms sound behind, in its sign); see the module doc
+IN_SYNC_WINDOW_MS: tuple[float, float] = (45.0, 125.0)
+
+
+def in_sync(offset_ms: float | None, window_ms: tuple[float, float] = IN_SYNC_WINDOW_MS) -> bool | None:
+    """Whether an offset (``> 0``: sound later than the lips) lies within ``window_ms`` = (lead, lag):
+    ``-lead <= offset_ms <= lag``. None when there is no offset."""
+    if offset_ms is None:
+        return None
+    lead, lag = window_ms
+    return bool(-lead <= offset_ms <= lag)
 
 
 #: the widest search asked for (ms): a minute either way is far beyond any lip-sync error; inf or more is refused,
@@ -109,6 +129,8 @@ class SyncSettings:
     min_confidence: float = 2.0
     #: below this confidence the offset is reported but marked unreliable (a weak peak)
     weak_confidence: float = 3.0
+    #: (lead, lag) ms: the sound may come this much before / after the lips and be ``in_sync`` (:data:`IN_SYNC_WINDOW_MS`)
+    in_sync_window_ms: tuple[float, float] = IN_SYNC_WINDOW_MS
 
     def validate(self) -> "SyncSettings":
         if not (0 < self.max_offset_ms <= MAX_OFFSET_MS and 0 < self.step_ms <= 100):
@@ -132,6 +154,9 @@ class SyncSettings:
             raise ConfigError(f"window_s must be None or >= 1 s and window_hop_s > 0, got {self.window_s}, {self.window_hop_s}")
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
             raise ConfigError(f"max_seconds must be at least min_seconds ({self.min_seconds})")
+        w = self.in_sync_window_ms
+        if not (len(w) == 2 and all(math.isfinite(x) and 0 <= x <= 10000 for x in w)):
+            raise ConfigError(f"in_sync_window_ms must be two numbers of ms (lead, lag) from 0 to 10000, got {w}")
         return self
 
 
@@ -216,6 +241,8 @@ class SyncResult:
     #: whole-file analyses more than ``max_disagreement_ms`` apart): treat it as a guess; ``note`` says which
     reliable: bool | None = None
     note: str | None = None
+    #: the offset lies within ``SyncSettings.in_sync_window_ms`` (see :func:`in_sync`); None without an offset
+    in_sync: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -846,7 +873,9 @@ def estimate_offset_arrays(data: AVData, settings: SyncSettings | None = None) -
     note = _doubt(s, conf, off, off_whole)
     r = s.max_offset_ms
     conf_r = kw.pop("confidence")
-    return SyncResult(data.path, round(off * 1000.0, 1), conf_r, (-r, r), round(seconds, 3), reliable=note is None, note=note, **kw)
+    off_ms = round(off * 1000.0, 1)
+    return SyncResult(data.path, off_ms, conf_r, (-r, r), round(seconds, 3), reliable=note is None, note=note,
+                      in_sync=in_sync(off_ms, s.in_sync_window_ms), **kw)
 
 
 def estimate_av_offset(path: str | os.PathLike, settings: SyncSettings | None = None) -> SyncResult:

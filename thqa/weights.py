@@ -66,11 +66,15 @@ DEFAULT_SEED = 3407
 ENV_SWIN = "THQA_SWIN_WEIGHTS"
 ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
 ENV_OFFLINE = "THQA_OFFLINE"
-#: how to provide each backbone's weights (the end of every "not found" message)
-_HOW = {
-    "swin_t": f"pass --swin-weights FILE or set ${ENV_SWIN}, or use --random-init for untrained weights",
-    "slowfast_r50": f"pass --slowfast-weights FILE or set ${ENV_SLOWFAST}, or use --random-init for untrained weights",
-}
+
+
+def _how(backbone: str) -> str:
+    """How to provide a backbone's weights (the end of every "not found" message), named as the user gives them:
+    keywords from Python (``swin_weights=FILE``, ``random_init=True``), options from the CLI (:mod:`thqa.hints`)."""
+    from thqa.hints import option
+
+    keyword, env = ("swin_weights", ENV_SWIN) if backbone == "swin_t" else ("slowfast_weights", ENV_SLOWFAST)
+    return f"pass {option(keyword, 'FILE')} or set ${env}, or use {option('random_init=True')} for untrained weights"
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,7 @@ def _seeded(seed: int):
 
 def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
     """(path, source) of ``backbone``'s weights ("swin_t" or "slowfast_r50"): a named file, the cache, a download."""
-    how = _HOW[backbone]
+    how = _how(backbone)
     if backbone == "swin_t":
         return _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
     cache = slowfast_cache_path()

@@ -31,7 +31,10 @@ import numpy as np
 
 from thqa.errors import ConfigError
 
-__all__ = ["AudioSettings", "AudioFeatureExtractor", "audio_features", "CHANNELS", "CQT_KINDS", "METHOD_AUDIO"]
+__all__ = [
+    "AudioSettings", "AudioFeatureExtractor", "audio_features", "audio_features_per_second", "clip_samples", "CHANNELS", "CQT_KINDS",
+    "METHOD_AUDIO",
+]
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +292,94 @@ class AudioFeatureExtractor:
         return g.T
 
 
+def clip_samples(settings: AudioSettings | None = None) -> int:
+    """Samples in one clip's buffer: ``(1 + 2 * context) * sample_rate`` (32000 at the defaults: the clip's second
+    and half a second either side, at 16 kHz)."""
+    s = settings or AudioSettings()
+    return int(round((1 + 2 * s.context) * s.sample_rate))
+
+
+#: seconds of a file handed to the extractor at once by :func:`audio_features_per_second` (bounds its memory)
+SECONDS_PER_BATCH = 32
+
+
 def audio_features(audio: np.ndarray, *, settings: AudioSettings | None = None) -> np.ndarray:
-    """Features of one clip's audio buffer: (4, n_bins, n_frames) float32. See :class:`AudioFeatureExtractor`."""
-    return AudioFeatureExtractor(settings)(audio)
+    """Features of ONE clip's audio buffer: (4, n_bins, n_frames) float32. See :class:`AudioFeatureExtractor`.
+
+    ``audio``: (:func:`clip_samples`,) mono float32 at ``settings.sample_rate``: the clip's second with ``context``
+    seconds before and after (32000 samples at the defaults). For a whole file, or any longer array, use
+    :func:`audio_features_per_second`.
+
+    Raises:
+        ConfigError: ``audio`` is not one clip's buffer (another length, several channels, a ``(y, sr)`` pair).
+    """
+    s = (settings or AudioSettings()).validate()
+    need = clip_samples(s)
+    what = f"audio_features takes one clip's buffer: {need} mono samples at {s.sample_rate} Hz (its second with {s.context:g} s before and after)"
+    whole = "for a whole file or a longer array, use audio_features_per_second(path) or audio_features_per_second(y, sample_rate=sr)"
+    if isinstance(audio, tuple):
+        raise ConfigError(f"{what}; got a tuple (librosa.load's (y, sr)?): {whole}")
+    a = np.asarray(audio)
+    if a.ndim != 1 or a.shape[0] != need:
+        raise ConfigError(f"{what}; got an array of shape {a.shape}: {whole}")
+    return AudioFeatureExtractor(s)(a)
+
+
+def audio_features_per_second(
+    source, sample_rate: int | None = None, *, settings: AudioSettings | None = None
+) -> np.ndarray:
+    """The audio features of every whole second of a file or an array: (n_seconds, 4, n_bins, n_frames) float32.
+
+    Second ``k``'s maps describe ``[k, k + 1)`` s, with ``context`` seconds of sound around it for the windows (zeros
+    before the start and after the end), as the pipeline computes them for a clip whose first frame is at ``k`` s.
+    A last partial second is left out.
+
+    Args:
+        source: a media file (its first audio stream is decoded as the pipeline decodes it: the same samples), or
+            an array of samples, (n,) or (channels, n) as ``librosa.load(..., mono=False)`` gives it (averaged to mono).
+        sample_rate: the array's rate in Hz (required with an array; it is resampled to ``settings.sample_rate``
+            with librosa, so its numbers can differ slightly from the file route's).
+        settings: :class:`AudioSettings` (default: thqa's).
+
+    Raises:
+        ConfigError: an array without ``sample_rate``, or shorter than one second.
+        MediaFileNotFoundError, MediaError, DecodeError: a file that is missing, has no audio, or cannot be decoded.
+    """
+    import os
+
+    s = (settings or AudioSettings()).validate()
+    sr, ctx = s.sample_rate, int(round(s.context * s.sample_rate))
+    if isinstance(source, (str, os.PathLike)):
+        from thqa.io import read_audio
+
+        # the whole seconds the stream's headers give, then those seconds with their context as the pipeline reads
+        # a clip's (the decoder's samples just before 0 s and past the end included, zeros where there are none)
+        n = read_audio(source, rate=sr).shape[0] // sr
+        if n == 0:
+            raise ConfigError(f"{source}: shorter than the one second a clip's audio maps describe")
+        padded = read_audio(source, rate=sr, start=-s.context, end=n + s.context)
+        return _per_second(padded, n, s)
+    else:
+        if isinstance(source, tuple) and len(source) == 2 and sample_rate is None:  # librosa.load's (y, sr)
+            source, sample_rate = source
+        if sample_rate is None:
+            raise ConfigError("audio_features_per_second(array) needs the array's sample_rate (e.g. librosa.load's sr)")
+        y, what = np.asarray(source, dtype=np.float32), "the array"
+        y = y.mean(axis=0) if y.ndim == 2 else y.reshape(-1)
+        if int(sample_rate) != s.sample_rate:
+            import librosa
+
+            y = librosa.resample(y, orig_sr=int(sample_rate), target_sr=s.sample_rate).astype(np.float32)
+    n = y.shape[0] // sr
+    if n == 0:
+        raise ConfigError(f"{what}: {y.shape[0] / sr:.2f} s of sound, shorter than the one second a clip's audio maps describe")
+    return _per_second(np.concatenate([np.zeros(ctx, np.float32), y.astype(np.float32, copy=False), np.zeros(ctx + sr, np.float32)]), n, s)
+
+
+def _per_second(padded: np.ndarray, n: int, s: AudioSettings) -> np.ndarray:
+    """The maps of seconds 0..n-1 from ``padded``: the sound from ``-context`` s on. Returns (n, 4, n_bins, n_frames)."""
+    sr, need = s.sample_rate, clip_samples(s)
+    ex = AudioFeatureExtractor(s)
+    parts = [ex.batch(np.stack([padded[k * sr : k * sr + need] for k in range(k0, min(n, k0 + SECONDS_PER_BATCH))]))
+             for k0 in range(0, n, SECONDS_PER_BATCH)]
+    return np.concatenate(parts)

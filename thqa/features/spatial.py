@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ECA", "SpatialExtractor", "preprocess_frame", "SPATIAL_DIM", "SHORT_SIDE", "CROP", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ECA", "SpatialExtractor", "preprocess_frame", "frame_features", "SPATIAL_DIM", "SHORT_SIDE", "CROP", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 SPATIAL_DIM = 768
 SHORT_SIDE = 520
@@ -102,3 +102,14 @@ def normalize(img_uint8: torch.Tensor) -> torch.Tensor:
 def preprocess_frame(frame: np.ndarray) -> torch.Tensor:
     """Scoring preprocessing: (H, W, 3) uint8 -> (3, 224, 224) float32 (short side 520, centre crop, ImageNet)."""
     return normalize(crop(resize_short_side(frame)))
+
+
+@torch.inference_mode()
+def frame_features(model: nn.Module, frames: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
+    """The spatial features of pictures, each alone: (N, H, W, 3) uint8 RGB (e.g. a file's frames, or images) ->
+    (N, 768) float32, with the scoring preprocessing (:func:`preprocess_frame`). ``model``: from
+    :func:`thqa.weights.build_spatial`; run on its device, ``batch_size`` pictures per pass."""
+    device = next(model.parameters()).device
+    out = [model(torch.stack([preprocess_frame(f) for f in frames[i : i + batch_size]]).to(device)).float().cpu().numpy()
+           for i in range(0, len(frames), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, SPATIAL_DIM), np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TemporalExtractor", "preprocess_clip", "preprocess_clips", "TEMPORAL_DIM", "SLOWFAST_MEAN", "SLOWFAST_STD", "ALPHA"]
+__all__ = ["TemporalExtractor", "preprocess_clip", "preprocess_clips", "clip_features", "TEMPORAL_DIM", "SLOWFAST_MEAN", "SLOWFAST_STD", "ALPHA"]
 
 TEMPORAL_DIM = 2304
 SLOWFAST_MEAN = 0.45
@@ -55,3 +55,14 @@ def preprocess_clips(frames: torch.Tensor) -> list[torch.Tensor]:
     x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0).sub_(SLOWFAST_MEAN).div_(SLOWFAST_STD)  # (B, 3, T, H, W)
     slow = x.index_select(2, slow_indices(x.shape[2]).to(x.device))
     return [slow, x]
+
+
+@torch.inference_mode()
+def clip_features(model: nn.Module, clips: np.ndarray | torch.Tensor, *, batch_size: int = 1) -> np.ndarray:
+    """The temporal features of clips: (N, T, 224, 224, 3) uint8 RGB (T frames each, 32 for the method; e.g.
+    ``thqa.io.read_clips``' clip frames, which are already 224 px) -> (N, 2304) float32. ``model``: from
+    :func:`thqa.weights.build_temporal`; run on its device, ``batch_size`` clips per pass."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(clips)
+    out = [model(preprocess_clips(x[i : i + batch_size].to(device))).float().cpu().numpy() for i in range(0, x.shape[0], batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, TEMPORAL_DIM), np.float32)
