@@ -486,4 +486,6 @@ def test_case3_the_scorer_stamps_every_row_with_the_digest_the_cli_checks(small_
     r = next(small_scorer.iter_score([tmp_path / "missing.mp4"]))  # an error row carries it too
     assert r.model == small_scorer.model_digest == model_digest(None, random_init=True, seed=3407, precision=precision, settings=small_settings)
     args = cli.build_parser().parse_args(["score", "--random-init", "--device", "cpu", "x.mp4"])
-    assert cli._run_model(args) == (model_digest(None, random_init=True, seed=3407, precision=precision), precision)
+    digest, run_precision, weights = cli._run_model(args)
+    assert (digest, run_precision) == (model_digest(None, random_init=True, seed=3407, precision=precision), precision)
+    assert (weights.random_init, weights.seed) == (True, 3407)
