@@ -26,6 +26,7 @@ import media
 from thqa import cli
 from thqa.pipeline import Backbones as _RealBackbones
 from thqa.pipeline import ExtractionSettings as _RealSettings
+from thqa.pipeline import precision_for
 from thqa.weights import WeightsOptions
 from test_train import talking_head_corpus
 
@@ -49,6 +50,10 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
         w = weights or WeightsOptions()
         same = w.random_init and w.seed == backbones.weights.seed and not (w.swin_weights or w.slowfast_weights)
         if same and spatial and temporal:
+            # the session's backbones run in fp32: a command that would run another precision here (e.g. "auto" on a
+            # CPU with bf16 in hardware, or under $THQA_CPU_FLAGS) must be a test that says --precision fp32
+            wanted = precision_for(device, kwargs.get("precision") or "auto")
+            assert wanted == backbones.precision, f"the command asks for {wanted} backbones: the test must say --precision {backbones.precision}"
             return backbones
         if w.random_init and not same and swin_only_for_other_seeds:
             temporal = False

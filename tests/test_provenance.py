@@ -52,7 +52,7 @@ def test_provenance_names_the_decoder_the_audio_libraries_and_this_features_vers
 
 def test_keys_change_with_every_part_of_the_provenance(backbones):
     infos, d = backbones.infos, "0" * 64
-    assert {b["precision"] for b in infos.values()} == {"fp32"}  # a CPU runs the backbones in fp32
+    assert {b["precision"] for b in infos.values()} == {"fp32"}  # the session's backbones: fp32 on every CPU
     base = extraction_provenance()
     key = features_key(d, SMALL, infos)
     assert key == features_key(d, SMALL, infos, base)

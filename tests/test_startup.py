@@ -34,6 +34,7 @@ def fake_cpu(monkeypatch):
     """fake_cpu(flags from torch, /proc/cpuinfo text or None): the detector sees that CPU."""
 
     parse = hw._proc_cpuinfo
+    monkeypatch.delenv(hw.FLAGS_ENV, raising=False)  # the detection itself, not flags forced for the run
 
     def set_cpu(torch_flags, proc_text=None):
         monkeypatch.setattr(hw, "_torch_flags", lambda: None if torch_flags is None else (set(torch_flags), "Fake CPU"))
@@ -67,8 +68,34 @@ def test_cpu_bf16_detection(fake_cpu, torch_flags, proc, bf16):
     assert info.to_dict()["bf16_in_hardware"] is bf16
 
 
-def test_this_machines_detection_matches_its_flags():
+@pytest.mark.parametrize(
+    "forced, flags, bf16",
+    [
+        ("avx2,avx512_bf16,amx_bf16", ("avx2", "avx512_bf16", "amx_bf16"), True),  # the reviewer's Xeon
+        (" AVX2  avx512f ", ("avx2", "avx512f"), False),  # spaces, upper case
+        ("none", (), False),
+        ("avx2 amx_tile,amx_bf16,fma3", ("avx2", "amx_tile", "amx_bf16"), True),  # flags thqa does not report: dropped
+    ],
+)
+def test_forced_cpu_flags_decide_what_auto_picks(cpu_flags, forced, flags, bf16):
+    """$THQA_CPU_FLAGS stands in for the detection (to run the suite as if on the other kind of CPU)."""
+    cpu_flags(forced)
+    info = hw.cpu_info()
+    assert info.flags == flags and info.source == "THQA_CPU_FLAGS" and info.bf16 is bf16
+    assert precision_for("cpu") == ("bf16-autocast" if bf16 else "fp32")
+    assert precision_for("cpu", "fp32") == "fp32"  # a precision asked for by name is not the detector's business
+
+
+def test_blank_forced_flags_mean_the_real_detection(fake_cpu, monkeypatch):
+    fake_cpu({"avx2", "amx_bf16"})
+    monkeypatch.setenv(hw.FLAGS_ENV, "  ")
+    hw.cpu_info.cache_clear()
+    assert hw.cpu_info().source == "torch" and hw.cpu_has_bf16()
+
+
+def test_this_machines_detection_matches_its_flags(monkeypatch):
     """The real detector agrees with the kernel's own list of flags (and so "auto" gives fp32 where bf16 is emulated)."""
+    monkeypatch.delenv(hw.FLAGS_ENV, raising=False)
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next(ln for ln in f if ln.startswith("flags")).split(":", 1)[1].split())
@@ -79,6 +106,7 @@ def test_this_machines_detection_matches_its_flags():
     assert precision_for("cpu") == ("bf16-autocast" if hw.cpu_has_bf16() else "fp32")
     with pytest.raises(ConfigError, match="precision must be"):
         precision_for("cpu", "fp16")
+    hw.cpu_info.cache_clear()  # the next test sees $THQA_CPU_FLAGS again, when it is set
 
 
 # -- --precision through the commands and into the output ----------------------------------------------------------
@@ -262,16 +290,16 @@ def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(b
 
     from thqa.pipeline import Backbones
 
-    lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False)  # seed 3407: digests remembered
+    lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")  # seed 3407: digests remembered
     assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
     assert lazy.infos == backbones.infos  # the identity every cache key and checkpoint check needs, without the models
     assert isinstance(lazy.temporal, nn.Module) and lazy.built  # built on first use
     assert state_digest(lazy.temporal) == backbones.temporal_info.sha256
     # a seed whose digest is not remembered is built at once (its digest needs the weights)
-    fresh = Backbones(WeightsOptions(random_init=True, seed=33), device="cpu", spatial=False, lazy=True, start_workers=False)
+    fresh = Backbones(WeightsOptions(random_init=True, seed=33), device="cpu", spatial=False, lazy=True, start_workers=False, precision="fp32")
     assert fresh.built and fresh.temporal_info.seed == 33
     # weights that changed between the identity and the build are refused
-    odd = Backbones(backbones.weights, device="cpu", spatial=False, lazy=True, start_workers=False)
+    odd = Backbones(backbones.weights, device="cpu", spatial=False, lazy=True, start_workers=False, precision="fp32")
     odd.temporal_info = replace(odd.temporal_info, sha256="0" * 64)
     with pytest.raises(WeightsError, match="changed while thqa was starting"):
         odd.build()
@@ -280,7 +308,7 @@ def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(b
 def test_scorer_with_a_worker_builds_its_models_while_the_worker_decodes(small_settings, small_scorer, good_video, good_video_2s):
     from thqa.scorer import Scorer
 
-    scorer = Scorer(random_init=True, device="cpu", settings=small_settings, lazy=True)  # workers "auto", as thqa score
+    scorer = Scorer(random_init=True, device="cpu", settings=small_settings, lazy=True, precision="fp32")  # workers "auto", as thqa score
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: no worker to overlap with")
     assert scorer.extractor.workers == 1  # a CPU of 2 or more cores: one worker decodes while the models are built
@@ -327,9 +355,9 @@ def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(b
     from thqa.pipeline import Backbones
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    one = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    one = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
     monkeypatch.undo()
     assert two.channels_last and not one.channels_last
     clips = torch.randint(0, 256, (1, 8, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
