@@ -121,7 +121,7 @@ def cli_train(tmp_path_factory, backbones):
         with pytest.MonkeyPatch.context() as mp:
             use_session_backbones(mp, backbones, small_clips=True)
             rc, out, err = _run(
-                ["train", str(manifest), "--cache-dir", str(corpus.cache_dir), "--out", str(d / "run"), "--random-init",
+                ["train", str(manifest), "--cache-dir", str(corpus.cache_dir), "--out", str(d / "run"), "--random-init", "--precision", "fp32",
                  "--clips", "1", "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--loss", "plcc+rank"]
             )
     finally:
@@ -183,7 +183,7 @@ def test_extract_reports_skips_failures_and_reuse(tmp_path, good_video, good_vid
          [str(good_video_2s), "4.0", ""], [str(good_video), "", "dup"], [str(tmp_path / "x.mp4"), "inf", ""]],
     )
     cache = tmp_path / "cache"
-    argv = ["extract", str(manifest), "--cache-dir", str(cache), "--random-init", "--clips", "1", "--summary-json", str(tmp_path / "s.json")]
+    argv = ["extract", str(manifest), "--cache-dir", str(cache), "--random-init", "--precision", "fp32", "--clips", "1", "--summary-json", str(tmp_path / "s.json")]
     assert cli.main(argv) == 1  # some files failed, the others were extracted
     out, err = capsys.readouterr()
     assert f"extract: 2 done, 0 reused, 3 failed (listed in {cache / 'failures.csv'})" in out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
+from thqa.choices import PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError, THQAError, brief
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
@@ -560,11 +561,9 @@ _TRAINING_SWITCHES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr"
 def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     """--recipe and the switches back to the method (README: "Departures from the method"); every one defaults to the
     recipe's value, and a given one overrides it."""
-    from thqa.recipes import RECIPES
-
     g = p.add_argument_group("recipe and the switches back to the method (default: the recipe's value)")
     g.add_argument(
-        "--recipe", choices=list(RECIPES), default=None,
+        "--recipe", choices=list(RECIPE_NAMES), default=None,
         help="frozen (default): fusion model on frozen features, fast; winner: the NTIRE 2025 winner as published (ECA + Swin-T "
         "fine-tuned, lr 1e-5, Linear head, averaged Bi-LSTM); winner-exact: winner with the public code's audio settings and fp32",
     )
@@ -579,7 +578,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
                    help="tuning of the chroma bins in fractions of a bin (thqa 0), or 'estimate' per clip (the method, librosa's default)")
     g.add_argument("--mfcc-top-db", type=_top_db_arg, default=argparse.SUPPRESS, metavar="DB",
                    help="floor of MFCC's log-mel spectrogram under its peak (the method 80, librosa's default), or 'none' (thqa)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    g.add_argument("--precision", choices=list(PRECISION_CHOICES), default=None,
                    help="backbones' precision for extraction: auto (thqa's: " + AUTO_PRECISION + "), fp32 (the method), bf16")
     if not training:
         return
@@ -646,7 +645,7 @@ def _flat_value(plan, key: str):
 
 
 def _add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=list(PRECISION_CHOICES), default=None,
                    help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: " + AUTO_PRECISION + ")")
 
 
@@ -694,8 +693,10 @@ def _extract(args) -> int:
         infos = {}
         precision = (summary.pipeline or {}).get("precision", plan.precision)
     else:
+        # lazy: where the weights' digests are remembered (thqa.digests), the keys need no model, and a run whose
+        # every entry is cached builds (and hashes) none
         bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
-                       precision=plan.precision)
+                       precision=plan.precision, lazy=True)
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
@@ -1217,7 +1218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a few minutes on 2 cores")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output directory")
     _add_weights_args(p)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="backbones' precision (default auto: " + AUTO_PRECISION + ")")
+    p.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto", help="backbones' precision (default auto: " + AUTO_PRECISION + ")")
     p.set_defaults(func=_demo)
 
     for p in sub.choices.values():  # `thqa score ... --debug` as well as `thqa --debug score ...`

@@ -154,7 +154,8 @@ def evaluate_checkpoint(
 
     ck = load_checkpoint(checkpoint)
     # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision)
+    # lazy: built only when a feature is missing from the cache (the keys need only the remembered digests)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision, lazy=True)
     check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)
