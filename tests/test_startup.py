@@ -17,6 +17,7 @@ import thqa.hardware as hw
 from thqa import cli
 from thqa.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.errors import ConfigError, WeightsError
+from thqa.pipeline import Backbones as _RealBackbones
 from thqa.pipeline import precision_for
 from thqa.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
 
@@ -364,3 +365,60 @@ def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(b
     a, b = two.run_temporal(clips), one.run_temporal(clips)
     assert two.temporal.blocks[0].multipathway_blocks[0].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- what start-up does not load ------------------------------------------------------------------------------------------
+_NO_TORCH = """
+import sys
+from thqa import cli
+try:
+    rc = cli.main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print("rc", rc, "loaded", sorted(m for m in ("torch", "numpy", "av", "librosa", "thqa.pipeline") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, rc",
+    [(["--help"], 0), (["train", "--help"], 0), (["score", "--precision", "fp16", "x.mp4"], 2), (["extract", "m.csv"], 2),
+     (["train", "m.csv", "--cache-dir", "c", "--out", "o", "--recipe", "nope"], 2)],
+)
+def test_help_and_argument_errors_load_no_torch(argv, rc):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == f"rc {rc} loaded []", proc.stdout[-500:] + proc.stderr[-2000:]
+
+
+def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_video, good_video_2s, tmp_path, monkeypatch, capsys):
+    """The keys need only the weights' remembered digests: with every entry cached, `thqa extract` builds nothing."""
+    import thqa.pipeline
+    import thqa.weights
+    from test_batching import _TinySpatial, _TinyTemporal
+    from test_cli_experiments import use_session_backbones
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{good_video}\n{good_video_2s}\n")
+    summary = tmp_path / "s.json"
+    argv = ["extract", str(manifest), "--cache-dir", str(tmp_path / "c"), "--random-init", "--precision", "fp32", "--clips", "1",
+            "--workers", "0", "--summary-json", str(summary)]
+    # the first run fills the cache with the session's identity (seed 3407) and tiny stand-in models (cheap)
+    first = thqa.pipeline.Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
+    first.spatial, first.temporal = _TinySpatial(), _TinyTemporal()
+    use_session_backbones(monkeypatch, first, small_clips=True)
+    assert cli.main(argv) == 0 and json.loads(summary.read_text())["done"] == 2
+
+    def no(*_a, **_k):
+        raise AssertionError("a backbone was built (or hashed)")
+
+    monkeypatch.setattr(thqa.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
+    for name in ("build_spatial", "build_temporal"):
+        monkeypatch.setattr(thqa.pipeline, name, no)
+    monkeypatch.setattr(thqa.weights, "state_digest", no)
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    doc = json.loads(summary.read_text())
+    assert (doc["done"], doc["reused"]) == (0, 2) and doc["backbones"] == first.infos
+    assert "backbones in fp32" in capsys.readouterr().out
