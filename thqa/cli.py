@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
-from thqa.choices import PRECISION_CHOICES, RECIPE_NAMES
+from thqa.choices import FIT_KINDS, PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError, THQAError, brief
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
@@ -592,7 +592,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     t.add_argument("--gamma", type=_float_in(0, 1, open_low=True), default=None, help="StepLR factor (default 0.95)")
     t.add_argument("--loss", default=None, choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"], help="default l1+rank (the method's)")
     t.add_argument("--rank-weight", type=_float_in(0, 1000), default=None, help="weight of the rank loss (default 1)")
-    t.add_argument("--fit", default=None, choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation (default poly3)")
+    t.add_argument("--fit", default=None, choices=list(FIT_KINDS), help="fit before PLCC in validation (default poly3)")
     t.add_argument("--finetune-spatial", action=argparse.BooleanOptionalAction, default=None,
                    help="train ECA + Swin-T with the fusion model from cached frames (winner: on; frozen: off)")
     t.add_argument("--head", choices=["mlp", "linear"], default=None, help="fusion head: mlp (LayerNorm, Linear 128, LeakyReLU, dropout, Linear; thqa's) or linear (Linear 3200 -> score; the method's)")
@@ -665,8 +665,7 @@ def _provenance(ck) -> str:
 # -- extract ------------------------------------------------------------------------------------------------------
 def _extract(args) -> int:
     from thqa.cache import FeatureCache
-    from thqa.experiment import extract_files
-    from thqa.extract import write_failures
+    from thqa.extract import extract_files, write_failures
     from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
 
     _setup_threads(args)
@@ -1199,7 +1198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR")
     _add_manifest_args(p)
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
-    p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="curve fitted before PLCC (default poly3, the challenge's)")
+    p.add_argument("--fit", default="poly3", choices=list(FIT_KINDS), help="curve fitted before PLCC (default poly3, the challenge's)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of a table")
     p.add_argument("--plot", metavar="PNG", help="scatter plot of prediction against MOS with the fitted curve")
     p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
