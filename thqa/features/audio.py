@@ -172,8 +172,9 @@ class AudioFeatureExtractor:
 
         ``audios``: (N, n_samples) float32, or a list of N such buffers. Returns (N, 4, n_bins, n_frames) float32.
         """
-        import librosa
-        import spafe.features.gfcc  # noqa: F401 - loaded before the BLAS controller is made (scipy's BLAS with it)
+        # the audio libraries first: the BLAS they load (scipy's) must be known to the one-thread limit below
+        import librosa  # noqa: F401
+        import spafe.features.gfcc  # noqa: F401
 
         s = self.settings
         bufs = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
