@@ -22,8 +22,10 @@ FILES = ("vid_ai_dreamtalk_male_256.mp4", "vid_ai_dreamtalk_painting_zh_256.mp4"
 
 
 def _run(code: Path, argv: list[str], env: dict) -> float:
+    """Wall seconds of ``python -m thqa.cli *argv`` (``argv[0] == "-c"``: ``python -c ...``) with ``code`` first on the path."""
+    cmd = [sys.executable, *argv] if argv[0] == "-c" else [sys.executable, "-m", "thqa.cli", *argv]
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "thqa.cli", *argv], env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True)
     dt = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{code}: thqa {' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -46,10 +48,15 @@ def main() -> None:
         prime = _run(ROOT, extract, env)  # extracts the 3 files (and remembers the weights' digests)
         cases = {"help": ["--help"], "all_cached_extract_3_files": extract}
         times: dict = {k: {"baseline": [], "this": []} for k in cases}
+        # how loaded the machine is, in the same rounds: the interpreter alone, and `import torch` (the floor of any
+        # command that runs a model; 1.5-1.9 s on this machine when quiet)
+        floors: dict = {"python_start": [], "import_torch": []}
         for _ in range(a.runs):
             for name, argv in cases.items():
                 for which, code in (("baseline", a.baseline), ("this", ROOT)):
                     times[name][which].append(round(_run(code, argv, env), 3))
+            floors["python_start"].append(round(_run(ROOT, ["-c", "pass"], env), 3))
+            floors["import_torch"].append(round(_run(ROOT, ["-c", "import torch"], env), 3))
     doc = {
         "what": "wall seconds of a subprocess `python -m thqa.cli ...`, interleaved baseline/this, "
         f"{a.runs} runs each; extract: --random-init --clips 1 --precision fp32 --workers 0 of 3 files all in the cache",
@@ -59,6 +66,8 @@ def main() -> None:
         "this": str(ROOT),
         "median_s": {k: {w: statistics.median(v) for w, v in t.items()} for k, t in times.items()},
         "runs_s": times,
+        "load_reference_median_s": {k: statistics.median(v) for k, v in floors.items()},
+        "load_reference_runs_s": floors,
         "machine": machine(),
     }
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
