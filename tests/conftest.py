@@ -1,4 +1,10 @@
-"""Shared fixtures: backbones built once per session (random init, CPU, 2 threads), test media, ../shared/media."""
+"""Shared fixtures: backbones built once per session (random init, CPU, 2 threads, fp32), test media, ../shared/media.
+
+The session's backbones run in fp32 on every CPU (``precision="fp32"``): on a CPU with bf16 in hardware "auto" would
+pick bf16, and the tests' expected numbers are fp32's. ``THQA_CPU_FLAGS`` (thqa.hardware) runs the suite as if on
+another kind of CPU, e.g. ``THQA_CPU_FLAGS=avx2,avx512_bf16,amx_bf16 python -m pytest`` where "auto" then means bf16;
+the header of the run says which CPU the tests see. Tests of what "auto" picks use :func:`cpu_flags`.
+"""
 from __future__ import annotations
 
 import sys
@@ -14,6 +20,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
 torch.set_num_threads(2)
+
+#: the precision the session's backbones run in (and that every test about fp32 numbers names)
+FP32 = "fp32"
+
+
+def pytest_report_header(config) -> str:
+    from thqa.hardware import FLAGS_ENV, cpu_info
+
+    info = cpu_info()
+    forced = f" (forced by ${FLAGS_ENV})" if info.source == FLAGS_ENV else ""
+    return f"thqa CPU: {info.model}, flags {','.join(info.flags) or 'none'}{forced}; bf16 in hardware: {info.bf16}"
+
+
+@pytest.fixture()
+def cpu_flags(monkeypatch):
+    """cpu_flags("avx2,amx_bf16") makes thqa.hardware see a CPU with those flags ("none": no flag), whatever this
+    machine is and whatever $THQA_CPU_FLAGS says; the real detection comes back after the test."""
+    from thqa import hardware
+
+    def set_flags(flags: str) -> None:
+        monkeypatch.setenv(hardware.FLAGS_ENV, flags)
+        hardware.cpu_info.cache_clear()
+
+    yield set_flags
+    monkeypatch.undo()
+    hardware.cpu_info.cache_clear()
 
 #: Small extraction settings for tests that are not about the full size: 2 clips of 8 frames at 64 px.
 #: (The fusion model's inputs keep their sizes: 768 + 2304 numbers and 4 x 128 x 32 audio maps per clip.)
@@ -64,7 +96,7 @@ def scorer():
     """Scorer(random_init=True) at the default (full) settings: 6 clips of 32 frames at 224 px. Built once."""
     from thqa.scorer import Scorer
 
-    return Scorer(random_init=True, device="cpu")
+    return Scorer(random_init=True, device="cpu", precision=FP32)
 
 
 @pytest.fixture(scope="session")
@@ -72,12 +104,12 @@ def small_scorer(small_settings):
     """Scorer(random_init=True) with small extraction settings (cheap SlowFast passes)."""
     from thqa.scorer import Scorer
 
-    return Scorer(random_init=True, device="cpu", settings=small_settings)
+    return Scorer(random_init=True, device="cpu", settings=small_settings, precision=FP32)
 
 
 @pytest.fixture(scope="session")
 def backbones(small_scorer):
-    """The random-init Backbones (seed 3407) on the CPU: the small scorer's, so they are built once."""
+    """The random-init Backbones (seed 3407) on the CPU in fp32: the small scorer's, so they are built once."""
     return small_scorer.backbones
 
 

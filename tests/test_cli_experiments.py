@@ -26,6 +26,7 @@ import media
 from thqa import cli
 from thqa.pipeline import Backbones as _RealBackbones
 from thqa.pipeline import ExtractionSettings as _RealSettings
+from thqa.pipeline import precision_for
 from thqa.weights import WeightsOptions
 from test_train import talking_head_corpus
 
@@ -49,6 +50,10 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
         w = weights or WeightsOptions()
         same = w.random_init and w.seed == backbones.weights.seed and not (w.swin_weights or w.slowfast_weights)
         if same and spatial and temporal:
+            # the session's backbones run in fp32: a command that would run another precision here (e.g. "auto" on a
+            # CPU with bf16 in hardware, or under $THQA_CPU_FLAGS) must be a test that says --precision fp32
+            wanted = precision_for(device, kwargs.get("precision") or "auto")
+            assert wanted == backbones.precision, f"the command asks for {wanted} backbones: the test must say --precision {backbones.precision}"
             return backbones
         if w.random_init and not same and swin_only_for_other_seeds:
             temporal = False
@@ -116,7 +121,7 @@ def cli_train(tmp_path_factory, backbones):
         with pytest.MonkeyPatch.context() as mp:
             use_session_backbones(mp, backbones, small_clips=True)
             rc, out, err = _run(
-                ["train", str(manifest), "--cache-dir", str(corpus.cache_dir), "--out", str(d / "run"), "--random-init",
+                ["train", str(manifest), "--cache-dir", str(corpus.cache_dir), "--out", str(d / "run"), "--random-init", "--precision", "fp32",
                  "--clips", "1", "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--loss", "plcc+rank"]
             )
     finally:
@@ -179,7 +184,7 @@ def test_extract_reports_skips_failures_and_reuse(tmp_path, good_video, good_vid
          [str(good_video_2s), "4.0", ""], [str(good_video), "", "dup"], [str(tmp_path / "x.mp4"), "inf", ""]],
     )
     cache = tmp_path / "cache"
-    argv = ["extract", str(manifest), "--cache-dir", str(cache), "--random-init", "--clips", "1", "--summary-json", str(tmp_path / "s.json")]
+    argv = ["extract", str(manifest), "--cache-dir", str(cache), "--random-init", "--precision", "fp32", "--clips", "1", "--summary-json", str(tmp_path / "s.json")]
     assert cli.main(argv) == 1  # some files failed, the others were extracted
     out, err = capsys.readouterr()
     assert f"extract: 2 done, 0 reused, 3 failed (listed in {cache / 'failures.csv'})" in out

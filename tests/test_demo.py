@@ -25,7 +25,7 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     """
     use_session_backbones(monkeypatch, backbones, small_clips=True)
     out = tmp_path / "demo"
-    rc = cli.main(["demo", "--tiny", "--out", str(out), "--offline"])
+    rc = cli.main(["demo", "--tiny", "--out", str(out), "--offline", "--precision", "fp32"])
     stdout, stderr = capsys.readouterr()
     assert rc == 0, stderr[-3000:]
     assert "Pretrained backbone weights are not available here" in stderr
@@ -121,7 +121,7 @@ def test_demo_names_unusable_sources_before_building_backbones(tmp_path, good_vi
     monkeypatch.setattr(thqa.pipeline, "Backbones", no_backbones)
     silent = media.write_video(tmp_path / "silent.mp4", seconds=1, size=(64, 64))  # no audio stream
     missing = tmp_path / "missing.mp4"
-    rc = cli.main(["demo", "--out", str(tmp_path / "demo"), "--random-init", "--source", str(missing), str(silent), str(good_video)])
+    rc = cli.main(["demo", "--out", str(tmp_path / "demo"), "--random-init", "--precision", "fp32", "--source", str(missing), str(silent), str(good_video)])
     err = capsys.readouterr().err
     assert rc == 2
     assert "the demo needs at least 5 usable sources" in err and "1 of 3 given are usable" in err

@@ -67,7 +67,7 @@ def test_extraction_killed_part_way_resumes_to_the_same_entries(real_file, backb
     gkeys = [frames_key(file_digest(p), full) for p in files]
     cache_dir = tmp_path / "cache"
     probe_cache = FeatureCache(cache_dir)
-    argv = ["extract", str(manifest), "--cache-dir", str(cache_dir), "--random-init", "--clips", "1", "--batch-size", "1"]
+    argv = ["extract", str(manifest), "--cache-dir", str(cache_dir), "--random-init", "--precision", "fp32", "--clips", "1", "--batch-size", "1"]
     # --batch-size 1: one file per backbone batch, so the entries land one by one
 
     with open(tmp_path / "run1.out", "w") as out, open(tmp_path / "run1.err", "w") as err:

@@ -556,13 +556,14 @@ KILLER = textwrap.dedent(
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_killed_score_keeps_its_rows_and_resume_scores_only_the_rest(fmt, tmp_path, umask, fake_scorer):
+    # the fake rows say fp32: so does every run (under "auto" a CPU with bf16 in hardware would refuse to resume them)
     files = [str(tmp_path / f"v{i:02d}.mp4") for i in range(20)]
     out = tmp_path / f"scores.{fmt}"
     if fmt == "csv":  # a real kill -9 after 10 files, in its own process
         script = tmp_path / "killer.py"
         script.write_text(KILLER)
         env = dict(os.environ, KILL_AT="10", PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.run([sys.executable, str(script), "score", "--random-init", *files, "-o", str(out)], env=env, capture_output=True, timeout=120)
+        proc = subprocess.run([sys.executable, str(script), "score", "--random-init", "--precision", "fp32", *files, "-o", str(out)], env=env, capture_output=True, timeout=120)
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
         rows = list(csv.DictReader(io.StringIO(out.read_text())))
     else:  # Ctrl-C after 10 files, in-process
@@ -574,14 +575,14 @@ def test_killed_score_keeps_its_rows_and_resume_scores_only_the_rest(fmt, tmp_pa
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(FakeScorer, "iter_score", interrupted)
-            rc, _, err = run(["score", "--random-init", *files, "-o", str(out)])
+            rc, _, err = run(["score", "--random-init", "--precision", "fp32", *files, "-o", str(out)])
         assert rc == 130 and "interrupted" in err
         rows = json.loads(out.read_text())  # a complete JSON array of the rows so far
     assert [r["path"] for r in rows] == files[:10]
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 
     fake_scorer.fail = {files[12]}
-    rc, _, err = run(["score", "--random-init", *files, "-o", str(out), "--resume"])
+    rc, _, err = run(["score", "--random-init", "--precision", "fp32", *files, "-o", str(out), "--resume"])
     assert rc == 1, err  # one file failed
     assert fake_scorer.asked == files[10:]  # only the other 10 were scored
     assert "resuming" in err and "10 file(s) already scored, 10 to go" in err
@@ -594,7 +595,7 @@ def test_killed_score_keeps_its_rows_and_resume_scores_only_the_rest(fmt, tmp_pa
         assert all(r["mos"] == pytest.approx(fake_result(r["path"]).mos) for r in rows[10:] if not r["error"])
 
     fake_scorer.asked, fake_scorer.fail = [], set()
-    rc, _, err = run(["score", "--random-init", *files, "-o", str(out), "--resume"])
+    rc, _, err = run(["score", "--random-init", "--precision", "fp32", *files, "-o", str(out), "--resume"])
     assert rc == 0 and fake_scorer.asked == [files[12]]  # the failure is tried again, nothing else
     text = out.read_text()
     rows = list(csv.DictReader(io.StringIO(text))) if fmt == "csv" else json.loads(text)
@@ -604,18 +605,18 @@ def test_killed_score_keeps_its_rows_and_resume_scores_only_the_rest(fmt, tmp_pa
 
 def test_resume_refuses_a_file_of_another_model_or_another_table(tmp_path, fake_scorer):
     out = tmp_path / "s.csv"
-    assert run(["score", "--random-init", "a.mp4", "-o", str(out)])[0] == 0
+    assert run(["score", "--random-init", "--precision", "fp32", "a.mp4", "-o", str(out)])[0] == 0
     rc, _, err = run(["score", "--checkpoint", "ck.safetensors", "a.mp4", "b.mp4", "-o", str(out), "--resume"])
     assert rc == 2 and "results of two models do not belong in one table" in one_error(err, "score")
     out.write_text("name,amount\nrent,900\n")
-    rc, _, err = run(["score", "--random-init", "a.mp4", "-o", str(out), "--resume"])
+    rc, _, err = run(["score", "--random-init", "--precision", "fp32", "a.mp4", "-o", str(out), "--resume"])
     assert rc == 2 and "is not the header thqa writes" in one_error(err, "score")
     assert out.read_text() == "name,amount\nrent,900\n" and fake_scorer.asked == ["a.mp4"]
     torn = tmp_path / "t.csv"
-    assert run(["score", "--random-init", "a.mp4", "b.mp4", "-o", str(torn)])[0] == 0
+    assert run(["score", "--random-init", "--precision", "fp32", "a.mp4", "b.mp4", "-o", str(torn)])[0] == 0
     torn.write_text(torn.read_text()[:-7])  # the last row cut short by a kill mid-write
     fake_scorer.asked = []
-    assert run(["score", "--random-init", "a.mp4", "b.mp4", "-o", str(torn), "--resume"])[0] == 0
+    assert run(["score", "--random-init", "--precision", "fp32", "a.mp4", "b.mp4", "-o", str(torn), "--resume"])[0] == 0
     assert fake_scorer.asked == ["b.mp4"] and [r["path"] for r in csv.DictReader(open(torn))] == ["a.mp4", "b.mp4"]
 
 

@@ -52,7 +52,7 @@ def test_provenance_names_the_decoder_the_audio_libraries_and_this_features_vers
 
 def test_keys_change_with_every_part_of_the_provenance(backbones):
     infos, d = backbones.infos, "0" * 64
-    assert {b["precision"] for b in infos.values()} == {"fp32"}  # a CPU runs the backbones in fp32
+    assert {b["precision"] for b in infos.values()} == {"fp32"}  # the session's backbones: fp32 on every CPU
     base = extraction_provenance()
     key = features_key(d, SMALL, infos)
     assert key == features_key(d, SMALL, infos, base)
@@ -105,7 +105,7 @@ def test_a_cache_made_before_the_change_is_extracted_again_and_says_so(two_video
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in two_videos))
     summary = tmp_path / "s.json"
-    rc = cli.main(["extract", str(manifest), "--cache-dir", str(cache.root), "--random-init", "--workers", "0", "--clips", "1", "--summary-json", str(summary)])
+    rc = cli.main(["extract", str(manifest), "--cache-dir", str(cache.root), "--random-init", "--precision", "fp32", "--workers", "0", "--clips", "1", "--summary-json", str(summary)])
     out = capsys.readouterr().out
     assert rc == 0
     doc = json.loads(summary.read_text())

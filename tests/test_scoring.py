@@ -226,10 +226,10 @@ def _csv(text: str) -> list[dict]:
 def test_cli_score_csv_with_bad_files(cli_scorer, capsys, good_video, good_video_2s, bad_files):
     missing, text = bad_files["missing"][0], bad_files["text"][0]
     files = [str(good_video), str(missing), str(good_video_2s), str(text)]
-    rc = cli.main(["score", "--random-init", "--device", "cpu", *files])
+    rc = cli.main(["score", "--random-init", "--device", "cpu", "--precision", "fp32", *files])
     out, err = capsys.readouterr()
     assert rc == 1
-    assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] is None  # the Scorer's: the checkpoint's, else 3407
+    assert cli_scorer[0][1]["device"] == "cpu" and cli_scorer[0][1]["seed"] is None and cli_scorer[0][1]["precision"] == "fp32"
     assert out.splitlines()[0] == "path,mos,clip_scores,error,weights,untrained,mos_low,mos_high,precision,model"
     rows = _csv(out)
     assert [r["path"] for r in rows] == files

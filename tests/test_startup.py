@@ -17,6 +17,7 @@ import thqa.hardware as hw
 from thqa import cli
 from thqa.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.errors import ConfigError, WeightsError
+from thqa.pipeline import Backbones as _RealBackbones
 from thqa.pipeline import precision_for
 from thqa.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
 
@@ -34,6 +35,7 @@ def fake_cpu(monkeypatch):
     """fake_cpu(flags from torch, /proc/cpuinfo text or None): the detector sees that CPU."""
 
     parse = hw._proc_cpuinfo
+    monkeypatch.delenv(hw.FLAGS_ENV, raising=False)  # the detection itself, not flags forced for the run
 
     def set_cpu(torch_flags, proc_text=None):
         monkeypatch.setattr(hw, "_torch_flags", lambda: None if torch_flags is None else (set(torch_flags), "Fake CPU"))
@@ -67,8 +69,34 @@ def test_cpu_bf16_detection(fake_cpu, torch_flags, proc, bf16):
     assert info.to_dict()["bf16_in_hardware"] is bf16
 
 
-def test_this_machines_detection_matches_its_flags():
+@pytest.mark.parametrize(
+    "forced, flags, bf16",
+    [
+        ("avx2,avx512_bf16,amx_bf16", ("avx2", "avx512_bf16", "amx_bf16"), True),  # the reviewer's Xeon
+        (" AVX2  avx512f ", ("avx2", "avx512f"), False),  # spaces, upper case
+        ("none", (), False),
+        ("avx2 amx_tile,amx_bf16,fma3", ("avx2", "amx_tile", "amx_bf16"), True),  # flags thqa does not report: dropped
+    ],
+)
+def test_forced_cpu_flags_decide_what_auto_picks(cpu_flags, forced, flags, bf16):
+    """$THQA_CPU_FLAGS stands in for the detection (to run the suite as if on the other kind of CPU)."""
+    cpu_flags(forced)
+    info = hw.cpu_info()
+    assert info.flags == flags and info.source == "THQA_CPU_FLAGS" and info.bf16 is bf16
+    assert precision_for("cpu") == ("bf16-autocast" if bf16 else "fp32")
+    assert precision_for("cpu", "fp32") == "fp32"  # a precision asked for by name is not the detector's business
+
+
+def test_blank_forced_flags_mean_the_real_detection(fake_cpu, monkeypatch):
+    fake_cpu({"avx2", "amx_bf16"})
+    monkeypatch.setenv(hw.FLAGS_ENV, "  ")
+    hw.cpu_info.cache_clear()
+    assert hw.cpu_info().source == "torch" and hw.cpu_has_bf16()
+
+
+def test_this_machines_detection_matches_its_flags(monkeypatch):
     """The real detector agrees with the kernel's own list of flags (and so "auto" gives fp32 where bf16 is emulated)."""
+    monkeypatch.delenv(hw.FLAGS_ENV, raising=False)
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next(ln for ln in f if ln.startswith("flags")).split(":", 1)[1].split())
@@ -79,6 +107,7 @@ def test_this_machines_detection_matches_its_flags():
     assert precision_for("cpu") == ("bf16-autocast" if hw.cpu_has_bf16() else "fp32")
     with pytest.raises(ConfigError, match="precision must be"):
         precision_for("cpu", "fp16")
+    hw.cpu_info.cache_clear()  # the next test sees $THQA_CPU_FLAGS again, when it is set
 
 
 # -- --precision through the commands and into the output ----------------------------------------------------------
@@ -262,16 +291,16 @@ def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(b
 
     from thqa.pipeline import Backbones
 
-    lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False)  # seed 3407: digests remembered
+    lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")  # seed 3407: digests remembered
     assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
     assert lazy.infos == backbones.infos  # the identity every cache key and checkpoint check needs, without the models
     assert isinstance(lazy.temporal, nn.Module) and lazy.built  # built on first use
     assert state_digest(lazy.temporal) == backbones.temporal_info.sha256
     # a seed whose digest is not remembered is built at once (its digest needs the weights)
-    fresh = Backbones(WeightsOptions(random_init=True, seed=33), device="cpu", spatial=False, lazy=True, start_workers=False)
+    fresh = Backbones(WeightsOptions(random_init=True, seed=33), device="cpu", spatial=False, lazy=True, start_workers=False, precision="fp32")
     assert fresh.built and fresh.temporal_info.seed == 33
     # weights that changed between the identity and the build are refused
-    odd = Backbones(backbones.weights, device="cpu", spatial=False, lazy=True, start_workers=False)
+    odd = Backbones(backbones.weights, device="cpu", spatial=False, lazy=True, start_workers=False, precision="fp32")
     odd.temporal_info = replace(odd.temporal_info, sha256="0" * 64)
     with pytest.raises(WeightsError, match="changed while thqa was starting"):
         odd.build()
@@ -280,7 +309,7 @@ def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(b
 def test_scorer_with_a_worker_builds_its_models_while_the_worker_decodes(small_settings, small_scorer, good_video, good_video_2s):
     from thqa.scorer import Scorer
 
-    scorer = Scorer(random_init=True, device="cpu", settings=small_settings, lazy=True)  # workers "auto", as thqa score
+    scorer = Scorer(random_init=True, device="cpu", settings=small_settings, lazy=True, precision="fp32")  # workers "auto", as thqa score
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: no worker to overlap with")
     assert scorer.extractor.workers == 1  # a CPU of 2 or more cores: one worker decodes while the models are built
@@ -327,12 +356,69 @@ def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(b
     from thqa.pipeline import Backbones
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    one = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False)
+    one = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
     monkeypatch.undo()
     assert two.channels_last and not one.channels_last
     clips = torch.randint(0, 256, (1, 8, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     a, b = two.run_temporal(clips), one.run_temporal(clips)
     assert two.temporal.blocks[0].multipathway_blocks[0].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- what start-up does not load ------------------------------------------------------------------------------------------
+_NO_TORCH = """
+import sys
+from thqa import cli
+try:
+    rc = cli.main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print("rc", rc, "loaded", sorted(m for m in ("torch", "numpy", "av", "librosa", "thqa.pipeline") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, rc",
+    [(["--help"], 0), (["train", "--help"], 0), (["score", "--precision", "fp16", "x.mp4"], 2), (["extract", "m.csv"], 2),
+     (["train", "m.csv", "--cache-dir", "c", "--out", "o", "--recipe", "nope"], 2)],
+)
+def test_help_and_argument_errors_load_no_torch(argv, rc):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == f"rc {rc} loaded []", proc.stdout[-500:] + proc.stderr[-2000:]
+
+
+def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_video, good_video_2s, tmp_path, monkeypatch, capsys):
+    """The keys need only the weights' remembered digests: with every entry cached, `thqa extract` builds nothing."""
+    import thqa.pipeline
+    import thqa.weights
+    from test_batching import _TinySpatial, _TinyTemporal
+    from test_cli_experiments import use_session_backbones
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{good_video}\n{good_video_2s}\n")
+    summary = tmp_path / "s.json"
+    argv = ["extract", str(manifest), "--cache-dir", str(tmp_path / "c"), "--random-init", "--precision", "fp32", "--clips", "1",
+            "--workers", "0", "--summary-json", str(summary)]
+    # the first run fills the cache with the session's identity (seed 3407) and tiny stand-in models (cheap)
+    first = thqa.pipeline.Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
+    first.spatial, first.temporal = _TinySpatial(), _TinyTemporal()
+    use_session_backbones(monkeypatch, first, small_clips=True)
+    assert cli.main(argv) == 0 and json.loads(summary.read_text())["done"] == 2
+
+    def no(*_a, **_k):
+        raise AssertionError("a backbone was built (or hashed)")
+
+    monkeypatch.setattr(thqa.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
+    for name in ("build_spatial", "build_temporal"):
+        monkeypatch.setattr(thqa.pipeline, name, no)
+    monkeypatch.setattr(thqa.weights, "state_digest", no)
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    doc = json.loads(summary.read_text())
+    assert (doc["done"], doc["reused"]) == (0, 2) and doc["backbones"] == first.infos
+    assert "backbones in fp32" in capsys.readouterr().out

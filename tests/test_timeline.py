@@ -72,7 +72,7 @@ def spatial_checkpoint(tmp_path_factory, small_settings):
     from thqa.timeline import second_features
     from thqa.weights import WeightsOptions
 
-    bb = Backbones(WeightsOptions(random_init=True, seed=3407), device="cpu", temporal=False, start_workers=False)
+    bb = Backbones(WeightsOptions(random_init=True, seed=3407), device="cpu", temporal=False, start_workers=False, precision="fp32")
     spatial_only = SimpleNamespace(backbones=bb, settings=small_settings, extractor=SimpleNamespace(file_timeout=None))
     d = tmp_path_factory.mktemp("ck")
     xs, ys = [], []

@@ -476,7 +476,7 @@ def test_finetuning_changes_swin_weights_and_the_scorer_uses_them(corpus, backbo
     assert any("swin" in k or "layers" in k for k in changed), "no Swin-T weight changed"
     assert len(changed) > len(frozen) // 2
 
-    scorer = Scorer(result.checkpoint, random_init=True, device="cpu")
+    scorer = Scorer(result.checkpoint, random_init=True, device="cpu", precision="fp32")  # as the training code predicts
     assert scorer.backbones.spatial_info.source == "checkpoint"
     sd = scorer.backbones.spatial.state_dict()
     assert all(torch.equal(sd[k], ck.spatial_state[k]) for k in ck.spatial_state)

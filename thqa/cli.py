@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
+from thqa.choices import FIT_KINDS, PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError, THQAError, brief, terminal_safe
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
@@ -719,11 +720,9 @@ _TRAINING_SWITCHES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr"
 def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     """--recipe and the switches back to the method (README: "Departures from the method"); every one defaults to the
     recipe's value, and a given one overrides it."""
-    from thqa.recipes import RECIPES
-
     g = p.add_argument_group("recipe and the switches back to the method (default: the recipe's value)")
     g.add_argument(
-        "--recipe", choices=list(RECIPES), default=None,
+        "--recipe", choices=list(RECIPE_NAMES), default=None,
         help="frozen (default): fusion model on frozen features, fast; winner: the NTIRE 2025 winner as published (ECA + Swin-T "
         "fine-tuned, lr 1e-5, Linear head, averaged Bi-LSTM); winner-exact: winner with the public code's audio settings and fp32",
     )
@@ -738,7 +737,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
                    help="tuning of the chroma bins in fractions of a bin (thqa 0), or 'estimate' per clip (the method, librosa's default)")
     g.add_argument("--mfcc-top-db", type=_top_db_arg, default=argparse.SUPPRESS, metavar="DB",
                    help="floor of MFCC's log-mel spectrogram under its peak (the method 80, librosa's default), or 'none' (thqa)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    g.add_argument("--precision", choices=list(PRECISION_CHOICES), default=None,
                    help="backbones' precision for extraction: auto (thqa's: " + AUTO_PRECISION + "), fp32 (the method), bf16")
     if not training:
         return
@@ -752,7 +751,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     t.add_argument("--gamma", type=_float_in(0, 1, open_low=True), default=None, help="StepLR factor (default 0.95)")
     t.add_argument("--loss", default=None, choices=["l1+rank", "l1", "plcc", "plcc+rank", "mse"], help="default l1+rank (the method's)")
     t.add_argument("--rank-weight", type=_float_in(0, 1000), default=None, help="weight of the rank loss (default 1)")
-    t.add_argument("--fit", default=None, choices=["poly3", "logistic4", "none"], help="fit before PLCC in validation (default poly3)")
+    t.add_argument("--fit", default=None, choices=list(FIT_KINDS), help="fit before PLCC in validation (default poly3)")
     t.add_argument("--finetune-spatial", action=argparse.BooleanOptionalAction, default=None,
                    help="train ECA + Swin-T with the fusion model from cached frames (winner: on; frozen: off)")
     t.add_argument("--head", choices=["mlp", "linear"], default=None, help="fusion head: mlp (LayerNorm, Linear 128, LeakyReLU, dropout, Linear; thqa's) or linear (Linear 3200 -> score; the method's)")
@@ -805,7 +804,7 @@ def _flat_value(plan, key: str):
 
 
 def _add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=list(PRECISION_CHOICES), default=None,
                    help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: " + AUTO_PRECISION + ")")
 
 
@@ -825,8 +824,7 @@ def _provenance(ck) -> str:
 # -- extract ------------------------------------------------------------------------------------------------------
 def _extract(args) -> int:
     from thqa.cache import FeatureCache
-    from thqa.experiment import extract_files
-    from thqa.extract import run_id
+    from thqa.extract import extract_files, run_id
     from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
 
     _setup_threads(args)
@@ -850,8 +848,10 @@ def _extract(args) -> int:
         infos = {}
         precision = (summary.pipeline or {}).get("precision", plan.precision)
     else:
+        # lazy: where the weights' digests are remembered (thqa.digests), the keys need no model, and a run whose
+        # every entry is cached builds (and hashes) none
         bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
-                       precision=plan.precision)
+                       precision=plan.precision, lazy=True)
         ex = FeatureExtractor(settings, backbones=bb, workers=args.workers)
         summary = extract_files([str(s.path) for s in m.samples], cache, ex, frames=not args.no_frames, progress=not args.quiet)
         random_init, infos = bb.random_init, bb.infos
@@ -1468,7 +1468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR", help="with --checkpoint: " + CACHE_DIR_HELP)
     _add_manifest_args(p)
     p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
-    p.add_argument("--fit", default="poly3", choices=["poly3", "logistic4", "none"], help="curve fitted before PLCC (default poly3, the challenge's)")
+    p.add_argument("--fit", default="poly3", choices=list(FIT_KINDS), help="curve fitted before PLCC (default poly3, the challenge's)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of a table")
     p.add_argument("--plot", metavar="PNG", help="scatter plot of prediction against MOS with the fitted curve")
     p.add_argument("--output", "-o", metavar="CSV", help="with --checkpoint: write per-video predictions")
@@ -1491,7 +1491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="the smallest demo (5 heads, 4 degradations, 1 clip): a few minutes on 2 cores")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output directory")
     _add_weights_args(p)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="backbones' precision (default auto: " + AUTO_PRECISION + ")")
+    p.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto", help="backbones' precision (default auto: " + AUTO_PRECISION + ")")
     p.set_defaults(func=_demo)
 
     for p in sub.choices.values():  # `thqa score ... --debug` as well as `thqa --debug score ...`

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -15,7 +14,7 @@ import numpy as np
 from thqa.cache import FeatureCache
 from thqa.checkpoint import check_backbones, load_checkpoint, weights_for
 from thqa.data import Sample
-from thqa.extract import ExtractSummary, extract_to_cache
+from thqa.extract import ExtractSummary, extract_files
 from thqa.metrics import evaluate_with_curve
 from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor, precision_for
 from thqa.train import FeatureTable, TrainConfig, TrainResult, load_table, predict_table, train
@@ -27,25 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["extract_files", "train_run", "evaluate_checkpoint", "EvaluationResult"]
 
 log = logging.getLogger(__name__)
-
-
-def _bar(total: int, desc: str, show: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, disable=not show or total <= 1, dynamic_ncols=True)
-
-
-def extract_files(
-    paths: Sequence[str | os.PathLike],
-    cache: FeatureCache,
-    extractor: FeatureExtractor,
-    *,
-    frames: bool = True,
-    progress: bool = True,
-) -> ExtractSummary:
-    """:func:`thqa.extract.extract_to_cache` with a progress bar on stderr."""
-    with _bar(len(paths), "extracting", progress) as bar:
-        return extract_to_cache(paths, cache, extractor, frames=frames, progress=bar.update)
 
 
 def train_run(
@@ -171,7 +151,8 @@ def evaluate_checkpoint(
         if note:
             log.info("backbones: %s", note)
     # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision)
+    # lazy: built only when a feature is missing from the cache (the keys need only the remembered digests)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision, lazy=True)
     check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections import deque
@@ -50,6 +51,7 @@ __all__ = [
     "features_provenance",
     "frames_provenance",
     "extract_to_cache",
+    "extract_files",
     "load_features",
     "load_frames",
     "prune_cache",
@@ -286,6 +288,21 @@ def extract_to_cache(
         summary.per_video_s = summary.extract_seconds / summary.done
         summary.stage_s = {k: v / summary.done for k, v in stage_tot.items()}
     return summary
+
+
+def extract_files(
+    paths: Sequence[str | os.PathLike],
+    cache: FeatureCache,
+    extractor: FeatureExtractor,
+    *,
+    frames: bool = True,
+    progress: bool = True,
+) -> ExtractSummary:
+    """:func:`extract_to_cache` with a progress bar on stderr (``thqa extract``, ``train``, ``evaluate``, ``demo``)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(paths), desc="extracting", unit="video", file=sys.stderr, disable=not progress or len(paths) <= 1, dynamic_ncols=True) as bar:
+        return extract_to_cache(paths, cache, extractor, frames=frames, progress=bar.update)
 
 
 def load_features(cache: FeatureCache, path: str | os.PathLike, settings: ExtractionSettings, backbones: dict) -> dict[str, np.ndarray] | None:

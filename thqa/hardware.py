@@ -8,15 +8,22 @@ bf16 in hardware, in fp32 on any other CPU.
 
 The flags come from PyTorch's own CPU detection (``torch.cpu.get_capabilities()``, cpuinfo: the same CPUID bits
 oneDNN reads), else from ``/proc/cpuinfo``. ``--precision fp32|bf16`` (``precision=``) overrides the choice.
+
+``THQA_CPU_FLAGS`` replaces the detected flags (a comma- or space-separated list, e.g.
+``THQA_CPU_FLAGS=avx2,avx512_bf16,amx_bf16``; ``none`` for no flag at all): "auto" then picks what it would pick on
+such a CPU, so the suite can be run as if on the other kind of processor. It decides the choice only; the arithmetic
+stays this CPU's (bf16 is emulated where the hardware lacks it, and slow).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CpuInfo", "cpu_info", "cpu_has_bf16", "BF16_FLAGS"]
+__all__ = ["CpuInfo", "cpu_info", "cpu_has_bf16", "BF16_FLAGS", "FLAGS_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,8 @@ log = logging.getLogger(__name__)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: the flags reported in :class:`CpuInfo` (what decides how fast each precision is)
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+#: the environment variable that replaces the detected flags (see the module's docstring)
+FLAGS_ENV = "THQA_CPU_FLAGS"
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class CpuInfo:
     model: str | None
     flags: tuple[str, ...]
     torch_capability: str | None
-    source: str  #: where the flags came from: "torch", "/proc/cpuinfo" or "none"
+    source: str  #: where the flags came from: "torch", "/proc/cpuinfo", "THQA_CPU_FLAGS" (forced) or "none"
 
     @property
     def bf16(self) -> bool:
@@ -89,11 +98,26 @@ def _torch_capability() -> str | None:
         return None
 
 
+def _forced_flags() -> set[str] | None:
+    """The flags ``$THQA_CPU_FLAGS`` forces (lower case; "none": no flag), or None when it is unset or blank."""
+    raw = os.environ.get(FLAGS_ENV, "").strip()
+    if not raw:
+        return None
+    flags = {f for f in re.split(r"[\s,]+", raw.lower()) if f}
+    return set() if flags == {"none"} else flags
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
-    """This machine's :class:`CpuInfo` (read once per process)."""
-    found, source = _torch_flags(), "torch"
+    """This machine's :class:`CpuInfo` (read once per process; ``cpu_info.cache_clear()`` reads it again), with the
+    flags ``$THQA_CPU_FLAGS`` forces in place of the detected ones."""
     proc = _proc_cpuinfo()
+    forced = _forced_flags()
+    if forced is not None:
+        model = proc[1] if proc is not None else None
+        log.debug("CPU flags forced by $%s: %s", FLAGS_ENV, sorted(forced))
+        return CpuInfo(model, tuple(f for f in REPORTED_FLAGS if f in forced), _torch_capability(), FLAGS_ENV)
+    found, source = _torch_flags(), "torch"
     if found is None or not found[0]:
         found, source = proc, "/proc/cpuinfo"
     if found is None:

@@ -27,6 +27,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
+from thqa.choices import FIT_KINDS  # defined there: the CLI and TrainConfig read it without loading scipy
 from thqa.errors import ManifestError, MediaFileNotFoundError, MetricError
 from thqa.score_output import csv_plain
 
@@ -48,7 +49,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FitKind = Literal["poly3", "logistic4", "none"]
-FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
 
 _MIN_SAMPLES_CORR = 3  # plain correlations
 _MIN_DISTINCT_FIT = 5  # poly3 (4 coefficients) and logistic4 (4 parameters): at least one degree of freedom left

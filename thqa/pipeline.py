@@ -397,7 +397,9 @@ class Backbones:
     """The spatial and temporal extractors on one device, run batched over clips of many files.
 
     Args:
-        batch_size: clips per pass (default 48 on a GPU, 1 on a CPU).
+        batch_size: clips (and Swin-T frames) per pass, every pass padded to it (default 48 on a GPU, 1 on a CPU).
+            Part of what decides the numbers in bf16 (kernels are chosen by shape), as the settings are; which files
+            share a pass never is.
         channels_last: channels-last 3-D convolutions for SlowFast (default: on a GPU, and on a CPU running torch on
             2 or more threads, where SlowFast took 0.90-0.92 s a clip against 1.01-1.03 s; on 1 thread it is slower,
             2.17 s against 2.00 s: interleaved runs on the 2-core AVX2 machine, fp32, same numbers to 6e-8).
@@ -497,10 +499,12 @@ class Backbones:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """On a GPU, pad a short chunk with zeros to ``batch_size``: one input shape means cuDNN tunes its kernels
-        once (``cudnn.benchmark``), not for every new batch size."""
+        """Pad a short chunk with zeros to ``batch_size``, on every device: every pass of a backbone has one input
+        shape, so a file's features never depend on how many rows share its pass (kernels, and so the rounding of
+        bf16 on CPUs with AMX / AVX-512 BF16 and on GPUs, are chosen by shape), and cuDNN tunes its kernels once
+        (``cudnn.benchmark``). A CPU's default of one clip (one Swin-T frame) per pass needs no padding."""
         n = x.shape[0]
-        if self.device.type != "cuda" or n >= self.batch_size:
+        if n >= self.batch_size:
             return x, n
         return torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))]), n
 
@@ -611,7 +615,8 @@ def assemble(item: PreparedVideo, spatial: np.ndarray | None, temporal: np.ndarr
 class _ClipBatcher:
     """Runs the backbones over exactly ``batch_size`` clips at a time, taken in arrival order from several files
     (a file's clips may straddle two passes); a file's features are out once all its clips have been through.
-    On a GPU every pass has the same shape, so cuDNN tunes once per run."""
+    Every pass has the same shape (the last one is padded: :meth:`Backbones._pad`), so a file's features are the
+    same bits whatever shares its passes, and cuDNN tunes once per run."""
 
     def __init__(self, backbones: Backbones):
         self.bb = backbones

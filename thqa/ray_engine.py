@@ -288,6 +288,13 @@ def _run(paths: Sequence[str], spec: dict, opts: RayOptions, progress: Callable[
     for info in (spec.get("backbones") or {}).values():
         info["precision"] = spec["precision"]
     actors = opts.actors or (gpus if use_gpu else max(1, int(res.get("CPU", 1)) // 4))
+    if not use_gpu:
+        import torch
+
+        # an actor runs the backbones on its share of the CPUs, at most the threads the local engine would use here:
+        # in bf16 a CPU's kernels (oneDNN's) are bit-reproducible for one thread count, so where an actor gets as
+        # many threads as a local run (one actor on a machine like this one) both engines give the same numbers
+        spec["threads"] = max(1, min(torch.get_num_threads(), int(res.get("CPU", 1)) // actors))
     # small blocks: each CPU task prepares a few files, so all the cluster's CPUs share the work, results stream,
     # and a block that fails on every retry loses few files (they are reported, the job goes on)
     n_blocks = max(1, -(-len(paths) // _FILES_PER_BLOCK))

@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from thqa.choices import PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError
 from thqa.features.audio import METHOD_AUDIO, AudioSettings
 from thqa.models.fusion import FusionConfig
@@ -36,7 +37,6 @@ __all__ = ["Recipe", "Plan", "RECIPES", "FROZEN", "WINNER", "WINNER_EXACT", "get
 TRAIN_FIELDS = ("finetune_spatial", "epochs", "batch_size", "lr", "lr_spatial", "weight_decay", "step_size", "gamma", "loss", "rank_weight", "seed")
 #: TrainConfig fields no recipe sets (the validation protocol)
 OTHER_TRAIN_FIELDS = ("fit",)
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: ExtractionSettings fields besides the audio settings
 EXTRACTION_FIELDS = tuple(k for k in ExtractionSettings.__dataclass_fields__ if k != "audio")
 
@@ -96,6 +96,7 @@ WINNER_EXACT = dataclasses.replace(
     precision="fp32",
 )
 RECIPES: dict[str, Recipe] = {r.name: r for r in (FROZEN, WINNER, WINNER_EXACT)}
+assert tuple(RECIPES) == RECIPE_NAMES  # the names the CLI offers without importing this module
 
 
 def get_recipe(name: str | Recipe) -> Recipe:

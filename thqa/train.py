@@ -39,7 +39,6 @@ from thqa.data import Sample
 from thqa.errors import ConfigError, MetricError, THQAError, brief
 from thqa.extract import load_features, load_frames
 from thqa.features.spatial import crop, normalize
-from thqa.metrics import evaluate
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.pipeline import ExtractionSettings
 
@@ -80,7 +79,7 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not (self.lr > 0 and self.lr_spatial > 0):
             raise ConfigError("learning rates must be > 0")
-        from thqa.metrics import FIT_KINDS
+        from thqa.choices import FIT_KINDS
 
         if self.fit not in FIT_KINDS:
             raise ConfigError(f"unknown fit {self.fit!r}; choose one of {', '.join(FIT_KINDS)}")
@@ -383,6 +382,8 @@ def train(
     Raises:
         ConfigError: bad config, a run directory holding a different config, fewer than 5 validation samples.
     """
+    from thqa.metrics import evaluate  # scipy.stats, loaded here: `thqa extract` imports this module for TrainConfig
+
     cfg = (config or TrainConfig()).validate()
     if cfg.finetune_spatial and (spatial_net is None or train_table.frames is None or val_table.frames is None):
         raise ConfigError("fine-tuning the spatial branch needs the Swin-T model and cached frames for both splits")

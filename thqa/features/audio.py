@@ -14,7 +14,9 @@ decoded around each clip), never into another clip's copy of the whole track.
 * gfcc: ``n_bins`` gammatone cepstral coefficients from spafe, framed so its frames share the centres above.
 
 Result: ``(4, n_bins, n_frames)`` float32 per clip, finite for silence too. Each clip's numbers depend on its own
-buffer only, whatever else is in the batch (the tuning estimate and MFCC's ``top_db`` floor are taken per clip).
+buffer only, whatever else is in the batch (the tuning estimate and MFCC's ``top_db`` floor are taken per clip), and
+not on the process: BLAS (the filter banks' products, spafe's DCT) runs on one thread, as in decoding workers, since
+OpenBLAS on 2 threads rounded chroma and MFCC differently (up to 1.4e-6 on noise) from 1 thread.
 
 Where the defaults depart from the public code of the method (its settings are librosa's defaults), one field
 restores it (see :data:`METHOD_AUDIO`): ``sample_rate`` 16000 (the method: 22050, librosa.load's default),
@@ -23,6 +25,7 @@ default), ``cqt_kind`` "log" (the method: "chroma" with 896 filters).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import asdict, dataclass
@@ -121,6 +124,22 @@ METHOD_AUDIO = {
 }
 
 
+_BLAS: list = []  #: the process's threadpoolctl controller, made once the audio libraries are loaded
+
+
+def _one_blas_thread():
+    """A context in which every loaded BLAS (numpy's, scipy's) runs on one thread: the same arithmetic, so the same
+    bits, in the main process as in decoding workers (which run everything on one thread). torch's threads are left
+    alone."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn (librosa's): always there in practice
+        return contextlib.nullcontext()
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 class AudioFeatureExtractor:
     """Computes ``(4, n_bins, n_frames)`` features from a clip's audio buffer.
 
@@ -156,13 +175,23 @@ class AudioFeatureExtractor:
 
         ``audios``: (N, n_samples) float32, or a list of N such buffers. Returns (N, 4, n_bins, n_frames) float32.
         """
+        # the audio libraries first: the BLAS they load (scipy's) must be known to the one-thread limit below
+        import librosa  # noqa: F401
+        import spafe.features.gfcc  # noqa: F401
+
+        s = self.settings
+        bufs = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        if not bufs:
+            return np.zeros((0, 4, s.n_bins, s.n_frames), np.float32)
+        with _one_blas_thread():
+            return self._batch(bufs)
+
+    def _batch(self, bufs: list[np.ndarray]) -> np.ndarray:
+        """:meth:`batch` of N non-empty buffers (N >= 1)."""
         import librosa
 
         s = self.settings
         need = int(round((1 + 2 * s.context) * s.sample_rate))
-        bufs = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
-        if not bufs:
-            return np.zeros((0, 4, s.n_bins, s.n_frames), np.float32)
         y = np.zeros((len(bufs), max(need, max(b.shape[0] for b in bufs))), np.float32)
         for i, b in enumerate(bufs):
             y[i, : b.shape[0]] = b
