@@ -20,6 +20,7 @@ __all__ = [
     "CacheError",
     "MetricError",
     "DependencyError",
+    "ServiceError",
 ]
 
 
@@ -77,6 +78,15 @@ class MetricError(THQAError, ValueError):
 
 class DependencyError(THQAError, ImportError):
     """An optional dependency needed for this feature is not installed."""
+
+
+class ServiceError(THQAError, ConnectionError):
+    """The scoring service (``thqa serve``) refused a request or cannot be reached; ``status`` is the HTTP status
+    (None: unreachable), ``error_type`` the service's, ``retry_after`` its Retry-After (503)."""
+
+    status: int | None = None
+    error_type: str | None = None
+    retry_after: str | None = None
 
 
 def brief(exc: BaseException, limit: int = 240) -> str:
