@@ -240,3 +240,61 @@ def test_non_loopback_without_token_is_refused_at_start() -> None:
     from thqa.cli import main
 
     assert main(["serve", "--random-init", "--host", "0.0.0.0"]) == 2
+
+
+def _pump(proc, lines: list[str], ready) -> None:
+    for line in proc.stderr:
+        lines.append(line)
+        if "ready on" in line:
+            ready.set()
+    ready.set()
+
+
+def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0(checkpoint, videos, local) -> None:
+    """`thqa serve` in its own process: SIGTERM while two requests are scored; both are answered with the local
+    scores, a request after it is not scored, the exit code is 0 and the upload folder is gone."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+    import time
+
+    import torch
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "thqa-serve-*")))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "thqa.cli", "serve", "--checkpoint", checkpoint, "--random-init", "--device", "cpu",
+           "--precision", "fp32", "--port", str(port), "--threads", str(torch.get_num_threads())]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+    threading.Thread(target=_pump, args=(proc, lines, ready), daemon=True).start()
+    try:
+        assert ready.wait(600) and proc.poll() is None, "".join(lines[-20:])
+        url = f"http://127.0.0.1:{port}"
+        with ThreadPoolExecutor(2) as pool:
+            futs = [pool.submit(Client(url).score, v) for v in videos[:2]]
+            req = urllib.request.Request(url + "/metrics")
+            while True:  # until both are held by the replica
+                with urllib.request.urlopen(req) as r:
+                    if "thqa_queue_depth 2.0" in r.read().decode():
+                        break
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            late = None
+            try:
+                late = Client(url).score(videos[2])
+            except ServiceError as exc:
+                assert exc.status in (None, 503)
+            assert late is None
+            got = [f.result(timeout=600) for f in futs]
+        assert [g.mos for g in got] == [_want(local, v).mos for v in videos[:2]]
+        assert proc.wait(timeout=300) == 0, "".join(lines[-20:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "thqa-serve-*"))) == before

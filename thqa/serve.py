@@ -67,6 +67,7 @@ class ServeConfig:
     token: str | None = None
     allow_paths: str | None = None  #: ?path= is served only for files under this folder
     upload_dir: str | None = None  #: parent of each replica's private upload folder (default: the system's temp)
+    stop_file: str | None = None  #: once this file exists, new /score requests are refused (503): the service is stopping
     threads: int | None = None  #: torch CPU threads of each replica (default: what Ray gives the replica's process)
 
     @property
@@ -212,6 +213,8 @@ class ScoringService:
                             {"WWW-Authenticate": "Bearer"})
 
     async def _score(self, request: Request) -> Response:
+        if self.cfg.stop_file and os.path.exists(self.cfg.stop_file):
+            raise HTTPError(503, "the service is stopping", "Stopping", {"Retry-After": "60", "Connection": "close"})
         if self.active >= self.cfg.capacity:
             retry = max(1, math.ceil(self.latency_ema))
             raise HTTPError(503, f"the queue is full ({self.cfg.max_queue} waiting): try again in {retry} s", "QueueFull",
@@ -380,6 +383,7 @@ def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAU
         signal.signal(sig, lambda *_: stop.set())
     root = tempfile.mkdtemp(prefix="thqa-serve-")
     cfg.upload_dir = cfg.upload_dir or root
+    cfg.stop_file = os.path.join(root, "stopping")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         serve.start(http_options={"host": host, "port": port})
@@ -390,8 +394,9 @@ def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAU
             ready(url)
         while not stop.wait(0.5):
             pass
-        log.info("thqa serve: stopping (answering requests in flight)")
-        serve.shutdown()
+        log.info("thqa serve: stopping (answering the requests in flight, refusing new ones)")
+        Path(cfg.stop_file).touch()
+        serve.shutdown()  # waits for the replicas' requests in flight (graceful_shutdown_timeout_s)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
