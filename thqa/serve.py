@@ -161,6 +161,9 @@ class ScoringService:
         self.allow = os.path.realpath(cfg.allow_paths) if cfg.allow_paths else None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="thqa-score")  # the backbones: one thread
         self.active = 0
+        # while this replica holds requests, a marker beside the stop file tells a stopping `thqa serve` to wait
+        stop_dir = os.path.dirname(cfg.stop_file) if cfg.stop_file else None
+        self.busy_file = os.path.join(stop_dir, f"busy-{uuid.uuid4().hex}") if stop_dir and os.path.isdir(stop_dir) else None
         self.latency_ema = 1.0
         self._metrics()
         self._batched.set_max_batch_size(max(1, min(MAX_BATCH, cfg.capacity)))
@@ -239,6 +242,9 @@ class ScoringService:
     def _hold(self, n: int) -> None:
         self.active += n
         self.m_queue.set(self.active)
+        if self.busy_file and self.active == (1 if n > 0 else 0):
+            with _suppress_os():
+                Path(self.busy_file).touch() if self.active else os.unlink(self.busy_file)
 
     def _release(self, upload: str | None, fut) -> None:
         if fut is not None and fut.done() and not fut.cancelled():
@@ -348,6 +354,15 @@ class _suppress_os:
         return etype is not None and issubclass(etype, OSError)
 
 
+def _wait_idle(root: str, timeout: float, grace: float = 2.0) -> None:
+    """Until no replica of this machine holds a request (their busy markers in ``root``), then ``grace`` seconds for
+    the last answers to pass the proxy (serve.shutdown() drops the connections it still holds)."""
+    deadline = time.monotonic() + timeout
+    while any(n.startswith("busy-") for n in os.listdir(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(grace)
+
+
 def build_app(cfg: ServeConfig, *, replicas: int = 1, num_cpus: float = 1.0):
     """The Serve application of ``cfg`` (``serve.run(build_app(cfg))``)."""
     dep = serve.deployment(
@@ -378,9 +393,6 @@ def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAU
 
     check_bind(host, cfg.token)
     cfg.check()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     root = tempfile.mkdtemp(prefix="thqa-serve-")
     cfg.upload_dir = cfg.upload_dir or root
     cfg.stop_file = os.path.join(root, "stopping")
@@ -388,6 +400,9 @@ def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAU
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(cfg, replicas=replicas), name="thqa", route_prefix="/")
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
+            signal.signal(sig, lambda *_: stop.set())
         url = f"http://{host}:{port}"
         log.info("thqa serve: ready on %s", url)
         if ready is not None:
@@ -396,7 +411,8 @@ def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAU
             pass
         log.info("thqa serve: stopping (answering the requests in flight, refusing new ones)")
         Path(cfg.stop_file).touch()
-        serve.shutdown()  # waits for the replicas' requests in flight (graceful_shutdown_timeout_s)
+        _wait_idle(root, cfg.request_timeout)
+        serve.shutdown()
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
