@@ -23,21 +23,23 @@ from _util import SHARED_MEDIA, concat_media, run_timed, thqa_cmd, write_result
 
 
 def _tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the Ray processes the service starts), MiB."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
+    """Resident memory of a process and all its descendants (the Ray processes the service starts), MiB (/proc)."""
+    parent, rss = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
         try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+            stat = (d / "stat").read_text()
+            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            rss[int(d.name)] = int((d / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
             pass
-    return total / 2**20
+    tree, grew = {pid}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= new
+        grew = bool(new)
+    return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
 class _PeakRSS(threading.Thread):

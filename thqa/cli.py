@@ -1109,6 +1109,7 @@ def _server_client(args):
         raise_usage("--server scores with the service's model: leave out --engine ray, --checkpoint and --random-init")
     if getattr(args, "_client", None) is None:
         args._client = Client(args.server, coverage=args.coverage)
+        args._client.health()  # an unreachable service or a wrong URL is said before any output
     return args._client
 
 
