@@ -242,6 +242,45 @@ def test_non_loopback_without_token_is_refused_at_start() -> None:
     assert main(["serve", "--random-init", "--host", "0.0.0.0"]) == 2
 
 
+def test_a_killed_replica_fails_its_requests_clearly_and_is_replaced(service, videos, local) -> None:
+    """ray.kill of the replica while it scores: each request gets its score or a ServiceError (never a wrong score,
+    never a hang), the service answers again once Serve has replaced the replica, and no upload is left behind."""
+    import time
+
+    name = next(n["name"] for n in ray.util.list_named_actors(all_namespaces=True) if n["name"].startswith("SERVE_REPLICA::main#"))
+    client = Client(service["url"], TOKEN)
+
+    def one(v):
+        try:
+            return client.score(v)
+        except ServiceError as exc:
+            return exc
+
+    with ThreadPoolExecutor(4) as pool:
+        futs = [pool.submit(one, videos[i % 3]) for i in range(4)]
+        req = urllib.request.Request(service["url"] + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        while True:  # until the replica holds requests
+            with urllib.request.urlopen(req) as r:
+                if "thqa_queue_depth 0.0" not in r.read().decode():
+                    break
+            time.sleep(0.02)
+        ray.kill(ray.get_actor(name, namespace="serve"))
+        got = [f.result(timeout=600) for f in futs]
+    for v, g in zip([videos[i % 3] for i in range(4)], got):
+        assert isinstance(g, ServiceError) or g.mos == _want(local, v).mos
+    assert any(isinstance(g, ServiceError) for g in got)
+    deadline = time.monotonic() + 600
+    while True:  # Serve starts a new replica, which builds its models
+        try:
+            _good(service, videos, local)
+            break
+        except ServiceError:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    assert _uploads_left(service) == []
+    assert len(list(Path(service["uploads"]).iterdir())) == 2  # the new replica's folder and /tight's; the dead one's removed
+
+
 def _pump(proc, lines: list[str], ready) -> None:
     for line in proc.stderr:
         lines.append(line)

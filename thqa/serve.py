@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 #: room for multipart headers and boundaries above --max-upload-mb
 _MULTIPART_SLACK = 64 * 1024
+_UPLOADS = "thqa-uploads-"
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -157,7 +158,8 @@ class ScoringService:
             torch.set_num_threads(cfg.threads)
         self.scorer = Scorer(cfg.checkpoint, workers=0, **cfg.scorer_kwargs)
         parent = cfg.upload_dir if cfg.upload_dir and os.path.isdir(cfg.upload_dir) else None
-        self.upload_dir = tempfile.mkdtemp(prefix="thqa-uploads-", dir=parent)  # mode 0700
+        self.upload_dir = tempfile.mkdtemp(prefix=f"{_UPLOADS}{os.getpid()}-", dir=parent)  # mode 0700
+        _remove_orphans(os.path.dirname(self.upload_dir))
         self.allow = os.path.realpath(cfg.allow_paths) if cfg.allow_paths else None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="thqa-score")  # the backbones: one thread
         self.active = 0
@@ -344,6 +346,15 @@ class ScoringService:
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "upload_dir", ""), ignore_errors=True)
+
+
+def _remove_orphans(parent: str) -> None:
+    """Delete the upload folders of replicas whose process is gone (killed: no ``__del__`` ran), on this machine."""
+    for d in Path(parent).glob(f"{_UPLOADS}*-*"):
+        pid = d.name[len(_UPLOADS):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            log.info("thqa serve: removing %s (its replica is gone)", d)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class _suppress_os:
