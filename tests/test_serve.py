@@ -150,6 +150,19 @@ def test_path_under_allow_paths_is_scored_and_escapes_are_refused(service, video
     assert status == 403 and "--allow-paths" in doc["error"]
 
 
+def test_query_options_timeline_and_coverage(service, videos, local) -> None:
+    want = local.explain(videos[0], timeline=True)
+    got = Client(service["url"], TOKEN, coverage=0.8).iter_explain([videos[0]], timeline=True)
+    got = next(iter(got))
+    assert got.timeline == want.timeline and got.mos == want.mos and got.coverage == 0.8
+    status, row, _ = _post(service["url"] + "/score?timeline=true", videos[0].read_bytes())
+    assert status == 200 and row["timeline"] == want.timeline
+    for bad in ("coverage=1.5", "coverage=x", "timeline=maybe"):
+        status, doc, _ = _post(service["url"] + "/score?" + bad, videos[0].read_bytes())
+        assert status == 400 and doc["error_type"] == "ConfigError" and bad.split("=")[0] in doc["error"], bad
+    assert _uploads_left(service) == []
+
+
 def test_concurrent_clients_each_get_their_own_scores(service, videos, local) -> None:
     want = {str(v): _want(local, v).mos for v in videos}
     jobs = [videos[(c + k) % 3] for c in range(4) for k in range(2)]  # 4 clients x 2 files
