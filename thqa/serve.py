@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from thqa import errors as thqa_errors
-from thqa.errors import ConfigError, MediaError, MediaFileNotFoundError
+from thqa.errors import ConfigError, MediaError, MediaFileNotFoundError, brief
 from thqa.serve_defaults import (
     BATCH_WAIT_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, MAX_BATCH, TOKEN_ENV,
 )
@@ -203,6 +203,10 @@ class ScoringService:
         except HTTPError as exc:
             outcome = str(exc.status)
             return exc.response()
+        except Exception as exc:  # noqa: BLE001 - every answer is a JSON row or a JSON error, never a bare 500
+            log.exception("thqa serve: %s %s failed", request.method, route)
+            outcome = "500"
+            return HTTPError(500, f"unexpected {type(exc).__name__}: {brief(exc)} (a thqa bug: please report it)", type(exc).__name__).response()
         finally:
             self.m_requests.labels(route if route in ("/score", "/healthz", "/metrics") else "other", outcome).inc()
             if route == "/score":
