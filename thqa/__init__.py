@@ -26,6 +26,7 @@ _LAZY = {
     "sync_plot": ("thqa.plots", "sync_plot"),
     "timeline_plot": ("thqa.plots", "timeline_plot"),
     "compare": ("thqa.comparison", "compare"),
+    "Client": ("thqa.client", "Client"),
 }
 
 __all__ = ["__version__", *_errors_all, *_LAZY]

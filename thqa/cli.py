@@ -182,7 +182,7 @@ def _score(args) -> int:
     from thqa.scorer import Scorer
 
     _setup_threads(args)
-    if args.checkpoint is None and not args.random_init:
+    if args.checkpoint is None and not args.random_init and not args.server:
         from thqa.scorer import NO_MODEL_MESSAGE
 
         print(f"thqa score: {NO_MODEL_MESSAGE}", file=sys.stderr)
@@ -208,7 +208,7 @@ def _score(args) -> int:
     if args.engine == "ray":
         return _score_ray(args, files, fmt, resumed, rows, model)
     # lazy: with decoding workers, the backbones are built while the workers start on the first files
-    scorer = Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
+    scorer = _server_client(args) if args.server else Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {_provenance(ck)}", file=sys.stderr)
@@ -261,16 +261,20 @@ def _check_score_output(args, fmt: str, rows):
     if args.resume and is_stream(args.output):
         raise_usage(f"--resume needs --output to be a file, not {args.output} (stdout, a device or a pipe)")
     _guard_outputs(args, [("--output", args.output)], [("", f) for f in args.files] + [("--checkpoint", args.checkpoint)])
-    model, precision, weights = _run_model(args)
+    if args.server:  # thqa score --server: the rows are the service's model's (its /healthz says which)
+        expect = _server_client(args).expect() if args.resume else {}
+        model = expect.pop("model", None)
+    else:
+        model, precision, weights = _run_model(args)
+        expect = {"untrained": args.checkpoint is None}
+        if precision is not None:
+            expect["precision"] = precision
+        if weights is not None:
+            expect["weights"] = "random-init" if weights.random_init else "pretrained"
     if not args.resume:
         return None, model
     from thqa.score_output import read_for_resume
 
-    expect = {"untrained": args.checkpoint is None}
-    if precision is not None:
-        expect["precision"] = precision
-    if weights is not None:
-        expect["weights"] = "random-init" if weights.random_init else "pretrained"
     return read_for_resume(args.output, fmt, rows, expect=expect, model=model), model
 
 
@@ -1333,6 +1337,63 @@ class UsageError(Exception):
     pass
 
 
+# -- serve (and score --server) -------------------------------------------------------------------------------------
+def _add_server_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="URL", help="score on a running `thqa serve` at URL (token: $THQA_SERVE_TOKEN) instead of here")
+
+
+def _server_client(args):
+    """The :class:`thqa.client.Client` of ``--server`` (one per run), checked against options it cannot honour."""
+    from thqa.client import Client
+
+    if args.engine == "ray" or args.checkpoint or args.random_init:
+        raise_usage("--server scores with the service's model: leave out --engine ray, --checkpoint and --random-init")
+    if getattr(args, "_client", None) is None:
+        args._client = Client(args.server, coverage=args.coverage)
+        args._client.health()  # an unreachable service or a wrong URL is said before any output
+    return args._client
+
+
+def _add_serve_parser(sub) -> None:
+    from thqa import serve_defaults as d
+
+    p = sub.add_parser("serve", help="a warm scoring service over HTTP (Ray Serve): POST /score, GET /healthz, GET /metrics")
+    p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
+    p.add_argument("--host", default=d.DEFAULT_HOST, help=f"address to listen on (default {d.DEFAULT_HOST}; any other needs --token)")
+    p.add_argument("--port", type=_int_in(1, 65535), default=d.DEFAULT_PORT, help=f"HTTP port (default {d.DEFAULT_PORT})")
+    p.add_argument("--address", metavar="ADDR", help="join a Ray cluster (auto, HOST:PORT, ray://HOST:10001); default: a local Ray instance")
+    p.add_argument("--replicas", type=_int_in(1, 1024), default=1, help="scoring replicas, each with its own warm models (default 1)")
+    p.add_argument("--max-upload-mb", type=_float_in(0, 1e6, open_low=True), default=d.DEFAULT_MAX_UPLOAD_MB, help=f"larger uploads are refused, 413 (default {d.DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--max-queue", type=_int_in(0, 100000), default=d.DEFAULT_MAX_QUEUE, help=f"requests waiting per replica; more are refused, 503 (default {d.DEFAULT_MAX_QUEUE})")
+    p.add_argument("--request-timeout", type=_float_in(0, 1e6, open_low=True), default=d.DEFAULT_REQUEST_TIMEOUT, metavar="S", help=f"answer 504 after S seconds (default {d.DEFAULT_REQUEST_TIMEOUT:g})")
+    p.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' (also ${d.TOKEN_ENV})")
+    p.add_argument("--allow-paths", metavar="DIR", help="also score files named by ?path= when they resolve inside DIR")
+    p.add_argument("--coverage", type=_coverage_arg, default=0.9, help="default coverage of the prediction interval (default 0.9)")
+    _add_weights_args(p)
+    _add_scoring_precision_arg(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    if args.checkpoint is None and not args.random_init:
+        from thqa.scorer import NO_MODEL_MESSAGE
+
+        print(f"thqa serve: {NO_MODEL_MESSAGE}", file=sys.stderr)
+        return EXIT_SETUP
+    from thqa import serve_defaults as d
+    from thqa.serve import ServeConfig, check_bind, run_service
+
+    token = args.token or os.environ.get(d.TOKEN_ENV) or None
+    check_bind(args.host, token)
+    _setup_threads(args)
+    cfg = ServeConfig(
+        checkpoint=args.checkpoint, scorer_kwargs=_scorer_kwargs(args), max_upload_mb=args.max_upload_mb, max_queue=args.max_queue,
+        request_timeout=args.request_timeout, token=token, allow_paths=args.allow_paths, threads=args.threads,
+    ).check()
+    say = (lambda url: None) if args.quiet else (lambda url: print(f"thqa serve: ready on {url} (POST /score, GET /healthz, GET /metrics)", file=sys.stderr))
+    return run_service(cfg, host=args.host, port=args.port, address=args.address, replicas=args.replicas, ready=say)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors in one line (the option and the cause) and a pointer to --help."""
 
@@ -1380,6 +1441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_args(p)
     _add_scoring_precision_arg(p)
     _add_engine_args(p)
+    _add_server_arg(p)
     p.set_defaults(func=_score)
 
     p = sub.add_parser(
@@ -1477,6 +1539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     _add_compare_parser(sub)
+    _add_serve_parser(sub)
 
     p = sub.add_parser(
         "demo", help="the whole library offline: self-made talking heads, degradations, cache, training, report",

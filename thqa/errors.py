@@ -23,6 +23,7 @@ __all__ = [
     "CacheError",
     "MetricError",
     "DependencyError",
+    "ServiceError",
 ]
 
 
@@ -90,6 +91,15 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 def terminal_safe(text: str) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``), for printing to a terminal."""
     return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class ServiceError(THQAError, ConnectionError):
+    """The scoring service (``thqa serve``) refused a request or cannot be reached; ``status`` is the HTTP status
+    (None: unreachable), ``error_type`` the service's, ``retry_after`` its Retry-After (503)."""
+
+    status: int | None = None
+    error_type: str | None = None
+    retry_after: str | None = None
 
 
 def brief(exc: BaseException, limit: int = 240) -> str:
