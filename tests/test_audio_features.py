@@ -78,16 +78,21 @@ def test_chroma_and_mfcc_are_librosas_own(ex):
     builds the filter banks once instead of on every call; the values must not move)."""
     import librosa
 
+    from thqa.features.audio import _one_blas_thread
+
     rng = np.random.default_rng(3)
     y = (0.1 * rng.standard_normal((2, BUF))).astype(np.float32)
     y[1, : SR // 2] *= 0.01  # a quiet stretch: normalisation per frame must match too
     got = ex.batch(y)
     s = ex.settings
     span = ex._windowed_span(y)
-    power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
-    chroma = librosa.feature.chroma_stft(S=power, sr=SR, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=0.0)
-    mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=s.n_fft, n_mels=s.n_bins)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), n_mfcc=s.n_bins)
+    # the oracle under the extractor's own arithmetic rule (BLAS on one thread, so that the maps never depend on the
+    # process's thread count): otherwise a 2-thread BLAS sums the filter-bank products in another order (~2e-7)
+    with _one_blas_thread():
+        power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
+        chroma = librosa.feature.chroma_stft(S=power, sr=SR, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=0.0)
+        mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=s.n_fft, n_mels=s.n_bins)
+        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), n_mfcc=s.n_bins)
     assert got.shape == (2, 4, 128, 32)
     np.testing.assert_array_equal(got[:, 0], chroma.astype(np.float32))
     np.testing.assert_array_equal(got[:, 2], mfcc.astype(np.float32))

@@ -343,7 +343,7 @@ class _FakeBackbones:
 @pytest.fixture()
 def fake_extract(monkeypatch):
     """`thqa extract` without backbones: each run fails the files listed in ``fake_extract.fail``."""
-    import thqa.experiment
+    import thqa.extract
     import thqa.pipeline
     from thqa.extract import ExtractSummary
 
@@ -357,7 +357,7 @@ def fake_extract(monkeypatch):
 
     monkeypatch.setattr(thqa.pipeline, "Backbones", _FakeBackbones)
     monkeypatch.setattr(thqa.pipeline, "FeatureExtractor", lambda *a, **k: None)
-    monkeypatch.setattr(thqa.experiment, "extract_files", extract_files)
+    monkeypatch.setattr(thqa.extract, "extract_files", extract_files)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     return state
 
