@@ -1357,7 +1357,12 @@ def _server_client(args):
 def _add_serve_parser(sub) -> None:
     from thqa import serve_defaults as d
 
-    p = sub.add_parser("serve", help="a warm scoring service over HTTP (Ray Serve): POST /score, GET /healthz, GET /metrics")
+    p = sub.add_parser(
+        "serve", help="a warm scoring service over HTTP (Ray Serve): POST /score, GET /healthz, GET /metrics",
+        description="Keep the backbones and the fusion model warm in Ray Serve replicas and score uploaded files over HTTP, "
+        "so one file costs what its work costs; answers are the rows of `thqa score --json` (call it with curl, "
+        "thqa.Client or `thqa score --server URL`).",
+    )
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train` (.safetensors)")
     p.add_argument("--host", default=d.DEFAULT_HOST, help=f"address to listen on (default {d.DEFAULT_HOST}; any other needs --token)")
     p.add_argument("--port", type=_int_in(1, 65535), default=d.DEFAULT_PORT, help=f"HTTP port (default {d.DEFAULT_PORT})")
