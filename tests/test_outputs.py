@@ -22,11 +22,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_hostile_input import BACKBONES, TINY, FakeScorer, fake_result, fake_scorer, no_backbones, one_error, run  # noqa: F401
+from test_hostile_input import BACKBONES, TINY, FakeScorer, fake_result, fake_scorer, no_backbones, one_error  # noqa: F401
+from test_hostile_input import run as _run
 from thqa import cli
 from thqa.checkpoint import load_checkpoint, save_checkpoint
 from thqa.models.fusion import FusionModel
 from thqa.pipeline import ExtractionSettings
+
+
+def run(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
+    """test_hostile_input's run, with ``thqa score`` in fp32 (the stand-in scorer's precision) on every CPU, so that
+    --resume's check of the precision means the same on a CPU where `auto` picks bf16."""
+    if argv and argv[0] == "score" and "--precision" not in argv:
+        argv = [argv[0], "--precision", "fp32", *argv[1:]]
+    return _run(argv, env)
+
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 needs_root = pytest.mark.skipif(not ROOT, reason="mknod needs root")
@@ -485,7 +495,7 @@ def test_case3_the_scorer_stamps_every_row_with_the_digest_the_cli_checks(small_
     precision = small_scorer.backbones.precision
     r = next(small_scorer.iter_score([tmp_path / "missing.mp4"]))  # an error row carries it too
     assert r.model == small_scorer.model_digest == model_digest(None, random_init=True, seed=3407, precision=precision, settings=small_settings)
-    args = cli.build_parser().parse_args(["score", "--random-init", "--device", "cpu", "x.mp4"])
+    args = cli.build_parser().parse_args(["score", "--random-init", "--device", "cpu", "--precision", "fp32", "x.mp4"])
     digest, run_precision, weights = cli._run_model(args)
     assert (digest, run_precision) == (model_digest(None, random_init=True, seed=3407, precision=precision), precision)
     assert (weights.random_init, weights.seed) == (True, 3407)

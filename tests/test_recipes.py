@@ -438,10 +438,10 @@ def test_winner_recipe_trains_end_to_end_on_real_files_and_score_shows_it(shared
     use_session_backbones(monkeypatch, backbones, small_clips=True)
     run = tmp_path / "run"
     rc = cli.main(["-q", "train", str(manifest), "--cache-dir", str(tmp_path / "cache"), "--out", str(run), "--recipe", "winner",
-                   "--epochs", "2", "--clips", "1", "--val-fraction", "0.6", "--random-init"])
+                   "--epochs", "2", "--clips", "1", "--val-fraction", "0.6", "--random-init", "--precision", "fp32"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "train: recipe winner; options: n_clips=1, epochs=2 (recipe: 50)" in err
+    assert "train: recipe winner; options: n_clips=1, precision=fp32 (recipe: auto), epochs=2 (recipe: 50)" in err
     cfg = json.loads((run / "config.json").read_text())
     s = cfg["recipe"]["settings"]
     assert cfg["recipe"]["name"] == "winner" and s["train.finetune_spatial"] == {"value": True, "from": "recipe"}
@@ -456,4 +456,4 @@ def test_winner_recipe_trains_end_to_end_on_real_files_and_score_shows_it(shared
     assert rc == 0, err
     row = json.loads(out)[0]
     assert row["recipe"] == "winner" and np.isfinite(row["mos"])
-    assert "score: model " in err and "recipe winner with extraction.n_clips=1, train.epochs=2" in err and "ECA + Swin-T fine-tuned" in err
+    assert "score: model " in err and 'recipe winner with extraction.n_clips=1, precision="fp32", train.epochs=2' in err and "ECA + Swin-T fine-tuned" in err
