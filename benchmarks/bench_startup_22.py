@@ -25,7 +25,9 @@ def _run(code: Path, argv: list[str], env: dict) -> float:
     """Wall seconds of ``python -m thqa.cli *argv`` (``argv[0] == "-c"``: ``python -c ...``) with ``code`` first on the path."""
     cmd = [sys.executable, *argv] if argv[0] == "-c" else [sys.executable, "-m", "thqa.cli", *argv]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True)
+    # run from the checkout itself: `python -m` puts the working folder before PYTHONPATH, so from anywhere else a
+    # `thqa` package there (this checkout's, when run from it) would be timed instead of ``code``'s
+    proc = subprocess.run(cmd, env={**env, "PYTHONPATH": str(code)}, cwd=code, capture_output=True, text=True)
     dt = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{code}: thqa {' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
