@@ -27,8 +27,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from thqa.features.audio import METHOD_AUDIO, AudioFeatureExtractor, AudioSettings
-    from thqa.io import read_clips
-    from thqa.sampling import clip_seconds
+    from thqa.media.decode import read_clips
+    from thqa.media.sampling import clip_seconds
 
     cases = {
         "thqa (default)": {},

@@ -35,7 +35,7 @@ def system_coverage(reps: int, seed: int) -> tuple[float, float, float]:
     the mean PLCC estimate (attenuated by the sources' noise)."""
     from scipy import stats
 
-    from thqa.comparison import compare_scores
+    from thqa.analysis.comparison import compare_scores
 
     g_n, s_n = 8, 30
     theta = np.linspace(0, 0.4, g_n)

@@ -28,7 +28,7 @@ COVERAGES = (0.8, 0.9, 0.95)
 
 
 def subset(table, idx):
-    from thqa.train import FeatureTable
+    from thqa.training.loop import FeatureTable
 
     return FeatureTable([table.paths[i] for i in idx], table.mos[idx], table.spatial[idx], table.temporal[idx], table.audio[idx])
 
@@ -44,7 +44,7 @@ def predict_with_clips(model, table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalised_coverage(val_pred, val_clips, val_mos, test_pred, test_clips, test_mos, c: float) -> tuple[float | None, float | None]:
-    from thqa.conformal import conformal_quantile
+    from thqa.analysis.conformal import conformal_quantile
 
     sd_val, sd_test = val_clips.std(axis=1), test_clips.std(axis=1)
     beta = max(float(np.median(sd_val)), 1e-6)
@@ -68,11 +68,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thqa.cache import FeatureCache
-    from thqa.checkpoint import load_checkpoint
-    from thqa.conformal import Calibration, empirical_coverage
-    from thqa.data import read_manifest
-    from thqa.train import TrainConfig, load_table, train
+    from thqa.data.cache import FeatureCache
+    from thqa.models.checkpoint import load_checkpoint
+    from thqa.analysis.conformal import Calibration, empirical_coverage
+    from thqa.data.manifest import read_manifest
+    from thqa.training.loop import TrainConfig, load_table, train
 
     demo_ck = load_checkpoint(args.demo_dir / "run" / "best.safetensors")
     samples = read_manifest(args.demo_dir / "corpus.csv").samples

@@ -54,12 +54,12 @@ def make_weight_files(work: Path, tree: Path) -> tuple[Path, Path, Path]:
     if not (swin.exists() and sf.exists() and ck.exists()):
         code = (
             "import sys, torch; from safetensors.torch import save_file\n"
-            "from thqa.weights import build_spatial, build_temporal, WeightsOptions\n"
-            "from thqa.checkpoint import save_checkpoint; from thqa.models.fusion import FusionConfig, FusionModel\n"
-            "from thqa.pipeline import ExtractionSettings\n"
+            "from thqa.features.weights import build_spatial, build_temporal, WeightsOptions\n"
+            "from thqa.models.checkpoint import save_checkpoint; from thqa.models.fusion import FusionConfig, FusionModel\n"
+            "from thqa.features.pipeline import ExtractionSettings\n"
             "o = WeightsOptions(random_init=True); s, si = build_spatial(o); t, ti = build_temporal(o)\n"
             "save_file({k: v.contiguous() for k, v in s.swin.state_dict().items()}, sys.argv[1])\n"
-            "from thqa.weights import _seeded; from pytorchvideo.models.hub import slowfast_r50\n"
+            "from thqa.features.weights import _seeded; from pytorchvideo.models.hub import slowfast_r50\n"
             "with _seeded(3407): full = slowfast_r50(pretrained=False)  # as build_temporal draws it: the whole net\n"
             "torch.save({'model_state': full.state_dict()}, sys.argv[2])\n"
             "torch.manual_seed(3407); m = FusionModel(FusionConfig())\n"
@@ -131,8 +131,8 @@ def lap(name):
     t, c = now, cnow
 import torch; lap("import torch")
 torch.set_num_threads(int(sys.argv[2]))
-import thqa.cli, thqa.scorer; lap("import thqa (cli, scorer, pipeline)")
-from thqa.pipeline import ExtractionSettings, prepare, warm_up, Backbones
+import thqa.cli.app, thqa.scoring.scorer; lap("import thqa (cli, scorer, pipeline)")
+from thqa.features.pipeline import ExtractionSettings, prepare, warm_up, Backbones
 try:
     warm_up(ExtractionSettings(), png=False)
 except TypeError:  # an older thqa
@@ -141,7 +141,7 @@ lap("decoding side: imports (PyAV, scipy.signal, librosa; torchvision before) an
 item = prepare(sys.argv[1], ExtractionSettings()); lap("prepare() one 8 s file (decode 6 clips, audio maps, crops)")
 import timm; lap("import timm (+ torchvision, torch._dynamo)")
 import pytorchvideo.models.hub; lap("import pytorchvideo")
-from thqa.weights import SWIN_NAME, WeightsOptions, build_spatial, build_temporal, state_digest
+from thqa.features.weights import SWIN_NAME, WeightsOptions, build_spatial, build_temporal, state_digest
 from pytorchvideo.models.hub import slowfast_r50
 torch.manual_seed(3407); s = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0); lap("Swin-T construction with random init")
 torch.manual_seed(3407); f = slowfast_r50(pretrained=False); lap("SlowFast construction with random init")
@@ -239,9 +239,9 @@ def paths(args, files) -> dict:
     import torch
 
     from thqa.features.temporal import preprocess_clips
-    from thqa.hardware import cpu_info
-    from thqa.pipeline import Backbones, ExtractionSettings, prepare
-    from thqa.weights import WeightsOptions
+    from thqa.utils.hardware import cpu_info
+    from thqa.features.pipeline import Backbones, ExtractionSettings, prepare
+    from thqa.features.weights import WeightsOptions
 
     torch.set_num_threads(args.threads)
     setup: dict = {}
@@ -347,8 +347,8 @@ def mos_movement(args, files) -> dict:
     """The checkpoint's MOS of each file with fp32 and with bf16 backbone features (all clips through both)."""
     import torch
 
-    from thqa.pipeline import prepare
-    from thqa.scorer import Scorer
+    from thqa.features.pipeline import prepare
+    from thqa.scoring.scorer import Scorer
 
     torch.set_num_threads(args.threads)
     scorer = Scorer(args.checkpoint, random_init=True, device="cpu", workers=0, precision="fp32")
@@ -399,7 +399,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="thqa-home-", dir=args.work))
     doc: dict = {"threads": args.threads, "files": [f.name for f in files], "trees": {k: str(v) for k, v in trees.items()}}
     sys.path.insert(0, str(ROOT))
-    from thqa.hardware import cpu_info
+    from thqa.utils.hardware import cpu_info
 
     doc["cpu"] = cpu_info().to_dict()
     print(f"CPU: {doc['cpu']}")

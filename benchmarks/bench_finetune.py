@@ -1,7 +1,7 @@
 """What the winner recipe's fine-tuning costs: seconds per epoch per 1,000 videos, extrapolated from a small run.
 
 A synthetic table of M training and V validation videos (6 clips, first frames 3 x 520 x 520 uint8, random cached
-temporal and audio features) goes through ``thqa.train.train`` with ``resolve("winner", epochs=E)`` and a random-init
+temporal and audio features) goes through ``thqa.training.loop.train`` with ``resolve("winner", epochs=E)`` and a random-init
 ECA + Swin-T, on the CPU (or --device cuda): every training step runs Swin-T forward and backward on B x 6 random
 224 crops, every validation pass Swin-T forward on centre crops. Timed: the training part of each epoch (the loop's
 own ``seconds``), the validation pass, and the rest of the epoch (checkpoints with the 110 MB of Swin-T weights,
@@ -25,7 +25,7 @@ from _util import write_result
 
 
 def _table(m: int, n_clips: int, seed: int, *, frames: bool):
-    from thqa.train import FeatureTable
+    from thqa.training.loop import FeatureTable
 
     rng = np.random.default_rng(seed)
     mos = rng.uniform(1, 5, m).astype(np.float32)
@@ -41,7 +41,7 @@ def _table(m: int, n_clips: int, seed: int, *, frames: bool):
 
 def _run(tr, va, plan, settings, bb, run_dir: Path, spatial_net, device: str) -> tuple[list[float], list[float]]:
     """(the training part of each epoch, each epoch's whole wall time: training, validation, checkpoints, resume.pt)"""
-    from thqa.train import train
+    from thqa.training.loop import train
 
     rows: list[dict] = []
     stamps = [time.perf_counter()]
@@ -62,10 +62,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thqa.pipeline import ExtractionSettings, precision_for
-    from thqa.recipes import resolve
-    from thqa.train import predict_table
-    from thqa.weights import WeightsOptions, build_spatial
+    from thqa.features.pipeline import ExtractionSettings, precision_for
+    from thqa.training.recipes import resolve
+    from thqa.training.loop import predict_table
+    from thqa.features.weights import WeightsOptions, build_spatial
 
     settings = ExtractionSettings(n_clips=args.clips)
     prec = precision_for(args.device)

@@ -68,8 +68,8 @@ def main() -> int:
     import torch
 
     from bench_throughput import pick_sources
-    from thqa.pipeline import assemble, prepare
-    from thqa.scorer import Scorer
+    from thqa.features.pipeline import assemble, prepare
+    from thqa.scoring.scorer import Scorer
 
     torch.set_num_threads(args.threads)
     files = pick_sources(args.media, None)[: args.n]

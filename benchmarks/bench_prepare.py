@@ -38,7 +38,7 @@ def main() -> int:
     import torch
 
     from bench_throughput import pick_sources
-    from thqa.pipeline import ExtractionSettings, _worker_init, prepare, warm_up
+    from thqa.features.pipeline import ExtractionSettings, _worker_init, prepare, warm_up
 
     _worker_init(0)  # as in a DataLoader worker: one thread each for the decoder, scaler, torch and BLAS
     s = ExtractionSettings()

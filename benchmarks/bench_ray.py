@@ -30,10 +30,10 @@ def _files(n: int) -> list[str]:
 
 
 def local(files, settings) -> dict:
-    from thqa.cache import FeatureCache
-    from thqa.extract import extract_to_cache
-    from thqa.pipeline import FeatureExtractor
-    from thqa.weights import WeightsOptions
+    from thqa.data.cache import FeatureCache
+    from thqa.data.extract import extract_to_cache
+    from thqa.features.pipeline import FeatureExtractor
+    from thqa.features.weights import WeightsOptions
 
     ex = FeatureExtractor(settings, WeightsOptions(random_init=True), device="cpu", workers=0)
     t = time.perf_counter()
@@ -42,8 +42,8 @@ def local(files, settings) -> dict:
 
 
 def on_ray(files, settings, actors: int) -> dict:
-    from thqa.ray_engine import RayOptions, extract_with_ray
-    from thqa.weights import WeightsOptions
+    from thqa.engines.ray_engine import RayOptions, extract_with_ray
+    from thqa.features.weights import WeightsOptions
 
     t = time.perf_counter()
     s = extract_with_ray(files, tempfile.mkdtemp(), settings, WeightsOptions(random_init=True), device="cpu", options=RayOptions(actors=actors, files_per_batch=1))
@@ -67,7 +67,7 @@ def main() -> None:
 
     import ray
 
-    from thqa.pipeline import ExtractionSettings
+    from thqa.features.pipeline import ExtractionSettings
 
     files = _files(args.n)
     full, tiny = ExtractionSettings(), ExtractionSettings(n_clips=1, clip_frames=8, frame_size=64)

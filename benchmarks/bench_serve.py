@@ -63,7 +63,7 @@ def _start_service(threads: int, port: int) -> subprocess.Popen:
 
 
 def _throughput(url: str, files: list[Path], clients: int) -> dict:
-    from thqa.client import Client
+    from thqa.engines.client import Client
 
     jobs = [files[i % len(files)] for i in range(max(len(files), clients) * 2)]
     t = time.perf_counter()
@@ -93,7 +93,7 @@ def main() -> None:
     proc = _start_service(args.threads, args.port)
     url = f"http://127.0.0.1:{args.port}"
     try:
-        from thqa.client import Client
+        from thqa.engines.client import Client
 
         doc["idle_rss_mib"] = round(_tree_rss_mib(proc.pid))
         Client(url).score(files[0])  # the first request: its one-time costs are not the warm latency

@@ -24,8 +24,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thqa.pipeline import prepare
-    from thqa.scorer import Scorer
+    from thqa.features.pipeline import prepare
+    from thqa.scoring.scorer import Scorer
 
     t = time.perf_counter()
     scorer = Scorer(random_init=True, device="cpu")

@@ -22,7 +22,7 @@ FILES = ("vid_ai_dreamtalk_male_256.mp4", "vid_ai_dreamtalk_painting_zh_256.mp4"
 
 
 def _run(code: Path, argv: list[str], env: dict) -> float:
-    """Wall seconds of ``python -m thqa.cli *argv`` (``argv[0] == "-c"``: ``python -c ...``) with ``code`` first on the path."""
+    """Wall seconds of ``python -m thqa.cli.app *argv`` (``argv[0] == "-c"``: ``python -c ...``) with ``code`` first on the path."""
     cmd = [sys.executable, *argv] if argv[0] == "-c" else [sys.executable, "-m", "thqa.cli", *argv]
     t = time.perf_counter()
     # run from the checkout itself: `python -m` puts the working folder before PYTHONPATH, so from anywhere else a
@@ -60,7 +60,7 @@ def main() -> None:
             floors["python_start"].append(round(_run(ROOT, ["-c", "pass"], env), 3))
             floors["import_torch"].append(round(_run(ROOT, ["-c", "import torch"], env), 3))
     doc = {
-        "what": "wall seconds of a subprocess `python -m thqa.cli ...`, interleaved baseline/this, "
+        "what": "wall seconds of a subprocess `python -m thqa.cli.app ...`, interleaved baseline/this, "
         f"{a.runs} runs each; extract: --random-init --clips 1 --precision fp32 --workers 0 of 3 files all in the cache",
         "files": list(FILES),
         "prime_extract_s": round(prime, 2),

@@ -107,7 +107,7 @@ def main() -> int:
         print(f"no media folder at {args.media}", file=sys.stderr)
         return 2
     logging.disable(logging.WARNING)
-    from thqa.sync import SyncSettings, decode_av, estimate_offset_arrays
+    from thqa.analysis.sync import SyncSettings, decode_av, estimate_offset_arrays
 
     s = SyncSettings(locator=args.locator)
     offsets = list(range(-800, 801, 40))

@@ -31,7 +31,7 @@ from _util import SHARED_MEDIA, thqa_cmd, write_result
 
 def pick_sources(media: Path, size: int | None) -> list[Path]:
     from thqa.errors import THQAError
-    from thqa.io import probe
+    from thqa.media.decode import probe
 
     out = []
     for p in sorted(media.iterdir()):
@@ -76,7 +76,7 @@ def _cpu_rate(paths: list[str], workers: int, what: str) -> dict:
     """Run the CPU side alone in ``workers`` DataLoader processes (as `thqa extract` does); videos/s."""
     import torch
 
-    from thqa.pipeline import ExtractionSettings, _identity, _worker_init, warm_up
+    from thqa.features.pipeline import ExtractionSettings, _identity, _worker_init, warm_up
 
     warm_up(ExtractionSettings())  # as FeatureExtractor does before it forks its workers
     spans: list = []  # per worker: (pid, start, end, decode_s, audio_s) of each file
@@ -86,9 +86,9 @@ def _cpu_rate(paths: list[str], workers: int, what: str) -> dict:
             return len(paths)
 
         def __getitem__(self, i):
-            from thqa.io import probe, read_clips
-            from thqa.pipeline import prepare
-            from thqa.sampling import clip_seconds
+            from thqa.media.decode import probe, read_clips
+            from thqa.features.pipeline import prepare
+            from thqa.media.sampling import clip_seconds
 
             s = ExtractionSettings()
             if what == "decode":
@@ -141,8 +141,8 @@ def forward_rate(device: str, seconds: float, *, channels_last: bool | None = No
     import numpy as np
     import torch
 
-    from thqa.pipeline import Backbones, ExtractionSettings, PreparedVideo
-    from thqa.weights import WeightsOptions
+    from thqa.features.pipeline import Backbones, ExtractionSettings, PreparedVideo
+    from thqa.features.weights import WeightsOptions
 
     s = ExtractionSettings()
     bb = Backbones(WeightsOptions(random_init=True), device=device, channels_last=channels_last)
@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--json", help="write here (default benchmarks/results/throughput_<cpu|gpu>.json)")
     args = ap.parse_args()
 
-    from thqa.pipeline import default_workers, resolve_device
+    from thqa.features.pipeline import default_workers, resolve_device
 
     device = resolve_device(args.device)
     workers = default_workers(device) if args.workers == "auto" else int(args.workers)

@@ -29,8 +29,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thqa.scorer import Scorer
-    from thqa.synth import make_talking_head
+    from thqa.scoring.scorer import Scorer
+    from thqa.synthetic.heads import make_talking_head
 
     scorer = Scorer(random_init=True, device="cpu", workers=0)
     rows = []

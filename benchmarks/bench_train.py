@@ -1,7 +1,7 @@
 """Seconds per training epoch in frozen mode for 1,000 cached videos (synthetic cache entries).
 
 Writes N synthetic entries (6 clips: spatial 768, temporal 2304, audio 4x128x32 float32) into a feature cache,
-reads them back with thqa.train.load_table (timed), and trains the fusion model for a few epochs (timed).
+reads them back with thqa.training.loop.load_table (timed), and trains the fusion model for a few epochs (timed).
 Usage: python benchmarks/bench_train.py [--videos 1000] [--epochs 3] [--threads 2]
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thqa.cache import FeatureCache, file_digest
-    from thqa.data import Sample
-    from thqa.extract import features_key
-    from thqa.pipeline import ExtractionSettings
-    from thqa.train import TrainConfig, load_table, train
+    from thqa.data.cache import FeatureCache, file_digest
+    from thqa.data.manifest import Sample
+    from thqa.data.extract import features_key
+    from thqa.features.pipeline import ExtractionSettings
+    from thqa.training.loop import TrainConfig, load_table, train
 
     rng = np.random.default_rng(0)
     settings = ExtractionSettings()

@@ -1,7 +1,7 @@
 """Shared fixtures: backbones built once per session (random init, CPU, 2 threads, fp32), test media, ../shared/media.
 
 The session's backbones run in fp32 on every CPU (``precision="fp32"``): on a CPU with bf16 in hardware "auto" would
-pick bf16, and the tests' expected numbers are fp32's. ``THQA_CPU_FLAGS`` (thqa.hardware) runs the suite as if on
+pick bf16, and the tests' expected numbers are fp32's. ``THQA_CPU_FLAGS`` (thqa.utils.hardware) runs the suite as if on
 another kind of CPU, e.g. ``THQA_CPU_FLAGS=avx2,avx512_bf16,amx_bf16 python -m pytest`` where "auto" then means bf16;
 the header of the run says which CPU the tests see. Tests of what "auto" picks use :func:`cpu_flags`.
 """
@@ -26,7 +26,7 @@ FP32 = "fp32"
 
 
 def pytest_report_header(config) -> str:
-    from thqa.hardware import FLAGS_ENV, cpu_info
+    from thqa.utils.hardware import FLAGS_ENV, cpu_info
 
     info = cpu_info()
     forced = f" (forced by ${FLAGS_ENV})" if info.source == FLAGS_ENV else ""
@@ -35,10 +35,9 @@ def pytest_report_header(config) -> str:
 
 @pytest.fixture()
 def cpu_flags(monkeypatch):
-    """cpu_flags("avx2,amx_bf16") makes thqa.hardware see a CPU with those flags ("none": no flag), whatever this
+    """cpu_flags("avx2,amx_bf16") makes thqa.utils.hardware see a CPU with those flags ("none": no flag), whatever this
     machine is and whatever $THQA_CPU_FLAGS says; the real detection comes back after the test."""
-    from thqa import hardware
-
+    from thqa.utils import hardware
     def set_flags(flags: str) -> None:
         monkeypatch.setenv(hardware.FLAGS_ENV, flags)
         hardware.cpu_info.cache_clear()
@@ -54,7 +53,7 @@ SMALL = dict(n_clips=2, clip_frames=8, frame_size=64)
 
 @pytest.fixture(scope="session", autouse=True)
 def thqa_cache_home(tmp_path_factory) -> Path:
-    """thqa's own cache folder (the weight digests, thqa.digests) in a temp folder: the tests neither read nor write
+    """thqa's own cache folder (the weight digests, thqa.features.digests) in a temp folder: the tests neither read nor write
     the user's ~/.cache/thqa, and every session starts with no digest remembered."""
     home = tmp_path_factory.mktemp("thqa-home")
     mp = pytest.MonkeyPatch()
@@ -86,7 +85,7 @@ def real_file(shared_media):
 
 @pytest.fixture(scope="session")
 def small_settings():
-    from thqa.pipeline import ExtractionSettings
+    from thqa.features.pipeline import ExtractionSettings
 
     return ExtractionSettings(**SMALL)
 
@@ -94,7 +93,7 @@ def small_settings():
 @pytest.fixture(scope="session")
 def scorer():
     """Scorer(random_init=True) at the default (full) settings: 6 clips of 32 frames at 224 px. Built once."""
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     return Scorer(random_init=True, device="cpu", precision=FP32)
 
@@ -102,7 +101,7 @@ def scorer():
 @pytest.fixture(scope="session")
 def small_scorer(small_settings):
     """Scorer(random_init=True) with small extraction settings (cheap SlowFast passes)."""
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     return Scorer(random_init=True, device="cpu", settings=small_settings, precision=FP32)
 

@@ -1,10 +1,10 @@
 """The decoding oracle: a plain reference reader for the tests, slow and simple on purpose.
 
 It opens the file afresh, decodes **every** video frame and **every** audio frame from the start in one pass (no
-seeking, nothing skipped) and picks each clip's frames by timestamp, as :func:`thqa.io.read_clips` promises to:
+seeking, nothing skipped) and picks each clip's frames by timestamp, as :func:`thqa.media.decode.read_clips` promises to:
 
 * frames: the first ``n_frames`` frames at or after ``t0 + second`` (``t0`` = the first frame's time), resized with
-  thqa's scaler (:func:`thqa.io._to_rgb`: what is compared is which decoded picture a clip gets, not the scaler),
+  thqa's scaler (:func:`thqa.media.decode._to_rgb`: what is compared is which decoded picture a clip gets, not the scaler),
   padded with the last frame; the first frame at its native size;
 * sound: every decoded frame converted to float by FFmpeg's own converter (``av.AudioResampler(format="fltp")``,
   no rate change), averaged over channels, laid end to end from the first frame's timestamp (re-anchored only where
@@ -34,7 +34,7 @@ def reference_frames(path: str | Path, seconds, *, n_frames: int, frame_size: in
     import av
     from av.video.reformatter import VideoReformatter
 
-    from thqa.io import _to_rgb, probe
+    from thqa.media.decode import _to_rgb, probe
 
     info = probe(path)
     want = sorted(set(seconds))

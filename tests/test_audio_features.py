@@ -9,7 +9,7 @@ import pytest
 from media import tone, write_video
 from thqa.errors import ConfigError
 from thqa.features.audio import CHANNELS, AudioFeatureExtractor, AudioSettings, audio_features
-from thqa.pipeline import ExtractionSettings, prepare
+from thqa.features.pipeline import ExtractionSettings, prepare
 
 SR = 16000
 BUF = 2 * SR  # 1 s + 2 x 0.5 s context

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from thqa.checkpoint import FORMAT, check_backbones, load_checkpoint, save_checkpoint
+from thqa.models.checkpoint import FORMAT, check_backbones, load_checkpoint, save_checkpoint
 from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, WeightsError, WeightsNotFoundError
 from thqa.features.spatial import ECA, eca_kernel_size, preprocess_frame
 from thqa.features.temporal import SLOWFAST_MEAN, SLOWFAST_STD, TemporalExtractor, preprocess_clip, slow_indices
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.weights import (
+from thqa.features.weights import (
     DEFAULT_SEED,
     WeightsOptions,
     build_spatial,
@@ -362,7 +362,7 @@ def test_offline_without_weights_fails_fast_with_a_helpful_error(no_network_weig
 
 
 def test_no_network_and_no_offline_flag_still_fails_fast(no_network_weights):
-    from thqa.weights import SLOWFAST_URL, _reachable
+    from thqa.features.weights import SLOWFAST_URL, _reachable
 
     if _reachable("https://huggingface.co") or _reachable(SLOWFAST_URL):
         pytest.skip("the network is reachable here: this test is about an offline machine")
@@ -403,7 +403,7 @@ def http_404():
 @pytest.mark.parametrize("which", ["slowfast", "swin"])
 def test_download_that_fails_raises_weights_not_found(no_network_weights, monkeypatch, http_404, which):
     """The hub answers but has no file (a proxy, a mirror): the same helpful WeightsNotFoundError, fast."""
-    import thqa.weights as w
+    import thqa.features.weights as w
 
     monkeypatch.setattr(w, "SLOWFAST_URL", f"{http_404}/SLOWFAST_8x8_R50.pyth")
     monkeypatch.setenv("HF_ENDPOINT", http_404)
@@ -590,7 +590,7 @@ def test_check_backbones_refuses_other_weights(trained, backbones):
 
 
 def test_scorer_refuses_a_random_init_checkpoint_on_pretrained_backbones(clean_env, trained, swin_files, slowfast_file):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     path, _ = trained
     with pytest.raises(CheckpointMismatchError) as ei:
@@ -601,7 +601,7 @@ def test_scorer_refuses_a_random_init_checkpoint_on_pretrained_backbones(clean_e
 
 
 def test_scorer_refuses_a_pretrained_checkpoint_on_random_init_backbones(clean_env, tmp_path, small_settings, swin_files, slowfast_file):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     pretrained = {
         "swin_t": {"name": "swin_t", "source": "file", "sha256": swin_files[2], "path": str(swin_files[0]), "seed": None},
@@ -615,7 +615,7 @@ def test_scorer_refuses_a_pretrained_checkpoint_on_random_init_backbones(clean_e
 
 
 def test_scorer_with_a_matching_checkpoint_scores_with_its_model(trained, small_scorer, good_video):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     path, model = trained
     s = Scorer(path, device="cpu", random_init=True)
@@ -631,7 +631,7 @@ def test_scorer_with_a_matching_checkpoint_scores_with_its_model(trained, small_
 
 
 def test_scorer_with_missing_or_corrupt_checkpoint(tmp_path):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     with pytest.raises(CheckpointError, match="not found"):
         Scorer(tmp_path / "none.safetensors", random_init=True, device="cpu")

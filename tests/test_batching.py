@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import media
-import thqa.pipeline as pipeline
+import thqa.features.pipeline as pipeline
 from thqa.errors import DecodeError
 from thqa.features.audio import AudioFeatureExtractor
-from thqa.io import _worth_seeking, read_clips
-from thqa.pipeline import FeatureExtractor
+from thqa.media.decode import _worth_seeking, read_clips
+from thqa.features.pipeline import FeatureExtractor
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,7 @@ class _TinyTemporal(torch.nn.Module):
 
 
 def _tiny_backbones(precision: str, batch_size: int) -> pipeline.Backbones:
-    from thqa.weights import WeightsOptions
+    from thqa.features.weights import WeightsOptions
 
     bb = pipeline.Backbones(WeightsOptions(random_init=True), device="cpu", spatial=False, temporal=False, start_workers=False,
                             batch_size=batch_size, precision=precision)

@@ -1,4 +1,4 @@
-"""Tests of thqa.cache: keys, digests, atomic writes, corruption handling, no pickle."""
+"""Tests of thqa.data.cache: keys, digests, atomic writes, corruption handling, no pickle."""
 from __future__ import annotations
 
 import hashlib
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import thqa.cache as cache_mod
-from thqa.cache import CACHE_FORMAT_VERSION, CacheEntry, FeatureCache, cache_key, file_digest
+import thqa.data.cache as cache_mod
+from thqa.data.cache import CACHE_FORMAT_VERSION, CacheEntry, FeatureCache, cache_key, file_digest
 from thqa.errors import CacheError, ConfigError, MediaFileNotFoundError
 
-REPO = Path(cache_mod.__file__).resolve().parent.parent
+REPO = Path(cache_mod.__file__).resolve().parents[2]
 SETTINGS = {"fps": 25, "clips": 6, "size": [224, 224], "audio": {"sr": 16000, "n_mels": 128}, "crop": "center"}
 WEIGHTS = {"slowfast": "sha256:" + "a" * 64, "swin": "sha256:" + "b" * 64}
 DIGEST = "c" * 64
@@ -162,7 +162,7 @@ def test_cache_key_is_stable_across_processes() -> None:
     code = textwrap.dedent(
         """
         import json, sys
-        from thqa.cache import cache_key
+        from thqa.data.cache import cache_key
         s, w, d = json.loads(sys.stdin.read())
         s = dict(reversed(list(s.items())))
         w = dict(reversed(list(w.items())))
@@ -270,7 +270,7 @@ _KILL_CHILD = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    import thqa.cache as c
+    import thqa.data.cache as c
     root, key, ready = sys.argv[1:4]
     cache = c.FeatureCache(root)
     real_replace = os.replace
@@ -353,7 +353,7 @@ _WRITER_CHILD = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from thqa.cache import FeatureCache
+    from thqa.data.cache import FeatureCache
     root, key, wid = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = FeatureCache(root)
     for i in range(25):
@@ -424,7 +424,7 @@ def test_corrupt_entries_are_detected_quarantined_and_rewritten(
     stray.write_bytes(paths[4].read_bytes())
     bad = [(keys[0], paths[0]), (keys[1], paths[1]), (keys[2], paths[2]), (keys[3], paths[3]), (_key(99), stray)]
 
-    with caplog.at_level(logging.WARNING, logger="thqa.cache"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.cache"):
         for k, p in bad:
             caplog.clear()
             assert cache.get(k) is None
@@ -435,7 +435,7 @@ def test_corrupt_entries_are_detected_quarantined_and_rewritten(
     assert cache.stats.corrupt == 5
     # not read again: a second get is a plain miss, no new warning
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="thqa.cache"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.cache"):
         assert all(cache.get(k) is None for k, _ in bad)
     assert caplog.records == [] and cache.stats.corrupt == 5
     assert sorted(cache.keys()) == sorted([keys[4]]) and cache.size_bytes() == paths[4].stat().st_size
@@ -458,7 +458,7 @@ def test_corruption_reasons_are_logged(tmp_path: Path, caplog: pytest.LogCapture
     raw[-10] ^= 0x01
     p1.write_bytes(bytes(raw))
     p2.write_bytes(p2.read_bytes()[:-1])
-    with caplog.at_level(logging.WARNING, logger="thqa.cache"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.cache"):
         assert cache.get(k1) is None and cache.get(k2) is None
     assert "checksum mismatch" in caplog.records[0].getMessage()
     assert "safetensors cannot parse" in caplog.records[1].getMessage()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thqa import conformal
-from thqa.comparison import compare_scores
+from thqa.analysis import conformal
+from thqa.analysis.comparison import compare_scores
 
 ALPHA = 0.05
 SIZE_MAX = 0.07  #: measured size allowed at a nominal 5 %
@@ -137,7 +137,7 @@ def test_grouped_calibration_keeps_its_coverage_for_new_portraits() -> None:
 
 
 def test_calibration_groups_and_own_videos() -> None:
-    from thqa.conformal import Calibration, calibration_from_predictions, calibration_overlap
+    from thqa.analysis.conformal import Calibration, calibration_from_predictions, calibration_overlap
 
     cal = calibration_from_predictions([0.0] * 6, [0.1, -0.5, 0.2, 0.3, -0.1, 0.05], groups=list("aabbcc"),
                                        label_range=(0.0, 5.0), videos=["a1.mp4", "a2.mp4"])
@@ -160,7 +160,7 @@ def test_prediction_intervals_stay_on_the_label_scale() -> None:
 
 
 def test_calibration_fraction_holds_whole_groups_apart_from_the_epoch_choice(caplog) -> None:
-    from thqa.train import MIN_HELD_APART, FeatureTable, _val_split
+    from thqa.training.loop import MIN_HELD_APART, FeatureTable, _val_split
 
     def table(n: int, lo: float, hi: float) -> FeatureTable:
         z = np.zeros((n, 1, 1))

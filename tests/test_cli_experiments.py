@@ -1,7 +1,7 @@
 """The experiment commands of the CLI: `thqa extract`, `thqa train`, `thqa evaluate` (prediction files and
 checkpoints), their messages on stderr, outputs and exit codes.
 
-Most tests call ``thqa.cli.main`` in-process with :func:`use_session_backbones`, which hands the CLI the session's
+Most tests call ``thqa.cli.app.main`` in-process with :func:`use_session_backbones`, which hands the CLI the session's
 random-init backbones (the same seeded weights ``--random-init`` builds, so the same cache keys and checkpoint
 checks) instead of building them again, and - where asked - test-sized SlowFast clips.
 """
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import media
-from thqa import cli
-from thqa.pipeline import Backbones as _RealBackbones
-from thqa.pipeline import ExtractionSettings as _RealSettings
-from thqa.pipeline import precision_for
-from thqa.weights import WeightsOptions
+from thqa.cli import app as cli
+from thqa.features.pipeline import Backbones as _RealBackbones
+from thqa.features.pipeline import ExtractionSettings as _RealSettings
+from thqa.features.pipeline import precision_for
+from thqa.features.weights import WeightsOptions
 from test_train import talking_head_corpus
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -41,10 +41,10 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
     random-init weights; anything else is really built (pretrained weights, another seed). ``small_clips``: the CLI's
     ``ExtractionSettings(n_clips=N)`` get :data:`SMALL_CLIPS`. ``swin_only_for_other_seeds``: another seed builds only
     its Swin-T (enough for a weights check that fails on Swin-T first)."""
-    import thqa.experiment
-    import thqa.pipeline
-    import thqa.recipes
-    import thqa.scorer
+    import thqa.training.experiment
+    import thqa.features.pipeline
+    import thqa.training.recipes
+    import thqa.scoring.scorer
 
     def make(weights=None, *, device="auto", spatial=True, temporal=True, batch_size=8, **kwargs):
         w = weights or WeightsOptions()
@@ -59,10 +59,10 @@ def use_session_backbones(monkeypatch: pytest.MonkeyPatch, backbones, *, small_c
             temporal = False
         return _RealBackbones(weights, device=device, spatial=spatial, temporal=temporal, batch_size=batch_size, **kwargs)
 
-    for mod in (thqa.pipeline, thqa.experiment, thqa.scorer):
+    for mod in (thqa.features.pipeline, thqa.training.experiment, thqa.scoring.scorer):
         monkeypatch.setattr(mod, "Backbones", make)
     if small_clips:
-        for mod in (thqa.pipeline, thqa.recipes):  # recipes.resolve builds the settings of extract and train
+        for mod in (thqa.features.pipeline, thqa.training.recipes):  # recipes.resolve builds the settings of extract and train
             monkeypatch.setattr(mod, "ExtractionSettings", functools.partial(_RealSettings, **SMALL_CLIPS))
 
 
@@ -299,7 +299,7 @@ def test_evaluate_checkpoint_prints_table_and_writes_predictions(cli_train, back
     pred = np.array([float(r["prediction"]) for r in rows])
     assert np.isfinite(pred).all() and np.ptp(pred) > 0
 
-    from thqa.experiment import evaluate_checkpoint
+    from thqa.training.experiment import evaluate_checkpoint
 
     ev = evaluate_checkpoint(ck, corpus.samples, cache_dir=corpus.cache_dir, backbones=backbones, progress=False)
     assert pred == pytest.approx(ev.predictions, abs=2e-6)  # the CLI writes 6 decimals

@@ -15,8 +15,8 @@ import pytest
 from scipy import stats
 
 import thqa
-from thqa import cli
-from thqa.comparison import (
+from thqa.cli import app as cli
+from thqa.analysis.comparison import (
     _Cells,
     _boot_means,
     _cells,
@@ -27,7 +27,7 @@ from thqa.comparison import (
     holm,
     n_perm_for,
 )
-from thqa.data import thqa_ntire_group, thqa_ntire_source
+from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source
 from thqa.errors import ConfigError, ManifestError, MetricError
 
 NTIRE = Path(__file__).resolve().parents[1].parent / "shared" / "thqa-ntire"

@@ -1,4 +1,4 @@
-"""Tests of thqa.data: manifests, THQA-NTIRE groups, group splits."""
+"""Tests of thqa.data.manifest: manifests, THQA-NTIRE groups, group splits."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thqa.data import (
+from thqa.data.manifest import (
     Sample,
     parse_thqa_ntire_name,
     read_manifest,
@@ -102,7 +102,7 @@ def test_official_csv_with_video_root_checks_files(tmp_path: Path, caplog: pytes
     present = ["14_dalle3_common_voice_en_35729059_audio2head.mp4", "3_voice_en_34960039_ahead.mp4"]
     for name in present:
         (tmp_path / name).write_bytes(name.encode())  # distinct content: equal files are duplicates
-    with caplog.at_level(logging.WARNING, logger="thqa.data"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.manifest"):
         manifest = read_manifest(csv_path, video_root=tmp_path, group_fn=thqa_ntire_group)
     assert sorted(s.name for s in manifest) == sorted(present)
     assert all(s.path.parent == tmp_path for s in manifest)
@@ -148,7 +148,7 @@ def _good_and_bad_manifest(tmp_path: Path) -> Path:
 
 def test_manifest_good_and_bad_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _good_and_bad_manifest(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="thqa.data"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.manifest"):
         manifest = read_manifest(path)
     videos = tmp_path / "videos"
     assert [(s.path, s.mos, s.name, s.group, s.split) for s in manifest] == [

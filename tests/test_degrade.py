@@ -1,4 +1,4 @@
-"""Tests of thqa.degrade, measured on the written files (decoded with PyAV).
+"""Tests of thqa.synthetic.degrade, measured on the written files (decoded with PyAV).
 
 The source is made here with PyAV: 3 s of 160x160 video at 25 fps with moving texture and a moving
 square, and 16 kHz mono audio with tone bursts at irregular times over faint noise.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from thqa.degrade import KINDS, LEVELS, UNTOUCHED_MOS, DegradationInfo, degrade, level_parameter, pseudo_mos
+from thqa.synthetic.degrade import KINDS, LEVELS, UNTOUCHED_MOS, DegradationInfo, degrade, level_parameter, pseudo_mos
 from thqa.errors import ConfigError, DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError, THQAError
 
 FPS = 25

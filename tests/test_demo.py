@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import media
-from thqa import cli
+from thqa.cli import app as cli
 from test_cli_experiments import use_session_backbones
 
 
@@ -78,8 +78,8 @@ def test_tiny_demo_offline_writes_a_complete_report(tmp_path, backbones, monkeyp
     cov = {r["nominal"]: r for r in doc["interval_coverage"]}
     assert cov[0.8]["n"] == doc["n_test"] and cov[0.8]["n_calibration"] == doc["n_val"]
     # each held-out video against its own interval (clipped to the training labels' range, so not all of one width)
-    from thqa.checkpoint import load_checkpoint
-    from thqa.scorer import calibration_of
+    from thqa.models.checkpoint import load_checkpoint
+    from thqa.scoring.scorer import calibration_of
 
     calibration, _ = calibration_of(load_checkpoint(out / "run" / "best.safetensors"))
     intervals = [calibration.interval(float(p), 0.8) for p in pred]
@@ -119,12 +119,12 @@ def test_demo_refuses_a_non_empty_output_directory(tmp_path, capsys) -> None:
 
 
 def test_demo_names_unusable_sources_before_building_backbones(tmp_path, good_video, monkeypatch, capsys) -> None:
-    import thqa.pipeline
+    import thqa.features.pipeline
 
     def no_backbones(*a, **k):
         raise AssertionError("the demo built backbones before checking its sources")
 
-    monkeypatch.setattr(thqa.pipeline, "Backbones", no_backbones)
+    monkeypatch.setattr(thqa.features.pipeline, "Backbones", no_backbones)
     silent = media.write_video(tmp_path / "silent.mp4", seconds=1, size=(64, 64))  # no audio stream
     missing = tmp_path / "missing.mp4"
     rc = cli.main(["demo", "--out", str(tmp_path / "demo"), "--random-init", "--precision", "fp32", "--source", str(missing), str(silent), str(good_video)])

@@ -1,6 +1,6 @@
 """Exact decoding: a clip's frames and sound never depend on what else is read with it.
 
-Differential tests of :func:`thqa.io.read_clips` (and of :func:`thqa.pipeline.prepare`) against the oracle in
+Differential tests of :func:`thqa.media.decode.read_clips` (and of :func:`thqa.features.pipeline.prepare`) against the oracle in
 ``tests/oracle.py``, a plain decode of the whole file from its start with nothing skipped:
 
 * frames and first frames must be **identical**, pixel for pixel: a decoder that is fed every packet from a keyframe on
@@ -23,7 +23,7 @@ import pytest
 
 from media import MEDIA_DIR, index_frame, remux_with_offset, write_video
 from oracle import reference_frames, reference_sound
-from thqa.io import probe, read_clips
+from thqa.media.decode import probe, read_clips
 
 N_FRAMES = 32  # the method's clip length: clips of neighbouring seconds overlap (32 frames > 1 s at 25-30 fps)
 SIZE = 32  # small frames keep the scaler cheap; which decoded picture a clip gets does not depend on the size
@@ -175,7 +175,7 @@ def test_files_with_a_negative_start_time_match_a_sequential_decode(made, name, 
 
 def test_the_long_file_is_read_with_seeks(made, monkeypatch):
     """The 60 s file must exercise the seeking passes (else the comparison above would prove little)."""
-    import thqa.io as io
+    import thqa.media.decode as io
 
     passes = []
     real = io._VideoPass.__init__
@@ -193,7 +193,7 @@ def test_prepare_matches_each_second_read_alone(real_file, made, which):
     import torch
 
     from thqa.features.spatial import crop, normalize, resize_short_side
-    from thqa.pipeline import ExtractionSettings, _audio_extractor, prepare
+    from thqa.features.pipeline import ExtractionSettings, _audio_extractor, prepare
 
     path = made(which) if which in MADE else real_file(which)
     s = ExtractionSettings()
@@ -212,7 +212,7 @@ def test_prepare_matches_each_second_read_alone(real_file, made, which):
 def test_a_seek_that_lands_late_is_caught(made, monkeypatch):
     """A demuxer whose index is approximate may land after the wanted keyframe: the pass notices that its first frame
     comes after the clip's start and decodes from the top instead, so the clips are still exact."""
-    import thqa.io as io
+    import thqa.media.decode as io
 
     real = io._seek
     landed = []

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import media
-from thqa.cache import FeatureCache, file_digest
-from thqa.extract import extract_to_cache, features_key, frames_key, load_features, load_frames, write_failures
+from thqa.data.cache import FeatureCache, file_digest
+from thqa.data.extract import extract_to_cache, features_key, frames_key, load_features, load_frames, write_failures
 from thqa.features.audio import AudioSettings
-from thqa.pipeline import ExtractionSettings, FeatureExtractor, prepare
+from thqa.features.pipeline import ExtractionSettings, FeatureExtractor, prepare
 
 #: 1 clip of 8 frames at 64 px for SlowFast: cheap; the keys and the cache do not care about the size.
 SMALL = ExtractionSettings(n_clips=1, clip_frames=8, frame_size=64)
@@ -57,8 +57,7 @@ def test_extraction_killed_part_way_resumes_to_the_same_entries(real_file, backb
     random-init weights as the child's `--random-init`: the child's entries are found under keys made from this
     process's weights digests), one file per backbone batch as in the child."""
     from test_cli_experiments import use_session_backbones
-    from thqa import cli
-
+    from thqa.cli import app as cli
     files = [real_file(n) for n in REAL_FILES]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in files))
@@ -252,7 +251,7 @@ def test_failing_files_are_listed_and_the_run_goes_on(good_video, backbones, tmp
 
 
 def test_png_frames_are_lossless_and_compressed() -> None:
-    from thqa.pipeline import decode_frame_png, encode_frame_png
+    from thqa.features.pipeline import decode_frame_png, encode_frame_png
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:520, 0:700]

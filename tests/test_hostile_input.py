@@ -28,13 +28,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from thqa import cli
-from thqa.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
-from thqa.conformal import METHOD as CALIBRATION_METHOD
+from thqa.cli import app as cli
+from thqa.models.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
+from thqa.analysis.conformal import METHOD as CALIBRATION_METHOD
 from thqa.errors import CheckpointError, ManifestError, MediaFileNotFoundError
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.pipeline import ExtractionSettings
-from thqa.scorer import ScoreResult
+from thqa.features.pipeline import ExtractionSettings
+from thqa.scoring.scorer import ScoreResult
 
 #: a fusion model of a few thousand weights (the header is what these tests are about)
 TINY = FusionConfig(audio_widths=(2, 2, 2), audio_embed=8, lstm_hidden=(4, 4), head_hidden=4)
@@ -90,12 +90,12 @@ class NoBackbones:
 
 @pytest.fixture()
 def no_backbones(monkeypatch):
-    import thqa.experiment
-    import thqa.pipeline
-    import thqa.scorer
+    import thqa.training.experiment
+    import thqa.features.pipeline
+    import thqa.scoring.scorer
 
     NoBackbones.built = []
-    for mod in (thqa.pipeline, thqa.experiment, thqa.scorer):
+    for mod in (thqa.features.pipeline, thqa.training.experiment, thqa.scoring.scorer):
         monkeypatch.setattr(mod, "Backbones", NoBackbones)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # --threads must not change the test process
     yield NoBackbones.built
@@ -128,10 +128,10 @@ class FakeScorer:
 
 @pytest.fixture()
 def fake_scorer(monkeypatch):
-    import thqa.scorer
+    import thqa.scoring.scorer
 
     FakeScorer.asked, FakeScorer.fail = [], set()
-    monkeypatch.setattr(thqa.scorer, "Scorer", FakeScorer)
+    monkeypatch.setattr(thqa.scoring.scorer, "Scorer", FakeScorer)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     return FakeScorer
 
@@ -246,7 +246,7 @@ def test_evaluate_with_spatial_weights_that_do_not_fit_stops_before_extraction(b
 
 def test_a_weights_file_with_pickled_code_is_refused_in_one_line_without_advice_to_disable_safety(tmp_path):
     from thqa.errors import WeightsError
-    from thqa.weights import load_state_file
+    from thqa.features.weights import load_state_file
 
     marker = tmp_path / "ran"
 
@@ -264,7 +264,7 @@ def test_a_weights_file_with_pickled_code_is_refused_in_one_line_without_advice_
 
 
 def test_state_mismatch_is_one_short_line():
-    from thqa.weights import state_mismatch
+    from thqa.features.weights import state_mismatch
 
     want = FusionModel(TINY).state_dict()
     got = {k: v for k, v in list(want.items())[3:]}
@@ -331,7 +331,7 @@ def test_failures_option_never_touches_a_user_file(tmp_path, no_backbones):
 
 def test_a_clean_extract_removes_only_its_own_failure_list(tmp_path):
     """The policy of --failures at the end of a run: a stale list thqa wrote goes, anything else stays."""
-    from thqa.extract import write_failures
+    from thqa.data.extract import write_failures
 
     ours = write_failures(tmp_path / "f.csv", [("a.mp4", "DecodeError", "a.mp4: broken")])
     assert cli._is_failure_list(ours)
@@ -435,7 +435,7 @@ def test_non_utf8_manifests_and_label_files_are_one_line(tmp_path, no_backbones)
 
 
 def test_manifest_rows_with_a_nul_byte_or_the_same_content_are_skipped(tmp_path):
-    from thqa.data import read_manifest
+    from thqa.data.manifest import read_manifest
 
     for name, data in (("a.mp4", b"A"), ("b.mp4", b"B"), ("copy_of_a.mp4", b"A")):
         (tmp_path / name).write_bytes(data)
@@ -453,7 +453,7 @@ def test_manifest_rows_with_a_nul_byte_or_the_same_content_are_skipped(tmp_path)
 
 
 def test_train_leaves_copies_of_training_videos_out_of_a_validation_manifest(tmp_path):
-    from thqa.data import Sample, shared_content
+    from thqa.data.manifest import Sample, shared_content
 
     for name, data in (("a.mp4", b"A"), ("b.mp4", b"B"), ("a_again.mp4", b"A")):
         (tmp_path / name).write_bytes(data)
@@ -475,8 +475,8 @@ def umask():
 
 
 def test_written_files_get_the_umask_mode(tmp_path, umask, fake_scorer):
-    from thqa._atomic import atomic_write_text
-    from thqa.extract import write_failures
+    from thqa.utils.atomic import atomic_write_text
+    from thqa.data.extract import write_failures
 
     ck = save_checkpoint(tmp_path / "ck.safetensors", FusionModel(TINY), settings=ExtractionSettings(), backbones=BACKBONES)
     rc, _, err = run(["score", "--random-init", "x.mp4", "-o", str(tmp_path / "s.json")])
@@ -490,7 +490,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, fake_scorer):
 
 
 def test_clean_partials_removes_only_dead_writers_temp_files(tmp_path):
-    from thqa._atomic import _HOST, atomic_path, clean_partials
+    from thqa.utils.atomic import _HOST, atomic_path, clean_partials
 
     with atomic_path(tmp_path / "x.json") as tmp:  # the names atomic_path gives are the ones cleaned
         assert _HOST in tmp.name and clean_partials(tmp_path) == 0 and tmp.exists()
@@ -510,7 +510,7 @@ def test_clean_partials_removes_only_dead_writers_temp_files(tmp_path):
 
 # -- the cache refuses what it never writes ----------------------------------------------------------------------
 def test_cache_sets_aside_links_fifos_and_huge_entries(tmp_path, monkeypatch):
-    import thqa.cache as C
+    import thqa.data.cache as C
 
     cache = C.FeatureCache(tmp_path / "cache")
     key = "ab" * 32
@@ -534,9 +534,9 @@ def test_cache_sets_aside_links_fifos_and_huge_entries(tmp_path, monkeypatch):
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import thqa.scorer
-    from thqa import cli
-    from thqa.scorer import ScoreResult
+    import thqa.scoring.scorer
+    from thqa.cli import app as cli
+    from thqa.scoring.scorer import ScoreResult
 
     class Killed:
         def __init__(self, checkpoint=None, **kwargs):
@@ -548,7 +548,7 @@ KILLER = textwrap.dedent(
                     os.kill(os.getpid(), signal.SIGKILL)
                 yield ScoreResult(path=p, mos=1.0 + i, clip_scores=[1.0 + i], seconds=[0], weights="random-init", untrained=True)
 
-    thqa.scorer.Scorer = Killed
+    thqa.scoring.scorer.Scorer = Killed
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -562,7 +562,7 @@ def test_killed_score_keeps_its_rows_and_resume_scores_only_the_rest(fmt, tmp_pa
     if fmt == "csv":  # a real kill -9 after 10 files, in its own process
         script = tmp_path / "killer.py"
         script.write_text(KILLER)
-        env = dict(os.environ, KILL_AT="10", PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+        env = dict(os.environ, KILL_AT="10", PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.run([sys.executable, str(script), "score", "--random-init", "--precision", "fp32", *files, "-o", str(out)], env=env, capture_output=True, timeout=120)
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
         rows = list(csv.DictReader(io.StringIO(out.read_text())))
@@ -783,7 +783,7 @@ def test_fuzz_label_files(tmp_path):
     """Seeded prediction/label files (headers or none, bad numbers, duplicates, empty names, NUL and undecodable bytes):
     `thqa evaluate` ends with 0 or 2, a table or one error line, never a traceback; manifests read the same way raise
     only ManifestError or skip rows."""
-    from thqa.data import read_manifest
+    from thqa.data.manifest import read_manifest
 
     rng = random.Random(7)
     codes = set()
@@ -809,13 +809,13 @@ def test_fuzz_label_files(tmp_path):
 def test_a_mos_beyond_any_scale_is_refused_by_row(tmp_path):
     """Item 11: 1e308 is finite but inf as float32 (train_loss inf every epoch); -2e4 is no rating either. The
     rows are skipped as bad_mos, named by line, and the others are kept."""
-    from thqa.data import read_manifest
+    from thqa.data.manifest import read_manifest
 
     (tmp_path / "m.csv").write_text("path,mos\na.mp4,3.5\nb.mp4,1e308\nc.mp4,-2e4\nd.mp4,100\n")
     m = read_manifest(tmp_path / "m.csv", check_files=False)
     assert [s.name for s in m.samples] == ["a.mp4", "d.mp4"]
     assert [(r.line, r.name, r.reason) for r in m.skipped] == [(3, "b.mp4", "bad_mos"), (4, "c.mp4", "bad_mos")]
-    from thqa.data import MOS_LIMIT
+    from thqa.data.manifest import MOS_LIMIT
 
     assert "beyond any rating scale" in m.skipped[0].detail and f"{MOS_LIMIT:g}" in m.skipped[0].detail
     assert np.isfinite(np.float32(MOS_LIMIT) ** 2)  # squared errors of in-range labels stay finite in float32
@@ -836,8 +836,8 @@ def test_header_strings_never_reach_the_terminal_raw(base_ck, tmp_path, monkeypa
 def test_a_changed_byte_in_cache_metadata_makes_the_entry_corrupt_never_reused_or_pruned_as_stale(tmp_path):
     """Item 13: features_version 2 -> 1 in an entry's metadata (one byte; the arrays' checksum still matches) was
     reused by extract and deleted as stale by `cache prune`; now the entry is corrupt: a miss, set aside, reported."""
-    from thqa.cache import FeatureCache
-    from thqa.extract import prune_cache
+    from thqa.data.cache import FeatureCache
+    from thqa.data.extract import prune_cache
 
     cache = FeatureCache(tmp_path / "c")
     key = "ab" * 32
@@ -854,7 +854,7 @@ def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_
     """Item 13: entries written by thqa before the metadata checksum (its header had four fields) read as before."""
     import safetensors.numpy
 
-    from thqa.cache import CACHE_FORMAT_VERSION, FeatureCache, _array_checksum, _canonical_json
+    from thqa.data.cache import CACHE_FORMAT_VERSION, FeatureCache, _array_checksum, _canonical_json
 
     cache = FeatureCache(tmp_path / "c")
     key = "cd" * 32
@@ -870,7 +870,7 @@ def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_
 
 
 def _thqa_subprocess_env(**extra) -> dict:
-    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
 
 
 class _SigtermUnhandled(Exception):
@@ -908,7 +908,7 @@ def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path, fake_scorer,
 BUSY_WORKER = textwrap.dedent(
     """
     import os, time
-    import thqa.pipeline
+    import thqa.features.pipeline
 
     def busy(path, settings, **kwargs):
         tmp = os.environ["WORKER_PID"] + ".tmp"
@@ -917,7 +917,7 @@ BUSY_WORKER = textwrap.dedent(
         os.replace(tmp, os.environ["WORKER_PID"])
         time.sleep(600)
 
-    thqa.pipeline.prepare = busy
+    thqa.features.pipeline.prepare = busy
     """
 )
 #: `thqa extract` with forked workers (a CPU)
@@ -925,8 +925,7 @@ ORPHAN = textwrap.dedent(
     """
     import sys
     import busy_worker
-    from thqa import cli
-
+    from thqa.cli import app as cli
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -939,7 +938,7 @@ ORPHAN_FORKSERVER = textwrap.dedent(
     from types import SimpleNamespace
 
     import torch
-    import thqa.pipeline as pl
+    import thqa.features.pipeline as pl
 
     def fork_server(cuda=False):
         ctx = mp.get_context("forkserver")
@@ -1035,12 +1034,12 @@ def test_compare_and_sync_option_values_are_refused_in_one_line(argv, words, tmp
 
 def test_out_of_memory_advises_only_the_commands_own_options(monkeypatch):
     """Item 15: `compare --n-boot` huge ran out of memory and advised --workers and --batch-size, which compare lacks."""
-    import thqa.comparison
+    import thqa.analysis.comparison
 
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(thqa.comparison, "compare", exhausted)
+    monkeypatch.setattr(thqa.analysis.comparison, "compare", exhausted)
     rc, out, err = run(["compare", "--predictions", "p.csv", "--group-pattern", "_(.)"])
     assert rc == 2 and one_error(err, "compare").endswith("out of memory (try a smaller --n-boot or a smaller --n-perm)")
 
@@ -1065,12 +1064,12 @@ def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, capl
     import logging
     from types import SimpleNamespace
 
-    import thqa.io
-    import thqa.timeline as tl
-    from thqa.pipeline import VideoFeatures
+    import thqa.media.decode
+    import thqa.scoring.timeline as tl
+    from thqa.features.pipeline import VideoFeatures
 
     n, chunk = 36_000, 16  # ten hours
-    io_log = logging.getLogger("thqa.io")
+    io_log = logging.getLogger("thqa.media.decode")
 
     def prepare(path, settings, *, seconds, timeout):
         io_log.warning("%s: audio decoding stopped near %d.00 s (Invalid data); the rest is silence", path, seconds[0] + 3)
@@ -1083,7 +1082,7 @@ def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, capl
 
     scorer = SimpleNamespace(backbones=SimpleNamespace(batch_size=chunk, features=features), settings=ExtractionSettings(),
                              extractor=SimpleNamespace(file_timeout=None))
-    monkeypatch.setattr(thqa.io, "probe", lambda path: SimpleNamespace(duration=float(n)))
+    monkeypatch.setattr(thqa.media.decode, "probe", lambda path: SimpleNamespace(duration=float(n)))
     monkeypatch.setattr(tl, "prepare", prepare)
     monkeypatch.setattr(tl, "release_free_memory", lambda: True)
     with caplog.at_level(logging.INFO):

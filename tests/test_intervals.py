@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from test_train import FAKE_BACKBONES, make_table
-from thqa import cli
-from thqa.checkpoint import load_checkpoint, save_checkpoint
-from thqa.conformal import (
+from thqa.cli import app as cli
+from thqa.models.checkpoint import load_checkpoint, save_checkpoint
+from thqa.analysis.conformal import (
     Calibration,
     calibration_from_predictions,
     conformal_quantile,
@@ -28,8 +28,8 @@ from thqa.conformal import (
 )
 from thqa.errors import CheckpointError, ConfigError
 from thqa.models.fusion import FusionConfig
-from thqa.pipeline import ExtractionSettings, ItemResult, VideoFeatures
-from thqa.train import TrainConfig, predict_table, train
+from thqa.features.pipeline import ExtractionSettings, ItemResult, VideoFeatures
+from thqa.training.loop import TrainConfig, predict_table, train
 
 SETTINGS = ExtractionSettings(n_clips=1)
 TINY = FusionConfig(audio_widths=(2, 2, 2), audio_embed=16, lstm_hidden=(8, 4), head_hidden=16).to_dict()
@@ -163,16 +163,16 @@ def _stub_extractor(table):
 
 @pytest.fixture()
 def stub_scorer(monkeypatch, tiny_run):
-    import thqa.scorer
+    import thqa.scoring.scorer
 
     _, _, test = tiny_run
-    monkeypatch.setattr(thqa.scorer, "Backbones", _StubBackbones)
-    monkeypatch.setattr(thqa.scorer, "FeatureExtractor", _stub_extractor(test))
+    monkeypatch.setattr(thqa.scoring.scorer, "Backbones", _StubBackbones)
+    monkeypatch.setattr(thqa.scoring.scorer, "FeatureExtractor", _stub_extractor(test))
     return test
 
 
 def test_scores_carry_intervals_from_the_checkpoint(stub_scorer, tiny_run) -> None:
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     result, _, test = tiny_run
     ck = load_checkpoint(result.checkpoint)
@@ -193,7 +193,7 @@ def test_scores_carry_intervals_from_the_checkpoint(stub_scorer, tiny_run) -> No
 
 
 def test_a_checkpoint_without_calibration_says_so(stub_scorer, tiny_run, tmp_path) -> None:
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     result, _, test = tiny_run
     ck = load_checkpoint(result.checkpoint)

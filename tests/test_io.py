@@ -1,4 +1,4 @@
-"""thqa.io: which frames each clip gets (by the index drawn in them), timestamps, padding, rotation, audio on the
+"""thqa.media.decode: which frames each clip gets (by the index drawn in them), timestamps, padding, rotation, audio on the
 container clock, reading only the sampled seconds, containers, and typed errors for unusable files."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from media import index_frame, read_index, tone, truncate, write_audio_only, write_image, write_video
 from thqa.errors import DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError, THQAError
-from thqa.io import check_file, iter_frames, probe, read_audio, read_clips
-from thqa.sampling import clip_seconds
+from thqa.media.decode import check_file, iter_frames, probe, read_audio, read_clips
+from thqa.media.sampling import clip_seconds
 
 SR = 16000
 CTX = 0.5  # read_clips' default audio context
@@ -359,7 +359,7 @@ def test_read_clips_needs_seconds(indexed_6s):
 def test_seconds_chosen_from_the_probe_open_the_file_once(indexed_6s, monkeypatch):
     """``seconds`` as a function of the MediaInfo: the same clips as probe + read_clips; the file is probed and its
     video read in one opening (the sound has its own, decoded from the start: see test_exact_decoding.py)."""
-    import thqa.io as io
+    import thqa.media.decode as io
 
     opened = []
     real_open = io._open
@@ -383,7 +383,7 @@ def test_worker_processes_scale_frames_on_one_thread():
     default, a thread per core, costs 1.6x the CPU time and would compete with the other workers."""
     import av
 
-    import thqa.io as io
+    import thqa.media.decode as io
 
     try:
         io.set_decode_threads(1)

@@ -1,4 +1,4 @@
-"""Tests of thqa.metrics (challenge protocol, fits, challenge files) and thqa.plots."""
+"""Tests of thqa.analysis.metrics (challenge protocol, fits, challenge files) and thqa.analysis.plots."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from thqa import metrics
+from thqa.analysis import metrics
 from thqa.errors import ConfigError, ManifestError, MediaFileNotFoundError, MetricError
-from thqa.metrics import (
+from thqa.analysis.metrics import (
     evaluate,
     evaluate_files,
     fit_predictions,
@@ -116,7 +116,7 @@ def test_logistic_failure_falls_back_to_linear(
 
     monkeypatch.setattr(metrics.optimize, "curve_fit", failing_curve_fit)
     pred, mos = _data(seed=4)
-    with caplog.at_level(logging.WARNING, logger="thqa.metrics"):
+    with caplog.at_level(logging.WARNING, logger="thqa.analysis.metrics"):
         fitted, curve = fit_predictions(pred, mos, fit="logistic4")
         result = evaluate(pred, mos, fit="logistic4")
     assert curve.kind == "linear"
@@ -203,7 +203,7 @@ def test_read_predictions_thqa_score_csv(tmp_path: Path, caplog: pytest.LogCaptu
         "/v/bad.mp4,,,DecodeError: truncated\n"
         '/v/b.mp4,2.5,"2.5,2.5",\n',
     )
-    with caplog.at_level(logging.WARNING, logger="thqa.metrics"):
+    with caplog.at_level(logging.WARNING, logger="thqa.analysis.metrics"):
         assert read_predictions(path) == {"a.mp4": 1.5, "b.mp4": 2.5}
     assert "1 row(s) with a non-empty error" in caplog.text
 
@@ -241,7 +241,7 @@ def test_read_missing_file(tmp_path: Path) -> None:
 def test_match_predictions_partial(caplog: pytest.LogCaptureFixture) -> None:
     preds = {"a.mp4": 1.0, "b.mp4": 2.0, "extra.mp4": 9.0}
     labels = {"c.mp4": 3.5, "a.mp4": 1.5, "b.mp4": 2.5, "gone1.mp4": 1.0, "gone2.mp4": 1.0}
-    with caplog.at_level(logging.WARNING, logger="thqa.metrics"):
+    with caplog.at_level(logging.WARNING, logger="thqa.analysis.metrics"):
         names, p, m, report = match_predictions(preds, labels)
     assert names == ["a.mp4", "b.mp4"]  # labels' order
     np.testing.assert_array_equal(p, [1.0, 2.0])
@@ -282,7 +282,7 @@ def test_evaluate_files_reports_unmatched(tmp_path: Path) -> None:
 def test_scatter_plot_writes_png(tmp_path: Path, fit: str) -> None:
     import matplotlib
 
-    from thqa.plots import scatter_plot
+    from thqa.analysis.plots import scatter_plot
 
     backend = matplotlib.get_backend()
     pred, mos = _data(n=80, seed=11)
@@ -295,7 +295,7 @@ def test_scatter_plot_writes_png(tmp_path: Path, fit: str) -> None:
 
 
 def test_scatter_plot_other_format_and_errors(tmp_path: Path) -> None:
-    from thqa.plots import scatter_plot
+    from thqa.analysis.plots import scatter_plot
 
     pred, mos = _data(n=30, seed=12)
     assert scatter_plot(pred, mos, tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
@@ -309,9 +309,9 @@ def test_scatter_plot_other_format_and_errors(tmp_path: Path) -> None:
 def test_thqa_plots_imports_matplotlib_lazily() -> None:
     import ast
 
-    import thqa.plots
+    import thqa.analysis.plots
 
-    tree = ast.parse(Path(thqa.plots.__file__).read_text())
+    tree = ast.parse(Path(thqa.analysis.plots.__file__).read_text())
     top_level = [
         alias.name if isinstance(node, ast.Import) else node.module
         for node in tree.body

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thqa import cli
-from thqa.checkpoint import save_checkpoint
+from thqa.cli import app as cli
+from thqa.models.checkpoint import save_checkpoint
 from thqa.errors import CheckpointMismatchError, WeightsNotFoundError
 
 
@@ -42,10 +42,10 @@ def pretrained_ck(tmp_path, small_settings) -> Path:
 
 
 def test_scorer_uses_the_backbones_a_random_init_checkpoint_records(random_init_ck, no_network_weights, monkeypatch, caplog):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     monkeypatch.setenv("THQA_OFFLINE", "1")  # before the fix: pretrained weights were looked for, and not found
-    with caplog.at_level(logging.INFO, logger="thqa.scorer"):
+    with caplog.at_level(logging.INFO, logger="thqa.scoring.scorer"):
         s = Scorer(random_init_ck, device="cpu", lazy=True, warm=False, workers=0)
     assert s.weights.random_init is True and s.weights.seed == 3407
     assert s.weights_note == f"random-init backbones (seed 3407), as {random_init_ck} records"
@@ -53,7 +53,7 @@ def test_scorer_uses_the_backbones_a_random_init_checkpoint_records(random_init_
 
 
 def test_an_explicit_mismatch_with_the_checkpoint_names_both(random_init_ck, pretrained_ck):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     with pytest.raises(CheckpointMismatchError) as ei:
         Scorer(random_init_ck, device="cpu", random_init=True, seed=5, lazy=True)
@@ -68,7 +68,7 @@ def test_an_explicit_mismatch_with_the_checkpoint_names_both(random_init_ck, pre
 
 
 def test_old_checkpoints_without_a_seed_keep_the_options_as_given(tmp_path, backbones, small_settings):
-    from thqa.checkpoint import backbones_made, load_checkpoint, weights_for
+    from thqa.models.checkpoint import backbones_made, load_checkpoint, weights_for
     from thqa.models.fusion import FusionModel
 
     old = {k: {**v, "seed": None} for k, v in backbones.infos.items()}
@@ -81,7 +81,7 @@ def test_old_checkpoints_without_a_seed_keep_the_options_as_given(tmp_path, back
 
 
 def test_weights_not_found_names_the_keyword_in_python_and_the_flag_in_the_cli(pretrained_ck, no_network_weights, monkeypatch, good_video, capsys):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     monkeypatch.setenv("THQA_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError) as ei:
@@ -113,10 +113,10 @@ def test_cli_score_follows_the_checkpoint_and_says_so(random_init_ck, backbones,
 def test_extract_says_which_setting_keeps_cached_features_from_being_reused(tmp_path, backbones, small_settings, good_video):
     import dataclasses
 
-    from thqa.cache import FeatureCache, file_digest
-    from thqa.extract import extract_to_cache, reuse_hints
-    from thqa.hints import cli_hints
-    from thqa.pipeline import FeatureExtractor
+    from thqa.data.cache import FeatureCache, file_digest
+    from thqa.data.extract import extract_to_cache, reuse_hints
+    from thqa.utils.hints import cli_hints
+    from thqa.features.pipeline import FeatureExtractor
 
     cache = FeatureCache(tmp_path / "cache")
     s = extract_to_cache([good_video], cache, FeatureExtractor(small_settings, backbones=backbones, workers=0), frames=False)
@@ -181,7 +181,7 @@ def test_compare_takes_the_natural_layout(tmp_path, capsys):
 
 
 def test_matching_by_path_ending_and_base_names_as_before():
-    from thqa.metrics import match_predictions, unique_tails
+    from thqa.analysis.metrics import match_predictions, unique_tails
 
     assert unique_tails(["/a/genA/x.mp4", "/a/genB/x.mp4"]) == ({"/a/genA/x.mp4": "genA/x.mp4", "/a/genB/x.mp4": "genB/x.mp4"}, 2)
     names, p, m, rep = match_predictions({"/d/genA/x.mp4": 1.0, "/d/genB/x.mp4": 2.0, "/d/genB/y.mp4": 3.0}, {"genB/x.mp4": 5.0, "genA/x.mp4": 4.0})
@@ -194,7 +194,7 @@ def test_matching_by_path_ending_and_base_names_as_before():
 # -- 4. the in_sync verdict ------------------------------------------------------------------------------------------
 def test_in_sync_window_follows_bt1359_in_thqas_sign():
     """offset_ms > 0: the sound later than the lips. BT.1359 detects sound 45 ms ahead or 125 ms behind."""
-    from thqa.sync import IN_SYNC_WINDOW_MS, SyncSettings, in_sync
+    from thqa.analysis.sync import IN_SYNC_WINDOW_MS, SyncSettings, in_sync
 
     assert IN_SYNC_WINDOW_MS == (45.0, 125.0)
     assert [in_sync(x) for x in (-46.0, -45.0, 0.0, 100.0, 125.0, 126.0)] == [False, True, True, True, True, False]
@@ -228,7 +228,7 @@ def test_audio_features_per_second_of_a_file_are_the_pipelines(good_video_2s, tm
     import soundfile as sf
 
     from thqa.features.audio import audio_features_per_second
-    from thqa.pipeline import ExtractionSettings, prepare
+    from thqa.features.pipeline import ExtractionSettings, prepare
 
     per_second = audio_features_per_second(good_video_2s)
     assert per_second.shape == (2, 4, 128, 32) and per_second.dtype == np.float32
@@ -246,10 +246,10 @@ def test_audio_features_per_second_of_a_file_are_the_pipelines(good_video_2s, tm
 
 
 def test_spatial_and_temporal_extractors_alone(backbones, small_settings, good_video_2s):
-    """frame_features / clip_features: the backbones on pictures and on the clips thqa.io decodes."""
+    """frame_features / clip_features: the backbones on pictures and on the clips thqa.media.decode decodes."""
     from thqa.features.spatial import frame_features
     from thqa.features.temporal import clip_features
-    from thqa.io import read_clips
+    from thqa.media.decode import read_clips
 
     pictures = np.random.default_rng(0).integers(0, 256, (1, 120, 90, 3), dtype=np.uint8)
     f = frame_features(backbones.spatial, pictures)
@@ -286,8 +286,8 @@ def test_repeated_warnings_are_said_once_at_the_end(capsys):
     try:
         with cli._warnings_at_the_end():
             for i in range(15):
-                logging.getLogger("thqa.pipeline").warning("f%d.mp4: audio %.1f s shorter than the video", i, 0.5 + i)
-            logging.getLogger("thqa.io").warning("something else")
+                logging.getLogger("thqa.features.pipeline").warning("f%d.mp4: audio %.1f s shorter than the video", i, 0.5 + i)
+            logging.getLogger("thqa.media.decode").warning("something else")
             print("progress", file=sys.stderr)
     finally:
         root.removeHandler(handler)
@@ -302,7 +302,7 @@ def test_repeated_warnings_are_said_once_at_the_end(capsys):
 
 
 def test_ray_is_quiet_unless_verbose(monkeypatch):
-    import thqa.ray_engine as re_
+    import thqa.engines.ray_engine as re_
 
     calls = []
     fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
@@ -317,7 +317,7 @@ def test_ray_is_quiet_unless_verbose(monkeypatch):
 def test_plots_say_what_each_line_is(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from thqa.plots import scatter_plot, timeline_plot
+    from thqa.analysis.plots import scatter_plot, timeline_plot
 
     figs = []
     real = Figure.savefig

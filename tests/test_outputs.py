@@ -24,10 +24,10 @@ import torch
 
 from test_hostile_input import BACKBONES, TINY, FakeScorer, fake_result, fake_scorer, no_backbones, one_error  # noqa: F401
 from test_hostile_input import run as _run
-from thqa import cli
-from thqa.checkpoint import load_checkpoint, save_checkpoint
+from thqa.cli import app as cli
+from thqa.models.checkpoint import load_checkpoint, save_checkpoint
 from thqa.models.fusion import FusionModel
-from thqa.pipeline import ExtractionSettings
+from thqa.features.pipeline import ExtractionSettings
 
 
 def run(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
@@ -88,15 +88,15 @@ def _inputs(tmp_path: Path) -> dict:
     ],
 )
 def test_case1_an_output_that_is_an_input_is_refused_before_any_work(argv, output, tmp_path, fake_scorer, no_backbones, monkeypatch):
-    import thqa.comparison
-    import thqa.sync
+    import thqa.analysis.comparison
+    import thqa.analysis.sync
 
     before = _inputs(tmp_path)
     _ck(tmp_path / "ck.safetensors")
     before["ck.safetensors"] = (tmp_path / "ck.safetensors").read_bytes()
     work = []
-    monkeypatch.setattr(thqa.sync, "estimate_av_offset", lambda *a, **k: work.append(a))
-    monkeypatch.setattr(thqa.comparison, "compare", lambda *a, **k: work.append(a))
+    monkeypatch.setattr(thqa.analysis.sync, "estimate_av_offset", lambda *a, **k: work.append(a))
+    monkeypatch.setattr(thqa.analysis.comparison, "compare", lambda *a, **k: work.append(a))
     argv = [a.format(d=tmp_path) for a in argv]
     rc, out, err = run(argv)
     line = one_error(err, argv[0])
@@ -109,9 +109,9 @@ def test_case1_an_output_that_is_an_input_is_refused_before_any_work(argv, outpu
 
 def test_case1_a_table_never_replaces_a_video_that_is_not_an_input(tmp_path, fake_scorer, monkeypatch):
     """``cp v.mp4 a.mp4; thqa score -o a.mp4 v.mp4`` (what ``-o *.mp4`` expands to): a.mp4 is no input, but a video."""
-    import thqa.sync
+    import thqa.analysis.sync
 
-    monkeypatch.setattr(thqa.sync, "estimate_av_offset", lambda *a, **k: pytest.fail("analysed"))
+    monkeypatch.setattr(thqa.analysis.sync, "estimate_av_offset", lambda *a, **k: pytest.fail("analysed"))
     video = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00" + bytes(range(256)) * 8
     (tmp_path / "a.mp4").write_bytes(video)
     for argv in (["score", "--random-init", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "a.mp4")],
@@ -124,7 +124,7 @@ def test_case1_a_table_never_replaces_a_video_that_is_not_an_input(tmp_path, fak
 
 
 def test_case1_check_output_compares_inodes_and_resolved_names(tmp_path):
-    from thqa._atomic import check_output
+    from thqa.utils.atomic import check_output
     from thqa.errors import ConfigError
 
     (tmp_path / "a.mp4").write_bytes(b"v")
@@ -260,7 +260,7 @@ def test_case3_json_resume_refuses_rows_without_a_model(tmp_path, fake_scorer):
 
 
 def test_case3_the_model_digest_names_weights_settings_backbones_and_precision(tmp_path):
-    from thqa.scorer import model_digest
+    from thqa.scoring.scorer import model_digest
 
     ck1, ck1_copy = load_checkpoint(_ck(tmp_path / "a.safetensors")), load_checkpoint(_ck(tmp_path / "b.safetensors"))
     ck2 = load_checkpoint(_ck(tmp_path / "c.safetensors", bias=1e-3))
@@ -298,9 +298,9 @@ def test_case10_a_literal_backslash_name_and_a_non_utf8_name_stay_apart(tmp_path
 SLOW = textwrap.dedent(
     """
     import os, sys, time
-    import thqa.scorer
-    from thqa import cli
-    from thqa.scorer import ScoreResult
+    import thqa.scoring.scorer
+    from thqa.cli import app as cli
+    from thqa.scoring.scorer import ScoreResult
 
     class Slow:
         def __init__(self, checkpoint=None, **kwargs):
@@ -312,7 +312,7 @@ SLOW = textwrap.dedent(
                     time.sleep(0.01)
                 yield ScoreResult(path=p, mos=1.0, clip_scores=[1.0], seconds=[0], weights="random-init", untrained=True)
 
-    thqa.scorer.Scorer = Slow
+    thqa.scoring.scorer.Scorer = Slow
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -322,7 +322,7 @@ def test_case4_a_second_run_on_the_same_output_stops_and_names_the_first(tmp_pat
     out, go = tmp_path / "same.csv", tmp_path / "go"
     script = tmp_path / "slow.py"
     script.write_text(SLOW)
-    env = dict(os.environ, GO=str(go), PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, GO=str(go), PYTHONPATH=os.pathsep.join([str(Path(cli.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
     first = subprocess.Popen([sys.executable, str(script), "score", "--random-init", "a.mp4", "b.mp4", "-o", str(out)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -353,9 +353,9 @@ class _FakeBackbones:
 @pytest.fixture()
 def fake_extract(monkeypatch):
     """`thqa extract` without backbones: each run fails the files listed in ``fake_extract.fail``."""
-    import thqa.extract
-    import thqa.pipeline
-    from thqa.extract import ExtractSummary
+    import thqa.data.extract
+    import thqa.features.pipeline
+    from thqa.data.extract import ExtractSummary
 
     state = {"fail": [], "during": None}
 
@@ -365,9 +365,9 @@ def fake_extract(monkeypatch):
         bad = [(p, "DecodeError", f"{p}: broken") for p in paths if Path(p).name in state["fail"]]
         return ExtractSummary(done=len(paths) - len(bad), failed=len(bad), failures=bad)
 
-    monkeypatch.setattr(thqa.pipeline, "Backbones", _FakeBackbones)
-    monkeypatch.setattr(thqa.pipeline, "FeatureExtractor", lambda *a, **k: None)
-    monkeypatch.setattr(thqa.extract, "extract_files", extract_files)
+    monkeypatch.setattr(thqa.features.pipeline, "Backbones", _FakeBackbones)
+    monkeypatch.setattr(thqa.features.pipeline, "FeatureExtractor", lambda *a, **k: None)
+    monkeypatch.setattr(thqa.data.extract, "extract_files", extract_files)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     return state
 
@@ -402,7 +402,7 @@ def test_case5_a_user_file_made_at_the_failures_path_during_the_run_is_kept(tmp_
 
 
 def test_case5_a_list_of_an_earlier_version_gets_the_run_column(tmp_path):
-    from thqa.extract import add_failures
+    from thqa.data.extract import add_failures
 
     old = tmp_path / "f.csv"
     old.write_text("path,error_type,error\nold.mp4,DecodeError,old.mp4: broken\n")
@@ -412,12 +412,12 @@ def test_case5_a_list_of_an_earlier_version_gets_the_run_column(tmp_path):
 
 # -- case 8: sync and compare check their outputs first, and errors name the output ------------------------------------
 def test_case8_sync_and_compare_check_outputs_before_any_work(tmp_path, monkeypatch):
-    import thqa.comparison
-    import thqa.sync
+    import thqa.analysis.comparison
+    import thqa.analysis.sync
 
     work = []
-    monkeypatch.setattr(thqa.sync, "estimate_av_offset", lambda *a, **k: work.append(a))
-    monkeypatch.setattr(thqa.comparison, "compare", lambda *a, **k: work.append(a))
+    monkeypatch.setattr(thqa.analysis.sync, "estimate_av_offset", lambda *a, **k: work.append(a))
+    monkeypatch.setattr(thqa.analysis.comparison, "compare", lambda *a, **k: work.append(a))
     afile = tmp_path / "afile"
     afile.write_text("x")
     (tmp_path / "p.csv").write_text("a_g1.mp4,1\nb_g2.mp4,2\n")
@@ -434,10 +434,10 @@ def test_case8_sync_and_compare_check_outputs_before_any_work(tmp_path, monkeypa
 
 
 def test_case8_a_failed_write_names_the_output_not_the_temp_file(tmp_path, monkeypatch):
-    import thqa.sync
-    from thqa.sync import SyncResult
+    import thqa.analysis.sync
+    from thqa.analysis.sync import SyncResult
 
-    monkeypatch.setattr(thqa.sync, "estimate_av_offset", lambda f, s: SyncResult(str(f), -40.0, 5.0, (-1000, 1000), 3.0))
+    monkeypatch.setattr(thqa.analysis.sync, "estimate_av_offset", lambda f, s: SyncResult(str(f), -40.0, 5.0, (-1000, 1000), 3.0))
 
     def read_only(src, dst):
         raise OSError(30, "Read-only file system", str(src), str(dst))
@@ -470,10 +470,10 @@ def test_case12_score_csv_text_cells_never_start_a_formula(tmp_path, fake_scorer
 
 
 def test_case12_sync_csv_quotes_names_and_notes_not_negative_offsets(tmp_path, monkeypatch):
-    import thqa.sync
-    from thqa.sync import SyncResult
+    import thqa.analysis.sync
+    from thqa.analysis.sync import SyncResult
 
-    monkeypatch.setattr(thqa.sync, "estimate_av_offset",
+    monkeypatch.setattr(thqa.analysis.sync, "estimate_av_offset",
                         lambda f, s: SyncResult(str(f), -40.0, 5.0, (-1000, 1000), 3.0, note="-weak peak"))
     rc, _, err = run(["sync", "=cmd.mp4", "-o", str(tmp_path / "s.csv")])
     assert rc == 0, err
@@ -482,7 +482,7 @@ def test_case12_sync_csv_quotes_names_and_notes_not_negative_offsets(tmp_path, m
 
 
 def test_case12_csv_safe_is_undone_by_csv_plain():
-    from thqa.score_output import csv_plain, csv_safe
+    from thqa.scoring.output import csv_plain, csv_safe
 
     for text in NAMES + ["", "'", "''=", "-", "a=b", "\tx", "\rx"]:
         assert csv_plain(csv_safe(text)) == text
@@ -490,7 +490,7 @@ def test_case12_csv_safe_is_undone_by_csv_plain():
 
 
 def test_case3_the_scorer_stamps_every_row_with_the_digest_the_cli_checks(small_scorer, small_settings, tmp_path):
-    from thqa.scorer import model_digest
+    from thqa.scoring.scorer import model_digest
 
     precision = small_scorer.backbones.precision
     r = next(small_scorer.iter_score([tmp_path / "missing.mp4"]))  # an error row carries it too

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import media
-from thqa.cache import FeatureCache, cache_key, file_digest
-from thqa.extract import _LEGACY, extract_to_cache, features_key, frames_key, prune_cache
-from thqa.pipeline import FEATURES_VERSION, ExtractionSettings, FeatureExtractor, extraction_provenance
+from thqa.data.cache import FeatureCache, cache_key, file_digest
+from thqa.data.extract import _LEGACY, extract_to_cache, features_key, frames_key, prune_cache
+from thqa.features.pipeline import FEATURES_VERSION, ExtractionSettings, FeatureExtractor, extraction_provenance
 
 SMALL = ExtractionSettings(n_clips=1, clip_frames=8, frame_size=64)
 
@@ -30,12 +30,12 @@ def _extract(paths, cache, backbones):
 
 def _newer(monkeypatch, **changes):
     """Pretend to be a thqa whose extraction differs (another features version, another PyAV, ...)."""
-    import thqa.extract
-    import thqa.pipeline
+    import thqa.data.extract
+    import thqa.features.pipeline
 
     prov = {**extraction_provenance(), **changes}
-    monkeypatch.setattr(thqa.pipeline, "extraction_provenance", lambda: dict(prov))
-    monkeypatch.setattr(thqa.extract, "extraction_provenance", lambda: dict(prov))
+    monkeypatch.setattr(thqa.features.pipeline, "extraction_provenance", lambda: dict(prov))
+    monkeypatch.setattr(thqa.data.extract, "extraction_provenance", lambda: dict(prov))
     return prov
 
 
@@ -92,15 +92,14 @@ def _legacy_entries(cache: FeatureCache, paths, infos) -> None:
 
 def test_a_cache_made_before_the_change_is_extracted_again_and_says_so(two_videos, backbones, tmp_path, monkeypatch, capsys):
     from test_cli_experiments import use_session_backbones
-    from thqa import cli
-
+    from thqa.cli import app as cli
     cache = FeatureCache(tmp_path / "c")
     _legacy_entries(cache, two_videos, backbones.infos)
     use_session_backbones(monkeypatch, backbones)
-    import thqa.pipeline
-    import thqa.recipes
+    import thqa.features.pipeline
+    import thqa.training.recipes
 
-    for mod in (thqa.pipeline, thqa.recipes):  # recipes.resolve builds the CLI's settings
+    for mod in (thqa.features.pipeline, thqa.training.recipes):  # recipes.resolve builds the CLI's settings
         monkeypatch.setattr(mod, "ExtractionSettings", lambda n_clips=6, **kw: SMALL)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in two_videos))
@@ -116,8 +115,7 @@ def test_a_cache_made_before_the_change_is_extracted_again_and_says_so(two_video
 
 
 def test_another_features_version_is_extracted_again_then_pruned(two_videos, backbones, tmp_path, monkeypatch, capsys):
-    from thqa import cli
-
+    from thqa.cli import app as cli
     video = two_videos[:1]
     cache = FeatureCache(tmp_path / "c")
     assert _extract(video, cache, backbones).done == 1

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thqa.cache import FeatureCache
-from thqa.extract import extract_to_cache
-from thqa.pipeline import FeatureExtractor
-from thqa.weights import WeightsOptions
+from thqa.data.cache import FeatureCache
+from thqa.data.extract import extract_to_cache
+from thqa.features.pipeline import FeatureExtractor
+from thqa.features.weights import WeightsOptions
 
 REAL = ("vid_real_vox_00015_224.mp4", "vid_real_vox_00373_224.mp4", "vid_ai_dreamtalk_male_256.mp4")
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def _same(a: dict, b: dict) -> None:
 
 
 def test_ray_engine_writes_the_local_engines_entries(local_ray, files, small_settings, local_entries, tmp_path) -> None:
-    from thqa.ray_engine import RayOptions, extract_with_ray
+    from thqa.engines.ray_engine import RayOptions, extract_with_ray
 
     opts = RayOptions(actors=1, files_per_batch=2)
     s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), precision="fp32", options=opts)
@@ -75,7 +75,7 @@ def test_ray_engine_writes_the_local_engines_entries(local_ray, files, small_set
 
 
 def test_ray_scores_equal_the_local_scorer(local_ray, files, small_scorer) -> None:
-    from thqa.ray_engine import RayOptions, score_with_ray
+    from thqa.engines.ray_engine import RayOptions, score_with_ray
 
     got = score_with_ray(files, random_init=True, settings=small_scorer.settings, precision="fp32", options=RayOptions(actors=1))
     want = small_scorer.score_many(files)
@@ -104,7 +104,7 @@ def _pids_of(fragment: str) -> list[int]:
 
 
 def test_a_killed_actor_is_replaced_and_every_entry_is_made(local_ray, files, small_settings, local_entries, tmp_path) -> None:
-    from thqa.ray_engine import RayOptions, extract_with_ray
+    from thqa.engines.ray_engine import RayOptions, extract_with_ray
 
     killed: list[int] = []
 
@@ -131,8 +131,7 @@ def test_a_killed_actor_is_replaced_and_every_entry_is_made(local_ray, files, sm
 def test_extract_command_with_engine_ray(local_ray, shared_media, tmp_path) -> None:
     import json
 
-    from thqa import cli
-
+    from thqa.cli import app as cli
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path\n{shared_media / REAL[0]}\n{shared_media / 'aud_de_16k_mono.wav'}\n")
     summary = tmp_path / "s.json"
@@ -148,7 +147,7 @@ def test_extract_command_with_engine_ray(local_ray, shared_media, tmp_path) -> N
 
 def test_a_cache_the_workers_cannot_write_is_refused(local_ray, tmp_path) -> None:
     from thqa.errors import CacheError
-    from thqa.ray_engine import check_shared_cache
+    from thqa.engines.ray_engine import check_shared_cache
 
     assert len(check_shared_cache(tmp_path / "ok")) == 1
     blocker = tmp_path / "file"
@@ -173,7 +172,7 @@ def test_a_two_node_cluster_runs_tasks_on_both_nodes(files, small_settings, loca
     try:
         subprocess.run([exe, "start", "--head", f"--port={port}", "--include-dashboard=false", '--resources={"node_a": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
         subprocess.run([exe, "start", f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common], check=True, capture_output=True, env=env, timeout=120)
-        from thqa.ray_engine import RayOptions, extract_with_ray
+        from thqa.engines.ray_engine import RayOptions, extract_with_ray
 
         opts = RayOptions(address=f"127.0.0.1:{port}", actors=2, files_per_batch=1)  # connects as --ray-address does
         s = extract_with_ray(files, tmp_path / "c", small_settings, WeightsOptions(random_init=True), precision="fp32", options=opts)
@@ -194,8 +193,7 @@ def test_a_two_node_cluster_runs_tasks_on_both_nodes(files, small_settings, loca
 
 
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys, shared_media) -> None:
-    from thqa import cli
-
+    from thqa.cli import app as cli
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path\n{shared_media / REAL[0]}\n")
     monkeypatch.setitem(sys.modules, "ray", None)
@@ -207,7 +205,7 @@ def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path, capsy
 
 def test_files_that_come_back_without_a_result_are_reported() -> None:
     """A block whose task failed on every retry is dropped by Ray Data (max_errored_blocks): its files are failures."""
-    from thqa.ray_engine import _with_lost
+    from thqa.engines.ray_engine import _with_lost
 
     rows = [{"path": "a.mp4", "status": "done", "error": "", "error_type": ""}]
     out = _with_lost(["a.mp4", "b.mp4", "b.mp4"], rows)

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from thqa.checkpoint import load_checkpoint, parse_header, save_checkpoint
+from thqa.models.checkpoint import load_checkpoint, parse_header, save_checkpoint
 from thqa.errors import ConfigError
 from thqa.features.audio import METHOD_AUDIO, AudioSettings
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.pipeline import ExtractionSettings
-from thqa.recipes import FROZEN, OPTION_NAMES, RECIPES, WINNER, WINNER_EXACT, resolve
-from thqa.train import TrainConfig, train
+from thqa.features.pipeline import ExtractionSettings
+from thqa.training.recipes import FROZEN, OPTION_NAMES, RECIPES, WINNER, WINNER_EXACT, resolve
+from thqa.training.loop import TrainConfig, train
 
 from test_train import FAKE_BACKBONES, make_table
 
@@ -226,7 +226,7 @@ def test_audio_widths_switch_sets_the_blocks_channels() -> None:
 
 # -- each audio switch changes the features' cache key -----------------------------------------------------------
 def test_every_audio_switch_changes_the_cache_key_and_defaults_keep_theirs() -> None:
-    from thqa.extract import features_key
+    from thqa.data.extract import features_key
 
     base = ExtractionSettings()
     key = lambda s: features_key("ab" * 32, s, FAKE_BACKBONES, provenance={"features_version": 2})  # noqa: E731
@@ -249,8 +249,8 @@ def test_every_audio_switch_changes_the_cache_key_and_defaults_keep_theirs() -> 
 def test_clip_sampling_first_reads_the_first_seconds_and_has_its_own_frames() -> None:
     """The method reads seconds 0..5 of a long video; thqa spreads them. First frames come from other seconds, so
     the frames entry has another key; a short video reads the same seconds either way."""
-    from thqa.extract import frames_key
-    from thqa.sampling import clip_seconds
+    from thqa.data.extract import frames_key
+    from thqa.media.sampling import clip_seconds
 
     assert clip_seconds(16.6, n_clips=6) == [0, 2, 5, 8, 10, 13]
     assert clip_seconds(16.6, n_clips=6, spread=False) == [0, 1, 2, 3, 4, 5]
@@ -290,7 +290,7 @@ def test_config_json_records_every_value_and_where_it_came_from(tmp_path) -> Non
     assert ck.meta["recipe"] == {"name": "winner", "options": {"train.batch_size": 4, "train.epochs": 1, "train.finetune_spatial": False}}
     assert ck.model.config.head == "linear" and ck.model.config.lstm_pool == "mean"
 
-    from thqa.cli import _provenance
+    from thqa.cli.app import _provenance
 
     line = _provenance(ck)
     assert "recipe winner with train.batch_size=4, train.epochs=1, train.finetune_spatial=false" in line
@@ -324,7 +324,7 @@ def test_resuming_a_run_folder_written_before_recipes(tmp_path) -> None:
 
 def _header(model: FusionModel, **meta) -> dict:
     from thqa import __version__
-    from thqa.checkpoint import FORMAT
+    from thqa.models.checkpoint import FORMAT
 
     return {"format": FORMAT, "thqa_version": __version__, "fusion_config": model.config.to_dict(),
             "extraction": ExtractionSettings().to_dict(), "backbones": FAKE_BACKBONES, "finetuned_spatial": False, "meta": meta}
@@ -376,8 +376,8 @@ def test_method_settings_round_trip_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_score_json_rows_carry_the_recipe_and_csv_columns_stay() -> None:
-    from thqa.cli import _format_scores
-    from thqa.scorer import ScoreResult
+    from thqa.cli.app import _format_scores
+    from thqa.scoring.scorer import ScoreResult
 
     r = ScoreResult("a.mp4", 3.2, [3.1, 3.3], seconds=[0, 1], recipe="winner")
     assert json.loads(_format_scores([r], "json"))[0]["recipe"] == "winner"
@@ -387,7 +387,7 @@ def test_score_json_rows_carry_the_recipe_and_csv_columns_stay() -> None:
 
 # -- the CLI's switches ----------------------------------------------------------------------------------------
 def test_cli_switches_map_to_the_recipes_options() -> None:
-    from thqa.cli import _plan, build_parser
+    from thqa.cli.app import _plan, build_parser
 
     args = build_parser().parse_args(
         ["train", "m.csv", "--cache-dir", "c", "--out", "o", "--recipe", "winner", "--epochs", "3", "--head", "mlp",
@@ -423,8 +423,7 @@ def test_winner_recipe_trains_end_to_end_on_real_files_and_score_shows_it(shared
     frames) on 8 real files, then `thqa score` with its checkpoint: the recipe in config.json, the checkpoint and
     the score's provenance."""
     from test_cli_experiments import use_session_backbones
-    from thqa import cli
-
+    from thqa.cli import app as cli
     files = [shared_media / f for f in SMOKE_FILES]
     for f in files:
         if not f.is_file():

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from thqa.errors import ConfigError, THQAError
-from thqa.sampling import clip_seconds
+from thqa.media.sampling import clip_seconds
 
 
 @pytest.mark.parametrize(

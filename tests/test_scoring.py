@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from media import MEDIA_DIR, index_frame, tone, truncate, write_audio_only, write_image, write_video
-from thqa import cli
+from thqa.cli import app as cli
 from thqa.errors import CheckpointError, MediaFileNotFoundError, THQAError
-from thqa.pipeline import ExtractionSettings, prepare
-from thqa.scorer import NO_MODEL_MESSAGE, Scorer, ScoreResult
+from thqa.features.pipeline import ExtractionSettings, prepare
+from thqa.scoring.scorer import NO_MODEL_MESSAGE, Scorer, ScoreResult
 
 
 def assert_scored(r: ScoreResult, n_clips: int):
@@ -166,7 +166,7 @@ def test_truncated_file_with_its_index_first_scores_with_warnings(small_scorer, 
 
 
 def test_a_non_finite_score_becomes_an_error(small_scorer, good_video, monkeypatch):
-    from thqa.pipeline import VideoFeatures
+    from thqa.features.pipeline import VideoFeatures
 
     def fake_features(items, **kw):  # skip the backbones: this test is about the scorer's last step
         return [
@@ -206,7 +206,7 @@ def test_real_files_small_settings(small_scorer, real_file):
 @pytest.fixture()
 def cli_scorer(monkeypatch, small_scorer):
     """Make `thqa score --random-init` use the session's small scorer (no rebuild); records the arguments."""
-    import thqa.scorer
+    import thqa.scoring.scorer
 
     calls = []
 
@@ -215,7 +215,7 @@ def cli_scorer(monkeypatch, small_scorer):
         assert checkpoint is None and kwargs["random_init"] is True
         return small_scorer
 
-    monkeypatch.setattr(thqa.scorer, "Scorer", fake)
+    monkeypatch.setattr(thqa.scoring.scorer, "Scorer", fake)
     return calls
 
 
@@ -274,9 +274,9 @@ def test_cli_score_json_on_stdout_all_good_exits_0(cli_scorer, capsys, good_vide
 
 
 def test_cli_score_without_model_exits_2_with_the_plain_message(capsys, good_video, monkeypatch):
-    import thqa.scorer
+    import thqa.scoring.scorer
 
-    monkeypatch.setattr(thqa.scorer, "Scorer", lambda *a, **k: pytest.fail("no scorer may be built"))
+    monkeypatch.setattr(thqa.scoring.scorer, "Scorer", lambda *a, **k: pytest.fail("no scorer may be built"))
     rc = cli.main(["score", str(good_video)])
     out, err = capsys.readouterr()
     assert rc == 2 and out == ""
@@ -290,7 +290,7 @@ def test_cli_score_setup_errors_exit_2(capsys, tmp_path, good_video, no_network_
     out, err = capsys.readouterr()
     assert rc == 2 and out == "" and "none.safetensors" in err and "not found" in err
     # --offline with no weights anywhere: the helpful weights error, fast
-    from thqa.checkpoint import save_checkpoint
+    from thqa.models.checkpoint import save_checkpoint
     from thqa.models.fusion import FusionModel
 
     pretrained = {n: {"name": n, "source": "file", "sha256": "0" * 64, "path": f"/w/{n}", "seed": None} for n in ("swin_t", "slowfast_r50")}
@@ -313,7 +313,7 @@ def test_cli_usage_errors(capsys):
 def test_console_script_scores_a_file(good_video, tmp_path, backbones, small_settings):
     """The installed `thqa` entry point, in its own process: --checkpoint (a fusion checkpoint trained on the
     random-init backbones, with the small extraction settings, so the run is cheap) and --random-init."""
-    from thqa.checkpoint import save_checkpoint
+    from thqa.models.checkpoint import save_checkpoint
     from thqa.models.fusion import FusionModel
 
     exe = Path(sys.executable).with_name("thqa")

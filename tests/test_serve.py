@@ -17,13 +17,13 @@ import pytest
 import media
 
 ray = pytest.importorskip("ray")
-serve_mod = pytest.importorskip("thqa.serve")
+serve_mod = pytest.importorskip("thqa.engines.serve")
 
-from thqa.checkpoint import save_checkpoint  # noqa: E402
-from thqa.client import Client  # noqa: E402
+from thqa.models.checkpoint import save_checkpoint  # noqa: E402
+from thqa.engines.client import Client  # noqa: E402
 from thqa.errors import MediaError, ServiceError  # noqa: E402
 from thqa.models.fusion import FusionModel  # noqa: E402
-from thqa.serve import ServeConfig, build_app, score_row  # noqa: E402
+from thqa.engines.serve import ServeConfig, build_app, score_row  # noqa: E402
 
 TOKEN = "s3cret-token"
 KW = {"random_init": True, "device": "cpu", "precision": "fp32", "batch_size": None}
@@ -48,7 +48,7 @@ def checkpoint(backbones, small_settings, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def local(checkpoint, videos):
     """The local scorer of the same checkpoint, settings and precision, with its results of ``videos`` kept."""
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     scorer = Scorer(checkpoint, workers=0, **KW)
     scorer.known = {str(v): scorer.score(v) for v in videos}
@@ -232,7 +232,7 @@ def test_metrics_count_outcomes_and_batches(service, videos, local) -> None:
 
 
 def test_score_server_cli_writes_the_local_rows_and_resumes(service, videos, local, tmp_path, monkeypatch, capsys) -> None:
-    from thqa.cli import main
+    from thqa.cli.app import main
 
     monkeypatch.setenv("THQA_SERVE_TOKEN", TOKEN)
     out = tmp_path / "scores.json"
@@ -249,7 +249,7 @@ def test_score_server_cli_writes_the_local_rows_and_resumes(service, videos, loc
 
 
 def test_non_loopback_without_token_is_refused_at_start() -> None:
-    from thqa.cli import main
+    from thqa.cli.app import main
 
     assert main(["serve", "--random-init", "--host", "0.0.0.0"]) == 2
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-import thqa.hardware as hw
-from thqa import cli
-from thqa.digests import DigestCache, file_key, random_init_key, remembered_digest
+import thqa.utils.hardware as hw
+from thqa.cli import app as cli
+from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.errors import ConfigError, WeightsError
-from thqa.pipeline import Backbones as _RealBackbones
-from thqa.pipeline import precision_for
-from thqa.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
+from thqa.features.pipeline import Backbones as _RealBackbones
+from thqa.features.pipeline import precision_for
+from thqa.features.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
 
 #: digests of the seed-3407 random-init backbones as thqa has always computed them (torch 2.14.1, AVX2 kernels)
 SEED_3407 = {
@@ -114,7 +114,7 @@ def test_this_machines_detection_matches_its_flags(monkeypatch):
 @pytest.fixture()
 def fake_scorer(monkeypatch, small_scorer):
     """`thqa score --random-init` gets the session's small scorer; records the keyword arguments."""
-    import thqa.scorer
+    import thqa.scoring.scorer
 
     calls = []
 
@@ -122,7 +122,7 @@ def fake_scorer(monkeypatch, small_scorer):
         calls.append(kwargs)
         return small_scorer
 
-    monkeypatch.setattr(thqa.scorer, "Scorer", fake)
+    monkeypatch.setattr(thqa.scoring.scorer, "Scorer", fake)
     return calls
 
 
@@ -221,16 +221,16 @@ def test_remembered_digest_computes_once_and_can_be_turned_off(tmp_path, monkeyp
 
 @pytest.fixture()
 def counted_digests(monkeypatch):
-    import thqa.weights
+    import thqa.features.weights
 
     calls = []
-    real = thqa.weights.state_digest
+    real = thqa.features.weights.state_digest
 
     def counting(module):
         calls.append(type(module).__name__)
         return real(module)
 
-    monkeypatch.setattr(thqa.weights, "state_digest", counting)
+    monkeypatch.setattr(thqa.features.weights, "state_digest", counting)
     return calls
 
 
@@ -289,7 +289,7 @@ def test_empty_build_refuses_a_module_it_cannot_complete():
 def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(backbones):
     from dataclasses import replace
 
-    from thqa.pipeline import Backbones
+    from thqa.features.pipeline import Backbones
 
     lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")  # seed 3407: digests remembered
     assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
@@ -307,7 +307,7 @@ def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(b
 
 
 def test_scorer_with_a_worker_builds_its_models_while_the_worker_decodes(small_settings, small_scorer, good_video, good_video_2s):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     scorer = Scorer(random_init=True, device="cpu", settings=small_settings, lazy=True, precision="fp32")  # workers "auto", as thqa score
     if (os.cpu_count() or 1) < 2:
@@ -353,7 +353,7 @@ def test_resize_of_real_frames_gives_torchvisions_bytes(real_file):
 def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(backbones, monkeypatch):
     """Channels-last 3-D SlowFast on a CPU of 2+ torch threads (measured faster there, slower on 1): same features to
     float rounding as the default layout."""
-    from thqa.pipeline import Backbones
+    from thqa.features.pipeline import Backbones
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
@@ -370,12 +370,12 @@ def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(b
 # -- what start-up does not load ------------------------------------------------------------------------------------------
 _NO_TORCH = """
 import sys
-from thqa import cli
+from thqa.cli import app as cli
 try:
     rc = cli.main(sys.argv[1:])
 except SystemExit as e:
     rc = e.code
-print("rc", rc, "loaded", sorted(m for m in ("torch", "numpy", "av", "librosa", "thqa.pipeline") if m in sys.modules))
+print("rc", rc, "loaded", sorted(m for m in ("torch", "numpy", "av", "librosa", "thqa.features.pipeline") if m in sys.modules))
 """
 
 
@@ -394,8 +394,8 @@ def test_help_and_argument_errors_load_no_torch(argv, rc):
 
 def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_video, good_video_2s, tmp_path, monkeypatch, capsys):
     """The keys need only the weights' remembered digests: with every entry cached, `thqa extract` builds nothing."""
-    import thqa.pipeline
-    import thqa.weights
+    import thqa.features.pipeline
+    import thqa.features.weights
     from test_batching import _TinySpatial, _TinyTemporal
     from test_cli_experiments import use_session_backbones
 
@@ -405,7 +405,7 @@ def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_vid
     argv = ["extract", str(manifest), "--cache-dir", str(tmp_path / "c"), "--random-init", "--precision", "fp32", "--clips", "1",
             "--workers", "0", "--summary-json", str(summary)]
     # the first run fills the cache with the session's identity (seed 3407) and tiny stand-in models (cheap)
-    first = thqa.pipeline.Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
+    first = thqa.features.pipeline.Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
     first.spatial, first.temporal = _TinySpatial(), _TinyTemporal()
     use_session_backbones(monkeypatch, first, small_clips=True)
     assert cli.main(argv) == 0 and json.loads(summary.read_text())["done"] == 2
@@ -413,10 +413,10 @@ def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_vid
     def no(*_a, **_k):
         raise AssertionError("a backbone was built (or hashed)")
 
-    monkeypatch.setattr(thqa.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
+    monkeypatch.setattr(thqa.features.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
     for name in ("build_spatial", "build_temporal"):
-        monkeypatch.setattr(thqa.pipeline, name, no)
-    monkeypatch.setattr(thqa.weights, "state_digest", no)
+        monkeypatch.setattr(thqa.features.pipeline, name, no)
+    monkeypatch.setattr(thqa.features.weights, "state_digest", no)
     capsys.readouterr()
     assert cli.main(argv) == 0
     doc = json.loads(summary.read_text())

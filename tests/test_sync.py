@@ -1,4 +1,4 @@
-"""thqa.sync and `thqa sync`: offsets of synthetic talking heads (sound delayed in the samples and on the container
+"""thqa.analysis.sync and `thqa sync`: offsets of synthetic talking heads (sound delayed in the samples and on the container
 clock), injected offsets on real talking heads, and the files that cannot be analysed."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from media import tone, write_video
-from thqa import cli
+from thqa.cli import app as cli
 from thqa.errors import DependencyError, MediaFileNotFoundError
-from thqa.sync import SyncSettings, analysis_windows, decode_av, drop_repeated_frames, estimate_av_offset, estimate_offset_arrays, mouth_region
-from thqa.synth import _face_for_seed, _mouth_box, make_talking_head, synthesize_speech
+from thqa.analysis.sync import SyncSettings, analysis_windows, decode_av, drop_repeated_frames, estimate_av_offset, estimate_offset_arrays, mouth_region
+from thqa.synthetic.heads import _face_for_seed, _mouth_box, make_talking_head, synthesize_speech
 
 
 @pytest.fixture(scope="module")
@@ -297,8 +297,7 @@ def test_mouth_region_geometry():
 def test_face_locator_without_dlib_raises_dependency_error(head_data, monkeypatch):
     import sys
 
-    from thqa import sync
-
+    from thqa.analysis import sync
     sync._face_detector.cache_clear()  # the detector is built once per process
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
     with pytest.raises(DependencyError, match="pip install dlib-bin"):
@@ -424,7 +423,7 @@ def test_sync_plot_of_a_refused_estimate_and_of_no_curve(head_data, tmp_path):
     """A refused estimate that has a curve is drawn (with why no offset is reported); one without a curve is a
     ConfigError naming the file."""
     from thqa.errors import ConfigError
-    from thqa.plots import sync_plot
+    from thqa.analysis.plots import sync_plot
 
     refused = estimate_offset_arrays(head_data, SyncSettings(min_confidence=100.0, weak_confidence=100.0))
     assert not refused.ok and refused.curve

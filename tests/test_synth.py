@@ -1,4 +1,4 @@
-"""Tests of thqa.synth: a drawn talking head whose mouth follows a synthesised voice.
+"""Tests of thqa.synthetic.heads: a drawn talking head whose mouth follows a synthesised voice.
 
 Everything is measured on the written file (decoded with PyAV), not taken from the returned info.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from thqa.errors import ConfigError, THQAError
-from thqa.synth import TalkingHeadInfo, make_talking_head, synthesize_speech
+from thqa.synthetic.heads import TalkingHeadInfo, make_talking_head, synthesize_speech
 
 DURATION = 3.0
 SIZE = 160

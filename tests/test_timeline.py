@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from media import write_video
-from thqa import cli
-from thqa.synth import make_talking_head
-from thqa.timeline import window_starts
+from thqa.cli import app as cli
+from thqa.synthetic.heads import make_talking_head
+from thqa.scoring.timeline import window_starts
 
 
 def test_windows():
@@ -33,7 +33,7 @@ def head4(tmp_path_factory) -> Path:
 
 
 def test_timeline_keeps_the_method_mos_and_averages_windows(small_scorer, head4):
-    from thqa.timeline import second_features
+    from thqa.scoring.timeline import second_features
 
     r = small_scorer.explain(head4)
     plain = small_scorer.score(head4)
@@ -66,11 +66,11 @@ def spatial_checkpoint(tmp_path_factory, small_settings):
     two clean synthetic heads (pseudo-MOS 4.5; the tested file is a longer take of the first) and their blurred copies (2.0), saved as a checkpoint."""
     from types import SimpleNamespace
 
-    from thqa.checkpoint import save_checkpoint
+    from thqa.models.checkpoint import save_checkpoint
     from thqa.models.fusion import FusionConfig, FusionModel
-    from thqa.pipeline import Backbones
-    from thqa.timeline import second_features
-    from thqa.weights import WeightsOptions
+    from thqa.features.pipeline import Backbones
+    from thqa.scoring.timeline import second_features
+    from thqa.features.weights import WeightsOptions
 
     bb = Backbones(WeightsOptions(random_init=True, seed=3407), device="cpu", temporal=False, start_workers=False, precision="fp32")
     spatial_only = SimpleNamespace(backbones=bb, settings=small_settings, extractor=SimpleNamespace(file_timeout=None))
@@ -98,7 +98,7 @@ def spatial_checkpoint(tmp_path_factory, small_settings):
 
 @pytest.mark.slow  # ~40 s on 2 quiet cores (Swin-T on 28 frames, training, a 10 s timeline)
 def test_blur_in_seconds_4_to_6_lowers_those_seconds(tmp_path, spatial_checkpoint):
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     scorer = Scorer(spatial_checkpoint, random_init=True, device="cpu", workers=0)
     assert scorer.backbones.temporal is None  # spatial only: cheap
@@ -114,9 +114,9 @@ def test_blur_in_seconds_4_to_6_lowers_those_seconds(tmp_path, spatial_checkpoin
 # -- the CLI ------------------------------------------------------------------------------------------------------------
 @pytest.fixture()
 def cli_small_scorer(monkeypatch, small_scorer):
-    import thqa.scorer
+    import thqa.scoring.scorer
 
-    monkeypatch.setattr(thqa.scorer, "Scorer", lambda checkpoint=None, **kw: small_scorer)
+    monkeypatch.setattr(thqa.scoring.scorer, "Scorer", lambda checkpoint=None, **kw: small_scorer)
 
 
 def test_cli_score_timeline_sync_plot_with_bad_files(cli_small_scorer, head4, tmp_path, capsys):
@@ -159,8 +159,8 @@ def test_free_memory_is_handed_back_after_every_chunk(small_scorer, head4, monke
     at 10 s); the timeline now hands the free memory back after each chunk of seconds."""
     import platform
 
-    import thqa.timeline as tl
-    from thqa._memory import release_free_memory
+    import thqa.scoring.timeline as tl
+    from thqa.utils.memory import release_free_memory
 
     calls = []
     monkeypatch.setattr(tl, "_chunk_size", lambda batch_size: 1)  # one second per chunk: 4 chunks

@@ -2,7 +2,7 @@
 errors, a frozen-mode run that learns a real quality signal on held-out content, and spatial fine-tuning.
 
 The corpus built here (:func:`talking_head_corpus`) is shared with ``test_cli_experiments.py``: self-made talking
-heads (thqa.synth, no ../shared needed) with graded degradations, MOS = ``thqa.degrade.pseudo_mos``, features extracted
+heads (thqa.synthetic.heads, no ../shared needed) with graded degradations, MOS = ``thqa.synthetic.degrade.pseudo_mos``, features extracted
 once per session into a feature cache under pytest's base temp folder.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import thqa.metrics
+import thqa.analysis.metrics
 
-from thqa.cache import FeatureCache
-from thqa.checkpoint import load_checkpoint
-from thqa.data import Sample, read_manifest, shared_groups, split_by_group
+from thqa.data.cache import FeatureCache
+from thqa.models.checkpoint import load_checkpoint
+from thqa.data.manifest import Sample, read_manifest, shared_groups, split_by_group
 from thqa.errors import ConfigError, MetricError
-from thqa.pipeline import ExtractionSettings
-from thqa.train import LOSSES, FeatureTable, TrainConfig, load_table, loss_fn, predict_table, train
+from thqa.features.pipeline import ExtractionSettings
+from thqa.training.loop import LOSSES, FeatureTable, TrainConfig, load_table, loss_fn, predict_table, train
 
 # ---------------------------------------------------------------------------------------------------------------
 # the shared talking-head corpus
@@ -55,10 +55,10 @@ def talking_head_corpus(tmp_path_factory: pytest.TempPathFactory, backbones) -> 
 
     Built once per session (the manifest is written last, so a half-built corpus is rebuilt).
     """
-    from thqa.degrade import degrade, pseudo_mos
-    from thqa.extract import extract_to_cache
-    from thqa.pipeline import FeatureExtractor
-    from thqa.synth import make_talking_head
+    from thqa.synthetic.degrade import degrade, pseudo_mos
+    from thqa.data.extract import extract_to_cache
+    from thqa.features.pipeline import FeatureExtractor
+    from thqa.synthetic.heads import make_talking_head
 
     root = tmp_path_factory.getbasetemp() / "thqa-talking-head-corpus"
     manifest = root / "corpus.csv"
@@ -245,7 +245,7 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_main_score(refere
     assert best.meta["val"]["main_score"] == pytest.approx(max(scores))
     assert best.settings == TABLE_SETTINGS and best.backbones == FAKE_BACKBONES
     # the best checkpoint reproduces the validation numbers recorded for its epoch
-    from thqa.metrics import evaluate
+    from thqa.analysis.metrics import evaluate
 
     hist = reference_run.history[best_epoch - 1]
     m = evaluate(predict_table(best.model, VAL_TABLE, TABLE_SETTINGS), VAL_TABLE.mos)
@@ -256,7 +256,7 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_main_score(refere
 def test_a_negative_correlation_is_never_the_best_epoch(tmp_path, monkeypatch) -> None:
     """Issue 24 fault 7: the challenge's score takes |SRCC|, so an epoch with SRCC -0.36 (main score 0.36 with PLCC
     0.36 after the fitted curve) was chosen over one with SRCC 0.30. The choice is made on the signed score."""
-    import thqa.train as train_mod
+    import thqa.training.loop as train_mod
 
     scripted = iter([(0.10, 0.12), (-0.36, 0.36), (0.30, 0.31)])
 
@@ -264,7 +264,7 @@ def test_a_negative_correlation_is_never_the_best_epoch(tmp_path, monkeypatch) -
         s, p = next(scripted)
         return {"srcc": s, "plcc": p, "krcc": s, "rmse": 1.0, "main_score": (abs(s) + abs(p)) / 2, "n": len(mos)}
 
-    monkeypatch.setattr(thqa.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
+    monkeypatch.setattr(thqa.analysis.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
     res = _train(tmp_path / "run", replace(REF_CONFIG, epochs=3))
     assert res.best_epoch == 3 and res.best_metrics["srcc"] == pytest.approx(0.30)
     assert res.best_metrics["main_score"] == pytest.approx(0.305)  # the challenge's figure stays for reporting
@@ -274,7 +274,7 @@ def test_a_negative_correlation_is_never_the_best_epoch(tmp_path, monkeypatch) -
 
 def test_best_epoch_follows_validation_not_training_loss_and_skips_undefined_epochs(tmp_path, monkeypatch) -> None:
     """Scripted validation scores: epoch 1 undefined (MetricError), then 0.3, 0.9, 0.5 -> epoch 3 is the best."""
-    import thqa.train as train_mod
+    import thqa.training.loop as train_mod
 
     scripted = iter([None, 0.3, 0.9, 0.5])
 
@@ -284,7 +284,7 @@ def test_best_epoch_follows_validation_not_training_loss_and_skips_undefined_epo
             raise MetricError("all predictions are equal")
         return {"srcc": s, "plcc": s, "krcc": s, "rmse": 1.0 - s, "main_score": s, "n": len(mos)}
 
-    monkeypatch.setattr(thqa.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
+    monkeypatch.setattr(thqa.analysis.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
     res = _train(tmp_path / "run", replace(REF_CONFIG, epochs=4))
     assert res.best_epoch == 3
     assert math.isnan(res.history[0]["val_main_score"])
@@ -419,7 +419,7 @@ def test_frozen_training_learns_quality_that_holds_on_held_out_heads(corpus, bac
     best validation SRCC 0.88-0.98, held-out test SRCC 0.73-0.98 (this configuration: 0.976 / 0.927). Chance is 0
     (sd ~0.38 for 8 samples). With loss "l1" instead of "plcc+rank" the test SRCC dropped to 0.44 in some runs.
     """
-    from thqa.experiment import evaluate_checkpoint, train_run
+    from thqa.training.experiment import evaluate_checkpoint, train_run
 
     rest, test = split_by_group(corpus.samples, val_fraction=0.25, seed=0)
     train_s, val_s = split_by_group(rest, val_fraction=1 / 3, seed=0)
@@ -450,9 +450,9 @@ def test_frozen_training_learns_quality_that_holds_on_held_out_heads(corpus, bac
 def test_finetuning_changes_swin_weights_and_the_scorer_uses_them(corpus, backbones, tmp_path) -> None:
     """One fine-tuning epoch from cached frames: Swin-T's weights change, travel in the checkpoint under ``spatial.``,
     and Scorer(checkpoint) and evaluate_checkpoint predict with them; the shared frozen Swin-T is untouched."""
-    from thqa.experiment import evaluate_checkpoint, train_run
-    from thqa.scorer import Scorer
-    from thqa.weights import state_digest
+    from thqa.training.experiment import evaluate_checkpoint, train_run
+    from thqa.scoring.scorer import Scorer
+    from thqa.features.weights import state_digest
 
     frozen_before = state_digest(backbones.spatial)
     assert frozen_before == backbones.spatial_info.sha256

@@ -13,20 +13,20 @@ from thqa.errors import __all__ as _errors_all
 
 # heavy submodules (torch, timm, librosa) load on first use, so `import thqa` stays fast
 _LAZY = {
-    "Scorer": ("thqa.scorer", "Scorer"),
-    "ScoreResult": ("thqa.scorer", "ScoreResult"),
-    "FeatureExtractor": ("thqa.pipeline", "FeatureExtractor"),
-    "ExtractionSettings": ("thqa.pipeline", "ExtractionSettings"),
-    "WeightsOptions": ("thqa.weights", "WeightsOptions"),
-    "FeatureCache": ("thqa.cache", "FeatureCache"),
-    "evaluate": ("thqa.metrics", "evaluate"),
-    "estimate_av_offset": ("thqa.sync", "estimate_av_offset"),
-    "SyncResult": ("thqa.sync", "SyncResult"),
-    "SyncSettings": ("thqa.sync", "SyncSettings"),
-    "sync_plot": ("thqa.plots", "sync_plot"),
-    "timeline_plot": ("thqa.plots", "timeline_plot"),
-    "compare": ("thqa.comparison", "compare"),
-    "Client": ("thqa.client", "Client"),
+    "Scorer": ("thqa.scoring.scorer", "Scorer"),
+    "ScoreResult": ("thqa.scoring.scorer", "ScoreResult"),
+    "FeatureExtractor": ("thqa.features.pipeline", "FeatureExtractor"),
+    "ExtractionSettings": ("thqa.features.pipeline", "ExtractionSettings"),
+    "WeightsOptions": ("thqa.features.weights", "WeightsOptions"),
+    "FeatureCache": ("thqa.data.cache", "FeatureCache"),
+    "evaluate": ("thqa.analysis.metrics", "evaluate"),
+    "estimate_av_offset": ("thqa.analysis.sync", "estimate_av_offset"),
+    "SyncResult": ("thqa.analysis.sync", "SyncResult"),
+    "SyncSettings": ("thqa.analysis.sync", "SyncSettings"),
+    "sync_plot": ("thqa.analysis.plots", "sync_plot"),
+    "timeline_plot": ("thqa.analysis.plots", "timeline_plot"),
+    "compare": ("thqa.analysis.comparison", "compare"),
+    "Client": ("thqa.engines.client", "Client"),
 }
 
 __all__ = ["__version__", *_errors_all, *_LAZY]

@@ -1,10 +1,4 @@
-"""Imported once by the fork server that starts decoding workers beside a GPU.
+"""Deprecated: ``thqa._prefork`` moved to :mod:`thqa.utils.prefork`; this path re-exports it for one release."""
+from thqa.utils.deprecation import forward
 
-Forking the process that holds a CUDA context costs about a second per worker (measured on an H100 machine: 15
-workers took 19 s to deliver a first file), so beside a GPU the workers are forked from a small, clean server
-process instead. Importing this module there does the imports and numba compilation once, and every worker forked
-from it starts warm.
-"""
-from thqa.pipeline import warm_up
-
-warm_up()
+__getattr__, __dir__, __all__ = forward(__name__, "thqa.utils.prefork")

@@ -1,13 +1,4 @@
-"""Names the command line offers as choices, in a module that imports nothing heavy: ``thqa --help`` and argument
-errors are answered without loading torch (thqa.recipes and thqa.pipeline, which define what the names mean, import
-their values from here)."""
-from __future__ import annotations
+"""Deprecated: ``thqa.choices`` moved to :mod:`thqa.utils.choices`; this path re-exports it for one release."""
+from thqa.utils.deprecation import forward
 
-__all__ = ["RECIPE_NAMES", "PRECISION_CHOICES", "FIT_KINDS"]
-
-#: the training recipes by name (thqa.recipes.RECIPES, in this order)
-RECIPE_NAMES = ("frozen", "winner", "winner-exact")
-#: what --precision and ``precision=`` take (thqa.pipeline.precision_for)
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
-#: the curve fitted before PLCC (thqa.metrics.evaluate's ``fit``)
-FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
+__getattr__, __dir__, __all__ = forward(__name__, "thqa.utils.choices")

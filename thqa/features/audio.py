@@ -144,7 +144,7 @@ class AudioFeatureExtractor:
     """Computes ``(4, n_bins, n_frames)`` features from a clip's audio buffer.
 
     The buffer is mono float32 at ``sample_rate`` starting ``context`` seconds before the clip's first frame and
-    lasting ``1 + 2*context`` seconds (what :func:`thqa.io.read_clips` returns).
+    lasting ``1 + 2*context`` seconds (what :func:`thqa.media.decode.read_clips` returns).
     """
 
     def __init__(self, settings: AudioSettings | None = None):
@@ -379,7 +379,7 @@ def audio_features_per_second(
     s = (settings or AudioSettings()).validate()
     sr, ctx = s.sample_rate, int(round(s.context * s.sample_rate))
     if isinstance(source, (str, os.PathLike)):
-        from thqa.io import read_audio
+        from thqa.media.decode import read_audio
 
         # the whole seconds the stream's headers give, then those seconds with their context as the pipeline reads
         # a clip's (the decoder's samples just before 0 s and past the end included, zeros where there are none)

@@ -50,7 +50,7 @@ class ECA(nn.Module):
 class SpatialExtractor(nn.Module):
     """ECA + Swin-T. Input (B, 3, 224, 224) normalised float; output (B, 768) pooled features.
 
-    Build it with :func:`thqa.weights.build_spatial` (pretrained or seeded random weights).
+    Build it with :func:`thqa.features.weights.build_spatial` (pretrained or seeded random weights).
     """
 
     def __init__(self, swin: nn.Module):
@@ -108,7 +108,7 @@ def preprocess_frame(frame: np.ndarray) -> torch.Tensor:
 def frame_features(model: nn.Module, frames: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
     """The spatial features of pictures, each alone: (N, H, W, 3) uint8 RGB (e.g. a file's frames, or images) ->
     (N, 768) float32, with the scoring preprocessing (:func:`preprocess_frame`). ``model``: from
-    :func:`thqa.weights.build_spatial`; run on its device, ``batch_size`` pictures per pass."""
+    :func:`thqa.features.weights.build_spatial`; run on its device, ``batch_size`` pictures per pass."""
     device = next(model.parameters()).device
     out = [model(torch.stack([preprocess_frame(f) for f in frames[i : i + batch_size]]).to(device)).float().cpu().numpy()
            for i in range(0, len(frames), batch_size)]

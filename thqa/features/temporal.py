@@ -21,7 +21,7 @@ ALPHA = 4
 
 class TemporalExtractor(nn.Module):
     """SlowFast R50 without its head. Input: a list [slow (B, 3, 8, 224, 224), fast (B, 3, 32, 224, 224)];
-    output (B, 2304). Build it with :func:`thqa.weights.build_temporal`."""
+    output (B, 2304). Build it with :func:`thqa.features.weights.build_temporal`."""
 
     def __init__(self, slowfast: nn.Module):
         super().__init__()
@@ -60,8 +60,8 @@ def preprocess_clips(frames: torch.Tensor) -> list[torch.Tensor]:
 @torch.inference_mode()
 def clip_features(model: nn.Module, clips: np.ndarray | torch.Tensor, *, batch_size: int = 1) -> np.ndarray:
     """The temporal features of clips: (N, T, 224, 224, 3) uint8 RGB (T frames each, 32 for the method; e.g.
-    ``thqa.io.read_clips``' clip frames, which are already 224 px) -> (N, 2304) float32. ``model``: from
-    :func:`thqa.weights.build_temporal`; run on its device, ``batch_size`` clips per pass."""
+    ``thqa.media.decode.read_clips``' clip frames, which are already 224 px) -> (N, 2304) float32. ``model``: from
+    :func:`thqa.features.weights.build_temporal`; run on its device, ``batch_size`` clips per pass."""
     device = next(model.parameters()).device
     x = torch.as_tensor(clips)
     out = [model(preprocess_clips(x[i : i + batch_size].to(device))).float().cpu().numpy() for i in range(0, x.shape[0], batch_size)]

@@ -163,7 +163,7 @@ def read_manifest(
 
 
 def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool, group_fn, content_duplicates: bool) -> Manifest:
-    from thqa.cache import file_digest
+    from thqa.data.cache import file_digest
 
     root = Path(video_root) if video_root is not None else path.parent
     group_fn = group_fn or _stem_group
@@ -403,7 +403,7 @@ def samples_for_split(samples: Sequence[Sample], split: str | None) -> list[Samp
 def shared_content(a: Sequence[Sample], b: Sequence[Sample]) -> list[Sample]:
     """The samples of ``b`` whose file has the same content (sha256) as a file of ``a`` (files that cannot be read
     are left out: extraction reports them)."""
-    from thqa.cache import file_digest
+    from thqa.data.cache import file_digest
 
     def digest(s: Sample) -> str | None:
         try:

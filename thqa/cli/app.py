@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thqa import __version__
-from thqa.choices import FIT_KINDS, PRECISION_CHOICES, RECIPE_NAMES
+from thqa.utils.choices import FIT_KINDS, PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError, THQAError, brief, terminal_safe
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
@@ -124,7 +124,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _ray_options(args):
-    from thqa.ray_engine import RayOptions, import_ray
+    from thqa.engines.ray_engine import RayOptions, import_ray
 
     import_ray()  # a clear message when Ray is missing, before anything is built
     return RayOptions(address=args.ray_address, actors=args.ray_actors, verbose=bool(getattr(args, "verbose", 0)))
@@ -153,7 +153,7 @@ def _coverage_arg(text: str) -> float:
 
 
 def _weights_options(args):
-    from thqa.weights import DEFAULT_SEED, WeightsOptions
+    from thqa.features.weights import DEFAULT_SEED, WeightsOptions
 
     return WeightsOptions(
         random_init=bool(args.random_init),
@@ -179,11 +179,11 @@ def _progress(total: int, desc: str, enabled: bool | None = None):
 
 # -- score -------------------------------------------------------------------------------------------------------
 def _score(args) -> int:
-    from thqa.scorer import Scorer
+    from thqa.scoring.scorer import Scorer
 
     _setup_threads(args)
     if args.checkpoint is None and not args.random_init and not args.server:
-        from thqa.scorer import NO_MODEL_MESSAGE
+        from thqa.scoring.scorer import NO_MODEL_MESSAGE
 
         print(f"thqa score: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
@@ -254,7 +254,7 @@ def _check_plot_dir(path: str) -> None:
 def _check_score_output(args, fmt: str, rows):
     """Before any work: the output can be written (not an input; locked for this run), this run's model digest, and
     with --resume what the output already holds: ``(Resumed or None, model digest or None)``."""
-    from thqa._atomic import is_stream
+    from thqa.utils.atomic import is_stream
 
     if args.resume and not args.output:
         raise_usage("--resume needs --output: the file whose rows are kept")
@@ -273,20 +273,20 @@ def _check_score_output(args, fmt: str, rows):
             expect["weights"] = "random-init" if weights.random_init else "pretrained"
     if not args.resume:
         return None, model
-    from thqa.score_output import read_for_resume
+    from thqa.scoring.output import read_for_resume
 
     return read_for_resume(args.output, fmt, rows, expect=expect, model=model), model
 
 
 def _run_model(args) -> tuple:
     """``(digest, precision, WeightsOptions)`` of the model this run scores with: the backbones the Scorer will build
-    (thqa.scorer.weights_options: the checkpoint's record unless the options say otherwise), the precision it will
-    pick and thqa.scorer.model_digest of it all; Nones when the checkpoint is missing or no model is given (the
+    (thqa.scoring.scorer.weights_options: the checkpoint's record unless the options say otherwise), the precision it will
+    pick and thqa.scoring.scorer.model_digest of it all; Nones when the checkpoint is missing or no model is given (the
     Scorer then says so)."""
-    from thqa.checkpoint import load_checkpoint
+    from thqa.models.checkpoint import load_checkpoint
     from thqa.errors import CheckpointError
-    from thqa.pipeline import precision_for
-    from thqa.scorer import model_digest, weights_options
+    from thqa.features.pipeline import precision_for
+    from thqa.scoring.scorer import model_digest, weights_options
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         return None, None, None
@@ -303,16 +303,16 @@ def _run_model(args) -> tuple:
 
 def _to_score(files: list[str], resumed) -> list[str]:
     """The files a run scores: all, or with --resume those without a row (names compared made absolute)."""
-    from thqa.score_output import path_key
+    from thqa.scoring.output import path_key
 
     return [f for f in files if resumed is None or path_key(f) not in resumed.done]
 
 
 def _guard_outputs(args, outputs: list[tuple[str, str | None]], inputs: list[tuple[str, object]], *, lock: bool = True) -> None:
     """Before any work: every output (option, path) can be written and is neither an input (a file the command reads)
-    nor another output, by inode (thqa._atomic.check_output); with ``lock``, each is locked until the command ends,
+    nor another output, by inode (thqa.utils.atomic.check_output); with ``lock``, each is locked until the command ends,
     so a second run writing the same file stops at once (exit 2, naming the pid that holds it)."""
-    from thqa._atomic import check_output, output_lock
+    from thqa.utils.atomic import check_output, output_lock
 
     given = [(what, p) for what, p in outputs if p is not None]
     for i, (what, p) in enumerate(given):
@@ -323,7 +323,7 @@ def _guard_outputs(args, outputs: list[tuple[str, str | None]], inputs: list[tup
 
 
 def _score_writer(args, fmt: str, resumed, rows):
-    from thqa.score_output import ScoreWriter
+    from thqa.scoring.output import ScoreWriter
 
     if args.output:
         return ScoreWriter(rows, fmt, path=args.output, resumed=resumed)
@@ -331,18 +331,18 @@ def _score_writer(args, fmt: str, resumed, rows):
 
 
 def _printable(path) -> str:
-    from thqa.score_output import printable
+    from thqa.scoring.output import printable
 
     return printable(os.fsdecode(path))
 
 
 def _printable_result(r, model: str | None = None):
-    """The result with its file name in thqa.score_output.path_text's unambiguous UTF-8 (undecodable bytes as \\xff)
+    """The result with its file name in thqa.scoring.output.path_text's unambiguous UTF-8 (undecodable bytes as \\xff)
     and its messages printable, so that every output is valid UTF-8; stamped with this run's ``model`` digest where
     the scorer left it out."""
     import dataclasses
 
-    from thqa.score_output import path_text, printable
+    from thqa.scoring.output import path_text, printable
 
     fixed = {"path": path_text(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings],
              "model": r.model or model}
@@ -366,7 +366,7 @@ def _plot_name(paths: list[str], index: int, kind: str, *, stem: str | None = No
 
 
 def _plot_timeline(args, files: list[str], r, index: int) -> None:
-    from thqa.plots import timeline_plot
+    from thqa.analysis.plots import timeline_plot
 
     out = timeline_plot(r, Path(args.plot) / _plot_name(files, index, "timeline", stem=Path(r.path).stem))
     log.info("timeline plot of %s -> %s", r.path, out)
@@ -388,7 +388,7 @@ def _scorer_kwargs(args) -> dict:
 
 
 def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
-    from thqa.ray_engine import score_with_ray
+    from thqa.engines.ray_engine import score_with_ray
 
     opts = _ray_options(args)
     with _progress(len(files), "scoring") as bar:
@@ -509,8 +509,8 @@ SYNC_WINDOW_HELP = (
 
 
 def _csv_cell(value) -> str:
-    """A CSV cell: numbers as numbers, text made safe for spreadsheets (thqa.score_output.csv_safe)."""
-    from thqa.score_output import csv_safe
+    """A CSV cell: numbers as numbers, text made safe for spreadsheets (thqa.scoring.output.csv_safe)."""
+    from thqa.scoring.output import csv_safe
 
     if value is None:
         return ""
@@ -523,8 +523,8 @@ def _csv_cell(value) -> str:
 
 def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
     """The score table of ``results`` (the one definition of its columns): CSV (text cells made safe for
-    spreadsheets: thqa.score_output.csv_safe) or JSON (text as it is)."""
-    from thqa.score_output import MODEL_COLUMN, csv_safe
+    spreadsheets: thqa.scoring.output.csv_safe) or JSON (text as it is)."""
+    from thqa.scoring.output import MODEL_COLUMN, csv_safe
 
     if fmt == "json":
         rows = [
@@ -572,13 +572,13 @@ def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
 
 
 def _path_text(path) -> str:
-    from thqa.score_output import path_text
+    from thqa.scoring.output import path_text
 
     return path_text(path)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from thqa._atomic import atomic_write_text
+    from thqa.utils.atomic import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -586,7 +586,7 @@ def _write_atomic(path: Path, text: str) -> None:
 # -- sync ----------------------------------------------------------------------------------------------------------
 def _plot_syncs(folder: str, results) -> None:
     """One ``<stem>.sync.png`` per file with an agreement curve (numbered when two files share a stem)."""
-    from thqa.plots import sync_plot
+    from thqa.analysis.plots import sync_plot
 
     paths = [r.path for r in results]
     for i, r in enumerate(results):
@@ -597,7 +597,7 @@ def _plot_syncs(folder: str, results) -> None:
 
 
 def _sync(args) -> int:
-    from thqa.sync import IN_SYNC_WINDOW_MS, SyncResult, SyncSettings, estimate_av_offset
+    from thqa.analysis.sync import IN_SYNC_WINDOW_MS, SyncResult, SyncSettings, estimate_av_offset
 
     try:
         settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator, in_sync_window_ms=args.sync_window or IN_SYNC_WINDOW_MS).validate()
@@ -647,7 +647,7 @@ def _sync(args) -> int:
 
 # -- manifests ----------------------------------------------------------------------------------------------------
 def _group_fn(kind: str, names: list[str] | None = None):
-    from thqa.data import parse_thqa_ntire_name, thqa_ntire_group
+    from thqa.data.manifest import parse_thqa_ntire_name, thqa_ntire_group
 
     if kind == "thqa-ntire":
         return thqa_ntire_group
@@ -664,7 +664,7 @@ def _group_fn(kind: str, names: list[str] | None = None):
 
 
 def _read_manifest(path: str, args, *, require_mos: bool, check_files: bool = True, video_root: str | None = None):
-    from thqa.data import read_manifest
+    from thqa.data.manifest import read_manifest
 
     m = read_manifest(path, video_root=video_root or args.video_root, require_mos=require_mos, check_files=check_files, group_fn=_group_fn(getattr(args, "groups", "auto")))
     if m.skipped:
@@ -766,8 +766,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
 
 
 def _plan(args, *, training: bool):
-    """The recipe with the options given on the command line on top (thqa.recipes.resolve)."""
-    from thqa.recipes import resolve
+    """The recipe with the options given on the command line on top (thqa.training.recipes.resolve)."""
+    from thqa.training.recipes import resolve
 
     options = {}
     switches = dict(_EXTRACTION_SWITCHES, **(_TRAINING_SWITCHES if training else {}))
@@ -784,7 +784,7 @@ def _plan(args, *, training: bool):
 
 def _say_plan(plan, command: str) -> None:
     """One line on stderr: the recipe and what the options changed in it."""
-    from thqa.recipes import RECIPES
+    from thqa.training.recipes import RECIPES
 
     r = RECIPES[plan.recipe or "frozen"]
     recipe_values = r.values()
@@ -801,7 +801,7 @@ def _say_plan(plan, command: str) -> None:
 
 
 def _flat_value(plan, key: str):
-    from thqa.recipes import flat_values
+    from thqa.training.recipes import flat_values
 
     v = flat_values(plan.config, plan.settings, plan.precision)[key]
     return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -814,7 +814,7 @@ def _add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
 
 def _provenance(ck) -> str:
     """One line on the model behind the scores: the checkpoint, its recipe, what was trained, its validation score."""
-    from thqa.checkpoint import describe_recipe
+    from thqa.models.checkpoint import describe_recipe
 
     m = ck.meta
     val = m.get("val", {}).get("main_score") if isinstance(m.get("val"), dict) else None
@@ -827,9 +827,9 @@ def _provenance(ck) -> str:
 
 # -- extract ------------------------------------------------------------------------------------------------------
 def _extract(args) -> int:
-    from thqa.cache import FeatureCache
-    from thqa.extract import extract_files, run_id
-    from thqa.pipeline import Backbones, ExtractionSettings, FeatureExtractor
+    from thqa.data.cache import FeatureCache
+    from thqa.data.extract import extract_files, run_id
+    from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor
 
     _setup_threads(args)
     run = run_id()
@@ -840,7 +840,7 @@ def _extract(args) -> int:
     if args.recipe or plan.settings.to_dict() != ExtractionSettings(n_clips=plan.settings.n_clips).to_dict() or plan.precision != "auto":
         _say_plan(plan, "extract")
     if args.engine == "ray":
-        from thqa.ray_engine import extract_with_ray
+        from thqa.engines.ray_engine import extract_with_ray
 
         opts = _ray_options(args)
         with _progress(len(m.samples), "extracting", enabled=not args.quiet) as bar:
@@ -852,7 +852,7 @@ def _extract(args) -> int:
         infos = {}
         precision = (summary.pipeline or {}).get("precision", plan.precision)
     else:
-        # lazy: where the weights' digests are remembered (thqa.digests), the keys need no model, and a run whose
+        # lazy: where the weights' digests are remembered (thqa.features.digests), the keys need no model, and a run whose
         # every entry is cached builds (and hashes) none
         bb = Backbones(_weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
                        precision=plan.precision, lazy=True)
@@ -889,8 +889,8 @@ def _extract(args) -> int:
 
 # -- cache ----------------------------------------------------------------------------------------------------------
 def _cache_prune(args) -> int:
-    from thqa.cache import FeatureCache
-    from thqa.extract import prune_cache
+    from thqa.data.cache import FeatureCache
+    from thqa.data.extract import prune_cache
 
     if not Path(args.cache_dir).is_dir():
         raise UsageError(f"{args.cache_dir}: no such cache directory")
@@ -929,14 +929,14 @@ def _extract_outputs(args):
 
 def _is_failure_list(path: Path) -> bool:
     """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so rows may be added to it)."""
-    from thqa.extract import is_failure_list
+    from thqa.data.extract import is_failure_list
 
     return is_failure_list(path)
 
 
 def _check_failures_path(path: Path) -> None:
     """--failures may name a new file or a failure list thqa wrote before: never another file of the user's."""
-    from thqa.extract import FAILURES_COLUMNS
+    from thqa.data.extract import FAILURES_COLUMNS
 
     _check_file_output(path, "--failures")
     if os.path.lexists(path) and not _is_failure_list(path):
@@ -949,7 +949,7 @@ def _check_failures_path(path: Path) -> None:
 def _add_failures(path: Path, failures, run: str) -> Path:
     """This run's failures added to the list (rows naming the run; earlier runs' rows stay); return where they went
     (beside ``path`` when a file that is not a failure list appeared there during the run)."""
-    from thqa.extract import add_failures
+    from thqa.data.extract import add_failures
 
     with _lock(path, "--failures", wait=True):
         out = add_failures(path, failures, run=run)
@@ -959,19 +959,19 @@ def _add_failures(path: Path, failures, run: str) -> Path:
 
 
 def _lock(path, what: str, *, wait: bool = False):
-    from thqa._atomic import output_lock
+    from thqa.utils.atomic import output_lock
 
     return output_lock(path, what, wait=wait)
 
 
 def _check_file_output(path, option: str) -> None:
-    from thqa._atomic import check_writable
+    from thqa.utils.atomic import check_writable
 
     check_writable(path, option)
 
 
 def _check_plot_output(path, option: str = "--plot") -> None:
-    from thqa.plots import check_plot_path
+    from thqa.analysis.plots import check_plot_path
 
     _check_file_output(path, option)
     check_plot_path(path)
@@ -979,11 +979,11 @@ def _check_plot_output(path, option: str = "--plot") -> None:
 
 # -- train --------------------------------------------------------------------------------------------------------
 def _train(args) -> int:
-    from thqa.data import samples_for_split, split_by_group
-    from thqa.experiment import train_run
+    from thqa.data.manifest import samples_for_split, split_by_group
+    from thqa.training.experiment import train_run
 
     _setup_threads(args)
-    from thqa.train import check_run_dir
+    from thqa.training.loop import check_run_dir
 
     plan = _plan(args, training=True)  # bad values and combinations stop here, before any work
     args.seed = plan.config.seed  # the training seed also seeds --random-init and the group split
@@ -997,7 +997,7 @@ def _train(args) -> int:
         train_s, val_s = samples_for_split(samples, "train"), samples_for_split(samples, "val")
     else:
         train_s, val_s = split_by_group(samples, val_fraction=args.val_fraction or 0.2, seed=args.seed)
-    from thqa.data import shared_groups
+    from thqa.data.manifest import shared_groups
 
     leak = shared_groups(train_s, val_s)
     if leak:
@@ -1038,7 +1038,7 @@ def _train(args) -> int:
 
 def _drop_copies(train_s, val_s):
     """Validation videos whose content is also in training (a copy or link under another name) are left out."""
-    from thqa.data import shared_content
+    from thqa.data.manifest import shared_content
 
     copies = shared_content(train_s, val_s)
     if copies:
@@ -1053,9 +1053,9 @@ def _drop_copies(train_s, val_s):
 
 
 def _print_calibration(checkpoint) -> None:
-    """What prediction intervals the checkpoint supports (its validation residuals; thqa.conformal)."""
-    from thqa.checkpoint import load_checkpoint
-    from thqa.conformal import min_calibration_size
+    """What prediction intervals the checkpoint supports (its validation residuals; thqa.analysis.conformal)."""
+    from thqa.models.checkpoint import load_checkpoint
+    from thqa.analysis.conformal import min_calibration_size
 
     cal = load_checkpoint(checkpoint).calibration
     if cal is None:
@@ -1082,8 +1082,8 @@ def _metrics_table(metrics: dict) -> str:
 def _warn_own_calibration(checkpoint, paths, result: dict) -> None:
     """Warn when the videos evaluated include the checkpoint's own calibration videos: coverage measured on them
     says nothing about new videos."""
-    from thqa.checkpoint import load_checkpoint
-    from thqa.conformal import Calibration, calibration_overlap
+    from thqa.models.checkpoint import load_checkpoint
+    from thqa.analysis.conformal import Calibration, calibration_overlap
 
     cal = load_checkpoint(checkpoint).calibration
     if cal is None:
@@ -1112,8 +1112,7 @@ def _coverage_table(rows: list[dict] | None) -> str:
 
 
 def _evaluate(args) -> int:
-    from thqa import metrics as M
-
+    from thqa.analysis import metrics as M
     _setup_threads(args)
     outputs = [("--output", args.output), ("--plot", args.plot)]
     inputs = [("MANIFEST", args.manifest), ("--predictions", args.predictions), ("--labels", args.labels), ("--checkpoint", args.checkpoint)]
@@ -1134,9 +1133,9 @@ def _evaluate(args) -> int:
     else:
         if not (args.checkpoint and args.manifest and args.cache_dir):
             raise_usage("give --predictions P --labels L, or --checkpoint CK MANIFEST --cache-dir DIR")
-        from thqa.experiment import evaluate_checkpoint
+        from thqa.training.experiment import evaluate_checkpoint
 
-        from thqa.checkpoint import load_checkpoint, weights_for
+        from thqa.models.checkpoint import load_checkpoint, weights_for
 
         m = _read_manifest(args.manifest, args, require_mos=True)
         _guard_outputs(args, outputs, [("", s.path) for s in m.samples], lock=False)
@@ -1160,7 +1159,7 @@ def _evaluate(args) -> int:
             precision=args.precision,
         )
         if not args.quiet:
-            from thqa.checkpoint import load_checkpoint
+            from thqa.models.checkpoint import load_checkpoint
 
             print(f"evaluate: {_provenance(load_checkpoint(args.checkpoint))}", file=sys.stderr)
         result = dict(ev.metrics)
@@ -1182,7 +1181,7 @@ def _evaluate(args) -> int:
             _write_atomic(Path(args.output), buf.getvalue())
     result["fit"] = args.fit
     if args.plot:
-        from thqa.plots import scatter_plot
+        from thqa.analysis.plots import scatter_plot
 
         scatter_plot(pred_arr, mos_arr, args.plot, fit=args.fit)
         print(f"thqa evaluate: plot written to {args.plot}", file=sys.stderr)
@@ -1195,7 +1194,7 @@ def _evaluate(args) -> int:
 
 # -- compare ------------------------------------------------------------------------------------------------------
 def _source_fn(kind: str | None):
-    from thqa.data import thqa_ntire_group, thqa_ntire_source
+    from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source
 
     return {None: None, "thqa-ntire": thqa_ntire_source, "thqa-ntire-portrait": thqa_ntire_group}[kind]
 
@@ -1215,7 +1214,7 @@ def _print_left_out(res) -> None:
 
 
 def _compare(args) -> int:
-    from thqa.comparison import compare, plot_comparison
+    from thqa.analysis.comparison import compare, plot_comparison
 
     _guard_outputs(args, [("--output", args.output), ("--plot", args.plot)], [("--predictions", args.predictions), ("--labels", args.labels)])
     if args.plot:
@@ -1297,8 +1296,8 @@ def _add_compare_parser(sub) -> None:
 
 # -- demo ---------------------------------------------------------------------------------------------------------
 def _demo(args) -> int:
-    from thqa._atomic import check_writable
-    from thqa.demo import DemoConfig, run_demo
+    from thqa.utils.atomic import check_writable
+    from thqa.synthetic.demo import DemoConfig, run_demo
 
     _setup_threads(args)
     check_writable(args.out, "--out", folder=True)
@@ -1343,8 +1342,8 @@ def _add_server_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _server_client(args):
-    """The :class:`thqa.client.Client` of ``--server`` (one per run), checked against options it cannot honour."""
-    from thqa.client import Client
+    """The :class:`thqa.engines.client.Client` of ``--server`` (one per run), checked against options it cannot honour."""
+    from thqa.engines.client import Client
 
     if args.engine == "ray" or args.checkpoint or args.random_init:
         raise_usage("--server scores with the service's model: leave out --engine ray, --checkpoint and --random-init")
@@ -1355,8 +1354,7 @@ def _server_client(args):
 
 
 def _add_serve_parser(sub) -> None:
-    from thqa import serve_defaults as d
-
+    from thqa.engines import serve_defaults as d
     p = sub.add_parser(
         "serve", help="a warm scoring service over HTTP (Ray Serve): POST /score, GET /healthz, GET /metrics",
         description="Keep the backbones and the fusion model warm in Ray Serve replicas and score uploaded files over HTTP, "
@@ -1381,12 +1379,12 @@ def _add_serve_parser(sub) -> None:
 
 def _serve(args) -> int:
     if args.checkpoint is None and not args.random_init:
-        from thqa.scorer import NO_MODEL_MESSAGE
+        from thqa.scoring.scorer import NO_MODEL_MESSAGE
 
         print(f"thqa serve: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
-    from thqa import serve_defaults as d
-    from thqa.serve import ServeConfig, check_bind, run_service
+    from thqa.engines import serve_defaults as d
+    from thqa.engines.serve import ServeConfig, check_bind, run_service
 
     token = args.token or os.environ.get(d.TOKEN_ENV) or None
     check_bind(args.host, token)
@@ -1628,7 +1626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"thqa {args.command}: error: standard output is closed: nowhere to write the results (give -o FILE)", file=sys.stderr)
             return EXIT_SETUP
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the results go to a file; notes for stdout go nowhere
-    from thqa.hints import cli_hints
+    from thqa.utils.hints import cli_hints
 
     args.resources = contextlib.ExitStack()  # output locks (_guard_outputs), released when the command ends
     try:

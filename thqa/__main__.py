@@ -1,0 +1,6 @@
+"""``python -m thqa``: the ``thqa`` command."""
+import sys
+
+from thqa.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""What the scores say: the challenge's metrics, generator comparisons, prediction intervals, lip sync, plots."""

@@ -1,0 +1,166 @@
+"""The backbones' weight digests, remembered: each is computed once per weight file (or random-init seed) and machine.
+
+A backbone's identity is the sha256 of its state (:func:`thqa.features.weights.state_digest`): it goes into every cache key
+and checkpoint. Hashing 62 M parameters costs a few tenths of a second each time the backbones are built, so the
+digest is kept in ``weight-digests.json`` in thqa's cache folder (``$THQA_CACHE_HOME``, else
+``$XDG_CACHE_HOME/thqa``, else ``~/.cache/thqa``), keyed by
+
+- a weight file: which backbone, the file's resolved path, size, modification time (ns), inode and device, and the
+  versions of the code that turn the file into the module (thqa's backbone code, timm or pytorchvideo, torch). A
+  file rewritten in place gets a new modification time and is hashed again;
+- random-init weights: which backbone, the seed, the same code versions and PyTorch's CPU dispatch level (the
+  vectorised kernels that draw the initial weights).
+
+The file is small JSON, rewritten atomically; one that cannot be read or parsed is ignored (and replaced at the next
+write), and one that cannot be written costs only the time saved. ``$THQA_DIGEST_CACHE=0`` turns the cache off.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+__all__ = ["cache_home", "DigestCache", "remembered_digest", "file_key", "random_init_key", "code_versions", "ENV_HOME", "ENV_SWITCH"]
+
+log = logging.getLogger(__name__)
+
+ENV_HOME = "THQA_CACHE_HOME"
+ENV_SWITCH = "THQA_DIGEST_CACHE"
+FILE_NAME = "weight-digests.json"
+FORMAT = "thqa-weight-digests/1"
+#: entries kept (the newest): a weight file touched again and again must not grow the file without bound
+MAX_ENTRIES = 256
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def cache_home() -> Path:
+    """thqa's cache folder: ``$THQA_CACHE_HOME``, else ``$XDG_CACHE_HOME/thqa``, else ``~/.cache/thqa``."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "thqa"
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@functools.lru_cache(maxsize=None)
+def code_versions(backbone: str) -> dict:
+    """The versions of what turns weights (a file or a seed) into the backbone's state: torch, the model library
+    (timm for Swin-T, pytorchvideo for SlowFast) and a digest of thqa's own backbone code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    lib = "timm" if backbone == "swin_t" else "pytorchvideo"
+    try:
+        lib_version = version(lib)
+    except PackageNotFoundError:
+        lib_version = "absent"
+    here = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for rel in ("features/weights.py", "features/spatial.py", "features/temporal.py"):
+        try:
+            h.update((here / rel).read_bytes())
+        except OSError:
+            h.update(rel.encode())
+    return {"torch": torch.__version__, lib: lib_version, "thqa_code": h.hexdigest()[:16]}
+
+
+def file_key(backbone: str, path: str | os.PathLike) -> dict | None:
+    """The key of a weight file's digest (None when the file cannot be stat'ed)."""
+    try:
+        p = Path(path).resolve()
+        st = p.stat()
+    except OSError:
+        return None
+    return {
+        "backbone": backbone,
+        "path": str(p),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+        "code": code_versions(backbone),
+    }
+
+
+def random_init_key(backbone: str, seed: int) -> dict:
+    """The key of a random-init backbone's digest."""
+    import torch
+
+    return {
+        "backbone": backbone,
+        "random_init_seed": int(seed),
+        "code": code_versions(backbone),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+    }
+
+
+def _key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class DigestCache:
+    """Digests by key (see the module's docs), in ``path`` (default: ``weight-digests.json`` in :func:`cache_home`)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else cache_home() / FILE_NAME
+        self.enabled = _enabled()
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.debug("weight digest cache %s ignored: %s", self.path, exc)
+            return {}
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
+            log.debug("weight digest cache %s ignored: not a %s file", self.path, FORMAT)
+            return {}
+        return {k: v for k, v in doc["entries"].items() if isinstance(v, dict)}
+
+    def get(self, key: dict | None) -> str | None:
+        """The digest stored for ``key``, or None."""
+        if key is None or not self.enabled:
+            return None
+        e = self._read().get(_key_id(key))
+        if e is None or e.get("key") != key or not isinstance(e.get("sha256"), str) or not _SHA256_RE.fullmatch(e["sha256"]):
+            return None
+        return e["sha256"]
+
+    def put(self, key: dict | None, sha256: str) -> None:
+        """Remember ``sha256`` for ``key`` (best effort: a cache that cannot be written is left alone)."""
+        if key is None or not self.enabled or not _SHA256_RE.fullmatch(sha256):
+            return
+        from thqa.utils.atomic import atomic_write_text
+
+        entries = self._read()
+        entries[_key_id(key)] = {"key": key, "sha256": sha256, "written": time.time()}
+        if len(entries) > MAX_ENTRIES:
+            newest = sorted(entries.items(), key=lambda kv: float(kv[1].get("written") or 0), reverse=True)
+            entries = dict(newest[:MAX_ENTRIES])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps({"format": FORMAT, "entries": entries}, indent=1) + "\n")
+        except OSError as exc:
+            log.debug("weight digest cache %s not written: %s", self.path, exc)
+
+
+def remembered_digest(key: dict | None, compute) -> str:
+    """``compute()``'s digest, or the one remembered for ``key`` (then ``compute`` is not called)."""
+    cache = DigestCache()
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    sha = compute()
+    cache.put(key, sha)
+    return sha

@@ -1,0 +1,459 @@
+"""Backbone weights: published pretrained weights, local files, or seeded random initialisation - never silently.
+
+Where the weights come from, in order:
+
+Swin-T (``timm/swin_tiny_patch4_window7_224.ms_in1k``, ImageNet-1k):
+  1. a file named by ``swin_weights=`` / ``--swin-weights`` or ``$THQA_SWIN_WEIGHTS`` (timm state dict, .safetensors,
+     or the original Microsoft checkpoint);
+  2. the Hugging Face hub cache (``$HF_HOME``), as timm leaves it;
+  3. a download through timm from the Hugging Face hub.
+
+SlowFast R50 (``SLOWFAST_8x8_R50.pyth``, Kinetics-400, from pytorchvideo's model zoo):
+  1. a file named by ``slowfast_weights=`` / ``--slowfast-weights`` or ``$THQA_SLOWFAST_WEIGHTS`` (the publisher's
+     ``.pyth`` dict with ``model_state``, a bare state dict, or .safetensors);
+  2. torch.hub's cache: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``;
+  3. a download into that cache.
+
+Offline (no route works; ``THQA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skip the network at once) a
+:class:`~thqa.errors.WeightsNotFoundError` names the file and how to provide it, within seconds - no 50 s of retries.
+
+Random initialisation happens only when asked for (``random_init=True`` / ``--random-init``). It is seeded, so every
+process builds bit-identical backbones, and it is recorded: each backbone's :class:`BackboneInfo` carries the source
+and the sha256 of its parameters, which fusion checkpoints and cache keys store.
+
+Checkpoints are loaded with ``torch.load(..., weights_only=True)`` or safetensors: loading never runs code.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from thqa.errors import WeightsError, WeightsNotFoundError, brief
+
+__all__ = [
+    "WeightsOptions",
+    "BackboneInfo",
+    "build_spatial",
+    "build_temporal",
+    "known_info",
+    "state_digest",
+    "load_state_file",
+    "state_mismatch",
+    "spatial_state_spec",
+    "SWIN_HUB_ID",
+    "SLOWFAST_URL",
+    "DEFAULT_SEED",
+]
+
+log = logging.getLogger(__name__)
+
+SWIN_NAME = "swin_tiny_patch4_window7_224"
+SWIN_HUB_ID = "timm/swin_tiny_patch4_window7_224.ms_in1k"
+SLOWFAST_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
+SLOWFAST_FILE = "SLOWFAST_8x8_R50.pyth"
+DEFAULT_SEED = 3407
+ENV_SWIN = "THQA_SWIN_WEIGHTS"
+ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
+ENV_OFFLINE = "THQA_OFFLINE"
+
+
+def _how(backbone: str) -> str:
+    """How to provide a backbone's weights (the end of every "not found" message), named as the user gives them:
+    keywords from Python (``swin_weights=FILE``, ``random_init=True``), options from the CLI (:mod:`thqa.utils.hints`)."""
+    from thqa.utils.hints import option
+
+    keyword, env = ("swin_weights", ENV_SWIN) if backbone == "swin_t" else ("slowfast_weights", ENV_SLOWFAST)
+    return f"pass {option(keyword, 'FILE')} or set ${env}, or use {option('random_init=True')} for untrained weights"
+
+
+@dataclass(frozen=True)
+class WeightsOptions:
+    """How to obtain the backbones' weights. Paths default to the environment variables above."""
+
+    random_init: bool = False
+    seed: int = DEFAULT_SEED
+    swin_weights: str | None = None
+    slowfast_weights: str | None = None
+    offline: bool | None = None  #: None: from $THQA_OFFLINE / $HF_HUB_OFFLINE
+
+    def resolved_swin(self) -> str | None:
+        return self.swin_weights or os.environ.get(ENV_SWIN) or None
+
+    def resolved_slowfast(self) -> str | None:
+        return self.slowfast_weights or os.environ.get(ENV_SLOWFAST) or None
+
+    def is_offline(self) -> bool:
+        if self.offline is not None:
+            return self.offline
+        return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """Where a backbone's weights came from, and their identity."""
+
+    name: str  #: "swin_t" or "slowfast_r50"
+    source: str  #: "random-init", "file", "cache" or "download"
+    sha256: str  #: digest of the parameters and buffers (see :func:`state_digest`)
+    path: str | None = None
+    seed: int | None = None
+
+    @property
+    def random_init(self) -> bool:
+        return self.source == "random-init"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host can be opened within ``timeout`` seconds (DNS included)."""
+    host = urlparse(url).hostname or url
+    port = urlparse(url).port or 443
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok and ok[0])
+
+
+def _check_named_file(path: str, what: str, how: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsNotFoundError(f"{what} weights file not found: {p} ({how})")
+    return p
+
+
+def _spec(state) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype name) of a state dict of tensors (or of such pairs, passed through)."""
+    out = {}
+    for k, v in state.items():
+        out[k] = (tuple(v.shape), str(v.dtype).removeprefix("torch.")) if isinstance(v, torch.Tensor) else (tuple(v[0]), str(v[1]))
+    return out
+
+
+def state_mismatch(expected, got, *, examples: int = 2) -> str | None:
+    """One line saying how a state dict ``got`` differs from what a model ``expected``, or None when it fits.
+
+    Both map names to tensors or to ``(shape, dtype name)`` pairs. Counts missing and unexpected names, tensors of
+    another shape and of another dtype, with a few examples each (never the whole 7 KB list torch prints). Another
+    dtype is refused rather than cast: a float16 file lost precision on the way, and an integer one is not weights.
+    """
+    want, have = _spec(expected), _spec(got)
+    parts = []
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:examples]) + (", ..." if len(names) > examples else "")
+
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shape = sorted(k for k in set(want) & set(have) if want[k][0] != have[k][0])
+    dtype = sorted(k for k in set(want) & set(have) if want[k][0] == have[k][0] and want[k][1] != have[k][1])
+    if missing:
+        parts.append(f"{len(missing)} missing ({few(missing)})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected ({few(extra)})")
+    if shape:
+        k = shape[0]
+        parts.append(f"{len(shape)} of another shape (e.g. {k}: {list(have[k][0])} in the file, {list(want[k][0])} in the model)")
+    if dtype:
+        k = dtype[0]
+        parts.append(f"{len(dtype)} of another dtype (e.g. {k}: {have[k][1]} in the file, the model needs {want[k][1]}; not cast)")
+    return "; ".join(parts) + f" of {len(want)} tensors" if parts else None
+
+
+def spatial_state_spec() -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the ECA + Swin-T state (a model on the meta device: nothing allocated)."""
+    global _SPATIAL_SPEC
+    if _SPATIAL_SPEC is None:
+        import timm
+
+        from thqa.features.spatial import SpatialExtractor
+
+        with torch.device("meta"):
+            m = SpatialExtractor(timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
+        _SPATIAL_SPEC = _spec(m.state_dict())
+    return _SPATIAL_SPEC
+
+
+_SPATIAL_SPEC: dict | None = None
+
+
+def _unsafe_content(exc: BaseException) -> str:
+    """What a weights-only torch.load refused, in a few words (e.g. 'unsupported GLOBAL posix.system')."""
+    import re
+
+    m = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(exc))
+    return m.group(1) if m else "objects other than tensors"
+
+
+def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict without running code: .safetensors, or torch.load(weights_only=True).
+
+    A dict holding ``model_state`` / ``state_dict`` / ``model`` (as checkpoints from training scripts do) is unwrapped.
+    """
+    import pickle
+
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{p}: holds Python objects besides tensors ({_unsafe_content(exc)}), which thqa never loads because "
+            "loading them can run code; use the publisher's weights file, or a .safetensors / plain state-dict copy"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
+        raise WeightsError(f"{p}: cannot be read as a weights file ({type(exc).__name__}: {brief(exc)})") from exc
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{p}: holds no state dict of tensors")
+    return sd
+
+
+def _empty(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` without paying for random initialisation: the model is made on the meta device (no memory, no
+    random numbers), given uninitialised CPU storage, and its non-persistent buffers (which no weight file holds,
+    e.g. Swin-T's relative position index and attention masks) are computed by the modules' own
+    ``init_non_persistent_buffers``. Every parameter and persistent buffer must then be loaded (strictly).
+
+    Raises:
+        WeightsError: a module holds a non-persistent buffer it cannot recompute (thqa would otherwise run with
+            garbage in it); cannot happen with the timm and pytorchvideo models thqa builds.
+    """
+    with torch.device("meta"):
+        model = build()
+    model.to_empty(device="cpu")
+    for name, m in model.named_modules():
+        if hasattr(m, "init_non_persistent_buffers"):
+            m.init_non_persistent_buffers()
+        elif any(m._buffers.get(b) is not None for b in m._non_persistent_buffers_set):
+            raise WeightsError(f"cannot build {type(model).__name__} empty: {name or 'the model'} has non-persistent buffers")
+    return model
+
+
+def known_info(backbone: str, options: WeightsOptions | None = None) -> BackboneInfo | None:
+    """The :class:`BackboneInfo` that :func:`build_spatial` ("swin_t") or :func:`build_temporal` ("slowfast_r50")
+    will report, without building anything, when its digest is remembered (:mod:`thqa.features.digests`); else None.
+
+    Raises:
+        WeightsNotFoundError: as the builders (the weights are located - downloaded if need be - here).
+    """
+    from thqa.features.digests import DigestCache, file_key, random_init_key
+
+    o = options or WeightsOptions()
+    if o.random_init:
+        sha = DigestCache().get(random_init_key(backbone, o.seed))
+        return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
+    p, source = _weights_file(backbone, o)
+    sha = DigestCache().get(file_key(backbone, p))
+    return BackboneInfo(backbone, source, sha, str(p), None) if sha else None
+
+
+def _digest(backbone: str, model: nn.Module, o: WeightsOptions, path: str | None) -> str:
+    """The model's :func:`state_digest`, remembered per weight file or seed (:mod:`thqa.features.digests`)."""
+    from thqa.features.digests import file_key, random_init_key, remembered_digest
+
+    key = random_init_key(backbone, o.seed) if o.random_init else file_key(backbone, path) if path else None
+    return remembered_digest(key, lambda: state_digest(model))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed torch's CPU generator for a build, leaving the caller's random stream as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
+    """(path, source) of ``backbone``'s weights ("swin_t" or "slowfast_r50"): a named file, the cache, a download."""
+    how = _how(backbone)
+    if backbone == "swin_t":
+        return _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
+    cache = slowfast_cache_path()
+    return _locate(o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how))
+
+
+def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | None], download: Callable[[], Path]) -> tuple[Path, str]:
+    """The weights route shared by both backbones: a named file, else the cache, else a download."""
+    if named:
+        return _check_named_file(named, what, how), "file"
+    hit = cached()
+    if hit is not None:
+        return hit, "cache"
+    return download(), "download"
+
+
+def build_spatial(options: WeightsOptions | None = None):
+    """Build the spatial extractor (ECA + Swin-T, pooled (B, 768) output).
+
+    Returns:
+        (SpatialExtractor, BackboneInfo)
+
+    Raises:
+        WeightsNotFoundError: pretrained weights requested but not available (message says how to provide them).
+        WeightsError: a weights file that does not fit Swin-T.
+    """
+    import timm
+
+    from thqa.features.spatial import SpatialExtractor
+
+    o = options or WeightsOptions()
+    with _seeded(o.seed):
+        if o.random_init:
+            swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
+            source, path = "random-init", None
+        else:
+            p, source = _weights_file("swin_t", o)
+            path = str(p)
+            # no random initialisation that the file's weights would overwrite: built empty, then loaded
+            swin = _empty(lambda: timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
+            _load_swin(swin, p)
+        model = SpatialExtractor(swin).eval()
+    info = BackboneInfo("swin_t", source, _digest("swin_t", model, o, path), path, o.seed if o.random_init else None)
+    log.info("Swin-T weights: %s%s", source, f" ({path})" if path else "")
+    return model, info
+
+
+def _load_swin(swin: nn.Module, path: Path) -> None:
+    """Load Swin-T weights strictly (timm's own route relaxes strictness when the head is removed)."""
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    sd = load_state_file(path)
+    try:
+        sd = checkpoint_filter_fn(sd, swin)  # the Microsoft layout -> timm's; a no-op on timm's own
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        swin.load_state_dict(sd, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: does not fit Swin-T ({state_mismatch(swin.state_dict(), sd) or brief(exc)})") from exc
+
+
+def _download_swin(o: WeightsOptions, how: str) -> Path:
+    """Fetch the published Swin-T weights into the Hugging Face cache, or fail fast with how to provide them."""
+    missing = (
+        f"Swin-T pretrained weights ({SWIN_HUB_ID}, file model.safetensors) are not in the Hugging Face cache and the "
+        f"hub cannot be reached (offline). Download them on a connected machine (e.g. `python -c \"import timm; "
+        f"timm.create_model('{SWIN_NAME}', pretrained=True)\"` and copy $HF_HOME), or {how}."
+    )
+    if o.is_offline() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
+        raise WeightsNotFoundError(missing)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(SWIN_HUB_ID, "model.safetensors"))
+    except Exception as exc:  # noqa: BLE001 - hub, HTTP and proxy errors all mean: not available
+        raise WeightsNotFoundError(f"Swin-T weights download from the hub ({SWIN_HUB_ID}) failed ({type(exc).__name__}: {exc}); {how}") from exc
+
+
+def _hf_cached_file() -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        return None
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            hit = try_to_load_from_cache(SWIN_HUB_ID, fname)
+        except Exception:  # noqa: BLE001
+            hit = None
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
+    return None
+
+
+def _download_slowfast(o: WeightsOptions, cache: Path, how: str) -> Path:
+    """Fetch the publisher's SlowFast checkpoint into torch.hub's cache, or fail fast with how to provide it."""
+    if o.is_offline() or not _reachable(SLOWFAST_URL):
+        raise WeightsNotFoundError(
+            f"SlowFast R50 pretrained weights not found: no file at {cache}, and {SLOWFAST_URL} cannot be "
+            f"reached (offline). Download that file to {cache} on a connected machine, or {how}."
+        )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", SLOWFAST_URL, cache)
+    try:
+        torch.hub.download_url_to_file(SLOWFAST_URL, str(cache), progress=False)
+    except Exception as exc:  # noqa: BLE001 - any network failure means: not available
+        raise WeightsNotFoundError(f"SlowFast R50 download from {SLOWFAST_URL} failed ({exc}); {how}") from exc
+    return cache
+
+
+def slowfast_cache_path() -> Path:
+    """Where torch.hub keeps the SlowFast checkpoint: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / SLOWFAST_FILE
+
+
+def build_temporal(options: WeightsOptions | None = None):
+    """Build the frozen temporal extractor (SlowFast R50 without head, (B, 2304) output).
+
+    Returns:
+        (TemporalExtractor, BackboneInfo)
+
+    Raises:
+        WeightsNotFoundError, WeightsError: as :func:`build_spatial`.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # fvcore warns about torch.jit.script on import; harmless
+        warnings.simplefilter("ignore", FutureWarning)
+        from pytorchvideo.models.hub import slowfast_r50
+
+    from thqa.features.temporal import TemporalExtractor
+
+    o = options or WeightsOptions()
+    with _seeded(o.seed):
+        if o.random_init:
+            full = slowfast_r50(pretrained=False)
+            source, path = "random-init", None
+        else:
+            p, source = _weights_file("slowfast_r50", o)
+            path = str(p)
+            full = _empty(lambda: slowfast_r50(pretrained=False))
+            sd = load_state_file(p)
+            try:
+                full.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"{p}: does not fit SlowFast R50 ({state_mismatch(full.state_dict(), sd) or brief(exc)})") from exc
+    model = TemporalExtractor(full).eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    info = BackboneInfo("slowfast_r50", source, _digest("slowfast_r50", model, o, path), path, o.seed if o.random_init else None)
+    log.info("SlowFast R50 weights: %s%s", source, f" ({path})" if path else "")
+    return model, info

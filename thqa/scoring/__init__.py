@@ -1,0 +1,1 @@
+"""Scoring files with a trained model: the scorer, per-second timelines and the score table."""

@@ -1,0 +1,1 @@
+"""Training the fusion model: configuration, recipes, the training loop and the train/evaluate workflow."""

@@ -1,0 +1,13 @@
+"""Names the command line offers as choices, in a module that imports nothing heavy: ``thqa --help`` and argument
+errors are answered without loading torch (thqa.training.recipes and thqa.features.pipeline, which define what the names mean, import
+their values from here)."""
+from __future__ import annotations
+
+__all__ = ["RECIPE_NAMES", "PRECISION_CHOICES", "FIT_KINDS"]
+
+#: the training recipes by name (thqa.training.recipes.RECIPES, in this order)
+RECIPE_NAMES = ("frozen", "winner", "winner-exact")
+#: what --precision and ``precision=`` take (thqa.features.pipeline.precision_for)
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+#: the curve fitted before PLCC (thqa.analysis.metrics.evaluate's ``fit``)
+FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
