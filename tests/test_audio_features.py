@@ -8,7 +8,8 @@ import pytest
 
 from media import tone, write_video
 from thqa.errors import ConfigError
-from thqa.features.audio import CHANNELS, AudioFeatureExtractor, AudioSettings, audio_features
+from thqa.features.audio import AUDIO_MAPS, CHANNELS, DEFAULT_MAPS, AudioFeatureExtractor, AudioMap, AudioSettings, audio_features
+from thqa.features.audio_maps import AudioClips
 from thqa.features.pipeline import ExtractionSettings, prepare
 
 SR = 16000
@@ -85,7 +86,7 @@ def test_chroma_and_mfcc_are_librosas_own(ex):
     y[1, : SR // 2] *= 0.01  # a quiet stretch: normalisation per frame must match too
     got = ex.batch(y)
     s = ex.settings
-    span = ex._windowed_span(y)
+    span = AudioClips(y, ex.settings).span
     # the oracle under the extractor's own arithmetic rule (BLAS on one thread, so that the maps never depend on the
     # process's thread count): otherwise a 2-thread BLAS sums the filter-bank products in another order (~2e-7)
     with _one_blas_thread():
@@ -231,7 +232,7 @@ def test_mfcc_top_db_floors_each_clip_under_its_own_peak():
     ex80 = AudioFeatureExtractor(AudioSettings(mfcc_top_db=80.0))
     got = ex80.batch(y)
     s = ex80.settings
-    power = np.abs(librosa.stft(ex80._windowed_span(y[1]), n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
+    power = np.abs(librosa.stft(AudioClips(y[1], ex80.settings).span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
     mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=s.n_fft, n_mels=s.n_bins)
     want = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0), n_mfcc=s.n_bins)
     np.testing.assert_allclose(got[1, 2], want, rtol=1e-4, atol=1e-3)
@@ -251,7 +252,7 @@ def test_estimated_chroma_tuning_is_librosas_default_per_clip():
     got = ex.batch(y)
     s = ex.settings
     for i in range(2):
-        power = np.abs(librosa.stft(ex._windowed_span(y[i]), n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
+        power = np.abs(librosa.stft(AudioClips(y[i], ex.settings).span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2
         want = librosa.feature.chroma_stft(S=power, sr=SR, n_fft=s.n_fft, n_chroma=s.n_bins)  # tuning=None
         np.testing.assert_allclose(got[i, 0], want, rtol=1e-5, atol=1e-6)
     fixed = AudioFeatureExtractor().batch(y[:1])[0]
@@ -287,3 +288,100 @@ def test_all_channels_share_one_time_grid_at_22050_hz():
     for c in range(4):
         scale = np.abs(b[c]).max()
         assert np.abs(a[c][:, :-1] - b[c][:, 1:]).max() <= 1e-3 * scale + 1e-4, CHANNELS[c]
+
+
+# -- the audio-map table: a fifth map is one entry and its own module -----------------------------------------------
+@pytest.fixture
+def five_maps(monkeypatch):
+    """AudioSettings with the method's four maps and a fifth, the log-mel spectrogram of tests/audio_map_logmel.py,
+    registered by one entry in AUDIO_MAPS."""
+    import audio_map_logmel
+
+    monkeypatch.setitem(AUDIO_MAPS, "logmel", AudioMap(audio_map_logmel.log_mel, "log-mel spectrogram, dB"))
+    return AudioSettings(maps=(*DEFAULT_MAPS, "logmel"))
+
+
+def test_the_default_maps_are_the_methods_four_and_leave_keys_alone():
+    assert DEFAULT_MAPS == CHANNELS and set(DEFAULT_MAPS) <= set(AUDIO_MAPS)
+    assert AudioSettings().n_maps == 4 and "maps" not in AudioSettings().to_dict()
+    assert "maps" not in AudioSettings(maps=["chroma", "cqt", "mfcc", "gfcc"]).to_dict()  # a JSON list: the default
+    assert AudioSettings(maps="mfcc, gfcc").maps == ("mfcc", "gfcc")
+    assert AudioSettings(maps=["gfcc", "chroma"]).to_dict()["maps"] == ["gfcc", "chroma"]
+    for bad, said in ((("chroma", "nope"), "unknown audio map"), ((), "non-empty"), (("mfcc", "mfcc"), "distinct"), (7, "non-empty")):
+        with pytest.raises(ConfigError, match=said):
+            AudioSettings(maps=bad).validate()
+
+
+def test_a_subset_of_maps_gives_the_same_numbers_as_the_four(ex):
+    rng = np.random.default_rng(5)
+    y = (0.1 * rng.standard_normal((2, BUF))).astype(np.float32)
+    four = ex.batch(y)
+    two = AudioFeatureExtractor(AudioSettings(maps=("gfcc", "chroma"))).batch(y)
+    assert two.shape == (2, 2, 128, 32)
+    assert np.array_equal(two[:, 0], four[:, 3]) and np.array_equal(two[:, 1], four[:, 0])
+
+
+def test_a_fifth_map_extracts_five_channels_and_feeds_a_model(five_maps, media_dir, ex):
+    import librosa
+    import torch
+
+    from thqa.models.fusion import FusionConfig, FusionModel
+
+    rng = np.random.default_rng(9)
+    y = (0.1 * rng.standard_normal((3, BUF))).astype(np.float32)
+    y[1] = 0.3 * np.sin(2 * np.pi * 440.0 * np.arange(BUF) / SR)
+    five = AudioFeatureExtractor(five_maps).batch(y)
+    assert five.shape == (3, 5, 128, 32)
+    assert np.array_equal(five[:, :4], ex.batch(y))  # the four maps' bits do not move
+    # the fifth is librosa's mel spectrogram of the grid's windows (frame k centred (k + 0.5) / 32 s into the second)
+    begin = SR // 2 + HOP // 2 - 1024
+    mel = librosa.feature.melspectrogram(y=y[1, begin : begin + 31 * HOP + 2048], sr=SR, n_fft=2048, hop_length=HOP, center=False, n_mels=128)
+    np.testing.assert_allclose(five[1, 4], librosa.power_to_db(mel, top_db=None), atol=2e-3)
+
+    p = write_video(media_dir / "five_maps.mp4", seconds=3, audio=tone(440, 3, amplitude=0.5))
+    pv = prepare(p, ExtractionSettings(n_clips=2, clip_frames=4, frame_size=32, audio=five_maps))
+    assert pv.audio.shape == (2, 5, 128, 32) and np.isfinite(pv.audio).all()
+
+    cfg = FusionConfig.for_audio(five_maps, audio_widths=(2, 2, 2), audio_embed=8, lstm_hidden=(4, 4), head_hidden=4)
+    assert cfg.audio_channels_in == 5
+    torch.manual_seed(0)
+    model = FusionModel(cfg).eval()
+    with torch.no_grad():
+        mos, clips = model(torch.zeros(1, 2, 768), torch.zeros(1, 2, 2304), torch.from_numpy(pv.audio[None]))
+    assert mos.shape == (1,) and clips.shape == (1, 2) and torch.isfinite(mos).all()
+    with pytest.raises(RuntimeError):  # a four-channel model refuses five maps
+        FusionModel(FusionConfig.for_audio(AudioSettings(), audio_widths=(2, 2, 2)))(
+            torch.zeros(1, 2, 768), torch.zeros(1, 2, 2304), torch.from_numpy(pv.audio[None]))
+
+
+def test_checkpoints_record_their_maps_and_old_ones_mean_the_four(five_maps, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from thqa.models.checkpoint import load_checkpoint, parse_header, save_checkpoint
+    from thqa.models.fusion import FusionConfig, FusionModel
+    from thqa.training.recipes import resolve
+
+    backbones = {n: {"name": n, "source": "random-init", "sha256": c * 64, "path": None, "seed": 3407}
+                 for n, c in (("swin_t", "a"), ("slowfast_r50", "b"))}
+    tiny = dict(audio_widths=(2, 2, 2), audio_embed=8, lstm_hidden=(4, 4), head_hidden=4)
+    settings = ExtractionSettings(n_clips=2, audio=five_maps)
+    p = save_checkpoint(tmp_path / "five.safetensors", FusionModel(FusionConfig.for_audio(five_maps, **tiny)), settings=settings, backbones=backbones)
+    ck = load_checkpoint(p)
+    assert ck.settings.audio.maps == (*DEFAULT_MAPS, "logmel") and ck.model.config.audio_channels_in == 5
+    with safe_open(str(p), framework="pt") as f:
+        header = json.loads(f.metadata()["thqa"])
+    assert header["extraction"]["audio"]["maps"] == [*DEFAULT_MAPS, "logmel"]
+    # a header without maps (every checkpoint written before the table) is the four maps, and needs 4 channels
+    del header["extraction"]["audio"]["maps"]
+    with pytest.raises(ValueError, match="audio_channels_in = 5 does not match the number of extraction.audio.maps .4."):
+        parse_header(header)
+    header["fusion_config"]["audio_channels_in"] = 4
+    assert parse_header(header)[1].audio.maps == DEFAULT_MAPS
+    header["extraction"]["audio"]["maps"] = ["chroma", "nope"]
+    with pytest.raises(ValueError, match="unknown audio map"):
+        parse_header(header)
+    # a recipe's option: the model's channels follow the maps
+    plan = resolve(maps=("mfcc", "logmel"))
+    assert plan.settings.audio.maps == ("mfcc", "logmel") and plan.config.fusion["audio_channels_in"] == 2

@@ -1,9 +1,12 @@
 """Audio features of one clip: chromagram, CQT, MFCC and GFCC of the clip's own second, on ONE time grid.
 
 Every feature frame ``k`` (``k = 0 .. n_frames-1``) is centred at ``start + (k + 0.5) / n_frames`` seconds, where
-``start`` is the timestamp of the clip's first video frame: the four channels describe the same instants, and those
+``start`` is the timestamp of the clip's first video frame: the maps describe the same instants, and those
 instants lie inside the clip's own second. Windows reach into the neighbouring audio (``context`` seconds are
 decoded around each clip), never into another clip's copy of the whole track.
+
+The maps are a table, :data:`AUDIO_MAPS` (name -> function of the clips' sound, in :mod:`thqa.features.audio_maps`);
+``AudioSettings.maps`` picks them, by default the method's four in its order (:data:`DEFAULT_MAPS`):
 
 * chroma: ``librosa.feature.chroma_stft`` with ``n_bins`` chroma bins (the method's 128), from a shared STFT;
 * cqt: ``librosa.cqt`` log-magnitude, ``cqt_bins`` log-frequency bins from C1 (84 by default: a few tens of ms per
@@ -13,35 +16,63 @@ decoded around each clip), never into another clip's copy of the whole track.
 * mfcc: ``n_bins`` coefficients of the log-mel spectrogram (``n_bins`` mel bands) of the same STFT;
 * gfcc: ``n_bins`` gammatone cepstral coefficients from spafe, framed so its frames share the centres above.
 
-Result: ``(4, n_bins, n_frames)`` float32 per clip, finite for silence too. Each clip's numbers depend on its own
-buffer only, whatever else is in the batch (the tuning estimate and MFCC's ``top_db`` floor are taken per clip), and
-not on the process: BLAS (the filter banks' products, spafe's DCT) runs on one thread, as in decoding workers, since
-OpenBLAS on 2 threads rounded chroma and MFCC differently (up to 1.4e-6 on noise) from 1 thread.
+Result: ``(n_maps, n_bins, n_frames)`` float32 per clip (``(4, 128, 32)`` by default), finite for silence too. Each
+clip's numbers depend on its own buffer only, whatever else is in the batch (the tuning estimate and MFCC's
+``top_db`` floor are taken per clip), and not on the process: BLAS (the filter banks' products, spafe's DCT) runs on
+one thread, as in decoding workers, since OpenBLAS on 2 threads rounded chroma and MFCC differently (up to 1.4e-6 on
+noise) from 1 thread.
 
 Where the defaults depart from the public code of the method (its settings are librosa's defaults), one field
 restores it (see :data:`METHOD_AUDIO`): ``sample_rate`` 16000 (the method: 22050, librosa.load's default),
 ``chroma_tuning`` 0 (the method: None, estimated from the clip), ``mfcc_top_db`` None (the method: 80 dB, librosa's
 default), ``cqt_kind`` "log" (the method: "chroma" with 896 filters).
+
+librosa loads late (in :meth:`AudioFeatureExtractor.batch` and the maps' functions): the settings here are loaded by
+``thqa --help``; thqa.media.clips (PyAV) loads late in :func:`audio_features_per_second` for the same reason.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
+import os
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
 from thqa.errors import ConfigError
+from thqa.features.audio_maps import AudioClips, chroma, cqt, gfcc, mfcc
 
 __all__ = [
     "AudioSettings", "AudioFeatureExtractor", "audio_features", "audio_features_per_second", "clip_samples", "CHANNELS", "CQT_KINDS",
-    "METHOD_AUDIO",
+    "METHOD_AUDIO", "AudioMap", "AUDIO_MAPS", "DEFAULT_MAPS",
 ]
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("chroma", "cqt", "mfcc", "gfcc")
+
+@dataclass(frozen=True)
+class AudioMap:
+    """One audio map: ``compute(clips)`` gives ``(N, n_bins, n_frames)`` from an :class:`AudioClips` of N clips (its
+    ``settings`` are the :class:`AudioSettings`); ``summary`` says what it is in a line."""
+
+    compute: Callable[[AudioClips], np.ndarray]
+    summary: str
+
+
+#: The audio maps by name. A new map is one entry here and its function in its own module
+#: (``f(clips: AudioClips) -> (N, n_bins, n_frames)``, see :mod:`thqa.features.audio_maps`); ``AudioSettings.maps``
+#: picks maps from this table, and the fusion model's audio input channels are their number.
+AUDIO_MAPS: dict[str, AudioMap] = {
+    "chroma": AudioMap(chroma, "chromagram of the shared STFT (librosa chroma_stft), n_bins chroma bins"),
+    "cqt": AudioMap(cqt, "constant-Q transform: log-magnitude onto n_bins rows, or librosa chroma_cqt (cqt_kind)"),
+    "mfcc": AudioMap(mfcc, "n_bins MFCCs of the n_bins-band log-mel spectrogram of the shared STFT"),
+    "gfcc": AudioMap(gfcc, "n_bins gammatone cepstral coefficients (spafe) on the same windows"),
+}
+#: the method's maps in its order: the default of ``AudioSettings.maps`` (the model's four audio input channels)
+DEFAULT_MAPS: tuple[str, ...] = ("chroma", "cqt", "mfcc", "gfcc")
+#: the default maps, under the name thqa 0.1 exported
+CHANNELS = DEFAULT_MAPS
 #: the CQT channel: "log" (log-magnitude CQT interpolated onto n_bins rows) or "chroma" (librosa's chroma_cqt)
 CQT_KINDS = ("log", "chroma")
 
@@ -62,8 +93,22 @@ class AudioSettings:
     cqt_kind: str = "log"  #: see CQT_KINDS
     chroma_tuning: float | None = 0.0  #: tuning of the chroma bins, in fractions of a bin; None: estimated per clip
     mfcc_top_db: float | None = None  #: floor of the log-mel spectrogram under its peak, dB; None: no floor
+    #: the audio maps (names in AUDIO_MAPS), in the order of the model's input channels; a list or "a,b,c" is taken
+    maps: tuple[str, ...] = DEFAULT_MAPS
+
+    def __post_init__(self):
+        if isinstance(self.maps, str):
+            object.__setattr__(self, "maps", tuple(m.strip() for m in self.maps.split(",")))
+        elif isinstance(self.maps, list):  # from JSON (a checkpoint's header, a cache entry's settings)
+            object.__setattr__(self, "maps", tuple(self.maps))
+
+    @property
+    def n_maps(self) -> int:
+        """How many maps each clip gets: the fusion model's audio input channels."""
+        return len(self.maps)
 
     def validate(self) -> "AudioSettings":
+        self._validate_maps()
         if self.sample_rate < 8000:
             raise ConfigError(f"audio sample_rate must be >= 8000 Hz, got {self.sample_rate}")
         if self.n_bins < 12 or self.n_frames < 4:
@@ -90,6 +135,14 @@ class AudioSettings:
             raise ConfigError(f"mfcc_top_db must be in (0, 400] dB or None, got {self.mfcc_top_db}")
         return self
 
+    def _validate_maps(self) -> None:
+        m = self.maps
+        if not isinstance(m, tuple) or not m or not all(isinstance(x, str) for x in m) or len(set(m)) != len(m):
+            raise ConfigError(f"audio maps must be a non-empty list of distinct names from {', '.join(AUDIO_MAPS)}, got {m!r}")
+        unknown = [x for x in m if x not in AUDIO_MAPS]
+        if unknown:
+            raise ConfigError(f"unknown audio map(s) {', '.join(unknown)}; known: {', '.join(AUDIO_MAPS)}")
+
     @property
     def hop(self) -> int:
         """Samples between feature frames: sample_rate / n_frames, rounded down when it is not whole (22050 Hz at
@@ -103,11 +156,13 @@ class AudioSettings:
         for k in _LATER_FIELDS:
             if d[k] == _DEFAULTS[k]:
                 del d[k]
+        if "maps" in d:
+            d["maps"] = list(d["maps"])
         return d
 
 
 #: AudioSettings fields that enter to_dict() only when changed (see AudioSettings.to_dict)
-_LATER_FIELDS = ("cqt_kind", "chroma_tuning", "mfcc_top_db")
+_LATER_FIELDS = ("cqt_kind", "chroma_tuning", "mfcc_top_db", "maps")
 _DEFAULTS = {k: AudioSettings.__dataclass_fields__[k].default for k in _LATER_FIELDS}
 
 #: The public code's audio settings (librosa's defaults and its chroma_cqt), as AudioSettings fields. The time grid
@@ -141,39 +196,24 @@ def _one_blas_thread():
 
 
 class AudioFeatureExtractor:
-    """Computes ``(4, n_bins, n_frames)`` features from a clip's audio buffer.
+    """Computes ``(n_maps, n_bins, n_frames)`` features (the maps ``settings.maps`` names, in its order; the method's
+    four by default) from a clip's audio buffer.
 
     The buffer is mono float32 at ``sample_rate`` starting ``context`` seconds before the clip's first frame and
-    lasting ``1 + 2*context`` seconds (what :func:`thqa.media.decode.read_clips` returns).
+    lasting ``1 + 2*context`` seconds (what :func:`thqa.media.clips.read_clips` returns).
     """
 
     def __init__(self, settings: AudioSettings | None = None):
         self.settings = (settings or AudioSettings()).validate()
-        s = self.settings
-        # CQT rows onto the common grid: linear interpolation over the log-frequency index
-        x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
-        self._cqt_lo = np.minimum(np.floor(x).astype(np.int64), s.cqt_bins - 2)
-        self._cqt_w = x - self._cqt_lo
-
-    def _first_centre(self) -> int:
-        """Sample index (in the clip's buffer) of the centre of feature frame 0."""
-        s = self.settings
-        return int(round(s.context * s.sample_rate)) + s.hop // 2
-
-    def _windowed_span(self, y: np.ndarray) -> np.ndarray:
-        """The samples that windows of n_fft centred on the grid cover: frame k starts at k*hop."""
-        s = self.settings
-        begin = self._first_centre() - s.n_fft // 2
-        return y[..., begin : begin + (s.n_frames - 1) * s.hop + s.n_fft]
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """Features of one clip. ``audio``: (n_samples,) float32 as described above. Returns (4, n_bins, n_frames)."""
+        """Features of one clip. ``audio``: (n_samples,) float32 as described above. Returns (n_maps, n_bins, n_frames)."""
         return self.batch(np.asarray(audio, dtype=np.float32).reshape(1, -1))[0]
 
     def batch(self, audios: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        """Features of N clips at once (the filter banks are built once, not per clip).
+        """Features of N clips at once (what the maps share, and the filter banks, are computed once, not per clip).
 
-        ``audios``: (N, n_samples) float32, or a list of N such buffers. Returns (N, 4, n_bins, n_frames) float32.
+        ``audios``: (N, n_samples) float32, or a list of N such buffers. Returns (N, n_maps, n_bins, n_frames) float32.
         """
         # the audio libraries first: the BLAS they load (scipy's) must be known to the one-thread limit below
         import librosa  # noqa: F401
@@ -182,143 +222,31 @@ class AudioFeatureExtractor:
         s = self.settings
         bufs = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
         if not bufs:
-            return np.zeros((0, 4, s.n_bins, s.n_frames), np.float32)
+            return np.zeros((0, s.n_maps, s.n_bins, s.n_frames), np.float32)
         with _one_blas_thread():
             return self._batch(bufs)
 
     def _batch(self, bufs: list[np.ndarray]) -> np.ndarray:
         """:meth:`batch` of N non-empty buffers (N >= 1)."""
-        import librosa
-
         s = self.settings
-        need = int(round((1 + 2 * s.context) * s.sample_rate))
-        y = np.zeros((len(bufs), max(need, max(b.shape[0] for b in bufs))), np.float32)
+        y = np.zeros((len(bufs), max(clip_samples(s), max(b.shape[0] for b in bufs))), np.float32)
         for i, b in enumerate(bufs):
             y[i, : b.shape[0]] = b
-        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-        span = self._windowed_span(y)  # (N, samples under the grid's windows)
-        power = np.abs(librosa.stft(span, n_fft=s.n_fft, hop_length=s.hop, center=False)) ** 2  # (N, 1+n_fft/2, T)
-        chroma_fb, mel_fb = self._filter_banks()
-        # what librosa.feature.chroma_stft and .melspectrogram compute from S, with their banks built once
-        if s.chroma_tuning is None:  # librosa's default: the tuning estimated from each clip's own spectrogram
-            chroma = np.stack([librosa.feature.chroma_stft(S=p, sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_bins, tuning=None) for p in power])
-        else:
-            chroma = librosa.util.normalize(np.einsum("cf,...ft->...ct", chroma_fb, power, optimize=True), norm=np.inf, axis=-2)
-        mel = np.einsum("...ft,mf->...mt", power, mel_fb, optimize=True)
-        logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
-        if s.mfcc_top_db is not None:  # librosa's top_db, under each clip's own peak (not the batch's)
-            logmel = np.maximum(logmel, logmel.max(axis=(-2, -1), keepdims=True) - s.mfcc_top_db)
-        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s.n_bins)
-        gfcc = np.stack([self._gfcc(x) for x in span])
-        cqt = self._chroma_cqt(y) if s.cqt_kind == "chroma" else self._cqt(y)
-        out = np.stack([chroma, cqt, mfcc, gfcc], axis=1).astype(np.float32)
-        if out.shape != (len(bufs), 4, s.n_bins, s.n_frames):
-            raise RuntimeError(f"audio features have shape {out.shape}, expected {(len(bufs), 4, s.n_bins, s.n_frames)}")
+        clips = AudioClips(np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0), s)
+        out = np.stack([_compute_map(name, clips) for name in s.maps], axis=1)
         if not np.isfinite(out).all():  # defensive: never hand NaN to a model
             log.warning("non-finite audio features replaced by 0")
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 
-    def _filter_banks(self) -> tuple[np.ndarray, np.ndarray]:
-        """librosa's chroma (n_bins, 1+n_fft/2) and mel (n_bins, 1+n_fft/2) banks, built once (25 ms a call)."""
-        if getattr(self, "_banks", None) is None:
-            import librosa
 
-            s = self.settings
-            self._banks = (
-                librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, tuning=s.chroma_tuning or 0.0, n_chroma=s.n_bins),
-                librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_bins),
-            )
-        return self._banks
-
-    def _cqt_grid(self) -> tuple[int, int]:
-        """(first sample fed to librosa, frames to skip): librosa centres frame j at sample j*hop of its input."""
-        s = self.settings
-        c0 = self._first_centre()
-        first = c0 % s.hop
-        return first, (c0 - first) // s.hop
-
-    def _chroma_cqt(self, y: np.ndarray) -> np.ndarray:
-        """(N, samples) -> (N, n_bins, n_frames): librosa.feature.chroma_cqt on the common grid, one clip at a time
-        (its tuning estimate must come from the clip alone). The public code's channel: ~0.65 s of CPU per clip at 896 filters
-        and 16 kHz, ~2.9 s at 22.05 kHz with the tuning estimated (benchmarks/bench_audio_settings.py)."""
-        import librosa
-
-        s = self.settings
-        first, skip = self._cqt_grid()
-        out = []
-        for clip in y:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                c = librosa.feature.chroma_cqt(
-                    y=clip[first:],
-                    sr=s.sample_rate,
-                    hop_length=s.hop,
-                    fmin=s.cqt_fmin,
-                    n_chroma=s.n_bins,
-                    n_octaves=s.cqt_bins // s.cqt_bins_per_octave,
-                    bins_per_octave=s.cqt_bins_per_octave,
-                    tuning=s.chroma_tuning,
-                )
-            out.append(c[:, skip : skip + s.n_frames])
-        return np.stack(out)
-
-    def _cqt(self, y: np.ndarray) -> np.ndarray:
-        """(N, samples) -> (N, n_bins, n_frames) log-magnitude CQT on the common grid."""
-        import librosa
-
-        s = self.settings
-        first, skip = self._cqt_grid()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            C = librosa.cqt(
-                y[..., first:],
-                sr=s.sample_rate,
-                hop_length=s.hop,
-                fmin=s.cqt_fmin,
-                n_bins=s.cqt_bins,
-                bins_per_octave=s.cqt_bins_per_octave,
-            )
-        mag = np.abs(C[..., skip : skip + s.n_frames])
-        db = 20.0 * np.log10(np.maximum(mag, 1e-5))  # (N, cqt_bins, n_frames)
-        # the CQT's rows onto n_bins rows: linear interpolation over the log-frequency index (np.interp per column)
-        lo, w = self._cqt_lo, self._cqt_w[:, None]
-        return db[:, lo, :] * (1.0 - w) + db[:, lo + 1, :] * w
-
-    def _gammatone_bank(self) -> np.ndarray:
-        """spafe's gammatone filter bank for these settings, built once (it is most of spafe's cost per call)."""
-        if getattr(self, "_gbank", None) is None:
-            from spafe.fbanks.gammatone_fbanks import gammatone_filter_banks
-
-            s = self.settings
-            self._gbank, _ = gammatone_filter_banks(nfilts=s.n_bins, nfft=s.n_fft, fs=s.sample_rate)
-        return self._gbank
-
-    def _gfcc(self, span: np.ndarray) -> np.ndarray:
-        from spafe.features.gfcc import gfcc
-        from spafe.utils.preprocessing import SlidingWindow
-
-        s = self.settings
-        seg = span.astype(np.float64)
-        # spafe frames from sample 0 with int(win*fs) / int(hop*fs): nudge up so float rounding cannot drop a sample
-        win = SlidingWindow((s.n_fft + 0.5) / s.sample_rate, (s.hop + 0.25) / s.sample_rate, "hamming")
-        # a tiny dither keeps spafe's log filterbank finite on digital silence, deterministically
-        dither = 1e-7 * np.sin(np.arange(seg.shape[0]) * 0.7)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            g = gfcc(
-                seg + dither,
-                fs=s.sample_rate,
-                num_ceps=s.n_bins,
-                nfilts=s.n_bins,
-                nfft=s.n_fft,
-                window=win,
-                fbanks=self._gammatone_bank(),
-            )
-        g = np.asarray(g, dtype=np.float64)
-        if g.shape[0] != s.n_frames:
-            raise RuntimeError(f"spafe returned {g.shape[0]} GFCC frames, expected {s.n_frames}")
-        return g.T
+def _compute_map(name: str, clips: AudioClips) -> np.ndarray:
+    """The map ``name`` of every clip: (N, n_bins, n_frames) float32, its shape checked."""
+    s = clips.settings
+    out = np.asarray(AUDIO_MAPS[name].compute(clips))
+    if out.shape != (len(clips), s.n_bins, s.n_frames):
+        raise RuntimeError(f"audio map {name!r} has shape {out.shape}, expected {(len(clips), s.n_bins, s.n_frames)}")
+    return out.astype(np.float32, copy=False)
 
 
 def clip_samples(settings: AudioSettings | None = None) -> int:
@@ -333,7 +261,7 @@ SECONDS_PER_BATCH = 32
 
 
 def audio_features(audio: np.ndarray, *, settings: AudioSettings | None = None) -> np.ndarray:
-    """Features of ONE clip's audio buffer: (4, n_bins, n_frames) float32. See :class:`AudioFeatureExtractor`.
+    """Features of ONE clip's audio buffer: (n_maps, n_bins, n_frames) float32. See :class:`AudioFeatureExtractor`.
 
     ``audio``: (:func:`clip_samples`,) mono float32 at ``settings.sample_rate``: the clip's second with ``context``
     seconds before and after (32000 samples at the defaults). For a whole file, or any longer array, use
@@ -357,7 +285,7 @@ def audio_features(audio: np.ndarray, *, settings: AudioSettings | None = None) 
 def audio_features_per_second(
     source, sample_rate: int | None = None, *, settings: AudioSettings | None = None
 ) -> np.ndarray:
-    """The audio features of every whole second of a file or an array: (n_seconds, 4, n_bins, n_frames) float32.
+    """The audio features of every whole second of a file or an array: (n_seconds, n_maps, n_bins, n_frames) float32.
 
     Second ``k``'s maps describe ``[k, k + 1)`` s, with ``context`` seconds of sound around it for the windows (zeros
     before the start and after the end), as the pipeline computes them for a clip whose first frame is at ``k`` s.
@@ -374,8 +302,6 @@ def audio_features_per_second(
         ConfigError: an array without ``sample_rate``, or shorter than one second.
         MediaFileNotFoundError, MediaError, DecodeError: a file that is missing, has no audio, or cannot be decoded.
     """
-    import os
-
     s = (settings or AudioSettings()).validate()
     sr, ctx = s.sample_rate, int(round(s.context * s.sample_rate))
     if isinstance(source, (str, os.PathLike)):
@@ -406,7 +332,7 @@ def audio_features_per_second(
 
 
 def _per_second(padded: np.ndarray, n: int, s: AudioSettings) -> np.ndarray:
-    """The maps of seconds 0..n-1 from ``padded``: the sound from ``-context`` s on. Returns (n, 4, n_bins, n_frames)."""
+    """The maps of seconds 0..n-1 from ``padded``: the sound from ``-context`` s on. Returns (n, n_maps, n_bins, n_frames)."""
     sr, need = s.sample_rate, clip_samples(s)
     ex = AudioFeatureExtractor(s)
     parts = [ex.batch(np.stack([padded[k * sr : k * sr + need] for k in range(k0, min(n, k0 + SECONDS_PER_BATCH))]))

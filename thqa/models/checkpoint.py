@@ -273,7 +273,7 @@ def _extraction(d) -> ExtractionSettings:
     d = _fields("extraction", _object("extraction", d), ExtractionSettings, _EXTRACTION_BOUNDS, skip=("audio",))
     kw = dict(d)
     if "audio" in d:
-        kw["audio"] = AudioSettings(**_fields("extraction.audio", _object("extraction.audio", d["audio"]), AudioSettings, _AUDIO_BOUNDS))
+        kw["audio"] = AudioSettings(**_fields("extraction.audio", _object("extraction.audio", d["audio"]), AudioSettings, _AUDIO_BOUNDS, skip=("maps",)))
     try:
         return ExtractionSettings(**kw).validate()
     except (ConfigError, TypeError, ValueError) as exc:
@@ -379,7 +379,6 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
         finetuned = h.get("finetuned_spatial", False)
         if not isinstance(finetuned, bool):
             raise _Bad(f"finetuned_spatial must be true or false, got {_type_name(finetuned)}")
-        from thqa.features.audio import CHANNELS
         from thqa.features.spatial import CROP, SPATIAL_DIM
         from thqa.features.temporal import TEMPORAL_DIM
 
@@ -388,7 +387,7 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
             wanted += [
                 ("fusion_config.audio_bins", cfg.audio_bins, "extraction.audio.n_bins", settings.audio.n_bins),
                 ("fusion_config.audio_frames", cfg.audio_frames, "extraction.audio.n_frames", settings.audio.n_frames),
-                ("fusion_config.audio_channels_in", cfg.audio_channels_in, "the audio features' channels", len(CHANNELS)),
+                ("fusion_config.audio_channels_in", cfg.audio_channels_in, "the number of extraction.audio.maps", settings.audio.n_maps),
             ]
         if "spatial" in cfg.branches:
             wanted += [

@@ -2,7 +2,8 @@
 
 Per video with N clips (N = 6 by default):
 
-* audio maps (N, 4, 128, 32) -> input BatchNorm over the 4 channels (the four features live on very different
+* audio maps (N, A, 128, 32), A = ``audio_channels_in`` (the extraction's audio maps: the method's four by default,
+  :data:`thqa.features.audio.AUDIO_MAPS`) -> input BatchNorm over the A channels (the maps live on very different
   scales) -> three blocks, each two Conv2D + a 1x1 Conv2D, BatchNorm, LeakyReLU(0.01), MaxPool:
   frequency block 1x3 kernels, MaxPool(1, 2); time block 5x1 kernels, MaxPool(4, 1); fusion block 5x3 kernels,
   MaxPool(4, 2) -> flatten -> Linear to 512, dropout 0.5 -> (N, 512)
@@ -42,7 +43,7 @@ class FusionConfig:
 
     spatial_dim: int = 768
     temporal_dim: int = 2304
-    audio_channels_in: int = 4
+    audio_channels_in: int = 4  #: the audio maps per clip (AudioSettings.n_maps; :meth:`for_audio` sets it)
     audio_bins: int = 128
     audio_frames: int = 32
     audio_widths: tuple[int, int, int] = (8, 16, 32)  #: conv channels per block (the public code does not fix them; 8-16-32 keeps a CPU epoch over 1,000 videos near a minute)
@@ -53,7 +54,7 @@ class FusionConfig:
     branches: tuple[str, ...] = field(default=BRANCHES)
     head: str = "mlp"  #: see HEADS (the method: "linear")
     lstm_pool: str = "clip"  #: see LSTM_POOLS (the method: "mean")
-    audio_input_norm: bool = True  #: BatchNorm over the 4 raw channels, whose scales differ by orders (the method: none)
+    audio_input_norm: bool = True  #: BatchNorm over the raw maps, whose scales differ by orders (the method: none)
     embed_activation: bool = True  #: LeakyReLU after the Linear to audio_embed (the method: none)
 
     def validate(self) -> "FusionConfig":
@@ -82,6 +83,12 @@ class FusionConfig:
             raise ConfigError(f"unknown fusion settings: {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).validate()
 
+    @classmethod
+    def for_audio(cls, audio, **kw) -> "FusionConfig":
+        """A config (``kw``: other fields) whose audio input fits what ``audio`` (an
+        :class:`~thqa.features.audio.AudioSettings`) extracts: one channel per map, its bins and frames."""
+        return cls(audio_channels_in=audio.n_maps, audio_bins=audio.n_bins, audio_frames=audio.n_frames, **kw).validate()
+
     @property
     def audio_dim(self) -> int:
         return 2 * self.lstm_hidden[1]
@@ -100,7 +107,7 @@ def _block(c_in: int, c_out: int, kernel: tuple[int, int], pool: tuple[int, int]
 
 
 class AudioNet(nn.Module):
-    """(B, N, 4, F, T) audio maps -> (B, N, 2*lstm_hidden[1]) per-clip audio features (``lstm_pool="mean"``: their
+    """(B, N, A, F, T) audio maps -> (B, N, 2*lstm_hidden[1]) per-clip audio features (``lstm_pool="mean"``: their
     mean over the N clips, the same for every clip)."""
 
     def __init__(self, cfg: FusionConfig):
@@ -132,7 +139,7 @@ class AudioNet(nn.Module):
 class FusionModel(nn.Module):
     """Scores a video from its per-clip features.
 
-    forward(spatial (B, N, 768), temporal (B, N, 2304), audio (B, N, 4, 128, 32)) ->
+    forward(spatial (B, N, 768), temporal (B, N, 2304), audio (B, N, A, 128, 32)) ->
     (mos (B,), clip_scores (B, N)). Inputs of switched-off branches may be None.
     """
 

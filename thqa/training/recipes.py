@@ -149,7 +149,7 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
     Options are field names: ``epochs=2``, ``lr=1e-4``, ``head="mlp"``, ``n_clips=4``, ``sample_rate=22050``,
     ``precision="fp32"``, ... (:data:`OPTION_NAMES`); None is a value only where it means one (``chroma_tuning``:
     estimated, ``mfcc_top_db``: no floor). When ``n_bins`` or ``n_frames`` (the audio maps' size) is given, the
-    fusion model's ``audio_bins``/``audio_frames`` follow it.
+    fusion model's ``audio_bins``/``audio_frames`` follow it; with ``maps`` (the audio maps), ``audio_channels_in``.
 
     Raises:
         ConfigError: an unknown recipe or option, or values that do not fit together.
@@ -173,6 +173,8 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
         options.setdefault("audio_bins", options["n_bins"])
     if "n_frames" in options:
         options.setdefault("audio_frames", options["n_frames"])
+    if "maps" in options:  # the model's audio input channels follow the audio maps
+        options.setdefault("audio_channels_in", AudioSettings(maps=options["maps"]).validate().n_maps)
     fusion_kw = {k: pick(k, getattr(r.fusion, k)) for k in FusionConfig.__dataclass_fields__}
     fusion_kw = {k: tuple(v) if isinstance(v, list) else v for k, v in fusion_kw.items()}
     audio_kw = {k: pick(k, getattr(r.audio, k)) for k in AudioSettings.__dataclass_fields__}
