@@ -4,7 +4,7 @@ It opens the file afresh, decodes **every** video frame and **every** audio fram
 seeking, nothing skipped) and picks each clip's frames by timestamp, as :func:`thqa.media.decode.read_clips` promises to:
 
 * frames: the first ``n_frames`` frames at or after ``t0 + second`` (``t0`` = the first frame's time), resized with
-  thqa's scaler (:func:`thqa.media.decode._to_rgb`: what is compared is which decoded picture a clip gets, not the scaler),
+  thqa's scaler (:func:`thqa.media.video._to_rgb`: what is compared is which decoded picture a clip gets, not the scaler),
   padded with the last frame; the first frame at its native size;
 * sound: every decoded frame converted to float by FFmpeg's own converter (``av.AudioResampler(format="fltp")``,
   no rate change), averaged over channels, laid end to end from the first frame's timestamp (re-anchored only where
@@ -34,7 +34,8 @@ def reference_frames(path: str | Path, seconds, *, n_frames: int, frame_size: in
     import av
     from av.video.reformatter import VideoReformatter
 
-    from thqa.media.decode import _to_rgb, probe
+    from thqa.media.probe import probe
+    from thqa.media.video import _to_rgb
 
     info = probe(path)
     want = sorted(set(seconds))

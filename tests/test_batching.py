@@ -15,7 +15,8 @@ import media
 import thqa.features.pipeline as pipeline
 from thqa.errors import DecodeError
 from thqa.features.audio import AudioFeatureExtractor
-from thqa.media.decode import _worth_seeking, read_clips
+from thqa.media.clips import read_clips
+from thqa.media.video import _worth_seeking
 from thqa.features.pipeline import FeatureExtractor
 
 

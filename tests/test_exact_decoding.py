@@ -23,7 +23,8 @@ import pytest
 
 from media import MEDIA_DIR, index_frame, remux_with_offset, write_video
 from oracle import reference_frames, reference_sound
-from thqa.media.decode import probe, read_clips
+from thqa.media.clips import read_clips
+from thqa.media.probe import probe
 
 N_FRAMES = 32  # the method's clip length: clips of neighbouring seconds overlap (32 frames > 1 s at 25-30 fps)
 SIZE = 32  # small frames keep the scaler cheap; which decoded picture a clip gets does not depend on the size
@@ -175,11 +176,11 @@ def test_files_with_a_negative_start_time_match_a_sequential_decode(made, name, 
 
 def test_the_long_file_is_read_with_seeks(made, monkeypatch):
     """The 60 s file must exercise the seeking passes (else the comparison above would prove little)."""
-    import thqa.media.decode as io
+    import thqa.media.video as video
 
     passes = []
-    real = io._VideoPass.__init__
-    monkeypatch.setattr(io._VideoPass, "__init__", lambda self, *a, **k: passes.append(a[2]) or real(self, *a, **k))
+    real = video._VideoPass.__init__
+    monkeypatch.setattr(video._VideoPass, "__init__", lambda self, *a, **k: passes.append(a[2]) or real(self, *a, **k))
     read_clips(made("long_gop250"), [3, 14, 15, 33, 52], n_frames=N_FRAMES, frame_size=SIZE)
     assert len(passes) >= 3, passes
 
@@ -212,16 +213,16 @@ def test_prepare_matches_each_second_read_alone(real_file, made, which):
 def test_a_seek_that_lands_late_is_caught(made, monkeypatch):
     """A demuxer whose index is approximate may land after the wanted keyframe: the pass notices that its first frame
     comes after the clip's start and decodes from the top instead, so the clips are still exact."""
-    import thqa.media.decode as io
+    import thqa.media.video as video
 
-    real = io._seek
+    real = video._seek
     landed = []
 
     def sloppy(container, t, path):
         real(container, t + 15.0 if t > 0 else t, path)  # lands on a keyframe after the clip (10 s apart here)
         landed.append(t)
 
-    monkeypatch.setattr(io, "_seek", sloppy)
+    monkeypatch.setattr(video, "_seek", sloppy)
     path = made("long_gop250")
     assert assert_matches_oracle(path, [[20, 21, 45]]) == 3
     assert 0.0 in landed[1:], landed  # the late landing was noticed and the pass started again from the top

@@ -1064,12 +1064,12 @@ def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, capl
     import logging
     from types import SimpleNamespace
 
-    import thqa.media.decode
+    import thqa.media.probe
     import thqa.scoring.timeline as tl
     from thqa.features.pipeline import VideoFeatures
 
     n, chunk = 36_000, 16  # ten hours
-    io_log = logging.getLogger("thqa.media.decode")
+    io_log = logging.getLogger("thqa.media")
 
     def prepare(path, settings, *, seconds, timeout):
         io_log.warning("%s: audio decoding stopped near %d.00 s (Invalid data); the rest is silence", path, seconds[0] + 3)
@@ -1082,7 +1082,7 @@ def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, capl
 
     scorer = SimpleNamespace(backbones=SimpleNamespace(batch_size=chunk, features=features), settings=ExtractionSettings(),
                              extractor=SimpleNamespace(file_timeout=None))
-    monkeypatch.setattr(thqa.media.decode, "probe", lambda path: SimpleNamespace(duration=float(n)))
+    monkeypatch.setattr(thqa.media.probe, "probe", lambda path: SimpleNamespace(duration=float(n)))
     monkeypatch.setattr(tl, "prepare", prepare)
     monkeypatch.setattr(tl, "release_free_memory", lambda: True)
     with caplog.at_level(logging.INFO):

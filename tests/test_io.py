@@ -10,7 +10,9 @@ import pytest
 
 from media import index_frame, read_index, tone, truncate, write_audio_only, write_image, write_video
 from thqa.errors import DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError, THQAError
-from thqa.media.decode import check_file, iter_frames, probe, read_audio, read_clips
+from thqa.media.clips import read_audio, read_clips
+from thqa.media.probe import check_file, probe
+from thqa.media.video import iter_frames
 from thqa.media.sampling import clip_seconds
 
 SR = 16000
@@ -359,11 +361,14 @@ def test_read_clips_needs_seconds(indexed_6s):
 def test_seconds_chosen_from_the_probe_open_the_file_once(indexed_6s, monkeypatch):
     """``seconds`` as a function of the MediaInfo: the same clips as probe + read_clips; the file is probed and its
     video read in one opening (the sound has its own, decoded from the start: see test_exact_decoding.py)."""
-    import thqa.media.decode as io
+    import thqa.media.clips
+    import thqa.media.probe
+    import thqa.media.sound
 
     opened = []
-    real_open = io._open
-    monkeypatch.setattr(io, "_open", lambda p: opened.append(p) or real_open(p))
+    real_open = thqa.media.probe._open
+    for module in (thqa.media.clips, thqa.media.sound):  # the video's opening and the sound's
+        monkeypatch.setattr(module, "_open", lambda p: opened.append(p) or real_open(p))
     seen = []
 
     def choose(info):
@@ -383,17 +388,18 @@ def test_worker_processes_scale_frames_on_one_thread():
     default, a thread per core, costs 1.6x the CPU time and would compete with the other workers."""
     import av
 
-    import thqa.media.decode as io
+    from thqa.media.probe import set_decode_threads
+    from thqa.media.video import _scaler_threads
 
     try:
-        io.set_decode_threads(1)
+        set_decode_threads(1)
         if int(av.__version__.split(".")[0]) >= 17:
-            assert io._scaler_threads() == {"threads": 1}
+            assert _scaler_threads() == {"threads": 1}
         else:
-            assert io._scaler_threads() == {}
+            assert _scaler_threads() == {}
     finally:
-        io.set_decode_threads(0)
-    assert io._scaler_threads() in ({"threads": 0}, {})
+        set_decode_threads(0)
+    assert _scaler_threads() in ({"threads": 0}, {})
 
 
 # -- real files ----------------------------------------------------------------------------------------------------
@@ -440,3 +446,24 @@ def test_real_non_videos_are_refused(real_file, name):
     with pytest.raises(NoVideoStreamError) as ei:
         read_clips(p, [0])
     assert str(p) in str(ei.value)
+
+
+def test_decode_keeps_every_public_name_of_the_split_modules():
+    """thqa.media.decode stays the public face of decoding: every name it had, the very objects of the modules that
+    now hold them (probe, video, sound, clips), imported without a deprecation warning."""
+    import importlib
+    import warnings as w
+
+    import thqa.media.clips
+    import thqa.media.probe
+    import thqa.media.video
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        decode = importlib.reload(importlib.import_module("thqa.media.decode"))
+    homes = {"MediaInfo": thqa.media.probe, "ClipData": thqa.media.clips, "VideoClips": thqa.media.clips, "probe": thqa.media.probe,
+             "read_clips": thqa.media.clips, "read_audio": thqa.media.clips, "iter_frames": thqa.media.video,
+             "check_file": thqa.media.probe, "set_decode_threads": thqa.media.probe}
+    assert sorted(decode.__all__) == sorted(homes)
+    for name, home in homes.items():
+        assert getattr(decode, name) is getattr(home, name), name

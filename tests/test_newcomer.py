@@ -249,7 +249,7 @@ def test_spatial_and_temporal_extractors_alone(backbones, small_settings, good_v
     """frame_features / clip_features: the backbones on pictures and on the clips thqa.media.decode decodes."""
     from thqa.features.spatial import frame_features
     from thqa.features.temporal import clip_features
-    from thqa.media.decode import read_clips
+    from thqa.media.clips import read_clips
 
     pictures = np.random.default_rng(0).integers(0, 256, (1, 120, 90, 3), dtype=np.uint8)
     f = frame_features(backbones.spatial, pictures)

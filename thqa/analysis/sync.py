@@ -277,7 +277,7 @@ def decode_av(
     """
     import av
 
-    from thqa.media.decode import check_file, probe
+    from thqa.media.probe import check_file, probe
 
     p = check_file(path)
     info = probe(p)  # typed errors for missing, empty, undecodable and video-less files

@@ -28,7 +28,7 @@ restores it (see :data:`METHOD_AUDIO`): ``sample_rate`` 16000 (the method: 22050
 default), ``cqt_kind`` "log" (the method: "chroma" with 896 filters).
 
 librosa loads late (in :meth:`AudioFeatureExtractor.batch` and the maps' functions): the settings here are loaded by
-``thqa --help``; thqa.media.clips (PyAV) loads late in :func:`audio_features_per_second` for the same reason.
+``thqa --help``.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ import numpy as np
 
 from thqa.errors import ConfigError
 from thqa.features.audio_maps import AudioClips, chroma, cqt, gfcc, mfcc
+from thqa.media.clips import read_audio
 
 __all__ = [
     "AudioSettings", "AudioFeatureExtractor", "audio_features", "audio_features_per_second", "clip_samples", "CHANNELS", "CQT_KINDS",
@@ -305,8 +306,6 @@ def audio_features_per_second(
     s = (settings or AudioSettings()).validate()
     sr, ctx = s.sample_rate, int(round(s.context * s.sample_rate))
     if isinstance(source, (str, os.PathLike)):
-        from thqa.media.decode import read_audio
-
         # the whole seconds the stream's headers give, then those seconds with their context as the pipeline reads
         # a clip's (the decoder's samples just before 0 s and past the end included, zeros where there are none)
         n = read_audio(source, rate=sr).shape[0] // sr

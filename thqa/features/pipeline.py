@@ -26,7 +26,7 @@ from thqa.errors import ConfigError, THQAError, WeightsError
 from thqa.features.audio import AudioFeatureExtractor, AudioSettings
 from thqa.features.spatial import CROP, SHORT_SIDE, crop, normalize, resize_short_side
 from thqa.features.temporal import preprocess_clips
-from thqa.media.decode import read_clips
+from thqa.media.clips import read_clips
 from thqa.media.sampling import clip_seconds
 from thqa.features.weights import WeightsOptions, build_spatial, build_temporal, known_info
 
@@ -781,7 +781,7 @@ def _die_with_parent(main_pid: int | None = None) -> None:
 def _worker_init(_worker_id: int, main_pid: int | None = None) -> None:
     """One thread per worker process for the decoder, BLAS and torch: the workers already fill the cores. The worker
     dies with its parent and with ``main_pid``, the process that started the DataLoader (:func:`_die_with_parent`)."""
-    from thqa.media.decode import set_decode_threads
+    from thqa.media.probe import set_decode_threads
 
     _die_with_parent(main_pid)
     # a forked worker inherits the command line's SIGTERM handler (an interrupt); the DataLoader stops a hung worker

@@ -49,7 +49,7 @@ SECONDS_PER_CHUNK = 16
 LONG_TIMELINE_S = 600
 #: the loggers whose warnings a timeline gathers into one summary (each chunk reads the file again: a problem in
 #: the sound, decoded from the start every time, would otherwise be repeated once per chunk)
-_GATHERED_LOGGERS = ("thqa.media.decode", "thqa.features.pipeline")
+_GATHERED_LOGGERS = ("thqa.media", "thqa.features.pipeline")  # thqa.media: every media module logs under it
 #: distinct warnings kept in a timeline's result; the rest are counted
 _MAX_WARNINGS = 3
 
@@ -146,7 +146,7 @@ def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures
     Raises:
         THQAError subclasses naming the file (missing, empty, not a video, undecodable).
     """
-    from thqa.media.decode import probe
+    from thqa.media.probe import probe
 
     info = probe(path)
     n = whole_seconds(info.duration)

@@ -90,7 +90,7 @@ def _say(msg: str, echo: Callable[[str], None] | None) -> None:
 
 
 def _check_sources(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    from thqa.media.decode import probe
+    from thqa.media.probe import probe
 
     good, bad = [], []
     for p in paths:
