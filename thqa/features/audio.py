@@ -27,8 +27,8 @@ restores it (see :data:`METHOD_AUDIO`): ``sample_rate`` 16000 (the method: 22050
 ``chroma_tuning`` 0 (the method: None, estimated from the clip), ``mfcc_top_db`` None (the method: 80 dB, librosa's
 default), ``cqt_kind`` "log" (the method: "chroma" with 896 filters).
 
-librosa loads late (in :meth:`AudioFeatureExtractor.batch` and the maps' functions): the settings here are loaded by
-``thqa --help``.
+librosa and spafe load late (in :meth:`AudioFeatureExtractor.batch` and the maps' functions): the settings here are
+imported by the recipes, checkpoints and the pipeline's settings, which need no audio library (librosa takes ~1 s).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ What several maps share is computed once per batch by :class:`AudioClips` (the S
 and the filter banks once per process and settings (:func:`functools.lru_cache`). A new map is a function here or
 in its own module (it imports :class:`AudioClips` from here) and one entry in ``AUDIO_MAPS``.
 
-librosa and spafe load inside the functions that use them: this module is loaded with the settings, which
-``thqa --help`` and the recipes load, and librosa takes a second to import.
+librosa and spafe load inside the functions that use them: this module is loaded with the settings, which the
+recipes and checkpoints import without needing an audio library (librosa takes a second to import).
 """
 from __future__ import annotations
 
