@@ -467,3 +467,18 @@ def test_decode_keeps_every_public_name_of_the_split_modules():
     assert sorted(decode.__all__) == sorted(homes)
     for name, home in homes.items():
         assert getattr(decode, name) is getattr(home, name), name
+
+
+def test_decoding_warnings_come_from_the_media_packages_logger(media_dir, caplog):
+    """Every media module logs under 'thqa.media' (the logger whose warnings thqa.scoring.timeline gathers): a file
+    cut in half, its index first, decodes with warnings, and those records carry that logger's name."""
+    import logging
+
+    fast = write_video(media_dir / "fast_for_log.mp4", seconds=4, audio=tone(500, 4), faststart=True)
+    half = truncate(fast, media_dir / "fast_for_log_half.mp4")
+    with caplog.at_level(logging.WARNING, logger="thqa.media"):
+        vc = read_clips(half, [0, 3], n_frames=4, frame_size=32)
+    assert vc.warnings and all(str(half) in w for w in vc.warnings)
+    records = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in records] == vc.warnings
+    assert {r.name for r in records} == {"thqa.media"}
