@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from thqa.errors import ConfigError
+from thqa.features.audio import AudioSettings
 
 __all__ = ["FusionConfig", "AudioNet", "FusionModel", "BRANCHES", "HEADS", "LSTM_POOLS"]
 
@@ -84,9 +85,9 @@ class FusionConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).validate()
 
     @classmethod
-    def for_audio(cls, audio, **kw) -> "FusionConfig":
-        """A config (``kw``: other fields) whose audio input fits what ``audio`` (an
-        :class:`~thqa.features.audio.AudioSettings`) extracts: one channel per map, its bins and frames."""
+    def for_audio(cls, audio: AudioSettings, **kw) -> "FusionConfig":
+        """A config (``kw``: other fields) whose audio input fits what ``audio`` extracts: one channel per audio map
+        (``audio.n_maps``), ``n_bins`` rows and ``n_frames`` frames."""
         return cls(audio_channels_in=audio.n_maps, audio_bins=audio.n_bins, audio_frames=audio.n_frames, **kw).validate()
 
     @property
