@@ -15,6 +15,7 @@ import media
 import thqa.features.pipeline as pipeline
 from thqa.errors import DecodeError
 from thqa.features.audio import AudioFeatureExtractor
+from thqa.features.audio_maps import _cqt_rows
 from thqa.media.clips import read_clips
 from thqa.media.video import _worth_seeking
 from thqa.features.pipeline import FeatureExtractor
@@ -242,7 +243,8 @@ def test_batched_audio_features_equal_one_clip_at_a_time() -> None:
     s = ex.settings
     x = np.linspace(0, s.cqt_bins - 1, s.n_bins)
     db = np.random.default_rng(0).standard_normal((1, s.cqt_bins, 3))
-    lo, w = ex._cqt_lo, ex._cqt_w[:, None]
+    lo, w = _cqt_rows(s.cqt_bins, s.n_bins)
+    w = w[:, None]
     mine = db[:, lo, :] * (1 - w) + db[:, lo + 1, :] * w
     ref = np.stack([np.interp(x, np.arange(s.cqt_bins), db[0, :, k]) for k in range(3)], axis=1)
     np.testing.assert_allclose(mine[0], ref, atol=1e-12)
