@@ -23,6 +23,8 @@ import thqa
 PACKAGE = Path(thqa.__file__).resolve().parent
 REPO = PACKAGE.parent
 README = REPO / "README.md"
+#: the documents whose module paths are the documented surface: the README and what it links under docs/
+DOCUMENTS = [README, *sorted((REPO / "docs").glob("*.md"))]
 
 #: a module may have this many lines, a function (its ``def`` to its last line) this many
 MAX_MODULE_LINES = 600
@@ -309,7 +311,7 @@ def test_readme_names_module_paths():
 
 
 def test_every_module_path_the_readme_documents_imports():
-    paths = readme_module_paths(README.read_text(encoding="utf-8"))
+    paths = set().union(*(readme_module_paths(d.read_text(encoding="utf-8")) for d in DOCUMENTS))
     assert len(paths) >= 10, f"the README names only {sorted(paths)}"
     missing = []
     for name in sorted(paths):
@@ -328,8 +330,31 @@ def test_every_module_path_the_readme_documents_imports():
     assert not missing, "README module paths that do not import:\n" + "\n".join(missing)
 
 
+def layout_files(text: str) -> set[str]:
+    """The files a README's layout table names: in a row whose first cell is `thqa/<pkg>/`, each `name.py` in it, as
+    ``thqa/<pkg>/name.py`` (rows with the TODO mark are left out)."""
+    out = set()
+    for line in text.splitlines():
+        m = re.match(r"\|\s*`(thqa/(?:\w+/)+)`\s*\|(.*)", line)
+        if m and TODO_MARK not in line:
+            out |= {m.group(1) + f for f in re.findall(r"`(\w+\.py)`", m.group(2))}
+    return out
+
+
+def test_layout_reader_on_made_rows():
+    rows = "| `thqa/media/` | decoding (`decode.py`), sampling (`sampling.py`) |\n| `thqa/x/` | (`y.py`) TODO(integrator) |\n"
+    assert layout_files(rows) == {"thqa/media/decode.py", "thqa/media/sampling.py"}
+
+
+def test_every_file_the_layout_names_exists():
+    files = layout_files(README.read_text(encoding="utf-8"))
+    assert len(files) >= 10, f"the layout names only {sorted(files)}"
+    missing = sorted(f for f in files if not (REPO / f).is_file())
+    assert not missing, f"the README's layout names files that do not exist: {missing}"
+
+
 def test_readme_documents_no_old_flat_module_path():
-    text = README.read_text(encoding="utf-8")
+    text = "\n".join(d.read_text(encoding="utf-8") for d in DOCUMENTS)
     old = sorted(p for p in OLD_PATHS if re.search(rf"(?<![\w./-]){re.escape(p)}(?![\w.])|(?<![\w./-]){re.escape(p.replace('.', '/'))}\.py", text))
     assert not old, f"the README names old module paths: {old}"
 
