@@ -1,8 +1,10 @@
 """What the writers of :mod:`thqa.synthetic` share: argument checks and an mp4 output that is complete or absent.
 
-The synthetic writers keep their own output rule, stricter than :func:`thqa.utils.atomic.atomic_path`'s: an existing
-file is never replaced without ``overwrite`` (the final step is a hard link, which fails if the file appeared
-meanwhile), and the output's folder must exist.
+With ``overwrite`` an output is written as every thqa output is (:func:`thqa.utils.atomic.atomic_path`: a symbolic
+link's target is replaced and the link kept, a device or FIFO is written through, a killed writer's temp file is
+cleaned by :func:`thqa.utils.atomic.clean_partials`). Without it the rule is stricter: an existing file is never
+replaced (the final step is a hard link, which fails if the file appeared meanwhile). Either way the output's folder
+must exist.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from thqa.errors import ConfigError
-from thqa.utils.atomic import default_file_mode
+from thqa.utils.atomic import atomic_path, default_file_mode
 
 __all__ = ["atomic_output", "check_new_output", "validate_int", "validate_seed"]
 
@@ -42,26 +44,27 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place, on failure delete it.
 
     Without ``overwrite`` the final step is a hard link (fails if ``path`` appeared meanwhile), so an
-    existing file is never replaced; with ``overwrite`` it is :func:`os.replace`. No half-written file
-    is ever left at ``path``.
+    existing file is never replaced; with ``overwrite`` it is :func:`thqa.utils.atomic.atomic_path`'s (a link's
+    target replaced, a device or FIFO written through). No half-written file is ever left at ``path``.
     """
+    if overwrite:
+        with atomic_path(path) as tmp:
+            yield tmp
+        return
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4", dir=path.parent if str(path.parent) else ".")
     os.close(fd)
     os.chmod(tmp_name, default_file_mode())  # mkstemp's 0600 -> what the umask gives a new file (0644 under 022)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ConfigError(f"{path}: output file exists; pass overwrite=True to replace it") from None
+        except OSError:  # file system without hard links: fall back to a checked replace
+            if path.exists():
                 raise ConfigError(f"{path}: output file exists; pass overwrite=True to replace it") from None
-            except OSError:  # file system without hard links: fall back to a checked replace
-                if path.exists():
-                    raise ConfigError(f"{path}: output file exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
+            os.replace(tmp, path)
     finally:
         try:
             tmp.unlink()
