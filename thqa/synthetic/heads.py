@@ -8,10 +8,11 @@ Nothing here is a model of a real person or voice. The face is drawn with OpenCV
 skin tone, hair, eyes that blink now and then, eyebrows, nose, a mouth whose opening follows the audio
 envelope, shoulders, a plain background); the sound is a glottal-like pulse train with a moving pitch,
 shaped by formant resonators (one vowel per syllable), with noise bursts for consonants, syllables of
-random lengths and short pauses. Face shape, colours and voice (pitch, vocal-tract length) all vary
-with the seed, and the same seed always gives the same file content.
+random lengths and short pauses (:mod:`thqa.synthetic.speech`). Face shape, colours and voice (pitch,
+vocal-tract length) all vary with the seed, and the same seed always gives the same file content.
 
-Public API: :func:`make_talking_head`, :func:`synthesize_speech`, :class:`TalkingHeadInfo`.
+Public API: :func:`make_talking_head`, :func:`synthesize_speech` (from :mod:`thqa.synthetic.speech`),
+:class:`TalkingHeadInfo`.
 """
 from __future__ import annotations
 
