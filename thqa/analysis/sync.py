@@ -42,6 +42,11 @@ positive - the opposite sign of ``offset_ms``). In thqa's sign: in sync when ``-
 (:data:`IN_SYNC_WINDOW_MS` = (lead, lag) = (45, 125); ``SyncSettings.in_sync_window_ms``, ``--sync-window``). The
 recommendation's wider *acceptability* thresholds are 90 ms ahead / 185 ms behind (``--sync-window 90,185``). The
 verdict is as good as the offset: read it with ``reliable``.
+
+The code: this module holds the verdict, the results and :func:`estimate_av_offset`, and re-exports the rest;
+:mod:`thqa.analysis.sync_settings` the settings, :mod:`thqa.analysis.sync_signals` decoding, the speech and mouth
+signals and the face tracks (steps 1-5), :mod:`thqa.analysis.sync_search` the correlation map, the agreement curve, its
+peak and confidence (steps 6-7).
 """
 from __future__ import annotations
 
