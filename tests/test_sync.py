@@ -297,14 +297,14 @@ def test_mouth_region_geometry():
 def test_face_locator_without_dlib_raises_dependency_error(head_data, monkeypatch):
     import sys
 
-    from thqa.analysis import sync
-    sync._face_detector.cache_clear()  # the detector is built once per process
+    from thqa.analysis import sync_signals
+    sync_signals._face_detector.cache_clear()  # the detector is built once per process
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
     with pytest.raises(DependencyError, match="pip install dlib-bin"):
         estimate_offset_arrays(dataclasses.replace(head_data, motion=None))
     assert estimate_offset_arrays(head_data, SyncSettings(locator="frame")).ok  # the whole picture needs no dlib
     monkeypatch.undo()
-    sync._face_detector.cache_clear()
+    sync_signals._face_detector.cache_clear()
 
 
 def test_analysis_windows_cover_the_material():

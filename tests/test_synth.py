@@ -177,3 +177,31 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     assert info.path == p and p.stat().st_size > 1000
     # no temporary files are left beside it
     assert sorted(os.listdir(tmp_path)) == ["x.mp4"]
+
+
+def test_overwrite_replaces_a_links_target_and_writes_through_a_fifo(tmp_path: Path) -> None:
+    """An output never takes the place of a link or a FIFO (thqa.utils.atomic's rule): the link stays and its target
+    gets the file; a FIFO stays a FIFO and its reader gets the bytes. Without overwrite both are refused untouched."""
+    import stat
+    import threading
+
+    target = tmp_path / "target.mp4"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="exists"):
+        make_talking_head(link, duration=0.4, size=64)
+    assert link.is_symlink() and target.read_bytes() == b"old"
+    make_talking_head(link, duration=0.4, size=64, overwrite=True)
+    plain = make_talking_head(tmp_path / "plain.mp4", duration=0.4, size=64)
+    assert link.is_symlink() and target.read_bytes() == plain.path.read_bytes()
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # never blocks the run
+    reader.start()
+    make_talking_head(fifo, duration=0.4, size=64, overwrite=True)
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and got == [plain.path.read_bytes()]
+    assert sorted(os.listdir(tmp_path)) == ["link.mp4", "pipe.mp4", "plain.mp4", "target.mp4"]

@@ -32,6 +32,7 @@ Keeping the promise:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -241,8 +242,6 @@ def calibration_from_predictions(
 
 def calibration_overlap(calibration: Calibration, paths: Sequence[str]) -> int:
     """How many of ``paths`` (matched by base name) are among the calibration's own videos."""
-    import os
-
     own = set(calibration.videos)
     return sum(os.path.basename(str(p)) in own for p in paths)
 

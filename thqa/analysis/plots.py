@@ -18,15 +18,27 @@ __all__ = ["scatter_plot", "timeline_plot", "sync_plot", "check_plot_path"]
 logger = logging.getLogger(__name__)
 
 
+def _matplotlib(what: str) -> tuple[Any, Any]:
+    """matplotlib's ``Figure`` and Agg canvas classes.
+
+    Loaded here, when a plot is drawn, not at the top: the modules that import this one at their top (the demo,
+    comparisons, the CLI's output checks) then pay matplotlib's import only when they draw (test_metrics guards it).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise DependencyError(f"{what} needs matplotlib: pip install matplotlib") from exc
+    return Figure, FigureCanvasAgg
+
+
 def check_plot_path(path: str | os.PathLike[str]) -> str:
     """The plot format that ``path``'s suffix asks for (none: png).
 
     Raises:
         ConfigError: matplotlib cannot write that format (the message lists those it can).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    Figure, FigureCanvasAgg = _matplotlib("check_plot_path")
     fmt = Path(path).suffix[1:].lower() or "png"
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if fmt not in supported:
@@ -61,11 +73,7 @@ def scatter_plot(
         MetricError: the inputs cannot be scored (see :func:`thqa.analysis.metrics.evaluate`).
         ConfigError: matplotlib cannot write this file format.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise DependencyError("scatter_plot needs matplotlib: pip install matplotlib") from exc
+    Figure, FigureCanvasAgg = _matplotlib("scatter_plot")
 
     path = Path(path)
     metrics, curve = evaluate_with_curve(pred, mos, fit=fit)
@@ -75,10 +83,20 @@ def scatter_plot(
     fmt = check_plot_path(path)
     fig = Figure(figsize=(6.0, 5.0), dpi=120)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    _draw_scatter(fig.add_subplot(1, 1, 1), x, y, metrics, curve if fit != "none" else None, title=title, label=label)
+    fig.tight_layout()
+
+    with atomic_path(path) as tmp:  # complete or absent, with the umask's file mode
+        fig.savefig(str(tmp), format=fmt)
+    logger.debug("wrote scatter plot %s", path)
+    return path
+
+
+def _draw_scatter(ax: Any, x: np.ndarray, y: np.ndarray, metrics: dict, curve: Any, *, title: str | None, label: str) -> None:
+    """(N,) predictions ``x`` against (N,) MOS ``y``, the fitted ``curve`` (None: no fit), the metrics in the title."""
     ax.scatter(x, y, s=8, alpha=0.5, linewidths=0, label=f"videos (n={metrics['n']})")
     grid = np.linspace(float(x.min()), float(x.max()), 256)
-    if fit != "none":
+    if curve is not None:
         ax.plot(grid, curve(grid), color="C3", linewidth=2, label=f"{curve.kind} fit")
     ax.set_xlabel("prediction")
     ax.set_ylabel(label)
@@ -89,12 +107,6 @@ def scatter_plot(
     ax.set_title(f"{title}\n{stats_line}" if title else stats_line, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-
-    with atomic_path(path) as tmp:  # complete or absent, with the umask's file mode
-        fig.savefig(str(tmp), format=fmt)
-    logger.debug("wrote scatter plot %s", path)
-    return path
 
 
 def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
@@ -107,11 +119,7 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
     Raises:
         ConfigError: the result has no timeline, or matplotlib cannot write this file format.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise DependencyError("timeline_plot needs matplotlib: pip install matplotlib") from exc
+    Figure, FigureCanvasAgg = _matplotlib("timeline_plot")
 
     if not getattr(result, "timeline", None):
         raise ConfigError(f"{getattr(result, 'path', '?')}: no timeline to plot (score it with timeline=True)")
@@ -129,6 +137,21 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
         ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     else:
         ax, ax2 = fig.add_subplot(1, 1, 1), None
+    _draw_scores(ax, result, scores, title)
+    last = ax
+    if ax2 is not None:
+        last = ax2
+        _draw_agreement(ax2, result, agreement, n)
+    last.set_xlabel("time in the video (s)")
+    fig.tight_layout()
+    _save(fig, path, fmt)
+    logger.debug("wrote timeline plot %s", path)
+    return path
+
+
+def _draw_scores(ax: Any, result: Any, scores: np.ndarray, title: str | None) -> None:
+    """The top panel of :func:`timeline_plot`: the (n,) per-second ``scores``, the sampled seconds, the file's MOS."""
+    n = len(scores)
     edges = np.arange(n + 1)
     ax.stairs(scores, edges, baseline=None, color="C0", linewidth=2, label="score of each second (its clip scores in the sliding windows, averaged)")
     for i, s in enumerate(sorted(set(result.seconds or []))):
@@ -150,32 +173,28 @@ def timeline_plot(result: Any, path: str | os.PathLike[str], *, title: str | Non
     name = Path(result.path).name
     note = "  [untrained model: the scores mean nothing]" if getattr(result, "untrained", False) else ""
     ax.set_title(f"{title or name}: quality over time{note}", fontsize=10)
-    last = ax
-    if ax2 is not None:
-        last = ax2
-        if agreement:
-            a = np.asarray(agreement, dtype=np.float64)
-            m = min(len(a), n)
-            ax2.stairs(a[:m], np.arange(m + 1), baseline=None, color="C1", linewidth=2, label="mouth motion vs speech")
-            ax2.axhline(0.0, color="k", linewidth=0.6)
-            ax2.set_ylim(-0.5, 1.0)
-            conf = getattr(result, "av_sync_confidence", None)
-            weak = " (unreliable: a guess)" if getattr(result, "av_sync_reliable", None) is False else ""
-            ax2.set_title(
-                f"lip sync: offset {result.av_offset_ms:+.0f} ms (sound {'later' if result.av_offset_ms >= 0 else 'earlier'} than the lips), "
-                f"confidence {conf:.1f}{weak}" if result.av_offset_ms is not None else "lip sync",
-                fontsize=9,
-            )
-        else:
-            ax2.text(0.5, 0.5, f"no sync estimate: {result.av_sync_error}", ha="center", va="center", wrap=True, fontsize=8, transform=ax2.transAxes)
-            ax2.set_yticks([])
-        ax2.set_ylabel("lip/speech agreement\n(correlation, 1 = perfect)")
-        ax2.grid(True, alpha=0.3)
-    last.set_xlabel("time in the video (s)")
-    fig.tight_layout()
-    _save(fig, path, fmt)
-    logger.debug("wrote timeline plot %s", path)
-    return path
+
+
+def _draw_agreement(ax2: Any, result: Any, agreement: Any, n: int) -> None:
+    """The bottom panel of :func:`timeline_plot`: the lip/speech agreement per second, or why there is none."""
+    if agreement:
+        a = np.asarray(agreement, dtype=np.float64)
+        m = min(len(a), n)
+        ax2.stairs(a[:m], np.arange(m + 1), baseline=None, color="C1", linewidth=2, label="mouth motion vs speech")
+        ax2.axhline(0.0, color="k", linewidth=0.6)
+        ax2.set_ylim(-0.5, 1.0)
+        conf = getattr(result, "av_sync_confidence", None)
+        weak = " (unreliable: a guess)" if getattr(result, "av_sync_reliable", None) is False else ""
+        ax2.set_title(
+            f"lip sync: offset {result.av_offset_ms:+.0f} ms (sound {'later' if result.av_offset_ms >= 0 else 'earlier'} than the lips), "
+            f"confidence {conf:.1f}{weak}" if result.av_offset_ms is not None else "lip sync",
+            fontsize=9,
+        )
+    else:
+        ax2.text(0.5, 0.5, f"no sync estimate: {result.av_sync_error}", ha="center", va="center", wrap=True, fontsize=8, transform=ax2.transAxes)
+        ax2.set_yticks([])
+    ax2.set_ylabel("lip/speech agreement\n(correlation, 1 = perfect)")
+    ax2.grid(True, alpha=0.3)
 
 
 def sync_plot(result: Any, path: str | os.PathLike[str]) -> Path:
@@ -189,11 +208,7 @@ def sync_plot(result: Any, path: str | os.PathLike[str]) -> Path:
         ConfigError: the result has no agreement curve (no audio, no face, too short: its ``error`` says why), or
             matplotlib cannot write this file format.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise DependencyError("sync_plot needs matplotlib: pip install matplotlib") from exc
+    Figure, FigureCanvasAgg = _matplotlib("sync_plot")
 
     if not result.curve:
         raise ConfigError(f"{result.path}: no agreement curve to plot ({result.error or 'not analysed'})")

@@ -49,22 +49,19 @@ when complete; an existing ``dst`` is only replaced with ``overwrite=True``.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
 import av
-import cv2
 import numpy as np
-from scipy import signal
 
-from thqa.errors import ConfigError, DecodeError, MediaError, MediaFileNotFoundError, NoVideoStreamError, THQAError
-from thqa.synthetic.heads import _atomic_output, _check_output
+from thqa.errors import ConfigError, MediaError, MediaFileNotFoundError, THQAError
+from thqa.synthetic.degrade_codec import run_audio_kind, run_video_kind
+from thqa.synthetic.files import atomic_output, check_new_output, validate_seed
 
 __all__ = [
     "DegradationKind",
@@ -84,11 +81,6 @@ LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 #: Pseudo-MOS of an untouched source (see :func:`pseudo_mos`).
 UNTOUCHED_MOS = 4.5
-
-_REFERENCE_HEIGHT = 256.0  # pixel sizes of blur and jitter are given for this frame height and scaled
-_HQ_VIDEO_OPTIONS = {"crf": "12", "preset": "fast"}
-_MP4_VIDEO_COPY = frozenset({"h264", "hevc", "mpeg4", "av1", "vp9"})
-_MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 
 
 @dataclass(frozen=True)
@@ -339,12 +331,6 @@ def pseudo_mos(kind: str | None, level: int) -> float:
     return round(float(np.clip(UNTOUCHED_MOS - spec.weight * lev / 5.0, 0.0, 5.0)), 6)
 
 
-def _seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 # --------------------------------------------------------------------------------------------------
 # input
 # --------------------------------------------------------------------------------------------------
@@ -361,471 +347,6 @@ def _check_input(src: object) -> Path:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file")
     return path
-
-
-def _open_input(path: Path) -> av.container.InputContainer:
-    try:
-        return av.open(str(path), mode="r")
-    except av.FFmpegError as exc:
-        raise DecodeError(f"{path}: cannot be opened as audio/video ({exc})") from exc
-    except OSError as exc:
-        raise MediaError(f"{path}: cannot be read ({exc})") from exc
-
-
-def _pick_streams(container: av.container.InputContainer, path: Path) -> tuple[av.VideoStream, av.AudioStream | None]:
-    fmt = container.format.name
-    if fmt == "image2" or fmt.endswith("_pipe"):
-        raise NoVideoStreamError(f"{path}: is a still image ({fmt}), not a video")
-    video = None
-    for stream in container.streams.video:
-        disp = stream.disposition
-        if disp & av.stream.Disposition.attached_pic or disp & av.stream.Disposition.still_image:
-            continue
-        video = stream
-        break
-    if video is None:
-        raise NoVideoStreamError(f"{path}: has no video stream")
-    if not video.codec_context.width or not video.codec_context.height:
-        raise DecodeError(f"{path}: the video stream has no frame size")
-    audio = container.streams.audio[0] if container.streams.audio else None
-    return video, audio
-
-
-def _demux(container: av.container.InputContainer, streams: list, path: Path) -> Iterator[av.Packet]:
-    it = container.demux(*streams)
-    while True:
-        try:
-            packet = next(it)
-        except StopIteration:
-            return
-        except av.FFmpegError as exc:
-            raise DecodeError(f"{path}: cannot read packets ({exc})") from exc
-        yield packet
-
-
-def _decode(packet: av.Packet, stream, path: Path) -> list:
-    """Decode one packet (the demuxer's final empty packet flushes the decoder)."""
-    try:
-        return list(packet.decode())
-    except av.FFmpegError as exc:
-        raise DecodeError(f"{path}: cannot decode the {stream.type} stream ({exc})") from exc
-
-
-def _video_rate(stream: av.VideoStream) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 0 < float(rate) <= 1000:
-            return Fraction(rate).limit_denominator(100000)
-    return Fraction(25)
-
-
-def _video_frame_times(path: Path, stream_index: int) -> np.ndarray:
-    """Presentation times (s) of the video packets, sorted: a cheap pre-scan without decoding."""
-    container = _open_input(path)
-    try:
-        stream = container.streams[stream_index]
-        tb = stream.time_base
-        pts = [p.pts for p in _demux(container, [stream], path) if p.pts is not None and p.size > 0]
-    finally:
-        container.close()
-    return np.sort(np.array([float(p * tb) for p in pts], dtype=np.float64)) if tb else np.zeros(0)
-
-
-# --------------------------------------------------------------------------------------------------
-# video operations (on I420 arrays of shape (h * 3 / 2, w))
-# --------------------------------------------------------------------------------------------------
-
-_VideoOp = Callable[[int, float, np.ndarray], np.ndarray]
-
-
-def _i420_to_bgr(yuv: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
-
-
-def _bgr_to_i420(bgr: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
-
-
-def _make_video_op(
-    spec: DegradationKind, param: float, *, rng: np.random.Generator, times: np.ndarray, width: int, height: int
-) -> tuple[_VideoOp, float]:
-    """The per-frame operation and the (possibly bounded) parameter actually used."""
-    name = spec.name
-    scale = height / _REFERENCE_HEIGHT
-    if name in ("compression", "bitrate"):
-        return (lambda i, t, yuv: yuv), param
-
-    if name in ("pause_start", "pause_middle", "frame_drop"):
-        n = len(times)
-        hold = np.zeros(max(n, 1), dtype=bool)  # True: show the previous output frame instead
-        used = param
-        if n:
-            start, end = float(times[0]), float(times[-1])
-            frame_dt = float(np.median(np.diff(times))) if n > 1 else 0.04
-            length = end - start + frame_dt
-            if name == "frame_drop":
-                k = int(round(param * (n - 1)))
-                if k > 0:
-                    hold[1 + rng.choice(n - 1, size=k, replace=False)] = True
-                used = k / max(n - 1, 1)
-            else:
-                span = min(param, max(0.0, length - frame_dt))
-                if span < param:
-                    logger.warning("pause of %.3f s bounded to %.3f s (video is %.3f s long)", param, span, length)
-                t0 = start if name == "pause_start" else start + max(0.0, 0.5 * (length - span))
-                inside = (times >= t0 - 1e-9) & (times < t0 + span - 1e-9)
-                idx = np.flatnonzero(inside)
-                if idx.size > 1:
-                    hold[idx[1:]] = True
-                used = span
-        state: dict[str, np.ndarray] = {}
-        frame_times = times
-
-        def temporal(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            j = int(np.searchsorted(frame_times, t - 1e-9)) if frame_times.size else i
-            if j < hold.size and hold[j] and "prev" in state:
-                return state["prev"]
-            state["prev"] = yuv
-            return yuv
-
-        return temporal, used
-
-    if name == "downscale":
-        sw, sh = max(2, int(round(width / param))), max(2, int(round(height / param)))
-
-        def down(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            bgr = _i420_to_bgr(yuv)
-            small = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_AREA)
-            return _bgr_to_i420(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR))
-
-        return down, param
-
-    if name == "blur":
-        sigma = param * scale
-
-        def blur(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            return _bgr_to_i420(cv2.GaussianBlur(_i420_to_bgr(yuv), (0, 0), sigmaX=sigma, sigmaY=sigma))
-
-        return blur, param
-
-    if name == "noise":
-
-        def noise(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            bgr = _i420_to_bgr(yuv).astype(np.float32)
-            bgr += rng.normal(0.0, param, size=bgr.shape).astype(np.float32)
-            return _bgr_to_i420(np.clip(np.rint(bgr), 0, 255).astype(np.uint8))
-
-        return noise, param
-
-    if name == "jitter":
-        amp = param * scale
-
-        def jitter(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            dx, dy = rng.uniform(-amp, amp, size=2)
-            m = np.float32([[1, 0, dx], [0, 1, dy]])
-            bgr = cv2.warpAffine(_i420_to_bgr(yuv), m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            return _bgr_to_i420(bgr)
-
-        return jitter, param
-
-    if name == "flicker":
-
-        def flicker(i: int, t: float, yuv: np.ndarray) -> np.ndarray:
-            gain = max(0.0, 1.0 + float(rng.normal(0.0, param)))
-            out = yuv.copy()
-            out[:height] = np.clip(np.rint(yuv[:height].astype(np.float32) * gain), 0, 255).astype(np.uint8)
-            return out
-
-        return flicker, param
-
-    raise ConfigError(f"kind {name!r} does not change the video")  # pragma: no cover - guarded by KINDS
-
-
-def _encoder_options(spec: DegradationKind, param: float) -> tuple[dict[str, str], int | None]:
-    if spec.name == "compression":
-        return {"qp": str(int(param)), "preset": "fast"}, None
-    if spec.name == "bitrate":
-        b = int(param)
-        return {"preset": "fast", "maxrate": str(b), "bufsize": str(2 * b)}, b
-    return dict(_HQ_VIDEO_OPTIONS), None
-
-
-def _add_h264_stream(out: av.container.OutputContainer, vin: av.VideoStream, width: int, height: int, options: dict[str, str], bit_rate: int | None):
-    vout = out.add_stream("libx264", rate=_video_rate(vin))
-    vout.width = width
-    vout.height = height
-    vout.pix_fmt = "yuv420p"
-    vout.time_base = vin.time_base
-    vout.codec_context.time_base = vin.time_base
-    if bit_rate is not None:
-        vout.codec_context.bit_rate = bit_rate
-    vout.codec_context.options = options
-    return vout
-
-
-class _FrameEncoder:
-    """Encode I420 arrays with monotonic source timestamps into an H.264 stream."""
-
-    def __init__(self, out: av.container.OutputContainer, vout, width: int, height: int) -> None:
-        self.out, self.vout, self.width, self.height = out, vout, width, height
-        self.last_pts: int | None = None
-        self.count = 0
-
-    def encode(self, yuv: np.ndarray, pts: int) -> None:
-        if self.last_pts is not None and pts <= self.last_pts:
-            pts = self.last_pts + 1
-        self.last_pts = pts
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = pts
-        frame.time_base = self.vout.codec_context.time_base
-        for packet in self.vout.encode(frame):
-            self.out.mux(packet)
-        self.count += 1
-
-    def flush(self) -> None:
-        for packet in self.vout.encode(None):
-            self.out.mux(packet)
-
-
-def _frame_to_i420(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
-        frame = frame.reformat(width=width, height=height, format="yuv420p")
-    return frame.to_ndarray()
-
-
-# --------------------------------------------------------------------------------------------------
-# audio
-# --------------------------------------------------------------------------------------------------
-
-
-def _decode_audio(path: Path, stream_index: int) -> tuple[np.ndarray, int, str, float]:
-    """All samples of an audio stream as float32 (channels, n), with rate, layout name and start time (s).
-
-    Mono stays mono; every other layout comes back as stereo (mixed down by FFmpeg's resampler).
-    """
-    container = _open_input(path)
-    try:
-        stream = container.streams[stream_index]
-        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-        if rate <= 0:
-            raise DecodeError(f"{path}: the audio stream has no sample rate")
-        channels = stream.codec_context.layout.nb_channels if stream.codec_context.layout else 1
-        # AAC gets a named layout: mono stays mono, anything else (also an unnamed "2 channels") is stereo
-        layout = "mono" if channels == 1 else "stereo"
-        if channels > 2:
-            logger.info("%s: %d audio channels are mixed down to stereo", path, channels)
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        chunks: list[np.ndarray] = []
-        start: float | None = None
-
-        def take(frames: list) -> None:
-            nonlocal start
-            for frame in frames:
-                if start is None and frame.pts is not None and frame.time_base is not None:
-                    start = float(frame.pts * frame.time_base)
-                for rf in resampler.resample(frame):
-                    chunks.append(rf.to_ndarray())
-
-        for packet in _demux(container, [stream], path):
-            take(_decode(packet, stream, path))
-        try:
-            for rf in resampler.resample(None):
-                chunks.append(rf.to_ndarray())
-        except av.FFmpegError:  # pragma: no cover - nothing buffered
-            pass
-        if not chunks:
-            raise DecodeError(f"{path}: the audio stream has no decodable samples")
-        audio = np.concatenate(chunks, axis=1).astype(np.float32)
-        # the decoder keeps the encoder's padding of the last frame; trim to the stream's own duration
-        if stream.duration and stream.time_base:
-            n_declared = int(round(float(stream.duration * stream.time_base) * rate))
-            if 0 < n_declared < audio.shape[1]:
-                audio = audio[:, :n_declared]
-        return audio, rate, layout, float(start or 0.0)
-    finally:
-        container.close()
-
-
-def _apply_audio_op(spec: DegradationKind, param: float, audio: np.ndarray, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    n = audio.shape[1]
-    if spec.name in ("audio_lead", "video_lead"):
-        shift = int(round(param / 1000.0 * rate))
-        if shift > n:
-            logger.warning("offset of %.0f ms bounded to the audio length (%.3f s)", param, n / rate)
-            shift = n
-        out = np.zeros_like(audio)
-        if spec.name == "audio_lead":
-            out[:, : n - shift] = audio[:, shift:]
-        else:
-            out[:, shift:] = audio[:, : n - shift]
-        return out, shift * 1000.0 / rate
-    if spec.name == "audio_noise":
-        power = float(np.mean(np.square(audio, dtype=np.float64))) if n else 0.0
-        if power <= 1e-10:
-            power = 1e-3  # -30 dBFS reference for a silent track
-        std = math.sqrt(power / (10.0 ** (param / 10.0)))
-        out = audio + rng.normal(0.0, std, size=audio.shape).astype(np.float32)
-        return np.clip(out, -1.0, 1.0).astype(np.float32), param
-    if spec.name == "audio_lowpass":
-        cutoff = min(param, 0.45 * rate)
-        if cutoff < param:
-            logger.warning("low-pass cutoff %.0f Hz capped to %.0f Hz (sample rate %d Hz)", param, cutoff, rate)
-        if n < 64:
-            return audio.copy(), cutoff
-        sos = signal.butter(8, cutoff, btype="low", fs=rate, output="sos")
-        out = signal.sosfiltfilt(sos, audio.astype(np.float64), axis=1)
-        return np.clip(out, -1.0, 1.0).astype(np.float32), cutoff
-    raise ConfigError(f"kind {spec.name!r} does not change the audio")  # pragma: no cover
-
-
-def _add_aac_stream(out: av.container.OutputContainer, rate: int, layout: str, channels: int):
-    aout = out.add_stream("aac", rate=rate)
-    aout.layout = layout
-    per_channel = 96_000 if rate >= 32_000 else 64_000
-    aout.codec_context.bit_rate = min(320_000, per_channel * max(1, channels))
-    return aout
-
-
-class _AudioWriter:
-    """Encode a (channels, n) float32 array as AAC in chunks, interleaved with other streams by time."""
-
-    def __init__(self, out: av.container.OutputContainer, aout, audio: np.ndarray, rate: int, layout: str, start_s: float) -> None:
-        self.out, self.aout, self.audio, self.rate, self.layout = out, aout, audio, rate, layout
-        self.pos = 0
-        self.start = max(0, int(round(start_s * rate)))
-
-    def until(self, t_s: float) -> None:
-        n = self.audio.shape[1]
-        end = n if not math.isfinite(t_s) else min(n, max(self.pos, int(round(t_s * self.rate)) - self.start))
-        while self.pos < end:
-            stop = min(end, self.pos + 4096)
-            chunk = np.ascontiguousarray(self.audio[:, self.pos : stop])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self.layout)
-            frame.sample_rate = self.rate
-            frame.pts = self.start + self.pos
-            for packet in self.aout.encode(frame):
-                self.out.mux(packet)
-            self.pos = stop
-
-    def finish(self) -> None:
-        self.until(math.inf)
-        for packet in self.aout.encode(None):
-            self.out.mux(packet)
-
-
-# --------------------------------------------------------------------------------------------------
-# the two pipelines
-# --------------------------------------------------------------------------------------------------
-
-
-def _copyable(stream, allowed: frozenset[str]) -> bool:
-    return stream.codec_context.name in allowed
-
-
-def _run_video_kind(spec: DegradationKind, param: float, src: Path, tmp: Path, rng: np.random.Generator) -> tuple[float, bool, bool, int]:
-    times = None
-    container = _open_input(src)
-    try:
-        vin, ain = _pick_streams(container, src)
-        width = vin.codec_context.width - vin.codec_context.width % 2
-        height = vin.codec_context.height - vin.codec_context.height % 2
-        if width < 2 or height < 2:
-            raise DecodeError(f"{src}: frame size {vin.codec_context.width}x{vin.codec_context.height} is too small")
-        if spec.name in ("pause_start", "pause_middle", "frame_drop"):
-            times = _video_frame_times(src, vin.index)
-        op, used = _make_video_op(spec, param, rng=rng, times=times if times is not None else np.zeros(0), width=width, height=height)
-        options, bit_rate = _encoder_options(spec, param)
-        copy_audio = ain is not None and _copyable(ain, _MP4_AUDIO_COPY)
-        audio_writer = None
-        if ain is not None and not copy_audio:
-            logger.info("%s: audio codec %s is re-encoded as AAC (not copyable into mp4)", src, ain.codec_context.name)
-            audio, rate, layout, start = _decode_audio(src, ain.index)
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vout = _add_h264_stream(out, vin, width, height, options, bit_rate)
-            aout = None
-            if ain is not None:
-                if copy_audio:
-                    aout = out.add_stream_from_template(ain)
-                else:
-                    aout = _add_aac_stream(out, rate, layout, audio.shape[0])
-                    audio_writer = _AudioWriter(out, aout, audio, rate, layout, start)
-            encoder = _FrameEncoder(out, vout, width, height)
-            tb = vin.time_base
-            rate_q = _video_rate(vin)
-            counter = 0
-
-            def handle(frames: list) -> None:
-                nonlocal counter
-                for frame in frames:
-                    pts = frame.pts
-                    if pts is None:
-                        pts = int(round(counter / rate_q / tb)) if tb else counter
-                    t = float(pts * tb) if tb else counter / float(rate_q)
-                    yuv = op(counter, t, _frame_to_i420(frame, width, height))
-                    encoder.encode(yuv, int(pts))
-                    counter += 1
-                    if audio_writer is not None:
-                        audio_writer.until(t + 0.5)
-
-            streams = [vin] + ([ain] if copy_audio else [])
-            for packet in _demux(container, streams, src):
-                if packet.stream is vin:
-                    handle(_decode(packet, vin, src))
-                elif packet.dts is not None and packet.size > 0:
-                    packet.stream = aout
-                    out.mux(packet)
-            if counter == 0:
-                raise DecodeError(f"{src}: the video stream has no decodable frames")
-            encoder.flush()
-            if audio_writer is not None:
-                audio_writer.finish()
-        return used, ain is not None, (ain is not None and not copy_audio), counter
-    finally:
-        container.close()
-
-
-def _run_audio_kind(spec: DegradationKind, param: float, src: Path, tmp: Path, rng: np.random.Generator) -> tuple[float, bool, int]:
-    container = _open_input(src)
-    try:
-        vin, ain = _pick_streams(container, src)
-        if ain is None:
-            raise MediaError(f"{src}: has no audio stream, so kind {spec.name!r} (which changes the audio) cannot be applied")
-        audio, rate, layout, start = _decode_audio(src, ain.index)
-        changed, used = _apply_audio_op(spec, param, audio, rate, rng)
-        copy_video = _copyable(vin, _MP4_VIDEO_COPY)
-        if not copy_video:
-            logger.info("%s: video codec %s is re-encoded as H.264 (not copyable into mp4)", src, vin.codec_context.name)
-        width = vin.codec_context.width - vin.codec_context.width % 2
-        height = vin.codec_context.height - vin.codec_context.height % 2
-        n_frames = 0
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            if copy_video:
-                vout = out.add_stream_from_template(vin)
-                encoder = None
-            else:
-                vout = _add_h264_stream(out, vin, width, height, dict(_HQ_VIDEO_OPTIONS), None)
-                encoder = _FrameEncoder(out, vout, width, height)
-            aout = _add_aac_stream(out, rate, layout, changed.shape[0])
-            writer = _AudioWriter(out, aout, changed, rate, layout, start)
-            tb = vin.time_base
-            for packet in _demux(container, [vin], src):
-                if packet.dts is not None and tb:
-                    writer.until(float(packet.dts * tb) + 0.5)
-                if encoder is None:
-                    if packet.dts is None or packet.size == 0:
-                        continue
-                    packet.stream = vout
-                    out.mux(packet)
-                    n_frames += 1
-                else:
-                    for frame in _decode(packet, vin, src):
-                        encoder.encode(_frame_to_i420(frame, width, height), int(frame.pts or 0))
-                        n_frames += 1
-            if encoder is not None:
-                encoder.flush()
-            writer.finish()
-        return used, not copy_video, n_frames
-    finally:
-        container.close()
 
 
 def degrade(
@@ -864,40 +385,41 @@ def degrade(
     """
     spec = _kind(kind)
     lev = _level(level)
-    seed = _seed(seed)
+    seed = validate_seed(seed)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be a bool, got {overwrite!r}")
     src_path = _check_input(src)
-    dst_path = _check_output(dst, overwrite=overwrite)
+    dst_path = check_new_output(dst, overwrite=overwrite)
     if dst_path.resolve() == src_path.resolve() or (dst_path.exists() and os.path.samefile(src_path, dst_path)):
         raise ConfigError(f"{dst_path}: the output must not be the source file")
     param = float(spec.levels[lev - 1])
     rng = np.random.default_rng([seed, _KIND_LIST.index(spec), lev])
-
-    with _atomic_output(dst_path, overwrite=overwrite) as tmp:
-        try:
-            if spec.stream == "video":
-                used, has_audio, audio_re, n_frames = _run_video_kind(spec, param, src_path, tmp, rng)
-                video_re = True
-            else:
-                used, video_re, n_frames = _run_audio_kind(spec, param, src_path, tmp, rng)
-                has_audio, audio_re = True, True
-        except THQAError:
-            raise
-        except av.FFmpegError as exc:
-            raise THQAError(f"{dst_path}: writing the {kind} degradation of {src_path} failed ({exc})") from exc
+    with atomic_output(dst_path, overwrite=overwrite) as tmp:
+        used, has_audio, video_re, audio_re, n_frames = _write(spec, param, src_path, dst_path, tmp, rng)
     logger.debug("degraded %s -> %s (%s level %d, parameter %g %s)", src_path, dst_path, kind, lev, used, spec.unit)
     return DegradationInfo(
-        src=src_path,
-        dst=dst_path,
-        kind=spec.name,
-        level=lev,
-        seed=seed,
-        parameter=float(used),
-        unit=spec.unit,
-        pseudo_mos=pseudo_mos(spec.name, lev),
-        has_audio=has_audio,
-        video_reencoded=video_re,
-        audio_reencoded=audio_re,
+        src=src_path, dst=dst_path, kind=spec.name, level=lev, seed=seed, parameter=float(used), unit=spec.unit,
+        pseudo_mos=pseudo_mos(spec.name, lev), has_audio=has_audio, video_reencoded=video_re, audio_reencoded=audio_re,
         n_frames=n_frames,
     )
+
+
+def _write(
+    spec: DegradationKind, param: float, src: Path, dst: Path, tmp: Path, rng: np.random.Generator
+) -> tuple[float, bool, bool, bool, int]:
+    """Write ``src`` with ``spec``'s change at ``param`` into ``tmp`` (an mp4; ``dst`` names it in errors).
+
+    Returns:
+        The parameter used, whether the output has audio, whether its video and its audio were re-encoded, and the
+        number of video frames written.
+    """
+    try:
+        if spec.stream == "video":
+            used, has_audio, audio_re, n_frames = run_video_kind(spec.name, param, src, tmp, rng)
+            return used, has_audio, True, audio_re, n_frames
+        used, video_re, n_frames = run_audio_kind(spec.name, param, src, tmp, rng)
+        return used, True, video_re, True, n_frames
+    except THQAError:
+        raise
+    except av.FFmpegError as exc:
+        raise THQAError(f"{dst}: writing the {spec.name} degradation of {src} failed ({exc})") from exc

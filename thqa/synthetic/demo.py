@@ -24,8 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from thqa.utils.atomic import atomic_write_text, clean_partials
+from thqa.analysis.plots import scatter_plot
+from thqa.data.cache import FeatureCache
+from thqa.data.extract import write_failures
+from thqa.data.manifest import Sample, split_by_group
 from thqa.errors import ConfigError, THQAError, WeightsNotFoundError
+from thqa.features import pipeline  # pipeline.Backbones / .ExtractionSettings: looked up at call time (tests swap them)
+from thqa.features.pipeline import FeatureExtractor
+from thqa.features.weights import WeightsOptions
+from thqa.media.decode import probe
+from thqa.scoring.scorer import Scorer
+from thqa.synthetic.degrade import UNTOUCHED_MOS, degrade, pseudo_mos
+from thqa.synthetic.heads import make_talking_head
+from thqa.training.experiment import evaluate_checkpoint, extract_files
+from thqa.training.loop import TrainConfig, load_table, train
+from thqa.utils.atomic import atomic_write_text, clean_partials
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "DEFAULT_VARIANTS"]
 
@@ -90,8 +103,6 @@ def _say(msg: str, echo: Callable[[str], None] | None) -> None:
 
 
 def _check_sources(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    from thqa.media.probe import probe
-
     good, bad = [], []
     for p in paths:
         try:
@@ -112,18 +123,6 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     Raises:
         ConfigError: the output directory exists and is not empty (without ``overwrite``), too few usable sources.
     """
-    from thqa.data.cache import FeatureCache
-    from thqa.data.manifest import Sample, split_by_group
-    from thqa.synthetic.degrade import degrade, pseudo_mos
-    from thqa.training.experiment import evaluate_checkpoint, extract_files
-    from thqa.data.extract import write_failures
-    from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor
-    from thqa.analysis.plots import scatter_plot
-    from thqa.scoring.scorer import Scorer
-    from thqa.synthetic.heads import make_talking_head
-    from thqa.training.loop import TrainConfig, load_table, train
-    from thqa.features.weights import WeightsOptions
-
     t_start = time.perf_counter()
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
@@ -131,10 +130,48 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
     need = cfg.n_test_sources + cfg.n_val_sources + 2
     for d in (out, out / "run"):  # temp files of a killed earlier run (with --overwrite)
         clean_partials(d)
+    sources, src_names, bad = _sources(cfg, out / "corpus", need, echo)  # 1.
+    rows = _degraded(cfg, sources, src_names, out, bad, echo)  # 2.
+    bb, note = _backbones(cfg, echo)  # 3.
+    settings, cache, summary, samples = _features(cfg, rows, out, bb, echo)
+    train_s, val_s, test = _split(cfg, samples, need, echo)  # 4.
+    infos = bb.infos
+    tcfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, lr=3e-4)
+    result = train(
+        load_table(train_s, cache, settings, infos, what="training videos"),
+        load_table(val_s, cache, settings, infos, what="validation videos"),
+        settings=settings,
+        backbones=infos,
+        run_dir=out / "run",
+        config=tcfg,
+        device=str(bb.device),
+        resume=False,
+    )
+    # 5. held-out test, one file scored, report
+    _say(f"[5/5] evaluating on the held-out sources; best epoch {result.best_epoch}", echo)
+    ev, scored = _evaluate(cfg, out, result.checkpoint, test, bb)
+    seconds = time.perf_counter() - t_start
+    doc = _metrics_doc(ev, scored, bb, rows, summary, result, (train_s, val_s, test), out, seconds)
+    atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
+    report = out / "report.md"
+    nxt = _next_commands(out, cfg, settings.n_clips, bb.random_init, doc["scored_file"])
+    atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})) + nxt)
+    metrics = doc["metrics"]
+    _say(
+        f"done in {seconds:.0f} s: held-out SRCC {metrics['srcc']:.3f}, PLCC {metrics['plcc']:.3f}, main {metrics['main_score']:.3f} "
+        f"({doc['weights']} backbones); report: {report}",
+        echo,
+    )
+    one = test[0].path
+    return DemoResult(out, metrics, doc["weights"], len(rows), summary.failed, seconds, report, str(one), float(scored.mos), bad)
 
-    # 1. sources (checked before anything is written, so a refused run leaves no directory behind)
+
+def _sources(
+    cfg: DemoConfig, corpus_dir: Path, need: int, echo: Callable[[str], None] | None
+) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Step 1: the user's usable sources (checked before anything is written, so a refused run leaves no directory
+    behind) or self-made talking heads in ``corpus_dir``; their paths, names and the sources skipped (path, why)."""
     bad: list[tuple[str, str]] = []
-    corpus_dir = out / "corpus"
     if cfg.sources:
         sources, bad = _check_sources(cfg.sources)
         for p, why in bad:
@@ -147,19 +184,26 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
             )
         src_names = [f"src{i:02d}_{Path(p).stem}" for i, p in enumerate(sources)]
         corpus_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        if cfg.n_synthetic < need:
-            raise ConfigError(f"the demo needs at least {need} synthetic sources, got {cfg.n_synthetic}")
-        corpus_dir.mkdir(parents=True, exist_ok=True)
-        sources, src_names = [], []
-        _say(f"[1/5] drawing {cfg.n_synthetic} talking heads with synthesised speech ({cfg.duration:.0f} s, {cfg.size} px)", echo)
-        for i in range(cfg.n_synthetic):
-            p = corpus_dir / f"head{i:02d}.mp4"
-            make_talking_head(p, seed=cfg.seed + i, duration=cfg.duration, size=cfg.size, overwrite=True)
-            sources.append(str(p))
-            src_names.append(f"head{i:02d}")
+        return sources, src_names, bad
+    if cfg.n_synthetic < need:
+        raise ConfigError(f"the demo needs at least {need} synthetic sources, got {cfg.n_synthetic}")
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    sources, src_names = [], []
+    _say(f"[1/5] drawing {cfg.n_synthetic} talking heads with synthesised speech ({cfg.duration:.0f} s, {cfg.size} px)", echo)
+    for i in range(cfg.n_synthetic):
+        p = corpus_dir / f"head{i:02d}.mp4"
+        make_talking_head(p, seed=cfg.seed + i, duration=cfg.duration, size=cfg.size, overwrite=True)
+        sources.append(str(p))
+        src_names.append(f"head{i:02d}")
+    return sources, src_names, bad
 
-    # 2. degradations
+
+def _degraded(
+    cfg: DemoConfig, sources: list[str], src_names: list[str], out: Path, bad: list[tuple[str, str]], echo: Callable[[str], None] | None
+) -> list[tuple[str, str, str, int, float]]:
+    """Step 2: every source in each of ``cfg.variants`` (a failure goes to ``bad``), listed in ``out/corpus.csv``;
+    the rows (path, group, kind, level, pseudo-MOS), the originals included."""
+    corpus_dir = out / "corpus"
     _say(f"[2/5] degrading {len(sources)} sources x {len(cfg.variants)} variants (+ the originals)", echo)
     rows: list[tuple[str, str, str, int, float]] = []  # path, group, kind, level, pseudo-MOS
     for src, name in zip(sources, src_names):
@@ -175,14 +219,16 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
             rows.append((str(dst), name, kind, level, info.pseudo_mos))
     # paths relative to the manifest's folder, as manifests resolve them: `thqa extract OUT/corpus.csv` works from anywhere
     _write_csv(out / "corpus.csv", ["path", "mos", "group", "kind", "level"], [[_from(out, p), f"{mos:.3f}", g, k, lv] for p, g, k, lv, mos in rows])
+    return rows
 
-    # 3. backbones and features
+
+def _backbones(cfg: DemoConfig, echo: Callable[[str], None] | None) -> tuple[object, str]:
+    """Step 3a: the backbones (pretrained when available, else seeded random-init, said plainly) and that note."""
     weights = WeightsOptions(
         random_init=bool(cfg.random_init), seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights, offline=cfg.offline
     )
-    note = ""
     try:
-        bb = Backbones(weights, device=cfg.device, precision=cfg.precision)
+        return pipeline.Backbones(weights, device=cfg.device, precision=cfg.precision), ""
     except WeightsNotFoundError as exc:
         if cfg.random_init is False:
             raise
@@ -193,10 +239,14 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
             "method's accuracy. Provide the weights (see the README) for the real thing. (" + str(exc).split(". ")[0] + ".)"
         )
         _say(note, echo)
-        weights = WeightsOptions(random_init=True, seed=cfg.seed)
-        bb = Backbones(weights, device=cfg.device, precision=cfg.precision)
+        return pipeline.Backbones(WeightsOptions(random_init=True, seed=cfg.seed), device=cfg.device, precision=cfg.precision), note
+
+
+def _features(cfg: DemoConfig, rows: list[tuple], out: Path, bb, echo: Callable[[str], None] | None) -> tuple[object, FeatureCache, object, list]:
+    """Step 3b: features of every video into ``out/cache`` (failures into ``out/failures.csv``); the settings, the
+    cache, the extraction summary and the samples that have features."""
     weights_label = "random-init" if bb.random_init else "pretrained"
-    settings = ExtractionSettings(n_clips=cfg.n_clips).validate()
+    settings = pipeline.ExtractionSettings(n_clips=cfg.n_clips).validate()
     cache = FeatureCache(out / "cache")
     extractor = FeatureExtractor(settings, backbones=bb, workers=cfg.workers)
     _say(f"[3/5] extracting features of {len(rows)} videos ({cfg.n_clips} clips each, {weights_label} backbones on {bb.device} in {bb.precision})", echo)
@@ -207,8 +257,12 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
             _say(f"  failed: {msg}", echo)
     failed = {p for p, _, _ in summary.failures}
     samples = [Sample(Path(p), mos, group, None, Path(p).name) for p, group, _, _, mos in rows if p not in failed]
+    return settings, cache, summary, samples
 
-    # 4. split by source: test sources never seen in training or epoch selection
+
+def _split(cfg: DemoConfig, samples: list, need: int, echo: Callable[[str], None] | None) -> tuple[list, list, list]:
+    """Step 4: training, validation and test samples, split by source (test sources never seen in training or epoch
+    selection)."""
     groups = sorted({s.group for s in samples})
     if len(groups) < need:
         raise ConfigError(f"only {len(groups)} sources produced features; the demo needs {need}")
@@ -220,38 +274,30 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         f"({len(test)} videos) held out for the test",
         echo,
     )
-    infos = bb.infos
-    tcfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, lr=3e-4)
-    result = train(
-        load_table(train_s, cache, settings, infos, what="training videos"),
-        load_table(val_s, cache, settings, infos, what="validation videos"),
-        settings=settings,
-        backbones=infos,
-        run_dir=out / "run",
-        config=tcfg,
-        device=str(bb.device),
-        resume=False,
-    )
+    return train_s, val_s, test
 
-    # 5. held-out test, one file scored, report
-    _say(f"[5/5] evaluating on the held-out sources; best epoch {result.best_epoch}", echo)
-    ev = evaluate_checkpoint(result.checkpoint, test, cache_dir=out / "cache", backbones=bb, progress=False)
-    m = ev.metrics
+
+def _evaluate(cfg: DemoConfig, out: Path, checkpoint, test: list, bb):
+    """Step 5a: the checkpoint on the held-out ``test`` samples (plot.png, scores.csv) and one of them scored."""
+    weights_label = "random-init" if bb.random_init else "pretrained"
+    ev = evaluate_checkpoint(checkpoint, test, cache_dir=out / "cache", backbones=bb, progress=False)
     scatter_plot(ev.predictions, ev.mos, out / "plot.png", title=f"thqa demo: held-out sources ({weights_label} backbones)", label="pseudo-MOS (a rule, not people)")
     _write_csv(out / "scores.csv", ["path", "prediction", "pseudo_mos"], [[_from(out, p), f"{pr:.4f}", f"{mo:.3f}"] for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos)])
     scorer = Scorer(
-        result.checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights,
+        checkpoint, device=str(bb.device), random_init=bb.random_init, seed=cfg.seed, swin_weights=cfg.swin_weights, slowfast_weights=cfg.slowfast_weights,
         precision=bb.precision,
     )
-    one = test[0].path
-    scored = scorer.score(one)
-    seconds = time.perf_counter() - t_start
-    metrics = {k: float(v) for k, v in m.items()}
-    doc = {
-        "metrics": metrics,
-        "weights": weights_label,
+    return ev, scorer.score(test[0].path)
+
+
+def _metrics_doc(ev, scored, bb, rows: list, summary, result, splits: tuple[list, list, list], out: Path, seconds: float) -> dict:
+    """metrics.json: the held-out metrics, the run's sizes and settings, the scored file and the intervals' coverage."""
+    train_s, val_s, test = splits
+    return {
+        "metrics": {k: float(v) for k, v in ev.metrics.items()},
+        "weights": "random-init" if bb.random_init else "pretrained",
         "precision": bb.precision,
-        "backbones": infos,
+        "backbones": bb.infos,
         "n_videos": len(rows),
         "n_failed": summary.failed,
         "n_train": len(train_s),
@@ -259,7 +305,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         "n_test": len(test),
         "best_epoch": result.best_epoch,
         "val": result.best_metrics,
-        "scored_file": _from(out, one),
+        "scored_file": _from(out, test[0].path),
         "scored_mos": scored.mos,
         "scored_clip_scores": scored.clip_scores,
         "scored_interval": scored.interval,
@@ -269,16 +315,6 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] | None = None) -> D
         "seconds": round(seconds, 1),
         "extraction_per_video_s": round(summary.per_video_s, 2),
     }
-    atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
-    report = out / "report.md"
-    nxt = _next_commands(out, cfg, settings.n_clips, bb.random_init, _from(out, one))
-    atomic_write_text(report, _report(doc, cfg, note, bad, test_sources=sorted({s.group for s in test})) + nxt)
-    _say(
-        f"done in {seconds:.0f} s: held-out SRCC {metrics['srcc']:.3f}, PLCC {metrics['plcc']:.3f}, main {metrics['main_score']:.3f} "
-        f"({weights_label} backbones); report: {report}",
-        echo,
-    )
-    return DemoResult(out, metrics, weights_label, len(rows), summary.failed, seconds, report, str(one), float(scored.mos), bad)
 
 
 def _from(out: Path, path: str | Path) -> str:
@@ -360,8 +396,6 @@ def _coverage_lines(doc: dict) -> list[str]:
 
 
 def _report(doc: dict, cfg: DemoConfig, note: str, bad: list[tuple[str, str]], *, test_sources: list[str]) -> str:
-    from thqa.synthetic.degrade import UNTOUCHED_MOS
-
     m = doc["metrics"]
     lines = [
         "# thqa demo report",

@@ -8,19 +8,17 @@ Nothing here is a model of a real person or voice. The face is drawn with OpenCV
 skin tone, hair, eyes that blink now and then, eyebrows, nose, a mouth whose opening follows the audio
 envelope, shoulders, a plain background); the sound is a glottal-like pulse train with a moving pitch,
 shaped by formant resonators (one vowel per syllable), with noise bursts for consonants, syllables of
-random lengths and short pauses. Face shape, colours and voice (pitch, vocal-tract length) all vary
-with the seed, and the same seed always gives the same file content.
+random lengths and short pauses (:mod:`thqa.synthetic.speech`). Face shape, colours and voice (pitch,
+vocal-tract length) all vary with the seed, and the same seed always gives the same file content.
 
-Public API: :func:`make_talking_head`, :func:`synthesize_speech`, :class:`TalkingHeadInfo`.
+Public API: :func:`make_talking_head`, :func:`synthesize_speech` (from :mod:`thqa.synthetic.speech`),
+:class:`TalkingHeadInfo`.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,10 +26,16 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from scipy import signal
 
-from thqa.utils.atomic import default_file_mode
 from thqa.errors import ConfigError, THQAError
+from thqa.synthetic.files import atomic_output, check_new_output, validate_int, validate_seed
+from thqa.synthetic.speech import (  # noqa: F401 - synthesize_speech, AAC_SAMPLE_RATES: public here before the split
+    AAC_SAMPLE_RATES,
+    synthesize_speech,
+    synthesize_voice,
+    validate_duration,
+    validate_sample_rate,
+)
 
 __all__ = [
     "TalkingHeadInfo",
@@ -44,24 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Sample rates the AAC encoder (and so an mp4 written here) supports.
-AAC_SAMPLE_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
-
-_MAX_DURATION_S = 600.0
-
-# Vowel formants (F1, F2, F3) in Hz for an adult male vocal tract (Peterson & Barney style averages).
-_VOWELS: tuple[tuple[float, float, float], ...] = (
-    (730.0, 1090.0, 2440.0),  # a (father)
-    (530.0, 1840.0, 2480.0),  # e (bed)
-    (270.0, 2290.0, 3010.0),  # i (beet)
-    (570.0, 840.0, 2410.0),  # o (bought)
-    (300.0, 870.0, 2240.0),  # u (boot)
-    (660.0, 1720.0, 2410.0),  # ae (bat)
-    (490.0, 1350.0, 1690.0),  # er (bird)
-    (640.0, 1190.0, 2390.0),  # uh (but)
-)
-_BANDWIDTHS = (80.0, 110.0, 160.0)
-
 # Skin tones (RGB), light to dark; every one keeps a luma well above the mouth interior's.
 _SKIN_TONES: tuple[tuple[int, int, int], ...] = (
     (255, 224, 196),
@@ -73,60 +59,6 @@ _SKIN_TONES: tuple[tuple[int, int, int], ...] = (
     (141, 85, 46),
 )
 _MOUTH_INTERIOR_RGB = (48, 12, 20)
-
-
-# --------------------------------------------------------------------------------------------------
-# small shared helpers (thqa.synthetic.degrade uses them too)
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Validate an output path: its folder exists, it is not a folder, and it exists only if ``overwrite``."""
-    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"output path must be a str or os.PathLike, got {type(path).__name__}")
-    out = Path(path)
-    if str(path) == "":
-        raise ConfigError("output path is empty")
-    if out.is_dir():
-        raise ConfigError(f"{out}: output path is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"{out}: output folder {parent} does not exist")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: output file exists; pass overwrite=True to replace it")
-    return out
-
-
-@contextmanager
-def _atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it into place, on failure delete it.
-
-    Without ``overwrite`` the final step is a hard link (fails if ``path`` appeared meanwhile), so an
-    existing file is never replaced; with ``overwrite`` it is :func:`os.replace`. No half-written file
-    is ever left at ``path``.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    os.chmod(tmp_name, default_file_mode())  # mkstemp's 0600 -> what the umask gives a new file (0644 under 022)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ConfigError(f"{path}: output file exists; pass overwrite=True to replace it") from None
-            except OSError:  # file system without hard links: fall back to a checked replace
-                if path.exists():
-                    raise ConfigError(f"{path}: output file exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _frame_bounds(n_frames: int, fps: Fraction, sample_rate: int) -> np.ndarray:
@@ -149,189 +81,6 @@ def frame_rms(audio: np.ndarray, *, n_frames: int, fps: float, sample_rate: int)
     length = np.maximum(bounds[1:] - bounds[:-1], 1)
     return np.sqrt(np.maximum(energy, 0.0) / length)
 
-
-def _validate_int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
-    if not lo <= v <= hi:
-        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {v}")
-    return v
-
-
-def _validate_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
-def _validate_duration(duration: object) -> float:
-    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"duration must be a number of seconds, got {duration!r}")
-    d = float(duration)
-    if not math.isfinite(d) or d <= 0 or d > _MAX_DURATION_S:
-        raise ConfigError(f"duration must be in (0, {_MAX_DURATION_S:g}] seconds, got {duration!r}")
-    return d
-
-
-def _validate_sample_rate(sample_rate: object) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or int(sample_rate) not in AAC_SAMPLE_RATES:
-        raise ConfigError(f"sample_rate must be one of {AAC_SAMPLE_RATES}, got {sample_rate!r}")
-    return int(sample_rate)
-
-
-# --------------------------------------------------------------------------------------------------
-# speech
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Voice:
-    f0_hz: float  # the speaker's mean pitch
-    formant_scale: float  # vocal-tract length factor (1 = adult male)
-    breathiness: float
-
-
-def _voice_for_seed(seed: int) -> _Voice:
-    rng = np.random.default_rng([seed, 101])
-    f0 = float(rng.uniform(90.0, 260.0))
-    # higher voices tend to come with shorter vocal tracts
-    scale = 0.92 + 0.26 * (f0 - 90.0) / 170.0 + float(rng.uniform(-0.04, 0.04))
-    return _Voice(f0_hz=f0, formant_scale=scale, breathiness=float(rng.uniform(0.01, 0.05)))
-
-
-def _resonator(freq: float, bw: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Second-order all-pole resonator with unit gain at DC."""
-    r = math.exp(-math.pi * bw / sr)
-    theta = 2.0 * math.pi * freq / sr
-    a = np.array([1.0, -2.0 * r * math.cos(theta), r * r])
-    b = np.array([a.sum()])
-    return b, a
-
-
-def _raised_cosine_envelope(n: int, attack: int, release: int) -> np.ndarray:
-    env = np.ones(n)
-    attack = min(attack, n // 2)
-    release = min(release, n - attack)
-    if attack > 0:
-        env[:attack] = 0.5 - 0.5 * np.cos(np.pi * np.arange(attack) / attack)
-    if release > 0:
-        env[n - release :] = 0.5 + 0.5 * np.cos(np.pi * (np.arange(release) + 1) / release)
-    return env
-
-
-def _synthesize(seed: int, duration: float, sample_rate: int) -> tuple[np.ndarray, float]:
-    """The signal and the median pitch (Hz) over its vowels."""
-    sr = sample_rate
-    n = int(round(duration * sr))
-    voice = _voice_for_seed(seed)
-    rng = np.random.default_rng([seed, 202])
-    t = np.arange(n) / sr
-
-    # pitch contour: random control points every ~0.35 s (intonation), phrase declination, slow vibrato
-    n_ctrl = max(2, int(math.ceil(duration / 0.35)) + 2)
-    ctrl_t = np.linspace(0.0, duration, n_ctrl)
-    ctrl_v = rng.uniform(0.82, 1.22, size=n_ctrl)
-    contour = np.interp(t, ctrl_t, ctrl_v)
-    declination = 1.0 + 0.08 * np.cos(np.pi * np.mod(t, 2.5) / 2.5)
-    vibrato = 1.0 + 0.01 * np.sin(2 * np.pi * rng.uniform(4.5, 6.0) * t)
-    f0 = np.clip(voice.f0_hz * contour * declination * vibrato, 60.0, 0.45 * sr)
-    phase = np.cumsum(f0 / sr)
-    p = np.mod(phase, 1.0)
-    # Rosenberg glottal flow pulse, differentiated (lip radiation) -> glottal-like excitation
-    tp, tn = 0.40, 0.16
-    flow = np.where(p < tp, 0.5 - 0.5 * np.cos(np.pi * p / tp), np.where(p < tp + tn, np.cos(0.5 * np.pi * (p - tp) / tn), 0.0))
-    source = np.diff(flow, prepend=flow[0]) * (sr / voice.f0_hz) * 0.25
-    source = source + voice.breathiness * rng.standard_normal(n)
-
-    out = np.zeros(n)
-    voiced = np.zeros(n, dtype=bool)
-    nyq = 0.5 * sr
-    pos = int(round(rng.uniform(0.05, 0.25) * sr))
-    last_vowel = -1
-    while pos < n - int(0.08 * sr):
-        syl = int(round(rng.uniform(0.12, 0.30) * sr))
-        syl = min(syl, n - pos)
-        # optional consonant onset: a fricative (longer band of noise) or a plosive burst
-        if rng.random() < 0.6:
-            if rng.random() < 0.5:
-                clen = int(round(rng.uniform(0.04, 0.09) * sr))
-                lo, hi = rng.uniform(1800.0, 3500.0), rng.uniform(5000.0, 7500.0)
-                gain = rng.uniform(0.08, 0.2)
-            else:
-                clen = int(round(rng.uniform(0.012, 0.025) * sr))
-                lo, hi = rng.uniform(500.0, 1500.0), rng.uniform(2500.0, 4500.0)
-                gain = rng.uniform(0.2, 0.4)
-            clen = min(clen, n - pos)
-            hi = min(hi, 0.9 * nyq)
-            lo = min(lo, 0.5 * hi)
-            if clen > 8:
-                sos = signal.butter(4, [lo / nyq, hi / nyq], btype="band", output="sos")
-                burst = signal.sosfilt(sos, rng.standard_normal(clen + 64))[64:]
-                burst *= np.hanning(clen) * gain / (np.std(burst) + 1e-9)
-                out[pos : pos + clen] += burst
-                pos += clen + int(round(rng.uniform(0.0, 0.02) * sr))
-                syl = min(syl, n - pos)
-        if syl <= int(0.03 * sr):
-            break
-        # vowel nucleus: the voiced source through three formant resonators
-        vowel = int(rng.integers(len(_VOWELS)))
-        if vowel == last_vowel:
-            vowel = (vowel + 1 + int(rng.integers(len(_VOWELS) - 1))) % len(_VOWELS)
-        last_vowel = vowel
-        margin = min(pos, int(0.02 * sr))
-        seg = source[pos - margin : pos + syl]
-        for k, (freq, bw) in enumerate(zip(_VOWELS[vowel], _BANDWIDTHS)):
-            fk = freq * voice.formant_scale * float(rng.uniform(0.95, 1.05))
-            if fk >= 0.45 * sr:
-                continue
-            b, a = _resonator(fk, bw * voice.formant_scale, sr)
-            seg = signal.lfilter(b, a, seg) * (1.0 if k == 0 else 0.7)
-        seg = seg[margin:]
-        env = _raised_cosine_envelope(syl, int(rng.uniform(0.015, 0.04) * sr), int(rng.uniform(0.03, 0.07) * sr))
-        env *= np.linspace(1.0, rng.uniform(0.55, 0.9), syl)  # loudness decays within a syllable
-        seg = seg / (np.std(seg) + 1e-9) * rng.uniform(0.45, 1.0)
-        out[pos : pos + syl] += seg * env
-        voiced[pos : pos + syl] = True
-        pos += syl
-        # pause: mostly short gaps between syllables, sometimes a phrase break
-        if rng.random() < 0.18:
-            pos += int(round(rng.uniform(0.25, 0.5) * sr))
-        else:
-            pos += int(round(rng.uniform(0.03, 0.12) * sr))
-
-    peak = float(np.max(np.abs(out))) if n else 0.0
-    if peak > 0:
-        out *= 0.8 / peak
-    out += 1e-4 * rng.standard_normal(n)  # a faint noise floor, so silences are not digital zero
-    median_f0 = float(np.median(f0[voiced])) if voiced.any() else voice.f0_hz
-    return np.clip(out, -1.0, 1.0).astype(np.float32), median_f0
-
-
-def synthesize_speech(*, seed: int = 0, duration: float = 4.0, sample_rate: int = 16000) -> np.ndarray:
-    """Synthesise a speech-like mono signal.
-
-    A glottal-like pulse train (Rosenberg pulses, pitch between about 90 and 260 Hz depending on the
-    seed, with intonation and slow vibrato) is filtered by three formant resonators per vowel; syllables
-    last 120-300 ms, are separated by short pauses (30-120 ms, sometimes a 250-500 ms phrase break), often
-    start with a noise burst (fricative or plosive) and have their own loudness envelope.
-
-    Args:
-        seed: non-negative integer; the same seed gives the same signal, different seeds different voices.
-        duration: length in seconds, in (0, 600].
-        sample_rate: samples per second, one of :data:`AAC_SAMPLE_RATES`.
-
-    Returns:
-        ``float32`` array of ``round(duration * sample_rate)`` samples in [-1, 1] (peak about 0.8).
-
-    Raises:
-        ConfigError: an argument is out of range.
-    """
-    seed = _validate_seed(seed)
-    duration = _validate_duration(duration)
-    sample_rate = _validate_sample_rate(sample_rate)
-    audio, _ = _synthesize(seed, duration, sample_rate)
-    return audio
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,78 +356,81 @@ def make_talking_head(
         ConfigError: bad argument, output folder missing, or the output exists and ``overwrite`` is false.
         THQAError: the encoder failed.
     """
-    seed = _validate_seed(seed)
-    duration = _validate_duration(duration)
-    size = _validate_int("size", size, 64, 2048)
-    if size % 2:
-        raise ConfigError(f"size must be even (H.264 yuv420p), got {size}")
-    fps_q = _validate_fps(fps)
-    sample_rate = _validate_sample_rate(sample_rate)
-    if not isinstance(overwrite, bool):
-        raise ConfigError(f"overwrite must be a bool, got {overwrite!r}")
-    out_path = _check_output(path, overwrite=overwrite)
-
+    seed, duration, size, fps_q, sample_rate = _head_args(seed, duration, size, fps, sample_rate, overwrite)
+    out_path = check_new_output(path, overwrite=overwrite)
     fps_f = float(fps_q)
     n_frames = max(1, int(round(duration * fps_f)))
-    audio, f0_hz = _synthesize(seed, duration, sample_rate)
-    n_samples = len(audio)
+    audio, f0_hz = synthesize_voice(seed, duration, sample_rate)
     envelope = frame_rms(audio, n_frames=n_frames, fps=fps_f, sample_rate=sample_rate)
     opening = mouth_opening_from_envelope(envelope)
     eyes = _blinks(seed, n_frames, fps_f)
     face = _face_for_seed(seed, size)
-    bounds = _frame_bounds(n_frames, fps_q, sample_rate)
-
-    canvas = np.empty((size, size, 3), dtype=np.uint8)
-    with _atomic_output(out_path, overwrite=overwrite) as tmp:
+    with atomic_output(out_path, overwrite=overwrite) as tmp:
         try:
-            with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-                vstream = container.add_stream("libx264", rate=fps_q)
-                vstream.width = size
-                vstream.height = size
-                vstream.pix_fmt = "yuv420p"
-                vstream.codec_context.options = {"crf": "18", "preset": "fast", "tune": "animation"}
-                astream = container.add_stream("aac", rate=sample_rate)
-                astream.layout = "mono"
-                astream.codec_context.bit_rate = 64000 if sample_rate <= 24000 else 96000
-                a_pos = 0
-                for i in range(n_frames):
-                    t = i / fps_f
-                    brow = float(min(1.0, opening[i] * 1.2))
-                    _draw_face(canvas, face, t=t, mouth_open=float(opening[i]), eye_open=float(eyes[i]), brow_lift=brow)
-                    frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
-                    frame.pts = i
-                    for packet in vstream.encode(frame):
-                        container.mux(packet)
-                    # interleave: audio up to the end of this frame's interval
-                    a_end = n_samples if i == n_frames - 1 else int(min(bounds[i + 1], n_samples))
-                    if a_end > a_pos:
-                        chunk = np.ascontiguousarray(audio[a_pos:a_end].reshape(1, -1))
-                        aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                        aframe.sample_rate = sample_rate
-                        aframe.pts = a_pos
-                        for packet in astream.encode(aframe):
-                            container.mux(packet)
-                        a_pos = a_end
-                for packet in vstream.encode(None):
-                    container.mux(packet)
-                for packet in astream.encode(None):
-                    container.mux(packet)
+            _encode_head(tmp, face, fps_q, sample_rate, audio, opening, eyes)
         except av.FFmpegError as exc:
             raise THQAError(f"{out_path}: encoding the synthetic talking head failed: {exc}") from exc
-    logger.debug("wrote synthetic talking head %s (seed=%d, %d frames, %d samples)", out_path, seed, n_frames, n_samples)
+    logger.debug("wrote synthetic talking head %s (seed=%d, %d frames, %d samples)", out_path, seed, n_frames, len(audio))
     return TalkingHeadInfo(
-        path=out_path,
-        seed=seed,
-        duration=duration,
-        fps=fps_f,
-        size=size,
-        sample_rate=sample_rate,
-        n_frames=n_frames,
-        n_samples=n_samples,
-        mouth_opening=opening.astype(np.float64),
-        audio_envelope=envelope.astype(np.float64),
-        eye_openness=eyes,
-        mouth_box=_mouth_box(face),
-        mouth_interior_rgb=_MOUTH_INTERIOR_RGB,
-        f0_hz=f0_hz,
+        path=out_path, seed=seed, duration=duration, fps=fps_f, size=size, sample_rate=sample_rate, n_frames=n_frames,
+        n_samples=len(audio), mouth_opening=opening.astype(np.float64), audio_envelope=envelope.astype(np.float64),
+        eye_openness=eyes, mouth_box=_mouth_box(face), mouth_interior_rgb=_MOUTH_INTERIOR_RGB, f0_hz=f0_hz,
     )
+
+
+def _head_args(
+    seed: object, duration: object, size: object, fps: object, sample_rate: object, overwrite: object
+) -> tuple[int, float, int, Fraction, int]:
+    """:func:`make_talking_head`'s arguments checked: seed, duration (s), size (px), fps and sample rate."""
+    seed = validate_seed(seed)
+    duration = validate_duration(duration)
+    size = validate_int("size", size, 64, 2048)
+    if size % 2:
+        raise ConfigError(f"size must be even (H.264 yuv420p), got {size}")
+    fps_q = _validate_fps(fps)
+    sample_rate = validate_sample_rate(sample_rate)
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite must be a bool, got {overwrite!r}")
+    return seed, duration, size, fps_q, sample_rate
+
+
+def _encode_head(
+    tmp: Path, face: _Face, fps_q: Fraction, sample_rate: int, audio: np.ndarray, opening: np.ndarray, eyes: np.ndarray
+) -> None:
+    """Draw the (N,) frames of ``face`` with their ``opening`` and ``eyes`` and write them with the (n,) ``audio`` into
+    the mp4 ``tmp`` (H.264 yuv420p + AAC mono), the audio interleaved up to the end of each frame's interval."""
+    size, fps_f, n_frames, n_samples = face.size, float(fps_q), len(opening), len(audio)
+    bounds = _frame_bounds(n_frames, fps_q, sample_rate)
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        vstream = container.add_stream("libx264", rate=fps_q)
+        vstream.width = size
+        vstream.height = size
+        vstream.pix_fmt = "yuv420p"
+        vstream.codec_context.options = {"crf": "18", "preset": "fast", "tune": "animation"}
+        astream = container.add_stream("aac", rate=sample_rate)
+        astream.layout = "mono"
+        astream.codec_context.bit_rate = 64000 if sample_rate <= 24000 else 96000
+        a_pos = 0
+        for i in range(n_frames):
+            t = i / fps_f
+            brow = float(min(1.0, opening[i] * 1.2))
+            _draw_face(canvas, face, t=t, mouth_open=float(opening[i]), eye_open=float(eyes[i]), brow_lift=brow)
+            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            frame.pts = i
+            for packet in vstream.encode(frame):
+                container.mux(packet)
+            # interleave: audio up to the end of this frame's interval
+            a_end = n_samples if i == n_frames - 1 else int(min(bounds[i + 1], n_samples))
+            if a_end > a_pos:
+                chunk = np.ascontiguousarray(audio[a_pos:a_end].reshape(1, -1))
+                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = a_pos
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+                a_pos = a_end
+        for packet in vstream.encode(None):
+            container.mux(packet)
+        for packet in astream.encode(None):
+            container.mux(packet)
