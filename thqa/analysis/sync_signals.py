@@ -15,7 +15,7 @@ import numpy as np
 from scipy import signal
 
 from thqa.errors import DecodeError, DependencyError
-from thqa.media.decode import check_file, probe
+from thqa.media.probe import check_file, probe
 
 __all__ = [
     "AVData",

@@ -32,7 +32,7 @@ from thqa.errors import ConfigError, THQAError, WeightsNotFoundError
 from thqa.features import pipeline  # pipeline.Backbones / .ExtractionSettings: looked up at call time (tests swap them)
 from thqa.features.pipeline import FeatureExtractor
 from thqa.features.weights import WeightsOptions
-from thqa.media.decode import probe
+from thqa.media.probe import probe
 from thqa.scoring.scorer import Scorer
 from thqa.synthetic.degrade import UNTOUCHED_MOS, degrade, pseudo_mos
 from thqa.synthetic.heads import make_talking_head
