@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _debug_wanted(args) -> bool:
+    """--debug given, or $THQA_DEBUG set to a true value."""
     return bool(getattr(args, "debug", False)) or os.environ.get("THQA_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -67,6 +68,7 @@ _MEMORY_KNOBS = (("workers", "fewer --workers"), ("batch_size", "a smaller --bat
 
 
 def _memory_advice(args) -> str:
+    """What to lower after running out of memory, among the options this command has."""
     knobs = [what for dest, what in _MEMORY_KNOBS if args is not None and hasattr(args, dest)]
     return f" (try {' or '.join(knobs)})" if knobs else ""
 
@@ -86,6 +88,7 @@ def _error_line(exc: BaseException, args=None) -> str:
 
 
 def _interrupt(signum, frame) -> None:
+    """SIGTERM's handler: end as Ctrl-C does."""
     raise KeyboardInterrupt
 
 

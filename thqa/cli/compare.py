@@ -96,12 +96,14 @@ def run(args) -> int:
 
 
 def _source_fn(kind: str | None):
+    """The function giving a THQA-NTIRE name's source (or portrait) key for --source-key/--cluster, or None."""
     from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source  # late: loads numpy
 
     return {None: None, "thqa-ntire": thqa_ntire_source, "thqa-ntire-portrait": thqa_ntire_group}[kind]
 
 
 def _print_left_out(res) -> None:
+    """On stderr: the videos left unmatched or without a group, source or cluster key (a few named)."""
     m = res.matching
     if m and (m["unmatched_predictions"]["n"] or m["unmatched_labels"]["n"]):
         parts = [f"{m['n_matched']} matched"]

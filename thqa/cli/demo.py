@@ -40,7 +40,7 @@ def run(args) -> int:
     cfg = DemoConfig(
         out=Path(args.out),
         sources=args.source or (),
-        seed=3407 if args.seed is None else args.seed,
+        seed=DemoConfig.seed if args.seed is None else args.seed,
         device=args.device,
         random_init=True if args.random_init else None,
         swin_weights=args.swin_weights,

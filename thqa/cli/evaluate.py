@@ -17,6 +17,7 @@ from thqa.cli.options import (
     CACHE_DIR_HELP,
     EXIT_FAILURES,
     EXIT_OK,
+    GROUP_CHOICES,
     add_manifest_args,
     add_scoring_precision_arg,
     add_weights_args,
@@ -42,7 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", "-c", metavar="CK", help="a fusion checkpoint from `thqa train`: predict MANIFEST's videos with it (the backbones it records are used)")
     p.add_argument("--cache-dir", metavar="DIR", help="with --checkpoint: " + CACHE_DIR_HELP)
     add_manifest_args(p)
-    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--groups", choices=list(GROUP_CHOICES), default="auto", help=argparse.SUPPRESS)
     p.add_argument("--fit", default="poly3", choices=list(FIT_KINDS), help="curve fitted before PLCC (default poly3, the challenge's)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of a table")
     p.add_argument("--plot", metavar="PNG", help="scatter plot of prediction against MOS with the fitted curve")
@@ -138,6 +139,7 @@ def _write_predictions(path: Path, ev) -> None:
 
 
 def _metrics_table(metrics: dict) -> str:
+    """The metrics as a two-column text table."""
     rows = [("SRCC", "srcc"), ("PLCC", "plcc"), ("KRCC", "krcc"), ("RMSE", "rmse"), ("main score", "main_score")]
     lines = [f"{'metric':<12}{'value':>8}"]
     lines += [f"{label:<12}{metrics[key]:>8.4f}" for label, key in rows]

@@ -17,7 +17,7 @@ __all__ = [
     "EXIT_OK", "EXIT_FAILURES", "EXIT_SETUP", "EXIT_INTERRUPTED", "MAX_SEED", "MAX_RESAMPLES", "MAX_CLIPS", "AUTO_PRECISION",
     "CACHE_DIR_HELP", "SYNC_WINDOW_HELP", "CQT_CHOICES", "int_in", "float_in", "workers_arg", "coverage_arg", "sync_window_arg",
     "add_weights_args", "add_engine_args", "add_manifest_args", "add_recipe_args", "add_scoring_precision_arg", "add_debug_arg",
-    "weights_options", "ray_options", "setup_threads", "recipe_plan", "say_plan", "load_manifest", "UsageError", "raise_usage", "Parser",
+    "GROUP_CHOICES", "weights_options", "ray_options", "setup_threads", "recipe_plan", "say_plan", "load_manifest", "UsageError", "raise_usage", "Parser",
 ]
 
 # -- exit codes (the module docstring of thqa.cli.app says what each means) -----------------------------------------
@@ -72,6 +72,7 @@ def float_in(lo: float, hi: float, *, open_low: bool = False, open_high: bool = 
 
 
 def workers_arg(text: str):
+    """An argparse type for --workers: a number from 0 to 1024, or 'auto'."""
     if text == "auto":
         return text
     try:
@@ -84,6 +85,7 @@ def workers_arg(text: str):
 
 
 def coverage_arg(text: str) -> float:
+    """An argparse type for --coverage: a number strictly between 0 and 1."""
     try:
         c = float(text)
     except ValueError:
@@ -109,6 +111,7 @@ sync_window_arg.__name__ = "LEAD,LAG"
 
 
 def widths_arg(text: str) -> tuple[int, int, int]:
+    """An argparse type for --audio-widths: three whole numbers from 1 to 1024, like 8,16,32."""
     parts = text.replace(" ", "").split(",")
     try:
         w = tuple(int(x) for x in parts)
@@ -120,6 +123,7 @@ def widths_arg(text: str) -> tuple[int, int, int]:
 
 
 def tuning_arg(text: str):
+    """An argparse type for --chroma-tuning: a fraction of a bin in [-0.5, 0.5), or 'estimate' (None)."""
     if text == "estimate":
         return None
     x = float_in(-0.5, 0.5, open_high=True)(text)
@@ -127,6 +131,7 @@ def tuning_arg(text: str):
 
 
 def top_db_arg(text: str):
+    """An argparse type for --mfcc-top-db: dB in (0, 400], or 'none' (None)."""
     if text == "none":
         return None
     return float_in(0, 400, open_low=True)(text)
@@ -153,6 +158,8 @@ TRAINING_SWITCHES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
 
 # -- option groups ------------------------------------------------------------------------------------------------
 def add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
+    """The backbone weights and device options (--random-init, --seed, weight files, --device, --batch-size or,
+    for train, --backbone-batch-size, --workers, --threads)."""
     g = p.add_argument_group("backbone weights and device")
     g.add_argument(
         "--random-init", action="store_true", default=None,
@@ -185,6 +192,7 @@ def add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> 
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """--engine local|ray and the Ray options."""
     g = p.add_argument_group("engine")
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default): this machine; ray: a Ray cluster (pip install 'thqa[ray]')")
     g.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: auto (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance")
@@ -192,7 +200,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_manifest_args(p: argparse.ArgumentParser) -> None:
+    """--video-root, for the commands that read a manifest."""
     p.add_argument("--video-root", metavar="DIR", help="folder that relative paths in manifests resolve against (default: the manifest's folder)")
+
+
+#: --groups: how a manifest without a group column groups its videos by content (:func:`_group_fn`)
+GROUP_CHOICES = ("auto", "thqa-ntire", "file")
 
 
 def add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
@@ -240,6 +253,7 @@ def add_recipe_args(p: argparse.ArgumentParser, *, training: bool) -> None:
 
 
 def add_scoring_precision_arg(p: argparse.ArgumentParser) -> None:
+    """--precision of the commands that score with a checkpoint (its recorded precision by default)."""
     p.add_argument("--precision", choices=list(PRECISION_CHOICES), default=None,
                    help="backbones' precision (default: fp32 for a checkpoint trained on fp32 features, else auto: " + AUTO_PRECISION + ")")
 
@@ -251,6 +265,7 @@ def add_debug_arg(p: argparse.ArgumentParser) -> None:
 
 # -- the options as the library's objects (late imports: the parser alone must not load torch or numpy) --------------
 def weights_options(args):
+    """The weights options as :class:`thqa.features.weights.WeightsOptions`."""
     from thqa.features.weights import DEFAULT_SEED, WeightsOptions  # late: loads torch
 
     return WeightsOptions(
@@ -263,6 +278,7 @@ def weights_options(args):
 
 
 def ray_options(args):
+    """The Ray options as :class:`thqa.engines.ray_engine.RayOptions`; a clear error first when Ray is missing."""
     from thqa.engines.ray_engine import RayOptions, import_ray  # late: loads numpy (and Ray when it runs)
 
     import_ray()  # a clear message when Ray is missing, before anything is built
@@ -270,6 +286,7 @@ def ray_options(args):
 
 
 def setup_threads(args) -> None:
+    """--threads: torch's CPU threads (torch is loaded only when it is given)."""
     if getattr(args, "threads", None):
         import torch  # late: torch, only when --threads is given
 
@@ -312,6 +329,7 @@ def say_plan(plan, command: str) -> None:
 
 
 def _flat_value(plan, key: str):
+    """The value of ``key`` in the plan (a list as comma-separated text)."""
     from thqa.training.recipes import flat_values  # late: loads torch
 
     v = flat_values(plan.config, plan.settings, plan.precision)[key]
@@ -319,6 +337,7 @@ def _flat_value(plan, key: str):
 
 
 def _group_fn(kind: str, names: list[str] | None = None):
+    """The content group of a file name for ``--groups kind`` (None for file: each video its own group)."""
     from thqa.data.manifest import parse_thqa_ntire_name, thqa_ntire_group  # late: loads numpy
 
     if kind == "thqa-ntire":
@@ -336,6 +355,7 @@ def _group_fn(kind: str, names: list[str] | None = None):
 
 
 def load_manifest(path: str, args, *, require_mos: bool, check_files: bool = True, video_root: str | None = None):
+    """The manifest at ``path`` (thqa.data.manifest.read_manifest); skipped rows said on stderr, five shown."""
     from thqa.data.manifest import read_manifest  # late: loads numpy
 
     m = read_manifest(path, video_root=video_root or args.video_root, require_mos=require_mos, check_files=check_files, group_fn=_group_fn(getattr(args, "groups", "auto")))
@@ -348,10 +368,12 @@ def load_manifest(path: str, args, *, require_mos: bool, check_files: bool = Tru
 
 # -- usage errors ----------------------------------------------------------------------------------------------------
 class UsageError(Exception):
+    """A wrong combination of options: ``thqa CMD: error: ...`` and exit 2, like argparse's own errors."""
     pass
 
 
 def raise_usage(msg: str):
+    """Raise :class:`UsageError` with ``msg``."""
     raise UsageError(msg)
 
 

@@ -53,6 +53,7 @@ def guard_outputs(args, outputs: list[tuple[str, str | None]], inputs: list[tupl
 
 
 def check_file_output(path, option: str) -> None:
+    """Before any work: ``path`` can be written as the file of ``option`` (thqa.utils.atomic.check_writable)."""
     from thqa.utils.atomic import check_writable  # late: start-up time --help need not pay
 
     check_writable(path, option)
@@ -72,6 +73,7 @@ def check_plot_dir(path: str) -> None:
 
 
 def check_plot_output(path, option: str = "--plot") -> None:
+    """Before any work: ``path`` can be written and names a picture format matplotlib writes."""
     from thqa.analysis.plots import check_plot_path  # late: loads matplotlib
 
     check_file_output(path, option)
@@ -79,12 +81,14 @@ def check_plot_output(path, option: str = "--plot") -> None:
 
 
 def lock(path, what: str, *, wait: bool = False):
+    """The lock of output ``path`` (thqa.utils.atomic.output_lock), waited for with ``wait``."""
     from thqa.utils.atomic import output_lock  # late: start-up time --help need not pay
 
     return output_lock(path, what, wait=wait)
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """``text`` written to ``path`` whole or not at all (thqa.utils.atomic.atomic_write_text)."""
     from thqa.utils.atomic import atomic_write_text  # late: start-up time --help need not pay
 
     atomic_write_text(path, text)

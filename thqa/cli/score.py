@@ -66,12 +66,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from thqa.scoring.scorer import Scorer  # late: loads torch
+    """Score the files (skipping those --resume finds done) and write one row per file; exit 1 when any failed."""
+    from thqa.scoring.scorer import NO_MODEL_MESSAGE, Scorer  # late: loads torch
 
     setup_threads(args)
     if args.checkpoint is None and not args.random_init and not args.server:
-        from thqa.scoring.scorer import NO_MODEL_MESSAGE  # late: loads torch
-
         print(f"thqa score: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
     if args.plot and not args.timeline:
@@ -174,6 +173,7 @@ def _to_score(files: list[str], resumed) -> list[str]:
 
 
 def _score_writer(args, fmt: str, resumed, rows):
+    """The ScoreWriter of this run: --output (keeping --resume's rows) or stdout."""
     from thqa.scoring.output import ScoreWriter  # late: start-up time --help need not pay
 
     if args.output:
@@ -182,6 +182,7 @@ def _score_writer(args, fmt: str, resumed, rows):
 
 
 def _scores_done(args, out, errors: list[str]) -> int:
+    """Each failure on stderr and, with --output, the count; the exit code."""
     for e in errors:
         print(f"thqa score: {e}", file=sys.stderr)
     if args.output:
@@ -191,6 +192,7 @@ def _scores_done(args, out, errors: list[str]) -> int:
 
 
 def _plot_timeline(args, files: list[str], r, index: int) -> None:
+    """--plot: the per-second scores of ``r`` (``files[index]``) as DIR/<stem>.timeline.png."""
     from thqa.analysis.plots import timeline_plot  # late: loads matplotlib
 
     out = timeline_plot(r, Path(args.plot) / plot_name(files, index, "timeline", stem=Path(r.path).stem))
@@ -213,6 +215,7 @@ def scorer_kwargs(args) -> dict:
 
 
 def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
+    """Score ``files`` on a Ray cluster (--engine ray), then write the rows in the files' order."""
     from thqa.engines.ray_engine import score_with_ray  # late: loads numpy (and Ray when it runs)
 
     opts = ray_options(args)
@@ -239,6 +242,7 @@ def _print_interval_notes(results) -> None:
 
 
 def _add_server_arg(p: argparse.ArgumentParser) -> None:
+    """--server URL: score on a running `thqa serve`."""
     p.add_argument("--server", metavar="URL", help="score on a running `thqa serve` at URL (token: $THQA_SERVE_TOKEN) instead of here")
 
 

@@ -12,6 +12,7 @@ from thqa.cli.options import (
     CACHE_DIR_HELP,
     EXIT_FAILURES,
     EXIT_OK,
+    GROUP_CHOICES,
     add_manifest_args,
     add_recipe_args,
     add_weights_args,
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     g.add_argument("--val", metavar="MANIFEST", help="validation manifest")
     p.add_argument("--val-video-root", metavar="DIR", help="folder the --val manifest's paths resolve against (default: --video-root)")
     g.add_argument("--val-fraction", type=float_in(0, 1, open_low=True, open_high=True), default=None, help="hold out this fraction of content groups (default 0.2)")
-    p.add_argument("--groups", choices=["auto", "thqa-ntire", "file"], default="auto", help="content groups for the split when the manifest has no group column; prediction intervals are calibrated one residual per validation group (file: per video)")
+    p.add_argument("--groups", choices=list(GROUP_CHOICES), default="auto", help="content groups for the split when the manifest has no group column; prediction intervals are calibrated one residual per validation group (file: per video)")
     p.add_argument(
         "--calibration-fraction", type=float_in(0, 1, open_high=True), default=0.0, metavar="F",
         help="hold this fraction of the validation groups apart from the epoch choice and calibrate the prediction intervals on them "
