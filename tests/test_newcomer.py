@@ -277,6 +277,18 @@ def test_every_command_describes_itself_and_its_options():
     assert "the backbones it records are used" in " ".join(evaluate.split())
 
 
+def test_every_command_is_run_by_the_registered_module_named_after_it():
+    """A command is one module of thqa/cli (its parser and the function that runs it) and one entry of COMMANDS."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in cli.COMMANDS}
+    assert list(sub.choices) == ["score", "sync", "extract", "cache", "train", "evaluate", "compare", "serve", "demo"]
+    for name, p in sub.choices.items():
+        home = "extract" if name == "cache" else name  # `thqa cache prune` lives beside extract, which fills the cache
+        func = p.get_default("func") or p._subparsers._group_actions[0].choices["prune"].get_default("func")
+        assert func.__module__ == modules[home].__name__ == f"thqa.cli.{home}", name
+
+
 def test_repeated_warnings_are_said_once_at_the_end(capsys):
     import sys
     from types import SimpleNamespace
