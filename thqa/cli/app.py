@@ -26,11 +26,26 @@ from typing import Sequence
 from thqa import __version__
 from thqa.cli import compare, demo, evaluate, extract, score, serve, sync, train
 from thqa.cli.options import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_SETUP, Parser, UsageError, add_debug_arg
+# the public names thqa.cli.app had before the commands got their own modules (defined in thqa.cli.options)
+from thqa.cli.options import (
+    AUTO_PRECISION,
+    CACHE_DIR_HELP,
+    CQT_CHOICES,
+    EXIT_OK,
+    MAX_CLIPS,
+    MAX_RESAMPLES,
+    MAX_SEED,
+    SYNC_WINDOW_HELP,
+    raise_usage,
+)
 from thqa.cli.outputs import warnings_at_the_end
 from thqa.errors import THQAError, brief, terminal_safe
 from thqa.utils.hints import cli_hints
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = [
+    "main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_FAILURES", "EXIT_SETUP", "MAX_CLIPS", "MAX_SEED", "MAX_RESAMPLES", "AUTO_PRECISION",
+    "CACHE_DIR_HELP", "CQT_CHOICES", "SYNC_WINDOW_HELP", "UsageError", "raise_usage",
+]
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
 # its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
