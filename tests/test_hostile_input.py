@@ -29,6 +29,10 @@ import torch
 from safetensors.torch import save_file
 
 from thqa.cli import app as cli
+from thqa.cli import extract as cli_extract
+from thqa.cli import options as cli_options
+from thqa.cli import outputs as cli_outputs
+from thqa.cli import train as cli_train
 from thqa.models.checkpoint import MAX_CLIPS, load_checkpoint, save_checkpoint
 from thqa.analysis.conformal import METHOD as CALIBRATION_METHOD
 from thqa.errors import CheckpointError, ManifestError, MediaFileNotFoundError
@@ -334,10 +338,10 @@ def test_a_clean_extract_removes_only_its_own_failure_list(tmp_path):
     from thqa.data.extract import write_failures
 
     ours = write_failures(tmp_path / "f.csv", [("a.mp4", "DecodeError", "a.mp4: broken")])
-    assert cli._is_failure_list(ours)
+    assert cli_extract._is_failure_list(ours)
     theirs = tmp_path / "g.csv"
     theirs.write_text("path,error_type,error,notes\n")
-    assert not cli._is_failure_list(theirs) and not cli._is_failure_list(tmp_path) and not cli._is_failure_list(tmp_path / "none")
+    assert not cli_extract._is_failure_list(theirs) and not cli_extract._is_failure_list(tmp_path) and not cli_extract._is_failure_list(tmp_path / "none")
 
 
 # -- option values -------------------------------------------------------------------------------------------------
@@ -366,7 +370,7 @@ def test_option_values_out_of_range_exit_2_in_one_line(argv, words, no_backbones
 
 
 def test_checkpoint_and_cli_agree_on_the_clip_bound():
-    assert cli.MAX_CLIPS == MAX_CLIPS
+    assert cli_options.MAX_CLIPS == MAX_CLIPS
 
 
 # -- the top-level handler ------------------------------------------------------------------------------------------
@@ -460,7 +464,7 @@ def test_train_leaves_copies_of_training_videos_out_of_a_validation_manifest(tmp
     train = [Sample(tmp_path / "a.mp4", 1.0, "a", None, "a.mp4")]
     val = [Sample(tmp_path / n, 2.0, n, None, n) for n in ("b.mp4", "a_again.mp4", "missing.mp4")]
     assert [s.name for s in shared_content(train, val)] == ["a_again.mp4"]
-    assert [s.name for s in cli._drop_copies(train, val)] == ["b.mp4", "missing.mp4"]
+    assert [s.name for s in cli_train._drop_copies(train, val)] == ["b.mp4", "missing.mp4"]
 
 
 # -- file modes, temp files -------------------------------------------------------------------------------------------
@@ -827,7 +831,7 @@ def test_header_strings_never_reach_the_terminal_raw(base_ck, tmp_path, monkeypa
     header, tensors = copy.deepcopy(base_ck[0]), base_ck[1]
     header["meta"]["recipe"] = {"name": "winner", "options": {"train.\x1b]0;pwned\x07\x1b[2J": 1}}
     ck = write_ck(tmp_path / "esc.safetensors", header, tensors)
-    line = cli._provenance(load_checkpoint(ck))
+    line = cli_outputs.provenance(load_checkpoint(ck))
     assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;pwned\\x07\\x1b[2J" in line
     rc, out, err = run(["score", "--random-init", "--checkpoint", str(tmp_path / "x\x1b[31m.safetensors"), str(tmp_path / "v.mp4")])
     assert rc == 2 and "\x1b" not in err and "x\\x1b[31m.safetensors" in one_error(err, "score")

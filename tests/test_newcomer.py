@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from thqa.cli import app as cli
+from thqa.cli import outputs as cli_outputs
+from thqa.cli import score as cli_score
 from thqa.models.checkpoint import save_checkpoint
 from thqa.errors import CheckpointMismatchError, WeightsNotFoundError
 
@@ -275,6 +277,18 @@ def test_every_command_describes_itself_and_its_options():
     assert "the backbones it records are used" in " ".join(evaluate.split())
 
 
+def test_every_command_is_run_by_the_registered_module_named_after_it():
+    """A command is one module of thqa/cli (its parser and the function that runs it) and one entry of COMMANDS."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in cli.COMMANDS}
+    assert list(sub.choices) == ["score", "sync", "extract", "cache", "train", "evaluate", "compare", "serve", "demo"]
+    for name, p in sub.choices.items():
+        home = "extract" if name == "cache" else name  # `thqa cache prune` lives beside extract, which fills the cache
+        func = p.get_default("func") or p._subparsers._group_actions[0].choices["prune"].get_default("func")
+        assert func.__module__ == modules[home].__name__ == f"thqa.cli.{home}", name
+
+
 def test_repeated_warnings_are_said_once_at_the_end(capsys):
     import sys
     from types import SimpleNamespace
@@ -284,7 +298,7 @@ def test_repeated_warnings_are_said_once_at_the_end(capsys):
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        with cli._warnings_at_the_end():
+        with cli_outputs.warnings_at_the_end():
             for i in range(15):
                 logging.getLogger("thqa.features.pipeline").warning("f%d.mp4: audio %.1f s shorter than the video", i, 0.5 + i)
             logging.getLogger("thqa.media.decode").warning("something else")
@@ -296,7 +310,7 @@ def test_repeated_warnings_are_said_once_at_the_end(capsys):
     note = "the prediction {:.3f} lies outside the validation predictions' range [2.000, 3.000]: this video may be unlike the validation videos"
     results = [SimpleNamespace(path=f"/v/{i}.mp4", mos=3.5 + i, interval_note=note.format(3.5 + i)) for i in range(15)]
     results += [SimpleNamespace(path=f"/v/ok{i}.mp4", mos=2.5, interval_note=None) for i in range(9)]
-    cli._print_interval_notes(results)
+    cli_score._print_interval_notes(results)
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("thqa score: 15 of 24 files: e.g. /v/0.mp4: the prediction 3.500 lies outside") and "(also 1.mp4, 2.mp4, 3.mp4, ...)" in line
 

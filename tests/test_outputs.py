@@ -25,6 +25,7 @@ import torch
 from test_hostile_input import BACKBONES, TINY, FakeScorer, fake_result, fake_scorer, no_backbones, one_error  # noqa: F401
 from test_hostile_input import run as _run
 from thqa.cli import app as cli
+from thqa.cli import score as cli_score
 from thqa.models.checkpoint import load_checkpoint, save_checkpoint
 from thqa.models.fusion import FusionModel
 from thqa.features.pipeline import ExtractionSettings
@@ -242,7 +243,7 @@ def test_case3_resume_refuses_the_rows_of_another_model(tmp_path, fake_scorer, m
     rc, _, err = run(["score", "-c", str(ck2), "--random-init", *files, "-o", str(out), "--resume", "--precision", "fp32"])
     line = one_error(err, "score")
     assert rc == 2 and "results of two models do not belong in one table" in line
-    assert _rows(out)[0]["model"] in line and cli._run_model(cli.build_parser().parse_args(
+    assert _rows(out)[0]["model"] in line and cli_score._run_model(cli.build_parser().parse_args(
         ["score", "-c", str(ck2), "--random-init", "x.mp4", "--precision", "fp32"]))[0] in line
     assert out.read_bytes() == before and fake_scorer.asked == []
     rc, _, err = run(["score", "-c", str(ck1), "--random-init", *files, "-o", str(out), "--resume", "--precision", "bf16"])  # another precision
@@ -496,6 +497,6 @@ def test_case3_the_scorer_stamps_every_row_with_the_digest_the_cli_checks(small_
     r = next(small_scorer.iter_score([tmp_path / "missing.mp4"]))  # an error row carries it too
     assert r.model == small_scorer.model_digest == model_digest(None, random_init=True, seed=3407, precision=precision, settings=small_settings)
     args = cli.build_parser().parse_args(["score", "--random-init", "--device", "cpu", "--precision", "fp32", "x.mp4"])
-    digest, run_precision, weights = cli._run_model(args)
+    digest, run_precision, weights = cli_score._run_model(args)
     assert (digest, run_precision) == (model_digest(None, random_init=True, seed=3407, precision=precision), precision)
     assert (weights.random_init, weights.seed) == (True, 3407)

@@ -290,9 +290,9 @@ def test_config_json_records_every_value_and_where_it_came_from(tmp_path) -> Non
     assert ck.meta["recipe"] == {"name": "winner", "options": {"train.batch_size": 4, "train.epochs": 1, "train.finetune_spatial": False}}
     assert ck.model.config.head == "linear" and ck.model.config.lstm_pool == "mean"
 
-    from thqa.cli.app import _provenance
+    from thqa.cli.outputs import provenance
 
-    line = _provenance(ck)
+    line = provenance(ck)
     assert "recipe winner with train.batch_size=4, train.epochs=1, train.finetune_spatial=false" in line
     assert "frozen Swin-T" in line and "random-init backbones" in line
 
@@ -376,7 +376,7 @@ def test_method_settings_round_trip_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_score_json_rows_carry_the_recipe_and_csv_columns_stay() -> None:
-    from thqa.cli.app import _format_scores
+    from thqa.cli.score import _format_scores
     from thqa.scoring.scorer import ScoreResult
 
     r = ScoreResult("a.mp4", 3.2, [3.1, 3.3], seconds=[0, 1], recipe="winner")
@@ -387,23 +387,24 @@ def test_score_json_rows_carry_the_recipe_and_csv_columns_stay() -> None:
 
 # -- the CLI's switches ----------------------------------------------------------------------------------------
 def test_cli_switches_map_to_the_recipes_options() -> None:
-    from thqa.cli.app import _plan, build_parser
+    from thqa.cli.app import build_parser
+    from thqa.cli.options import recipe_plan
 
     args = build_parser().parse_args(
         ["train", "m.csv", "--cache-dir", "c", "--out", "o", "--recipe", "winner", "--epochs", "3", "--head", "mlp",
          "--no-finetune-spatial", "--cqt", "chroma", "--chroma-tuning", "estimate", "--mfcc-top-db", "80", "--audio-rate", "22050",
          "--audio-widths", "4,8,16", "--no-audio-input-norm", "--precision", "fp32"]
     )
-    plan = _plan(args, training=True)
+    plan = recipe_plan(args, training=True)
     f = FusionConfig.from_dict(plan.config.fusion)
     a = plan.settings.audio
     assert (plan.recipe, plan.config.epochs, plan.config.finetune_spatial, plan.config.lr) == ("winner", 3, False, 1e-5)
     assert (f.head, f.lstm_pool, f.audio_widths, f.audio_input_norm) == ("mlp", "mean", (4, 8, 16), False)
     assert (a.cqt_kind, a.cqt_bins, a.cqt_bins_per_octave, a.chroma_tuning, a.mfcc_top_db, a.sample_rate) == ("chroma", 896, 128, None, 80.0, 22050)
     assert plan.precision == "fp32" and plan.sources["train.seed"] == "recipe"
-    plain = _plan(build_parser().parse_args(["train", "m.csv", "--cache-dir", "c", "--out", "o"]), training=True)
+    plain = recipe_plan(build_parser().parse_args(["train", "m.csv", "--cache-dir", "c", "--out", "o"]), training=True)
     assert plain.recipe is None and set(plain.sources.values()) == {"default"}
-    ext = _plan(build_parser().parse_args(["extract", "m.csv", "--cache-dir", "c", "--recipe", "winner-exact"]), training=False)
+    ext = recipe_plan(build_parser().parse_args(["extract", "m.csv", "--cache-dir", "c", "--recipe", "winner-exact"]), training=False)
     assert ext.settings.audio == AudioSettings(**METHOD_AUDIO) and ext.precision == "fp32"
 
 

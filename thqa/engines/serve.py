@@ -104,7 +104,7 @@ class _Job:
 
 def score_row(result, *, timeline: bool = False, sync: bool = False) -> dict:
     """The JSON row ``thqa score --json`` writes for ``result`` (the CLI's own row function and columns)."""
-    from thqa.cli.app import _row_formatter
+    from thqa.cli.score import _row_formatter
 
     rows = _row_formatter(SimpleNamespace(timeline=timeline, sync=sync))
     return json.loads(rows([result], "json"))[0]

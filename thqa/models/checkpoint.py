@@ -19,6 +19,7 @@ from pathlib import Path
 from thqa.utils.atomic import atomic_path
 from thqa.data.manifest import MOS_LIMIT
 from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, brief, terminal_safe
+from thqa.utils.choices import MAX_CLIPS  # the most clips per video a checkpoint may ask for (the command line's bound too)
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.features.pipeline import PRECISIONS, ExtractionSettings
 from thqa.features.weights import state_mismatch
@@ -133,8 +134,6 @@ def save_checkpoint(
 
 
 # -- the header schema ----------------------------------------------------------------------------------------------
-#: the most clips per video a checkpoint may ask for (the method uses 6; each clip costs a SlowFast pass)
-MAX_CLIPS = 64
 #: largest checkpoint file read (a fusion model is ~10 MB; with fine-tuned ECA + Swin-T ~120 MB)
 MAX_CHECKPOINT_BYTES = 2 << 30
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
