@@ -16,17 +16,10 @@ from scipy import stats
 
 import thqa
 from thqa.cli import app as cli
-from thqa.analysis.comparison import (
-    _Cells,
-    _boot_means,
-    _cells,
-    _welch_parts,
-    _rowwise_correlations,
-    compare,
-    compare_scores,
-    holm,
-    n_perm_for,
-)
+from thqa.analysis.comparison import compare, compare_scores, holm
+from thqa.analysis.comparison_layout import Cells, boot_means, group_cells
+from thqa.analysis.comparison_system import rowwise_correlations
+from thqa.analysis.comparison_tests import n_perm_for, welch_parts
 from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source
 from thqa.errors import ConfigError, ManifestError, MetricError
 
@@ -57,9 +50,9 @@ def test_group_mean_ci_matches_scipy_bootstrap_percentile() -> None:
 
 def test_bootstrap_means_are_means_of_resampled_units() -> None:
     rng = np.random.default_rng(0)
-    c = _Cells(np.array(["s0", "s1", "s2"]), np.array([2.0, 1.0, 3.0]), np.array([5.0, 1.0, 9.0]), np.array([4.0, 2.0, 6.0]))
+    c = Cells(np.array(["s0", "s1", "s2"]), np.array([2.0, 1.0, 3.0]), np.array([5.0, 1.0, 9.0]), np.array([4.0, 2.0, 6.0]))
     w = rng.multinomial(3, [1 / 3] * 3, size=50)
-    pred, lab = _boot_means(c, w)
+    pred, lab = boot_means(c, w)
     for r in range(50):
         idx = np.repeat(np.arange(3), w[r])  # the units drawn, with repeats
         assert pred[r] == pytest.approx(c.pred[idx].sum() / c.n[idx].sum())
@@ -94,8 +87,8 @@ def test_unpaired_statistic_is_welchs_t_and_p_close_to_welchs_test() -> None:
     bootstrap-t p-value is close to Welch's t-test's."""
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.4, 1.0, 40), rng.normal(0.0, 0.3, 60)
-    ca, cb = _cells(a, None, np.array(_names("a", 40))), _cells(b, None, np.array(_names("b", 60)))
-    (ma, va), (mb, vb) = _welch_parts(ca, "pred"), _welch_parts(cb, "pred")
+    ca, cb = group_cells(a, None, np.array(_names("a", 40))), group_cells(b, None, np.array(_names("b", 60)))
+    (ma, va), (mb, vb) = welch_parts(ca, "pred"), welch_parts(cb, "pred")
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert (ma[0] - mb[0]) / math.sqrt(va[0] + vb[0]) == pytest.approx(ref.statistic, rel=1e-12)
     res = compare_scores(_names("a", 40) + _names("b", 60), np.r_[a, b], ["a"] * 40 + ["b"] * 60, n_boot=200, n_perm=20000)
@@ -251,7 +244,7 @@ def test_rowwise_correlations_equal_scipy_with_ties() -> None:
     rng = np.random.default_rng(1)
     x = rng.integers(0, 4, (30, 7)).astype(float)  # many ties
     y = x + rng.integers(0, 3, (30, 7))
-    got = _rowwise_correlations(x, y)
+    got = rowwise_correlations(x, y)
     for r in range(30):
         if np.ptp(x[r]) == 0 or np.ptp(y[r]) == 0:
             continue
