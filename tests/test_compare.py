@@ -215,7 +215,7 @@ def test_system_correlations_match_scipy_on_group_means() -> None:
     quality = np.linspace(1, 3, k)
     groups = [f"gen{i}" for i in range(k) for _ in range(n)]
     labels = np.concatenate([rng.normal(q, 0.5, n) for q in quality])
-    pred = 0.5 * labels + rng.normal(0, 0.4, k * n) + 1
+    pred = 0.5 * labels + rng.normal(0, 0.4, k * n) + 1 + np.repeat(rng.normal(0, 0.15, k), n)  # a bias per generator
     res = compare_scores([f"v{i}.mp4" for i in range(k * n)], pred, groups, labels=labels, n_boot=2000)
     mp = [pred[np.array(groups) == g].mean() for g in sorted(set(groups))]
     ml = [labels[np.array(groups) == g].mean() for g in sorted(set(groups))]
@@ -224,17 +224,26 @@ def test_system_correlations_match_scipy_on_group_means() -> None:
     assert s.srcc == pytest.approx(stats.spearmanr(mp, ml).statistic)
     assert s.krcc == pytest.approx(stats.kendalltau(mp, ml).statistic)
     assert s.plcc == pytest.approx(stats.pearsonr(mp, ml).statistic)
-    # the CIs against a plain loop: resample all videos at once, correlate the groups' means
+    # the noise of the groups' means against a plain loop (resample each group's videos, as the comparison does
+    # without a source key), and Spearman's disattenuation with it: the population PLCC the intervals are about
     g_arr, boot = np.array(groups), []
     for _ in range(2000):
-        idx = rng.integers(0, k * n, k * n)
-        gm = [(pred[idx][g_arr[idx] == g].mean(), labels[idx][g_arr[idx] == g].mean()) for g in sorted(set(groups))]
-        x, y = np.array(gm).T
-        boot.append((stats.spearmanr(x, y).statistic, stats.pearsonr(x, y).statistic))
-    ref = np.quantile(np.array(boot), [0.025, 0.975], axis=0)
-    assert s.srcc_ci == pytest.approx(list(ref[:, 0]), abs=0.05)
-    assert s.plcc_ci == pytest.approx(list(ref[:, 1]), abs=0.03)
-    assert s.krcc_ci[0] < s.krcc <= s.krcc_ci[1] and s.plcc_ci[1] - s.plcc_ci[0] > 0.01
+        gm = []
+        for g in sorted(set(groups)):
+            i = np.flatnonzero(g_arr == g)
+            i = rng.choice(i, i.size)
+            gm.append((pred[i].mean(), labels[i].mean()))
+        boot.append(gm)
+    dev = np.array(boot) - np.array(boot).mean(axis=0)  # (R, G, 2)
+    dev *= np.sqrt(n / (n - 1))  # the plug-in bias of a bootstrap of n videos
+    dev -= dev.mean(axis=1, keepdims=True)
+    noise = np.einsum("rgi,rgj->ij", dev, dev) / (dev.shape[0] * (k - 1))
+    signal = np.cov(np.array([mp, ml])) - noise
+    assert s.reliability == pytest.approx(min(signal[0, 0] / np.var(mp, ddof=1), signal[1, 1] / np.var(ml, ddof=1)), abs=0.03)
+    classical = signal[0, 1] / np.sqrt(signal[0, 0] * signal[1, 1])
+    assert s.plcc < classical and s.plcc_disattenuated == pytest.approx(classical, abs=0.04)
+    assert s.plcc_ci[0] < s.plcc_disattenuated < s.plcc_ci[1] and s.plcc_ci[1] - s.plcc_ci[0] > 0.01
+    assert s.srcc_ci[0] <= s.srcc <= s.srcc_ci[1] and s.krcc_ci[0] <= s.krcc <= s.krcc_ci[1]
     for g in res.groups:
         assert g.label_mean == pytest.approx(labels[np.array(groups) == g.group].mean())
         assert g.label_ci[0] < g.label_mean < g.label_ci[1]

@@ -7,7 +7,9 @@
 - ``pairs``: every pair's difference ``a - b`` of the figures with a bootstrap confidence interval and a two-sided
   p-value, ``significant`` after Holm's correction over all pairs;
 - ``system`` (with labels): SRCC, KRCC and PLCC between the groups' figures for predictions and labels - how well
-  the model ranks the systems - each with a bootstrap confidence interval (none where every resample agrees).
+  the model ranks the systems - each with an interval for the population value (the groups' figures without their
+  resampling noise, which attenuates the observed ones), found by test inversion in a bootstrap world
+  (:mod:`thqa.analysis.comparison_system`), and the PLCC with the noise taken out (``plcc_disattenuated``).
 
 Clusters (``clusters``, ``--cluster``): where sources are nested in clusters (portraits), resampling is two-stage
 (clusters, then sources within them), paired tests flip whole clusters, and the clusters are the units of every
@@ -261,7 +263,8 @@ def _system(built: list[_Group], level: float, with_labels: bool, units: np.ndar
     if not with_labels:
         return None, []
     system, note = system_stats(
-        np.array([g.mean for g in built]), np.array([g.label_mean for g in built]), [g.boot for g in built], [g.boot_label for g in built], level
+        np.array([g.mean for g in built]), np.array([g.label_mean for g in built]), [g.boot for g in built], [g.boot_label for g in built],
+        [g.units for g in built], level,
     )
     notes = [note] if note else []
     n_units = np.unique(units).size if cluster_of is None else len(set(cluster_of.values()))

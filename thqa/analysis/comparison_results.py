@@ -64,7 +64,11 @@ class PairStats:
 
 @dataclass
 class SystemStats:
-    """System-level agreement between the groups' mean predictions and mean labels (PLCC without a fitted curve)."""
+    """System-level agreement between the groups' mean predictions and mean labels (PLCC without a fitted curve).
+
+    ``srcc``, ``krcc``, ``plcc`` are the correlations of the groups' figures as observed; the intervals are for the
+    population correlations (the groups' figures without noise), which the observed ones underestimate when the
+    groups are close (see :mod:`thqa.analysis.comparison_system`)."""
 
     n_groups: int
     srcc: float
@@ -73,9 +77,11 @@ class SystemStats:
     krcc_ci: list[float] | None
     plcc: float
     plcc_ci: list[float] | None
-    #: 1 - resampling variance / variance between the groups' figures (the smaller of predictions and labels); below
-    #: RELIABLE the correlations are attenuated by noise and their intervals under-cover (a note says so)
+    #: 1 - noise / observed variance between the groups' figures (the smaller of predictions and labels): below
+    #: RELIABLE the point correlations are attenuated by the figures' noise (a note says so)
     reliability: float | None = None
+    #: the population PLCC (infinitely many sources per group) estimated with the noise taken out (median-unbiased)
+    plcc_disattenuated: float | None = None
 
 
 @dataclass
@@ -173,7 +179,8 @@ def format_table(res: Comparison) -> str:
             "",
             f"system level ({s.n_groups} groups' means, predictions against labels): "
             f"SRCC {s.srcc:.4f} {fmt_ci(s.srcc_ci, 4)}, KRCC {s.krcc:.4f} {fmt_ci(s.krcc_ci, 4)}, "
-            f"PLCC {s.plcc:.4f} {fmt_ci(s.plcc_ci, 4)}",
+            f"PLCC {s.plcc:.4f} {fmt_ci(s.plcc_ci, 4)}"
+            + ("" if s.plcc_disattenuated is None else f" (noise taken out: {s.plcc_disattenuated:.4f}; intervals for the population values)"),
         ]
     n_sig = sum(p.significant for p in res.pairs)
     n_paired = sum(p.paired for p in res.pairs)
