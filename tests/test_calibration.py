@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from thqa.analysis import conformal
 from thqa.analysis.comparison import compare_scores
@@ -86,8 +87,9 @@ def test_all_equal_group_means_give_no_system_figure_and_say_why() -> None:
 
 
 def test_no_zero_width_system_interval_is_shown_as_certainty() -> None:
-    """Issue 24 fault 4 (part): well-separated groups gave SRCC [0.929, 0.929]; every resample agreeing says
-    nothing about new sources, so no interval is shown and a note says why."""
+    """Issue 24 fault 4 (part): well-separated groups gave SRCC [0.929, 0.929] - every resample agreeing, which says
+    nothing about the population. The intervals are now for the population correlations (test inversion in a
+    bootstrap world): each is shown with a width, and holds the population value (SRCC 0.976: one swap)."""
     rng = np.random.default_rng(0)
     g_n, s_n = 8, 30
     effects = np.linspace(0, 7, g_n)
@@ -98,7 +100,10 @@ def test_no_zero_width_system_interval_is_shown_as_certainty() -> None:
     lab[gi == 6] += 3.0  # one swap of rank among well-separated groups: SRCC < 1 in every resample alike
     res = compare_scores([f"v{i}" for i in range(gi.size)], pred, [f"g{k}" for k in gi], sources=[f"s{k}" for k in si], labels=lab, n_boot=300)
     s = res.system
-    assert s.srcc < 1 and s.srcc_ci is None and any("same SRCC" in n for n in res.notes)
+    true_srcc = stats.spearmanr(effects, np.where(np.arange(g_n) == 6, effects + 3.0, effects)).statistic
+    for ci in (s.srcc_ci, s.krcc_ci, s.plcc_ci):
+        assert ci is None or ci[1] - ci[0] > 1e-9
+    assert s.srcc < 1 and s.srcc_ci[0] <= true_srcc <= s.srcc_ci[1]
     assert s.plcc_ci is not None and s.plcc_ci[1] > s.plcc_ci[0]
 
 
@@ -254,11 +259,65 @@ def system_design(rng: np.random.Generator, spread: float) -> tuple[list, np.nda
     return [f"v{i}" for i in range(gi.size)], pred, [f"g{k}" for k in gi], [f"s{k}" for k in si], lab
 
 
+def system_coverage(spread: float, reps: int, seed: int, n_boot: int = 200) -> dict[str, float]:
+    """:func:`system_design` ``reps`` times: coverage of the population PLCC, SRCC and KRCC (the groups' figures
+    with infinitely many sources) by the 95% system-level intervals, the mean PLCC as observed and with the noise
+    taken out, and the mean reliability."""
+    g_n = 8
+    theta = np.linspace(0, spread, g_n)
+    phi = np.random.default_rng(123).normal(0, 0.1, g_n)
+    truth = {"plcc": np.corrcoef(theta + phi, theta)[0, 1], "srcc": stats.spearmanr(theta + phi, theta).statistic,
+             "krcc": stats.kendalltau(theta + phi, theta).statistic}
+    rng = np.random.default_rng(seed)
+    hits = dict.fromkeys(truth, 0)
+    raw, dis, rel = [], [], []
+    for r in range(reps):
+        names, pred, groups, src, lab = system_design(rng, spread)
+        s = compare_scores(names, pred, groups, sources=src, labels=lab, n_boot=n_boot, n_perm=200, seed=r).system
+        for k, v in truth.items():
+            ci = getattr(s, k + "_ci")
+            hits[k] += ci is not None and ci[0] - 1e-9 <= v <= ci[1] + 1e-9
+        raw.append(s.plcc)
+        dis.append(np.nan if s.plcc_disattenuated is None else s.plcc_disattenuated)
+        rel.append(np.nan if s.reliability is None else s.reliability)
+    out = {k + "_coverage": hits[k] / reps for k in truth}
+    out.update(true_plcc=truth["plcc"], plcc=float(np.mean(raw)), plcc_disattenuated=float(np.nanmean(dis)), reliability=float(np.nanmean(rel)))
+    return out
+
+
+def test_system_intervals_of_close_groups_cover_the_population_correlations() -> None:
+    """Issue 24 fault 4 (part): eight close generators over 30 sources (reliability about 0.87): percentile
+    intervals of the resampled correlations, centred on estimates attenuated by the groups' noise, held the
+    population PLCC 57-61 % and SRCC 77 % of the time at a nominal 95 %. Test inversion in a bootstrap world whose
+    population has the signal's spread (thqa.analysis.comparison_system): measured 94 % / 94 % / 96 % (PLCC, SRCC,
+    KRCC; the benchmark, 120 replications). Band: 2 Monte Carlo standard errors (80 reps: 0.025 at 0.95) below
+    nominal: >= 0.90 each (here 1.00 / 0.93 / 0.96). The disattenuated PLCC is close to the population's (the
+    observed one is 0.09 below it)."""
+    m = system_coverage(0.4, reps=80, seed=5)
+    assert m["plcc_coverage"] >= 0.90 and m["srcc_coverage"] >= 0.90 and m["krcc_coverage"] >= 0.90, m
+    assert abs(m["plcc_disattenuated"] - m["true_plcc"]) < 0.05 < m["true_plcc"] - m["plcc"], m
+
+
+def test_source_bootstrap_covers_with_several_videos_per_cell() -> None:
+    """Within-cell video resampling is not needed: resampling the sources already carries the videos' own noise
+    (a source's cell mean varies by both), and resampling videos again inside the drawn sources would count it twice
+    (Davison & Hinkley 1997, sec. 3.8). Three videos per (generator, source) cell with a large video noise (sd 0.6
+    against a source effect of sd 0.3), 12 sources: the group interval keeps its coverage."""
+    rng = np.random.default_rng(11)
+    src = [f"s{i}" for i in range(12) for _ in range(3)]
+    names = [f"{s}_{j}_{g}.mp4" for g in "ab" for s, j in zip(src, [0, 1, 2] * 12)]
+    hits, reps = 0, 200
+    for r in range(reps):
+        base = np.repeat(rng.normal(0, 0.3, 12), 3)
+        y = np.r_[3.0 + base, 2.5 + base] + rng.normal(0, 0.6, 72)
+        g = compare_scores(names, y, ["a"] * 36 + ["b"] * 36, sources=src + src, n_boot=200, n_perm=200, seed=r).group("a")
+        hits += g.ci[0] <= 3.0 <= g.ci[1]
+    assert hits / reps >= COVER_MIN, hits / reps  # 200 reps: se 0.015 at 0.95
+
+
 def test_system_intervals_of_close_groups_are_flagged_rough() -> None:
-    """Issue 24 fault 4 (part): with eight close groups and 30 sources the system-level PLCC interval covered the
-    population PLCC far less often than nominal (85.8 % in the issue; 57 % in benchmarks/bench_calibration.py's
-    design - it is centred on an estimate attenuated by the groups' noise). Not fixed: flagged. Close groups get the
-    'rough' note; well-separated ones do not."""
+    """Close groups' system-level figures are attenuated and their intervals still under-cover a little (above):
+    close groups get the 'rough' note; well-separated ones do not."""
     rng = np.random.default_rng(0)
     names, pred, groups, src, lab = system_design(rng, 0.4)
     close = compare_scores(names, pred, groups, sources=src, labels=lab, n_boot=300)

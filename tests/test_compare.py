@@ -16,17 +16,10 @@ from scipy import stats
 
 import thqa
 from thqa.cli import app as cli
-from thqa.analysis.comparison import (
-    _Cells,
-    _boot_means,
-    _cells,
-    _welch_parts,
-    _rowwise_correlations,
-    compare,
-    compare_scores,
-    holm,
-    n_perm_for,
-)
+from thqa.analysis.comparison import compare, compare_scores, holm
+from thqa.analysis.comparison_layout import Cells, boot_means, group_cells
+from thqa.analysis.comparison_system import rowwise_correlations
+from thqa.analysis.comparison_tests import n_perm_for, welch_parts
 from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source
 from thqa.errors import ConfigError, ManifestError, MetricError
 
@@ -57,9 +50,9 @@ def test_group_mean_ci_matches_scipy_bootstrap_percentile() -> None:
 
 def test_bootstrap_means_are_means_of_resampled_units() -> None:
     rng = np.random.default_rng(0)
-    c = _Cells(np.array(["s0", "s1", "s2"]), np.array([2.0, 1.0, 3.0]), np.array([5.0, 1.0, 9.0]), np.array([4.0, 2.0, 6.0]))
+    c = Cells(np.array(["s0", "s1", "s2"]), np.array([2.0, 1.0, 3.0]), np.array([5.0, 1.0, 9.0]), np.array([4.0, 2.0, 6.0]))
     w = rng.multinomial(3, [1 / 3] * 3, size=50)
-    pred, lab = _boot_means(c, w)
+    pred, lab = boot_means(c, w)
     for r in range(50):
         idx = np.repeat(np.arange(3), w[r])  # the units drawn, with repeats
         assert pred[r] == pytest.approx(c.pred[idx].sum() / c.n[idx].sum())
@@ -94,8 +87,8 @@ def test_unpaired_statistic_is_welchs_t_and_p_close_to_welchs_test() -> None:
     bootstrap-t p-value is close to Welch's t-test's."""
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.4, 1.0, 40), rng.normal(0.0, 0.3, 60)
-    ca, cb = _cells(a, None, np.array(_names("a", 40))), _cells(b, None, np.array(_names("b", 60)))
-    (ma, va), (mb, vb) = _welch_parts(ca, "pred"), _welch_parts(cb, "pred")
+    ca, cb = group_cells(a, None, np.array(_names("a", 40))), group_cells(b, None, np.array(_names("b", 60)))
+    (ma, va), (mb, vb) = welch_parts(ca, "pred"), welch_parts(cb, "pred")
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert (ma[0] - mb[0]) / math.sqrt(va[0] + vb[0]) == pytest.approx(ref.statistic, rel=1e-12)
     res = compare_scores(_names("a", 40) + _names("b", 60), np.r_[a, b], ["a"] * 40 + ["b"] * 60, n_boot=200, n_perm=20000)
@@ -222,7 +215,7 @@ def test_system_correlations_match_scipy_on_group_means() -> None:
     quality = np.linspace(1, 3, k)
     groups = [f"gen{i}" for i in range(k) for _ in range(n)]
     labels = np.concatenate([rng.normal(q, 0.5, n) for q in quality])
-    pred = 0.5 * labels + rng.normal(0, 0.4, k * n) + 1
+    pred = 0.5 * labels + rng.normal(0, 0.4, k * n) + 1 + np.repeat(rng.normal(0, 0.15, k), n)  # a bias per generator
     res = compare_scores([f"v{i}.mp4" for i in range(k * n)], pred, groups, labels=labels, n_boot=2000)
     mp = [pred[np.array(groups) == g].mean() for g in sorted(set(groups))]
     ml = [labels[np.array(groups) == g].mean() for g in sorted(set(groups))]
@@ -231,17 +224,26 @@ def test_system_correlations_match_scipy_on_group_means() -> None:
     assert s.srcc == pytest.approx(stats.spearmanr(mp, ml).statistic)
     assert s.krcc == pytest.approx(stats.kendalltau(mp, ml).statistic)
     assert s.plcc == pytest.approx(stats.pearsonr(mp, ml).statistic)
-    # the CIs against a plain loop: resample all videos at once, correlate the groups' means
+    # the noise of the groups' means against a plain loop (resample each group's videos, as the comparison does
+    # without a source key), and Spearman's disattenuation with it: the population PLCC the intervals are about
     g_arr, boot = np.array(groups), []
     for _ in range(2000):
-        idx = rng.integers(0, k * n, k * n)
-        gm = [(pred[idx][g_arr[idx] == g].mean(), labels[idx][g_arr[idx] == g].mean()) for g in sorted(set(groups))]
-        x, y = np.array(gm).T
-        boot.append((stats.spearmanr(x, y).statistic, stats.pearsonr(x, y).statistic))
-    ref = np.quantile(np.array(boot), [0.025, 0.975], axis=0)
-    assert s.srcc_ci == pytest.approx(list(ref[:, 0]), abs=0.05)
-    assert s.plcc_ci == pytest.approx(list(ref[:, 1]), abs=0.03)
-    assert s.krcc_ci[0] < s.krcc <= s.krcc_ci[1] and s.plcc_ci[1] - s.plcc_ci[0] > 0.01
+        gm = []
+        for g in sorted(set(groups)):
+            i = np.flatnonzero(g_arr == g)
+            i = rng.choice(i, i.size)
+            gm.append((pred[i].mean(), labels[i].mean()))
+        boot.append(gm)
+    dev = np.array(boot) - np.array(boot).mean(axis=0)  # (R, G, 2)
+    dev *= np.sqrt(n / (n - 1))  # the plug-in bias of a bootstrap of n videos
+    dev -= dev.mean(axis=1, keepdims=True)
+    noise = np.einsum("rgi,rgj->ij", dev, dev) / (dev.shape[0] * (k - 1))
+    signal = np.cov(np.array([mp, ml])) - noise
+    assert s.reliability == pytest.approx(min(signal[0, 0] / np.var(mp, ddof=1), signal[1, 1] / np.var(ml, ddof=1)), abs=0.03)
+    classical = signal[0, 1] / np.sqrt(signal[0, 0] * signal[1, 1])
+    assert s.plcc < classical and s.plcc_disattenuated == pytest.approx(classical, abs=0.04)
+    assert s.plcc_ci[0] < s.plcc_disattenuated < s.plcc_ci[1] and s.plcc_ci[1] - s.plcc_ci[0] > 0.01
+    assert s.srcc_ci[0] <= s.srcc <= s.srcc_ci[1] and s.krcc_ci[0] <= s.krcc <= s.krcc_ci[1]
     for g in res.groups:
         assert g.label_mean == pytest.approx(labels[np.array(groups) == g.group].mean())
         assert g.label_ci[0] < g.label_mean < g.label_ci[1]
@@ -251,7 +253,7 @@ def test_rowwise_correlations_equal_scipy_with_ties() -> None:
     rng = np.random.default_rng(1)
     x = rng.integers(0, 4, (30, 7)).astype(float)  # many ties
     y = x + rng.integers(0, 3, (30, 7))
-    got = _rowwise_correlations(x, y)
+    got = rowwise_correlations(x, y)
     for r in range(30):
         if np.ptp(x[r]) == 0 or np.ptp(y[r]) == 0:
             continue
