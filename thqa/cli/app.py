@@ -26,6 +26,7 @@ from typing import Sequence
 from thqa import __version__
 from thqa.utils.choices import FIT_KINDS, PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError, THQAError, brief, terminal_safe
+from thqa.features.registry import specs as backbone_specs
 
 # OpenMP threads that wait for work sleep instead of spinning (the user's own setting wins). Set before torch loads
 # its OpenMP runtime, which reads it once. Beside another busy process on a 2-core machine, spinning threads took
@@ -92,10 +93,8 @@ def _add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) ->
         "backbones the checkpoint was trained on are used (and said on stderr)",
     )
     g.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None, help="seed of --random-init (default: the checkpoint's, else 3407; 0 to 2^32-1)")
-    g.add_argument("--swin-weights", metavar="FILE", help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)")
-    g.add_argument(
-        "--slowfast-weights", metavar="FILE", help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)"
-    )
+    for b in backbone_specs():  # --swin-weights, --slowfast-weights, ...: one per backbone of the registry
+        g.add_argument(b.flag, dest=b.keyword, metavar="FILE", help=b.help or f"local {b.title} weights (else ${b.env})")
     g.add_argument("--offline", action="store_true", help="never try the network for weights (also $THQA_OFFLINE=1)")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(
@@ -161,6 +160,8 @@ def _weights_options(args):
         swin_weights=args.swin_weights,
         slowfast_weights=args.slowfast_weights,
         offline=True if args.offline else None,
+        files=tuple((b.keyword, getattr(args, b.keyword)) for b in backbone_specs()
+                    if b.keyword not in ("swin_weights", "slowfast_weights") and getattr(args, b.keyword, None)),
     )
 
 
