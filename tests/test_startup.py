@@ -17,8 +17,8 @@ import thqa.utils.hardware as hw
 from thqa.cli import app as cli
 from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.errors import ConfigError, WeightsError
-from thqa.features.pipeline import Backbones as _RealBackbones
-from thqa.features.pipeline import precision_for
+from thqa.features.runner import Backbones as _RealBackbones
+from thqa.features.settings import precision_for
 from thqa.features.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
 
 #: digests of the seed-3407 random-init backbones as thqa has always computed them (torch 2.14.1, AVX2 kernels)
@@ -289,7 +289,7 @@ def test_empty_build_refuses_a_module_it_cannot_complete():
 def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(backbones):
     from dataclasses import replace
 
-    from thqa.features.pipeline import Backbones
+    from thqa.features.runner import Backbones
 
     lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")  # seed 3407: digests remembered
     assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
@@ -353,7 +353,7 @@ def test_resize_of_real_frames_gives_torchvisions_bytes(real_file):
 def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(backbones, monkeypatch):
     """Channels-last 3-D SlowFast on a CPU of 2+ torch threads (measured faster there, slower on 1): same features to
     float rounding as the default layout."""
-    from thqa.features.pipeline import Backbones
+    from thqa.features.runner import Backbones
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
@@ -395,6 +395,7 @@ def test_help_and_argument_errors_load_no_torch(argv, rc):
 def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_video, good_video_2s, tmp_path, monkeypatch, capsys):
     """The keys need only the weights' remembered digests: with every entry cached, `thqa extract` builds nothing."""
     import thqa.features.pipeline
+    import thqa.features.runner
     import thqa.features.weights
     from test_batching import _TinySpatial, _TinyTemporal
     from test_cli_experiments import use_session_backbones
@@ -414,8 +415,7 @@ def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_vid
         raise AssertionError("a backbone was built (or hashed)")
 
     monkeypatch.setattr(thqa.features.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
-    for name in ("build_spatial", "build_temporal"):
-        monkeypatch.setattr(thqa.features.pipeline, name, no)
+    monkeypatch.setattr(thqa.features.runner, "build", no)  # Backbones builds every backbone through it
     monkeypatch.setattr(thqa.features.weights, "state_digest", no)
     capsys.readouterr()
     assert cli.main(argv) == 0
