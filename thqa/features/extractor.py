@@ -14,13 +14,13 @@ import torch
 from thqa.errors import ConfigError
 from thqa.features.prepare import prepare
 from thqa.features.runner import Backbones, ClipBatcher, VideoFeatures
-from thqa.features.settings import ExtractionSettings
+from thqa.features.settings import LOGGER, ExtractionSettings
 from thqa.features.weights import WeightsOptions
 from thqa.features.workers import PrepareDataset, WorkerCrashed, default_workers, prepared
 
 __all__ = ["FeatureExtractor", "ItemResult"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 
 @dataclass

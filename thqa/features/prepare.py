@@ -14,14 +14,14 @@ import torch
 
 from thqa.errors import THQAError
 from thqa.features.audio import AudioFeatureExtractor, AudioSettings
-from thqa.features.settings import ExtractionSettings, extraction_provenance
+from thqa.features.settings import LOGGER, ExtractionSettings, extraction_provenance
 from thqa.features.spatial import crop, normalize, resize_short_side
 from thqa.media.decode import read_clips
 from thqa.media.sampling import clip_seconds
 
 __all__ = ["PreparedVideo", "prepare", "encode_frame_png", "decode_frame_png"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 
 @dataclass

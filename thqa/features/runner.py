@@ -15,13 +15,13 @@ import torch
 from thqa.errors import WeightsError
 from thqa.features.prepare import PreparedVideo
 from thqa.features.registry import BackboneSpec, module_of, specs
-from thqa.features.settings import ExtractionSettings, precision_for, resolve_device
+from thqa.features.settings import LOGGER, ExtractionSettings, precision_for, resolve_device
 from thqa.features.weights import WeightsOptions, build, known_info
 from thqa.features.workers import start_fork_server
 
 __all__ = ["VideoFeatures", "Backbones", "assemble"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 #: the slots every VideoFeatures has a field for; the features of any other registered backbone land in ``extra``
 _FIELDS = ("spatial", "temporal")

@@ -16,6 +16,7 @@ from thqa.features.spatial import CROP, SHORT_SIDE
 from thqa.utils.hardware import cpu_has_bf16
 
 __all__ = [
+    "LOGGER",
     "FEATURES_VERSION",
     "CLIP_SAMPLINGS",
     "PRECISIONS",
@@ -27,6 +28,10 @@ __all__ = [
     "ExtractionSettings",
 ]
 
+
+#: the logger of extraction (prepare, runner, workers, extractor): the name it had as one module, which the timeline's
+#: gathering of decoding warnings (thqa.scoring.timeline) and users' logging configurations name
+LOGGER = "thqa.features.pipeline"
 
 #: The version of what extraction computes from a file, part of every cache key (with the library versions in
 #: :func:`extraction_provenance`): bump it whenever a change alters the numbers extracted from the same file and

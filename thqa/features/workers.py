@@ -22,13 +22,13 @@ import torch
 
 from thqa.errors import THQAError
 from thqa.features.prepare import _audio_extractor, encode_frame_png, prepare
-from thqa.features.settings import ExtractionSettings, resolve_device
+from thqa.features.settings import LOGGER, ExtractionSettings, resolve_device
 from thqa.features.spatial import crop, normalize, resize_short_side
 from thqa.media.decode import set_decode_threads
 
 __all__ = ["PrepareDataset", "WorkerCrashed", "prepared", "warm_up", "start_fork_server", "default_workers"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 #: a worker that returns nothing for file_timeout + this many seconds is taken for hung and stopped
 _HANG_MARGIN_S = 60.0
