@@ -154,14 +154,14 @@ def _coverage_arg(text: str) -> float:
 def _weights_options(args):
     from thqa.features.weights import DEFAULT_SEED, WeightsOptions
 
+    named = {b.keyword: getattr(args, b.keyword, None) for b in backbone_specs()}  # --swin-weights, ...
     return WeightsOptions(
         random_init=bool(args.random_init),
         seed=DEFAULT_SEED if args.seed is None else args.seed,
-        swin_weights=args.swin_weights,
-        slowfast_weights=args.slowfast_weights,
+        swin_weights=named.pop("swin_weights"),
+        slowfast_weights=named.pop("slowfast_weights"),
         offline=True if args.offline else None,
-        files=tuple((b.keyword, getattr(args, b.keyword)) for b in backbone_specs()
-                    if b.keyword not in ("swin_weights", "slowfast_weights") and getattr(args, b.keyword, None)),
+        files=tuple((k, v) for k, v in named.items() if v),  # the further backbones' files
     )
 
 

@@ -177,6 +177,10 @@ class Backbones:
     spatial_info = _info_of("spatial", "The spatial backbone's BackboneInfo, or None.")
     temporal_info = _info_of("temporal", "The temporal backbone's BackboneInfo, or None.")
 
+    def inputs(self, item: PreparedVideo, slot: str) -> torch.Tensor:
+        """The prepared input of ``item`` that ``slot``'s backbone reads (its registry entry's ``input``)."""
+        return getattr(item, self._specs[slot].input)
+
     @property
     def slots(self) -> tuple[str, ...]:
         """The slots of every registered backbone, in table order."""
@@ -278,7 +282,7 @@ class Backbones:
         secs: dict[str, float] = {}
         for slot in self.active(spatial_module):
             t = time.perf_counter()
-            x = self._gather([getattr(it, self._specs[slot].input) for it in items])
+            x = self._gather([self.inputs(it, slot) for it in items])
             outs[slot] = self.run(slot, x, spatial_module if slot == "spatial" else None)
             secs[slot] = (time.perf_counter() - t) / len(items)
         out = []
@@ -350,7 +354,7 @@ class ClipBatcher:
         self.files[i] = {
             "item": item,
             # start the (pinned, asynchronous) copy to the GPU now, while the previous pass runs
-            "in": {s: getattr(item, self.bb._specs[s].input).to(dev, non_blocking=True) for s in slots},
+            "in": {s: self.bb.inputs(item, s).to(dev, non_blocking=True) for s in slots},
             "out": {s: [None] * u for s in slots},
             "t": {s: 0.0 for s in slots},
             "left": u,

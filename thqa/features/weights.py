@@ -45,7 +45,7 @@ from torch import nn
 from thqa.errors import WeightsError, WeightsNotFoundError, brief
 from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.features.registry import SLOWFAST_R50, SWIN_T, module_of, spec
-from thqa.features.spatial import SWIN_NAME
+from thqa.features.spatial import SWIN_NAME  # noqa: F401 - importable from here, as before the registry
 from thqa.utils.hints import option
 
 __all__ = [
@@ -97,7 +97,7 @@ class WeightsOptions:
     def named_file(self, backbone: str) -> str | None:
         """The weights file named for ``backbone`` (a registry name): its keyword here, else its environment variable."""
         s = spec(backbone)
-        given = getattr(self, s.keyword, None) if s.keyword in ("swin_weights", "slowfast_weights") else dict(self.files).get(s.keyword)
+        given = getattr(self, s.keyword) if s.keyword in self.__dataclass_fields__ else dict(self.files).get(s.keyword)
         return given or os.environ.get(s.env) or None
 
     def resolved_swin(self) -> str | None:
@@ -206,7 +206,6 @@ def state_mismatch(expected, got, *, examples: int = 2) -> str | None:
     return "; ".join(parts) + f" of {len(want)} tensors" if parts else None
 
 
-
 def _unsafe_content(exc: BaseException) -> str:
     """What a weights-only torch.load refused, in a few words (e.g. 'unsupported GLOBAL posix.system')."""
     m = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(exc))
@@ -301,7 +300,6 @@ def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | 
     if hit is not None:
         return hit, "cache"
     return download(), "download"
-
 
 
 def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
