@@ -719,6 +719,10 @@ def test_a_third_backbone_is_one_registry_entry_and_its_own_module(third_backbon
     with pytest.raises(SystemExit):
         cli.main(["extract", "--help"])
     assert "--texture-weights FILE" in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["extract", "m.csv", "--cache-dir", "c", "--texture-weights", "t.pt", "--swin-weights", "s.pt"])
+    o = cli._weights_options(args)
+    assert (o.swin_weights, o.slowfast_weights, o.files) == ("s.pt", None, (("texture_weights", "t.pt"),))
+    assert o.named_file("texture_cnn") == "t.pt" and o.named_file("swin_t") == "s.pt"
 
 
 def test_a_third_backbones_weights_file_is_named_like_the_others(third_backbone, tmp_path, monkeypatch):
