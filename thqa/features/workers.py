@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from multiprocessing import forkserver
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -220,7 +220,7 @@ def _loader(ds: PrepareDataset, indices: list[int], ctx, *, workers: int, prefet
 
 
 def prepared(ds: PrepareDataset, indices: list[int], returned: set[int], *, workers: int, prefetch: int,
-             file_timeout: float | None, cuda: bool, models_built: bool, on_start=None):
+             file_timeout: float | None, cuda: bool, models_built: bool, on_start=None) -> Iterator[tuple]:
     """Prepare ``indices`` of ``ds`` in ``workers`` processes (or here when 0), yielding ``ds[i]`` as each finishes
     and adding ``i`` to ``returned``. ``on_start()`` runs once the workers are started (before the first file is
     waited for); ``cuda``: the backbones run on a GPU (fork server, pinned memory); ``models_built``: warm up
