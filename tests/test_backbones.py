@@ -403,9 +403,9 @@ def http_404():
 @pytest.mark.parametrize("which", ["slowfast", "swin"])
 def test_download_that_fails_raises_weights_not_found(no_network_weights, monkeypatch, http_404, which):
     """The hub answers but has no file (a proxy, a mirror): the same helpful WeightsNotFoundError, fast."""
-    import thqa.features.weights as w
+    import thqa.features.slowfast
 
-    monkeypatch.setattr(w, "SLOWFAST_URL", f"{http_404}/SLOWFAST_8x8_R50.pyth")
+    monkeypatch.setattr(thqa.features.slowfast, "SLOWFAST_URL", f"{http_404}/SLOWFAST_8x8_R50.pyth")
     monkeypatch.setenv("HF_ENDPOINT", http_404)
     import huggingface_hub.constants as hc
 
@@ -639,3 +639,106 @@ def test_scorer_with_missing_or_corrupt_checkpoint(tmp_path):
     bad.write_bytes(b"garbage" * 10)
     with pytest.raises(CheckpointError):
         Scorer(bad, random_init=True, device="cpu")
+
+
+# -- the backbone registry --------------------------------------------------------------------------------------------
+def test_the_registry_is_the_one_table_of_the_backbones():
+    """Names, slots, widths, weight sources, variables and flags of Swin-T and SlowFast come from the table."""
+    import thqa.features.slowfast
+    import thqa.features.swin
+    import thqa.features.weights as w
+    from thqa.features import registry
+    from thqa.features.spatial import SPATIAL_DIM
+    from thqa.features.temporal import TEMPORAL_DIM
+
+    assert [(s.name, s.slot, s.dim, s.flag, s.env) for s in registry.specs()] == [
+        ("swin_t", "spatial", SPATIAL_DIM, "--swin-weights", "THQA_SWIN_WEIGHTS"),
+        ("slowfast_r50", "temporal", TEMPORAL_DIM, "--slowfast-weights", "THQA_SLOWFAST_WEIGHTS"),
+    ]
+    assert w.SWIN_HUB_ID == thqa.features.swin.SWIN_HUB_ID == "timm/swin_tiny_patch4_window7_224.ms_in1k"
+    assert w.SLOWFAST_URL == thqa.features.slowfast.SLOWFAST_URL and w.SLOWFAST_URL.endswith("/SLOWFAST_8x8_R50.pyth")
+    assert registry.module_of("swin_t") is thqa.features.swin and registry.by_slot("temporal").name == "slowfast_r50"
+    assert registry.needed(("spatial", "temporal", "audio")) == ("swin_t", "slowfast_r50")
+    assert registry.needed(("spatial", "temporal"), finetuned_spatial=True) == ("slowfast_r50",)
+    assert registry.needed(("temporal", "audio")) == ("slowfast_r50",)
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register(registry.SWIN_T)
+    with pytest.raises(KeyError, match="known: swin_t, slowfast_r50"):
+        registry.spec("vit")
+
+
+@pytest.fixture()
+def third_backbone(monkeypatch, tmp_path):
+    """The stand-in third backbone of tests/third_backbone.py registered (for this test only)."""
+    import third_backbone as tb
+
+    from thqa.features import registry
+
+    monkeypatch.setitem(registry.BACKBONES, tb.ENTRY.name, tb.ENTRY)
+    monkeypatch.setenv("THQA_CACHE_HOME", str(tmp_path / "home"))
+    return tb
+
+
+def test_a_third_backbone_is_one_registry_entry_and_its_own_module(third_backbone, good_video, small_settings, capsys):
+    """Registered from a test (tests/third_backbone.py: an entry and a module, no file of the package touched), a
+    third backbone is built, recorded, run over the clips by both of extraction's paths, and its features land in
+    the result; the command line offers its weights flag."""
+    from test_batching import _TinySpatial, _TinyTemporal
+    from thqa.cli import app as cli
+    from thqa.cli import options as cli_options
+    from thqa.features.extractor import FeatureExtractor
+    from thqa.features.prepare import prepare
+    from thqa.features.runner import Backbones
+    from thqa.features.weights import known_info
+
+    tb = third_backbone
+    bb = Backbones(WeightsOptions(random_init=True), device="cpu", spatial=False, temporal=False, start_workers=False,
+                   batch_size=2, precision="fp32")
+    assert bb.slots == ("spatial", "temporal", "texture") and bb.built
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        bb.spatial, bb.temporal = _TinySpatial().eval(), _TinyTemporal().eval()  # cheap stand-ins for Swin-T, SlowFast
+    info = bb.infos["texture_cnn"]
+    assert (info["source"], info["seed"], info["precision"]) == ("random-init", DEFAULT_SEED, "fp32")
+    assert info["sha256"] == state_digest(bb.model("texture"))
+    assert known_info("texture_cnn", bb.weights).sha256 == info["sha256"]  # remembered like the others'
+
+    item = prepare(good_video, small_settings)
+    with torch.random.fork_rng():
+        torch.manual_seed(DEFAULT_SEED)
+        ref = tb.TextureNet().eval()
+    with torch.inference_mode():
+        want = ref(item.spatial_input)[np.asarray(item.index)].numpy()
+    batched = next(FeatureExtractor(small_settings, backbones=bb, workers=0).iter_extract([good_video])).features
+    alone = bb.features([item])[0]
+    for f in (batched, alone):
+        assert sorted(f.extra) == ["texture"] and f.extra["texture"].shape == (small_settings.n_clips, tb.DIM)
+        np.testing.assert_allclose(f.extra["texture"], want, rtol=1e-5, atol=1e-6)
+        assert f.spatial.shape == (small_settings.n_clips, 768) and "texture_s" in f.timings
+    np.testing.assert_array_equal(batched.extra["texture"], alone.extra["texture"])
+
+    with pytest.raises(SystemExit):
+        cli.main(["extract", "--help"])
+    assert "--texture-weights FILE" in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["extract", "m.csv", "--cache-dir", "c", "--texture-weights", "t.pt", "--swin-weights", "s.pt"])
+    o = cli_options.weights_options(args)
+    assert (o.swin_weights, o.slowfast_weights, o.files) == ("s.pt", None, (("texture_weights", "t.pt"),))
+    assert o.named_file("texture_cnn") == "t.pt" and o.named_file("swin_t") == "s.pt"
+
+
+def test_a_third_backbones_weights_file_is_named_like_the_others(third_backbone, tmp_path, monkeypatch):
+    """WeightsOptions.files (what --texture-weights gives) or the entry's environment variable name its file."""
+    from thqa.features.runner import Backbones
+
+    tb = third_backbone
+    model, _ = tb.build_texture(WeightsOptions(random_init=True, seed=5))
+    f = tmp_path / "texture.pt"
+    torch.save(model.state_dict(), f)
+    built, info = tb.build_texture(WeightsOptions(files=(("texture_weights", str(f)),)))
+    assert (info.source, info.path) == ("file", str(f)) and info.sha256 == state_digest(model)
+    monkeypatch.setenv("THQA_TEXTURE_WEIGHTS", str(f))
+    bb = Backbones(WeightsOptions(), device="cpu", spatial=False, temporal=False, start_workers=False, precision="fp32")
+    assert list(bb.infos) == ["texture_cnn"] and bb.infos["texture_cnn"]["sha256"] == info.sha256
+    monkeypatch.delenv("THQA_TEXTURE_WEIGHTS")
+    with pytest.raises(WeightsNotFoundError, match="no texture weights"):
+        tb.build_texture(WeightsOptions())

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 import media
-import thqa.features.pipeline as pipeline
+import thqa.features.runner as runner
+import thqa.features.workers as workers
+from thqa.features.prepare import prepare
 from thqa.errors import DecodeError
 from thqa.features.audio import AudioFeatureExtractor
 from thqa.features.audio_maps import _cqt_rows
 from thqa.media.clips import read_clips
 from thqa.media.video import _worth_seeking
-from thqa.features.pipeline import FeatureExtractor
+from thqa.features.extractor import FeatureExtractor
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,8 @@ def test_workers_give_the_same_features_in_the_same_order(five_videos, backbones
 
 def test_workers_from_a_fork_server_give_the_same_features(five_videos, backbones, small_settings, monkeypatch) -> None:
     """Beside a GPU the workers start from a fork server (forking a CUDA process is slow): same results."""
-    monkeypatch.setattr(pipeline, "_START_METHOD", "forkserver")
-    assert pipeline._worker_context().get_start_method() == "forkserver"
+    monkeypatch.setattr(workers, "_START_METHOD", "forkserver")
+    assert workers._worker_context().get_start_method() == "forkserver"
     one = list(FeatureExtractor(small_settings, backbones=backbones, workers=0).iter_extract(five_videos[:3]))
     two = list(FeatureExtractor(small_settings, backbones=backbones, workers=2).iter_extract(five_videos[:3]))
     assert [r.error is None for r in two] == [True, True, False]
@@ -68,13 +70,13 @@ def test_the_fork_server_can_start_before_the_models_are_built(monkeypatch) -> N
     """Backbones on a GPU start the fork server first, so its imports (5-10 s) overlap the model building."""
     from multiprocessing import forkserver
 
-    monkeypatch.setattr(pipeline, "_START_METHOD", "forkserver")
-    assert pipeline.start_fork_server() is True
+    monkeypatch.setattr(workers, "_START_METHOD", "forkserver")
+    assert workers.start_fork_server() is True
     pid = forkserver._forkserver._forkserver_pid
     assert pid is not None and os.path.exists(f"/proc/{pid}")
-    assert pipeline.start_fork_server() is True and forkserver._forkserver._forkserver_pid == pid  # idempotent
-    monkeypatch.setattr(pipeline, "_START_METHOD", "fork")
-    assert pipeline.start_fork_server() is False  # plain fork: nothing to start
+    assert workers.start_fork_server() is True and forkserver._forkserver._forkserver_pid == pid  # idempotent
+    monkeypatch.setattr(workers, "_START_METHOD", "fork")
+    assert workers.start_fork_server() is False  # plain fork: nothing to start
 
 
 def test_warm_up_runs_one_full_batch_per_shape_once(backbones, small_settings, monkeypatch) -> None:
@@ -103,13 +105,13 @@ def test_clips_of_several_files_share_a_backbone_pass(five_videos, backbones, sm
     """batch_size 4 clips, 2 distinct clips per file: every pass holds exactly 4 clips from two files, the last the
     2 left over; the features equal one file at a time."""
     seen = []
-    real = pipeline.Backbones.run_temporal
+    real = runner.Backbones.run_temporal
 
     def spy(self, clips):
         seen.append(clips.shape[0])
         return real(self, clips)
 
-    monkeypatch.setattr(pipeline.Backbones, "run_temporal", spy)
+    monkeypatch.setattr(runner.Backbones, "run_temporal", spy)
     monkeypatch.setattr(backbones, "batch_size", 4)
     ex = FeatureExtractor(small_settings, backbones=backbones, workers=0)
     res = list(ex.iter_extract(five_videos))
@@ -123,14 +125,14 @@ def test_clips_of_several_files_share_a_backbone_pass(five_videos, backbones, sm
 
 
 def test_a_pass_that_fails_is_redone_file_by_file(five_videos, backbones, small_settings, monkeypatch) -> None:
-    real = pipeline.Backbones.run_temporal
+    real = runner.Backbones.run_temporal
 
     def fails_batched(self, clips):
         if clips.shape[0] > 2:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(self, clips)
 
-    monkeypatch.setattr(pipeline.Backbones, "run_temporal", fails_batched)
+    monkeypatch.setattr(runner.Backbones, "run_temporal", fails_batched)
     monkeypatch.setattr(backbones, "batch_size", 4)
     res = list(FeatureExtractor(small_settings, backbones=backbones, workers=0).iter_extract(five_videos))
     assert [r.error is None for r in res] == [True, True, False, True, True, True]
@@ -139,14 +141,14 @@ def test_a_pass_that_fails_is_redone_file_by_file(five_videos, backbones, small_
 
 def _misbehave_on(monkeypatch, path: str, action) -> None:
     """Make ``prepare`` run ``action()`` (sleep, crash, hang) before reading ``path``; other files as usual."""
-    real = pipeline.prepare
+    real = workers.prepare
 
     def patched(p, *a, **kw):
         if str(p) == path:
             action()
         return real(p, *a, **kw)
 
-    monkeypatch.setattr(pipeline, "prepare", patched)
+    monkeypatch.setattr(workers, "prepare", patched)  # where the decoding workers call it
 
 
 def test_a_slow_file_holds_up_nobody(five_videos, backbones, small_settings, monkeypatch, tmp_path) -> None:
@@ -198,8 +200,8 @@ def test_a_hanging_file_is_given_up_and_the_workers_are_stopped(five_videos, bac
         woke.touch()
 
     _misbehave_on(monkeypatch, hung, hang)
-    monkeypatch.setattr(pipeline, "_HANG_MARGIN_S", 2.0)
-    monkeypatch.setattr(pipeline, "_POLL_S", 0.5)
+    monkeypatch.setattr(workers, "_HANG_MARGIN_S", 2.0)
+    monkeypatch.setattr(workers, "_POLL_S", 0.5)
     res = list(FeatureExtractor(small_settings, backbones=backbones, workers=2, file_timeout=1.0).iter_extract(five_videos))
     assert [r.error is None for r in res] == [True, False, False, True, True, True]
     assert hung in res[1].error
@@ -284,13 +286,13 @@ def test_short_passes_are_padded_to_one_shape_on_every_device() -> None:
     x = torch.ones(3, 2, 5)
     for kind in ("cuda", "cpu"):
         dev = SimpleNamespace(device=SimpleNamespace(type=kind), batch_size=4)
-        padded, n = pipeline.Backbones._pad(dev, x)
+        padded, n = runner.Backbones._pad(dev, x)
         assert n == 3 and padded.shape == (4, 2, 5)
         assert torch.equal(padded[:3], x) and torch.count_nonzero(padded[3]) == 0
-        full, n = pipeline.Backbones._pad(dev, torch.ones(4, 2, 5))
+        full, n = runner.Backbones._pad(dev, torch.ones(4, 2, 5))
         assert n == 4 and full.shape == (4, 2, 5)
     one = SimpleNamespace(device=SimpleNamespace(type="cpu"), batch_size=1)
-    same, n = pipeline.Backbones._pad(one, x[:1])
+    same, n = runner.Backbones._pad(one, x[:1])
     assert same.shape == (1, 2, 5) and n == 1
 
 
@@ -330,10 +332,10 @@ class _TinyTemporal(torch.nn.Module):
         return self.fc(z)
 
 
-def _tiny_backbones(precision: str, batch_size: int) -> pipeline.Backbones:
+def _tiny_backbones(precision: str, batch_size: int) -> runner.Backbones:
     from thqa.features.weights import WeightsOptions
 
-    bb = pipeline.Backbones(WeightsOptions(random_init=True), device="cpu", spatial=False, temporal=False, start_workers=False,
+    bb = runner.Backbones(WeightsOptions(random_init=True), device="cpu", spatial=False, temporal=False, start_workers=False,
                             batch_size=batch_size, precision=precision)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -349,9 +351,9 @@ def _assert_same(paths: dict, alone: dict) -> None:
                 np.testing.assert_array_equal(getattr(got[p], part), getattr(alone[p], part), err_msg=f"{name}: {p} {part}")
 
 
-def _batched(bb: pipeline.Backbones, items: list) -> dict:
+def _batched(bb: runner.Backbones, items: list) -> dict:
     """What FeatureExtractor.iter_extract does with prepared files: passes of batch_size clips across files."""
-    batcher, out = pipeline._ClipBatcher(bb), {}
+    batcher, out = runner.ClipBatcher(bb), {}
     for i, it in enumerate(items):
         batcher.add(i, it)
         while len(batcher) >= bb.batch_size:
@@ -366,7 +368,7 @@ def test_a_files_backbone_features_are_the_same_bits_whatever_shares_its_passes(
     """Passes of 3 clips over files of 2 clips (so files share passes, differently in every path): exact equality
     with the file run alone, in fp32 and in bf16 autocast, and every pass has one shape (the last ones padded)."""
     good = [p for p in five_videos if "bad" not in p]
-    items = [pipeline.prepare(p, small_settings) for p in good]
+    items = [prepare(p, small_settings) for p in good]
     bb = _tiny_backbones(precision, batch_size=3)
     assert bb.precision == precision
     alone = {it.path: bb.features([it])[0] for it in items}  # Scorer.score and Backbones.features of one file

@@ -912,7 +912,7 @@ def test_sigterm_stops_score_like_ctrl_c_keeping_its_rows(tmp_path, fake_scorer,
 BUSY_WORKER = textwrap.dedent(
     """
     import os, time
-    import thqa.features.pipeline
+    import thqa.features.workers
 
     def busy(path, settings, **kwargs):
         tmp = os.environ["WORKER_PID"] + ".tmp"
@@ -921,7 +921,7 @@ BUSY_WORKER = textwrap.dedent(
         os.replace(tmp, os.environ["WORKER_PID"])
         time.sleep(600)
 
-    thqa.features.pipeline.prepare = busy
+    thqa.features.workers.prepare = busy  # what the decoding workers call
     """
 )
 #: `thqa extract` with forked workers (a CPU)
@@ -943,6 +943,7 @@ ORPHAN_FORKSERVER = textwrap.dedent(
 
     import torch
     import thqa.features.pipeline as pl
+    import thqa.features.workers
 
     def fork_server(cuda=False):
         ctx = mp.get_context("forkserver")
@@ -950,7 +951,7 @@ ORPHAN_FORKSERVER = textwrap.dedent(
         return ctx
 
     if __name__ == "__main__":
-        pl._worker_context = fork_server
+        thqa.features.workers._worker_context = fork_server
         stub = SimpleNamespace(device=torch.device("cpu"), built=True, batch_size=1)
         ex = pl.FeatureExtractor(pl.ExtractionSettings(n_clips=1), backbones=stub, workers=1)
         list(ex.iter_extract(sys.argv[1:]))

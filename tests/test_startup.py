@@ -17,8 +17,8 @@ import thqa.utils.hardware as hw
 from thqa.cli import app as cli
 from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
 from thqa.errors import ConfigError, WeightsError
-from thqa.features.pipeline import Backbones as _RealBackbones
-from thqa.features.pipeline import precision_for
+from thqa.features.runner import Backbones as _RealBackbones
+from thqa.features.settings import precision_for
 from thqa.features.weights import SWIN_NAME, WeightsOptions, _empty, build_spatial, build_temporal, state_digest
 
 #: digests of the seed-3407 random-init backbones as thqa has always computed them (torch 2.14.1, AVX2 kernels)
@@ -289,7 +289,7 @@ def test_empty_build_refuses_a_module_it_cannot_complete():
 def test_lazy_backbones_are_identified_without_building_and_built_on_first_use(backbones):
     from dataclasses import replace
 
-    from thqa.features.pipeline import Backbones
+    from thqa.features.runner import Backbones
 
     lazy = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")  # seed 3407: digests remembered
     assert not lazy.built and lazy._models == {"spatial": None, "temporal": None}
@@ -353,7 +353,7 @@ def test_resize_of_real_frames_gives_torchvisions_bytes(real_file):
 def test_channels_last_on_a_cpu_follows_the_thread_count_and_keeps_the_numbers(backbones, monkeypatch):
     """Channels-last 3-D SlowFast on a CPU of 2+ torch threads (measured faster there, slower on 1): same features to
     float rounding as the default layout."""
-    from thqa.features.pipeline import Backbones
+    from thqa.features.runner import Backbones
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     two = Backbones(backbones.weights, device="cpu", spatial=False, start_workers=False, precision="fp32")
@@ -395,6 +395,7 @@ def test_help_and_argument_errors_load_no_torch(argv, rc):
 def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_video, good_video_2s, tmp_path, monkeypatch, capsys):
     """The keys need only the weights' remembered digests: with every entry cached, `thqa extract` builds nothing."""
     import thqa.features.pipeline
+    import thqa.features.runner
     import thqa.features.weights
     from test_batching import _TinySpatial, _TinyTemporal
     from test_cli_experiments import use_session_backbones
@@ -414,11 +415,101 @@ def test_an_all_cached_extract_builds_and_hashes_no_backbone(backbones, good_vid
         raise AssertionError("a backbone was built (or hashed)")
 
     monkeypatch.setattr(thqa.features.pipeline, "Backbones", _RealBackbones)  # the real class: it would build, were it asked to
-    for name in ("build_spatial", "build_temporal"):
-        monkeypatch.setattr(thqa.features.pipeline, name, no)
+    monkeypatch.setattr(thqa.features.runner, "build", no)  # Backbones builds every backbone through it
     monkeypatch.setattr(thqa.features.weights, "state_digest", no)
     capsys.readouterr()
     assert cli.main(argv) == 0
     doc = json.loads(summary.read_text())
     assert (doc["done"], doc["reused"]) == (0, 2) and doc["backbones"] == first.infos
     assert "backbones in fp32" in capsys.readouterr().out
+
+
+# -- the digest store's keys survive moves; old stores are reused -------------------------------------------------------
+def _old_key(backbone: str, lib: str, seed: int) -> dict:
+    """A random-init key exactly as thqa before code versions (fd2a219) wrote it: the code named by a hash of the
+    bytes of thqa/weights.py, thqa/features/spatial.py and thqa/features/temporal.py."""
+    from importlib.metadata import version
+
+    return {
+        "backbone": backbone,
+        "random_init_seed": seed,
+        "code": {"torch": torch.__version__, lib: version(lib), "thqa_code": "57af1e97d7f24629"},
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+    }
+
+
+def test_a_digest_store_of_the_previous_release_is_reused_without_hashing(backbones, tmp_path, monkeypatch):
+    """A weight-digests.json written by the release before code versions: its entries are found (code_version 1),
+    so lazy backbones know their identity without building or hashing, and are copied under the new keys."""
+    import hashlib
+
+    import thqa.features.runner
+    import thqa.features.weights
+    from thqa.features.digests import FORMAT, legacy_keys
+
+    seed = backbones.weights.seed
+    entries = {}
+    for name, lib in (("swin_t", "timm"), ("slowfast_r50", "pytorchvideo")):
+        key = _old_key(name, lib, seed)
+        kid = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        entries[kid] = {"key": key, "sha256": backbones.infos[name]["sha256"], "written": 1.0}
+        assert key in legacy_keys(random_init_key(name, seed))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "weight-digests.json").write_text(json.dumps({"format": FORMAT, "entries": entries}, indent=1) + "\n")
+    monkeypatch.setenv("THQA_CACHE_HOME", str(home))
+
+    def no(*_a, **_k):
+        raise AssertionError("a backbone was built (or hashed)")
+
+    monkeypatch.setattr(thqa.features.runner, "build", no)
+    monkeypatch.setattr(thqa.features.weights, "state_digest", no)
+    lazy = _RealBackbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
+    assert not lazy.built and lazy.infos == backbones.infos  # byte for byte: the same identities, the same keys
+    doc = json.loads((home / "weight-digests.json").read_text())
+    new = [e["key"] for e in doc["entries"].values() if "thqa_code_version" in e["key"]["code"]]
+    assert sorted(k["backbone"] for k in new) == ["slowfast_r50", "swin_t"] and len(doc["entries"]) == 4
+    assert all(DigestCache().get(random_init_key(k["backbone"], seed)) == backbones.infos[k["backbone"]]["sha256"] for k in new)
+    # a code_version above 1 is other code: the old entries are not its digests
+    assert legacy_keys({**random_init_key("swin_t", seed), "code": {"torch": "x", "thqa_code_version": 2}}) == []
+
+
+def _normalised(ref: str) -> str:
+    """The source of ``module:name`` (a function, class or constant), without docstrings or comments, read with ast."""
+    import ast
+    import importlib.util
+
+    mod, name = ref.split(":")
+    with open(importlib.util.find_spec(mod).origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        if getattr(node, "name", None) == name or name in targets:
+            for sub in ast.walk(node):
+                body = getattr(sub, "body", None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    sub.body = body[1:] or [ast.Pass()]
+            return ast.unparse(node)
+    raise AssertionError(f"{ref}: not found")
+
+
+#: (code_version, sha256 of the normalised code) of each backbone, as last reviewed
+BACKBONE_CODE = {
+    "swin_t": (1, "b64380476b5471d78a4f27c41a335068e1f6dfa7cec383d0f84f2bd989088d8c"),
+    "slowfast_r50": (1, "0a8869b873273fb268a7e2293b6f3b2c2befd4de0f969d34685ceb8ae570c131"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONE_CODE))
+def test_a_change_of_a_backbones_code_comes_with_a_code_version(name):
+    """The digests remembered for a backbone are keyed by its code_version, not by the bytes of files (which moves
+    and comments change): this fails when the code that turns weights into its state (the entry's ``code``) changes.
+    If the change can alter the state built from the same weights or seed, bump the entry's code_version; then (or
+    if it cannot) record the new digest here."""
+    import hashlib
+
+    from thqa.features.registry import spec
+
+    s = spec(name)
+    digest = hashlib.sha256("\n\n".join(sorted(_normalised(r) for r in s.code)).encode()).hexdigest()
+    assert (s.code_version, digest) == BACKBONE_CODE[name], f"{name}: code changed: code_version {s.code_version}, code digest {digest}"

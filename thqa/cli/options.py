@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from thqa.utils.choices import AUTO_PRECISION, FIT_KINDS, MAX_CLIPS, PRECISION_CHOICES, RECIPE_NAMES
+from thqa.features.registry import specs as backbone_specs
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURES", "EXIT_SETUP", "EXIT_INTERRUPTED", "MAX_SEED", "MAX_RESAMPLES", "MAX_CLIPS", "AUTO_PRECISION",
@@ -167,10 +168,8 @@ def add_weights_args(p: argparse.ArgumentParser, *, batch_size: bool = True) -> 
         "backbones the checkpoint was trained on are used (and said on stderr)",
     )
     g.add_argument("--seed", type=int_in(0, MAX_SEED), default=None, help="seed of --random-init (default: the checkpoint's, else 3407; 0 to 2^32-1)")
-    g.add_argument("--swin-weights", metavar="FILE", help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)")
-    g.add_argument(
-        "--slowfast-weights", metavar="FILE", help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)"
-    )
+    for b in backbone_specs():  # --swin-weights, --slowfast-weights, ...: one per backbone of the registry
+        g.add_argument(b.flag, dest=b.keyword, metavar="FILE", help=b.help or f"local {b.title} weights (else ${b.env})")
     g.add_argument("--offline", action="store_true", help="never try the network for weights (also $THQA_OFFLINE=1)")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(
@@ -268,12 +267,14 @@ def weights_options(args):
     """The weights options as :class:`thqa.features.weights.WeightsOptions`."""
     from thqa.features.weights import DEFAULT_SEED, WeightsOptions  # late: loads torch
 
+    named = {b.keyword: getattr(args, b.keyword, None) for b in backbone_specs()}  # --swin-weights, ...
     return WeightsOptions(
         random_init=bool(args.random_init),
         seed=DEFAULT_SEED if args.seed is None else args.seed,
-        swin_weights=args.swin_weights,
-        slowfast_weights=args.slowfast_weights,
+        swin_weights=named.pop("swin_weights"),
+        slowfast_weights=named.pop("slowfast_weights"),
         offline=True if args.offline else None,
+        files=tuple((k, v) for k, v in named.items() if v),  # the further backbones' files
     )
 
 

@@ -6,13 +6,19 @@ digest is kept in ``weight-digests.json`` in thqa's cache folder (``$THQA_CACHE_
 ``$XDG_CACHE_HOME/thqa``, else ``~/.cache/thqa``), keyed by
 
 - a weight file: which backbone, the file's resolved path, size, modification time (ns), inode and device, and the
-  versions of the code that turn the file into the module (thqa's backbone code, timm or pytorchvideo, torch). A
-  file rewritten in place gets a new modification time and is hashed again;
+  versions of the code that turn the file into the module (the backbone's ``code_version`` in the table of
+  :mod:`thqa.features.registry`, timm or pytorchvideo, torch). A file rewritten in place gets a new modification time
+  and is hashed again;
 - random-init weights: which backbone, the seed, the same code versions and PyTorch's CPU dispatch level (the
   vectorised kernels that draw the initial weights).
 
 The file is small JSON, rewritten atomically; one that cannot be read or parsed is ignored (and replaced at the next
 write), and one that cannot be written costs only the time saved. ``$THQA_DIGEST_CACHE=0`` turns the cache off.
+
+The key names thqa's code by the backbone's ``code_version``, which survives moving and editing files that do not
+change what is built (``tests/test_startup.py`` fails when the code of a backbone changes without a bump). thqa 0.x up
+to the move into subpackages named it by a hash of three files' bytes (``thqa_code``: :data:`LEGACY_CODE`); an entry
+keyed so is code_version 1, reused as it is and copied under the new key (:meth:`DigestCache.get`).
 """
 from __future__ import annotations
 
@@ -25,7 +31,10 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["cache_home", "DigestCache", "remembered_digest", "file_key", "random_init_key", "code_versions", "ENV_HOME", "ENV_SWITCH"]
+from thqa.features.registry import spec
+from thqa.utils.atomic import atomic_write_text
+
+__all__ = ["cache_home", "DigestCache", "remembered_digest", "file_key", "random_init_key", "code_versions", "legacy_keys", "LEGACY_CODE", "ENV_HOME", "ENV_SWITCH"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,10 @@ FORMAT = "thqa-weight-digests/1"
 #: entries kept (the newest): a weight file touched again and again must not grow the file without bound
 MAX_ENTRIES = 256
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: the ``thqa_code`` of the keys written before code versions (sha256 of the bytes of weights.py, features/spatial.py
+#: and features/temporal.py, first 16 hex digits): the release before the move into subpackages (fd2a219), and the
+#: move itself (f73d054, the same code at other paths). Each means code_version 1 of both backbones.
+LEGACY_CODE = ("57af1e97d7f24629", "ac94fa9f36469acf")
 
 
 def cache_home() -> Path:
@@ -54,24 +67,26 @@ def _enabled() -> bool:
 @functools.lru_cache(maxsize=None)
 def code_versions(backbone: str) -> dict:
     """The versions of what turns weights (a file or a seed) into the backbone's state: torch, the model library
-    (timm for Swin-T, pytorchvideo for SlowFast) and a digest of thqa's own backbone code."""
+    (the registry's ``library``: timm for Swin-T, pytorchvideo for SlowFast) and the backbone's ``code_version``."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
-    lib = "timm" if backbone == "swin_t" else "pytorchvideo"
+    s = spec(backbone)
     try:
-        lib_version = version(lib)
+        lib_version = version(s.library)
     except PackageNotFoundError:
         lib_version = "absent"
-    here = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for rel in ("features/weights.py", "features/spatial.py", "features/temporal.py"):
-        try:
-            h.update((here / rel).read_bytes())
-        except OSError:
-            h.update(rel.encode())
-    return {"torch": torch.__version__, lib: lib_version, "thqa_code": h.hexdigest()[:16]}
+    return {"torch": torch.__version__, s.library: lib_version, "thqa_code_version": s.code_version}
+
+
+def legacy_keys(key: dict) -> list[dict]:
+    """The keys the same entry had before code versions (see the module's docs): none for a code_version above 1."""
+    code = key.get("code") or {}
+    if code.get("thqa_code_version") != 1:
+        return []
+    rest = {k: v for k, v in code.items() if k != "thqa_code_version"}
+    return [{**key, "code": {**rest, "thqa_code": h}} for h in LEGACY_CODE]
 
 
 def file_key(backbone: str, path: str | os.PathLike) -> dict | None:
@@ -108,6 +123,14 @@ def _key_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _valid(entries: dict[str, dict], key: dict) -> str | None:
+    """The well-formed digest stored for exactly ``key`` in ``entries``, or None."""
+    e = entries.get(_key_id(key))
+    if e is None or e.get("key") != key or not isinstance(e.get("sha256"), str) or not _SHA256_RE.fullmatch(e["sha256"]):
+        return None
+    return e["sha256"]
+
+
 class DigestCache:
     """Digests by key (see the module's docs), in ``path`` (default: ``weight-digests.json`` in :func:`cache_home`)."""
 
@@ -132,17 +155,20 @@ class DigestCache:
         """The digest stored for ``key``, or None."""
         if key is None or not self.enabled:
             return None
-        e = self._read().get(_key_id(key))
-        if e is None or e.get("key") != key or not isinstance(e.get("sha256"), str) or not _SHA256_RE.fullmatch(e["sha256"]):
-            return None
-        return e["sha256"]
+        entries = self._read()
+        hit = _valid(entries, key)
+        if hit is None:
+            for old in legacy_keys(key):
+                hit = _valid(entries, old)
+                if hit is not None:
+                    self.put(key, hit)  # migrated: found under its own key from now on
+                    break
+        return hit
 
     def put(self, key: dict | None, sha256: str) -> None:
         """Remember ``sha256`` for ``key`` (best effort: a cache that cannot be written is left alone)."""
         if key is None or not self.enabled or not _SHA256_RE.fullmatch(sha256):
             return
-        from thqa.utils.atomic import atomic_write_text
-
         entries = self._read()
         entries[_key_id(key)] = {"key": key, "sha256": sha256, "written": time.time()}
         if len(entries) > MAX_ENTRIES:

@@ -1,14 +1,15 @@
 """Backbone weights: published pretrained weights, local files, or seeded random initialisation - never silently.
 
+What every backbone shares; each backbone's own route lives in its module (the table: :mod:`thqa.features.registry`).
 Where the weights come from, in order:
 
-Swin-T (``timm/swin_tiny_patch4_window7_224.ms_in1k``, ImageNet-1k):
+Swin-T (:mod:`thqa.features.swin`: ``timm/swin_tiny_patch4_window7_224.ms_in1k``, ImageNet-1k):
   1. a file named by ``swin_weights=`` / ``--swin-weights`` or ``$THQA_SWIN_WEIGHTS`` (timm state dict, .safetensors,
      or the original Microsoft checkpoint);
   2. the Hugging Face hub cache (``$HF_HOME``), as timm leaves it;
   3. a download through timm from the Hugging Face hub.
 
-SlowFast R50 (``SLOWFAST_8x8_R50.pyth``, Kinetics-400, from pytorchvideo's model zoo):
+SlowFast R50 (:mod:`thqa.features.slowfast`: ``SLOWFAST_8x8_R50.pyth``, Kinetics-400, from pytorchvideo's model zoo):
   1. a file named by ``slowfast_weights=`` / ``--slowfast-weights`` or ``$THQA_SLOWFAST_WEIGHTS`` (the publisher's
      ``.pyth`` dict with ``model_state``, a bare state dict, or .safetensors);
   2. torch.hub's cache: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``;
@@ -29,6 +30,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
+import re
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -40,10 +43,15 @@ import torch
 from torch import nn
 
 from thqa.errors import WeightsError, WeightsNotFoundError, brief
+from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
+from thqa.features.registry import SLOWFAST_R50, SWIN_T, module_of, spec
+from thqa.features.spatial import SWIN_NAME  # noqa: F401 - importable from here, as before the registry
+from thqa.utils.hints import option
 
 __all__ = [
     "WeightsOptions",
     "BackboneInfo",
+    "build",
     "build_spatial",
     "build_temporal",
     "known_info",
@@ -58,23 +66,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SWIN_NAME = "swin_tiny_patch4_window7_224"
-SWIN_HUB_ID = "timm/swin_tiny_patch4_window7_224.ms_in1k"
-SLOWFAST_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
-SLOWFAST_FILE = "SLOWFAST_8x8_R50.pyth"
+SWIN_HUB_ID = SWIN_T.weights
+SLOWFAST_URL = SLOWFAST_R50.weights
+SLOWFAST_FILE = SLOWFAST_R50.weight_file
 DEFAULT_SEED = 3407
-ENV_SWIN = "THQA_SWIN_WEIGHTS"
-ENV_SLOWFAST = "THQA_SLOWFAST_WEIGHTS"
+ENV_SWIN = SWIN_T.env
+ENV_SLOWFAST = SLOWFAST_R50.env
 ENV_OFFLINE = "THQA_OFFLINE"
 
 
 def _how(backbone: str) -> str:
     """How to provide a backbone's weights (the end of every "not found" message), named as the user gives them:
     keywords from Python (``swin_weights=FILE``, ``random_init=True``), options from the CLI (:mod:`thqa.utils.hints`)."""
-    from thqa.utils.hints import option
-
-    keyword, env = ("swin_weights", ENV_SWIN) if backbone == "swin_t" else ("slowfast_weights", ENV_SLOWFAST)
-    return f"pass {option(keyword, 'FILE')} or set ${env}, or use {option('random_init=True')} for untrained weights"
+    s = spec(backbone)
+    return f"pass {option(s.keyword, 'FILE')} or set ${s.env}, or use {option('random_init=True')} for untrained weights"
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,20 @@ class WeightsOptions:
     swin_weights: str | None = None
     slowfast_weights: str | None = None
     offline: bool | None = None  #: None: from $THQA_OFFLINE / $HF_HUB_OFFLINE
+    #: local weight files of further backbones: (keyword, path) pairs (the registry's ``keyword``, e.g. "x_weights")
+    files: tuple[tuple[str, str], ...] = ()
+
+    def named_file(self, backbone: str) -> str | None:
+        """The weights file named for ``backbone`` (a registry name): its keyword here, else its environment variable."""
+        s = spec(backbone)
+        given = getattr(self, s.keyword) if s.keyword in self.__dataclass_fields__ else dict(self.files).get(s.keyword)
+        return given or os.environ.get(s.env) or None
 
     def resolved_swin(self) -> str | None:
-        return self.swin_weights or os.environ.get(ENV_SWIN) or None
+        return self.named_file(SWIN_T.name)
 
     def resolved_slowfast(self) -> str | None:
-        return self.slowfast_weights or os.environ.get(ENV_SLOWFAST) or None
+        return self.named_file(SLOWFAST_R50.name)
 
     def is_offline(self) -> bool:
         if self.offline is not None:
@@ -103,8 +116,8 @@ class WeightsOptions:
 class BackboneInfo:
     """Where a backbone's weights came from, and their identity."""
 
-    name: str  #: "swin_t" or "slowfast_r50"
-    source: str  #: "random-init", "file", "cache" or "download"
+    name: str  #: the registry name: "swin_t", "slowfast_r50", ...
+    source: str  #: one of thqa.features.registry.WEIGHT_SOURCES
     sha256: str  #: digest of the parameters and buffers (see :func:`state_digest`)
     path: str | None = None
     seed: int | None = None
@@ -193,27 +206,8 @@ def state_mismatch(expected, got, *, examples: int = 2) -> str | None:
     return "; ".join(parts) + f" of {len(want)} tensors" if parts else None
 
 
-def spatial_state_spec() -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype) of the ECA + Swin-T state (a model on the meta device: nothing allocated)."""
-    global _SPATIAL_SPEC
-    if _SPATIAL_SPEC is None:
-        import timm
-
-        from thqa.features.spatial import SpatialExtractor
-
-        with torch.device("meta"):
-            m = SpatialExtractor(timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
-        _SPATIAL_SPEC = _spec(m.state_dict())
-    return _SPATIAL_SPEC
-
-
-_SPATIAL_SPEC: dict | None = None
-
-
 def _unsafe_content(exc: BaseException) -> str:
     """What a weights-only torch.load refused, in a few words (e.g. 'unsupported GLOBAL posix.system')."""
-    import re
-
     m = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(exc))
     return m.group(1) if m else "objects other than tensors"
 
@@ -223,8 +217,6 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     A dict holding ``model_state`` / ``state_dict`` / ``model`` (as checkpoints from training scripts do) is unwrapped.
     """
-    import pickle
-
     p = Path(path)
     try:
         if p.suffix == ".safetensors":
@@ -271,14 +263,12 @@ def _empty(build: Callable[[], nn.Module]) -> nn.Module:
 
 
 def known_info(backbone: str, options: WeightsOptions | None = None) -> BackboneInfo | None:
-    """The :class:`BackboneInfo` that :func:`build_spatial` ("swin_t") or :func:`build_temporal` ("slowfast_r50")
+    """The :class:`BackboneInfo` that :func:`build` of ``backbone`` (a registry name: "swin_t", "slowfast_r50", ...)
     will report, without building anything, when its digest is remembered (:mod:`thqa.features.digests`); else None.
 
     Raises:
         WeightsNotFoundError: as the builders (the weights are located - downloaded if need be - here).
     """
-    from thqa.features.digests import DigestCache, file_key, random_init_key
-
     o = options or WeightsOptions()
     if o.random_init:
         sha = DigestCache().get(random_init_key(backbone, o.seed))
@@ -290,8 +280,6 @@ def known_info(backbone: str, options: WeightsOptions | None = None) -> Backbone
 
 def _digest(backbone: str, model: nn.Module, o: WeightsOptions, path: str | None) -> str:
     """The model's :func:`state_digest`, remembered per weight file or seed (:mod:`thqa.features.digests`)."""
-    from thqa.features.digests import file_key, random_init_key, remembered_digest
-
     key = random_init_key(backbone, o.seed) if o.random_init else file_key(backbone, path) if path else None
     return remembered_digest(key, lambda: state_digest(model))
 
@@ -304,15 +292,6 @@ def _seeded(seed: int):
         yield
 
 
-def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
-    """(path, source) of ``backbone``'s weights ("swin_t" or "slowfast_r50"): a named file, the cache, a download."""
-    how = _how(backbone)
-    if backbone == "swin_t":
-        return _locate(o.resolved_swin(), "Swin-T", how, _hf_cached_file, lambda: _download_swin(o, how))
-    cache = slowfast_cache_path()
-    return _locate(o.resolved_slowfast(), "SlowFast R50", how, lambda: cache if cache.is_file() else None, lambda: _download_slowfast(o, cache, how))
-
-
 def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | None], download: Callable[[], Path]) -> tuple[Path, str]:
     """The weights route shared by both backbones: a named file, else the cache, else a download."""
     if named:
@@ -323,137 +302,40 @@ def _locate(named: str | None, what: str, how: str, cached: Callable[[], Path | 
     return download(), "download"
 
 
-def build_spatial(options: WeightsOptions | None = None):
-    """Build the spatial extractor (ECA + Swin-T, pooled (B, 768) output).
+def _weights_file(backbone: str, o: WeightsOptions) -> tuple[Path, str]:
+    """(path, source) of ``backbone``'s weights: a named file, its cache, a download (its module's route)."""
+    return module_of(backbone).weights_file(o, _how(backbone))
+
+
+def build(backbone: str, options: WeightsOptions | None = None) -> tuple[nn.Module, BackboneInfo]:
+    """Build backbone ``backbone`` (a registry name) with its module's builder.
 
     Returns:
-        (SpatialExtractor, BackboneInfo)
+        (the module in eval mode, its :class:`BackboneInfo`)
 
     Raises:
         WeightsNotFoundError: pretrained weights requested but not available (message says how to provide them).
-        WeightsError: a weights file that does not fit Swin-T.
+        WeightsError: a weights file that does not fit the backbone.
     """
-    import timm
-
-    from thqa.features.spatial import SpatialExtractor
-
-    o = options or WeightsOptions()
-    with _seeded(o.seed):
-        if o.random_init:
-            swin = timm.create_model(SWIN_NAME, pretrained=False, num_classes=0)
-            source, path = "random-init", None
-        else:
-            p, source = _weights_file("swin_t", o)
-            path = str(p)
-            # no random initialisation that the file's weights would overwrite: built empty, then loaded
-            swin = _empty(lambda: timm.create_model(SWIN_NAME, pretrained=False, num_classes=0))
-            _load_swin(swin, p)
-        model = SpatialExtractor(swin).eval()
-    info = BackboneInfo("swin_t", source, _digest("swin_t", model, o, path), path, o.seed if o.random_init else None)
-    log.info("Swin-T weights: %s%s", source, f" ({path})" if path else "")
-    return model, info
+    return getattr(module_of(backbone), spec(backbone).builder)(options)
 
 
-def _load_swin(swin: nn.Module, path: Path) -> None:
-    """Load Swin-T weights strictly (timm's own route relaxes strictness when the head is removed)."""
-    from timm.models.swin_transformer import checkpoint_filter_fn
-
-    sd = load_state_file(path)
-    try:
-        sd = checkpoint_filter_fn(sd, swin)  # the Microsoft layout -> timm's; a no-op on timm's own
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-        swin.load_state_dict(sd, strict=True)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise WeightsError(f"{path}: does not fit Swin-T ({state_mismatch(swin.state_dict(), sd) or brief(exc)})") from exc
-
-
-def _download_swin(o: WeightsOptions, how: str) -> Path:
-    """Fetch the published Swin-T weights into the Hugging Face cache, or fail fast with how to provide them."""
-    missing = (
-        f"Swin-T pretrained weights ({SWIN_HUB_ID}, file model.safetensors) are not in the Hugging Face cache and the "
-        f"hub cannot be reached (offline). Download them on a connected machine (e.g. `python -c \"import timm; "
-        f"timm.create_model('{SWIN_NAME}', pretrained=True)\"` and copy $HF_HOME), or {how}."
-    )
-    if o.is_offline() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
-        raise WeightsNotFoundError(missing)
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(SWIN_HUB_ID, "model.safetensors"))
-    except Exception as exc:  # noqa: BLE001 - hub, HTTP and proxy errors all mean: not available
-        raise WeightsNotFoundError(f"Swin-T weights download from the hub ({SWIN_HUB_ID}) failed ({type(exc).__name__}: {exc}); {how}") from exc
-
-
-def _hf_cached_file() -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-        return None
-    for fname in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            hit = try_to_load_from_cache(SWIN_HUB_ID, fname)
-        except Exception:  # noqa: BLE001
-            hit = None
-        if isinstance(hit, str) and os.path.isfile(hit):
-            return Path(hit)
-    return None
-
-
-def _download_slowfast(o: WeightsOptions, cache: Path, how: str) -> Path:
-    """Fetch the publisher's SlowFast checkpoint into torch.hub's cache, or fail fast with how to provide it."""
-    if o.is_offline() or not _reachable(SLOWFAST_URL):
-        raise WeightsNotFoundError(
-            f"SlowFast R50 pretrained weights not found: no file at {cache}, and {SLOWFAST_URL} cannot be "
-            f"reached (offline). Download that file to {cache} on a connected machine, or {how}."
-        )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s to %s", SLOWFAST_URL, cache)
-    try:
-        torch.hub.download_url_to_file(SLOWFAST_URL, str(cache), progress=False)
-    except Exception as exc:  # noqa: BLE001 - any network failure means: not available
-        raise WeightsNotFoundError(f"SlowFast R50 download from {SLOWFAST_URL} failed ({exc}); {how}") from exc
-    return cache
-
-
-def slowfast_cache_path() -> Path:
-    """Where torch.hub keeps the SlowFast checkpoint: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / SLOWFAST_FILE
+def build_spatial(options: WeightsOptions | None = None):
+    """Build the spatial extractor (ECA + Swin-T, pooled (B, 768) output): :func:`thqa.features.swin.build_spatial`."""
+    return build(SWIN_T.name, options)
 
 
 def build_temporal(options: WeightsOptions | None = None):
-    """Build the frozen temporal extractor (SlowFast R50 without head, (B, 2304) output).
+    """Build the frozen temporal extractor (SlowFast R50 without head, (B, 2304) output):
+    :func:`thqa.features.slowfast.build_temporal`."""
+    return build(SLOWFAST_R50.name, options)
 
-    Returns:
-        (TemporalExtractor, BackboneInfo)
 
-    Raises:
-        WeightsNotFoundError, WeightsError: as :func:`build_spatial`.
-    """
-    import warnings
+def spatial_state_spec() -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the ECA + Swin-T state: :func:`thqa.features.swin.state_spec`."""
+    return module_of(SWIN_T.name).state_spec()
 
-    with warnings.catch_warnings():  # fvcore warns about torch.jit.script on import; harmless
-        warnings.simplefilter("ignore", FutureWarning)
-        from pytorchvideo.models.hub import slowfast_r50
 
-    from thqa.features.temporal import TemporalExtractor
-
-    o = options or WeightsOptions()
-    with _seeded(o.seed):
-        if o.random_init:
-            full = slowfast_r50(pretrained=False)
-            source, path = "random-init", None
-        else:
-            p, source = _weights_file("slowfast_r50", o)
-            path = str(p)
-            full = _empty(lambda: slowfast_r50(pretrained=False))
-            sd = load_state_file(p)
-            try:
-                full.load_state_dict(sd, strict=True)
-            except RuntimeError as exc:
-                raise WeightsError(f"{p}: does not fit SlowFast R50 ({state_mismatch(full.state_dict(), sd) or brief(exc)})") from exc
-    model = TemporalExtractor(full).eval()
-    for prm in model.parameters():
-        prm.requires_grad_(False)
-    info = BackboneInfo("slowfast_r50", source, _digest("slowfast_r50", model, o, path), path, o.seed if o.random_init else None)
-    log.info("SlowFast R50 weights: %s%s", source, f" ({path})" if path else "")
-    return model, info
+def slowfast_cache_path() -> Path:
+    """Where torch.hub keeps the SlowFast checkpoint: :func:`thqa.features.slowfast.cache_path`."""
+    return module_of(SLOWFAST_R50.name).cache_path()

@@ -22,6 +22,7 @@ from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, b
 from thqa.utils.choices import MAX_CLIPS  # the most clips per video a checkpoint may ask for (the command line's bound too)
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.features.pipeline import PRECISIONS, ExtractionSettings
+from thqa.features.registry import WEIGHT_SOURCES, needed as backbones_needed
 from thqa.features.weights import state_mismatch
 
 __all__ = [
@@ -137,7 +138,7 @@ def save_checkpoint(
 #: largest checkpoint file read (a fusion model is ~10 MB; with fine-tuned ECA + Swin-T ~120 MB)
 MAX_CHECKPOINT_BYTES = 2 << 30
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_BACKBONE_SOURCES = ("random-init", "file", "cache", "download", "checkpoint")
+_BACKBONE_SOURCES = WEIGHT_SOURCES
 
 #: what every value in a header may be: ("int" | "float", low, high) (an int is a float here, a bool never),
 #: ("float?", low, high) (a number or null), ("bool",) or ("choice", one of the names)
@@ -398,7 +399,7 @@ def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, 
         for name, have, what, need in wanted:
             if have != need:
                 raise _Bad(f"{name} = {have} does not match {what} ({need})")
-        needed = tuple(n for n, br in (("swin_t", "spatial"), ("slowfast_r50", "temporal")) if br in cfg.branches and not (n == "swin_t" and finetuned))
+        needed = backbones_needed(cfg.branches, finetuned_spatial=finetuned)
         backbones = _backbones(h["backbones"], needed)
         meta = h.get("meta", {})
         if not isinstance(meta, dict):
@@ -588,9 +589,7 @@ def check_backbones(ck: Checkpoint, built: dict, *, names: tuple[str, ...]) -> N
 def _names_in_use(ck: Checkpoint) -> tuple[str, ...]:
     """The backbones a checkpoint's model needs built (a fine-tuned Swin-T travels in the file)."""
     branches = ck.model.config.branches
-    return tuple(
-        n for n, br in (("swin_t", "spatial"), ("slowfast_r50", "temporal")) if br in branches and not (n == "swin_t" and ck.spatial_state is not None)
-    )
+    return backbones_needed(branches, finetuned_spatial=ck.spatial_state is not None)
 
 
 def backbones_made(ck: Checkpoint) -> dict | None:

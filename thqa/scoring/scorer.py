@@ -16,6 +16,7 @@ from thqa.models.checkpoint import Checkpoint, check_backbones, load_checkpoint,
 from thqa.errors import CheckpointError, THQAError, brief
 from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
+from thqa.features.registry import SWIN_T, needed as backbones_needed
 from thqa.features.weights import DEFAULT_SEED, WeightsOptions, build_spatial, state_digest
 
 __all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE", "model_digest"]
@@ -239,9 +240,9 @@ class Scorer:
             except RuntimeError as exc:
                 raise CheckpointError(f"{checkpoint}: its fine-tuned spatial weights do not fit ECA + Swin-T ({brief(exc)})") from exc
             self.backbones.spatial = spatial.to(self.backbones.device).eval()
-            self.backbones.spatial_info = type(info)("swin_t", "checkpoint", state_digest(spatial), str(checkpoint), None)
+            self.backbones.spatial_info = type(info)(SWIN_T.name, "checkpoint", state_digest(spatial), str(checkpoint), None)
         if self.checkpoint is not None:
-            names = ("slowfast_r50",) if finetuned else ("swin_t", "slowfast_r50")
+            names = backbones_needed(("spatial", "temporal"), finetuned_spatial=finetuned)
             check_backbones(self.checkpoint, self.backbones.infos, names=names)
         self.model = model.to(self.backbones.device).eval()
         if workers == "auto" and lazy and self.backbones.device.type == "cpu" and (os.cpu_count() or 1) >= 2:

@@ -18,6 +18,7 @@ from thqa.data.extract import ExtractSummary, extract_files
 from thqa.analysis.metrics import evaluate_with_curve
 from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor, precision_for
 from thqa.training.loop import FeatureTable, TrainConfig, TrainResult, load_table, predict_table, train
+from thqa.features.registry import needed as backbones_needed
 from thqa.features.weights import WeightsOptions, build_spatial
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def evaluate_checkpoint(
     # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
     # lazy: built only when a feature is missing from the cache (the keys need only the remembered digests)
     bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision, lazy=True)
-    check_backbones(ck, bb.infos, names=("slowfast_r50",) if ck.spatial_state else ("swin_t", "slowfast_r50"))
+    check_backbones(ck, bb.infos, names=backbones_needed(("spatial", "temporal"), finetuned_spatial=bool(ck.spatial_state)))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)
     summary = extract_files([str(s.path) for s in samples], cache, extractor, frames=ck.spatial_state is not None, progress=progress)
