@@ -525,7 +525,9 @@ def test_cache_sets_aside_links_fifos_and_huge_entries(tmp_path, monkeypatch):
     os.unlink(str(path) + ".corrupt")
     path.write_bytes(good)
     assert cache.get(key).meta == {"m": 1}
-    monkeypatch.setattr(C, "_MAX_ENTRY_BYTES", len(good) - 1)
+    import thqa.data.cache_format
+
+    monkeypatch.setattr(thqa.data.cache_format, "MAX_ENTRY_BYTES", len(good) - 1)
     assert cache.get(key) is None and Path(str(path) + ".corrupt").is_file()
     assert cache.stats.corrupt == 3
 

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from thqa.data.cache_format import MAX_ENTRY_BYTES, CorruptEntry, decode_entry, encode_entry, open_entry, read_header_meta
+from thqa.data.cache_format import CorruptEntry, decode_entry, encode_entry, open_entry, read_entry_bytes, read_header_meta
 from thqa.data.hashing import CACHE_FORMAT_VERSION, cache_key, file_digest, stat_signature
 from thqa.errors import CacheError, ConfigError
 from thqa.utils.atomic import atomic_path, clean_partials
@@ -384,13 +384,13 @@ class FeatureCache:
                 with f:
                     read_sig = stat_signature(os.fstat(f.fileno()))
                     try:
-                        data = f.read(MAX_ENTRY_BYTES + 1)
+                        data = read_entry_bytes(f)
                     except OSError as exc:
                         data = None
                         reason = f"cannot read: {exc}"
-                    if data is not None and len(data) > MAX_ENTRY_BYTES:
+                    except CorruptEntry as exc:
                         data = None
-                        reason = f"grew past {MAX_ENTRY_BYTES} bytes while read: implausibly large for an entry"
+                        reason = str(exc)
                 if data is not None:
                     try:
                         arrays, meta = decode_entry(key, data)

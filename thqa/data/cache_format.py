@@ -18,7 +18,7 @@ import numpy as np
 from thqa.data.hashing import CACHE_FORMAT_VERSION, canonical_json, check_jsonable
 from thqa.errors import CacheError, ConfigError
 
-__all__ = ["CorruptEntry", "MAX_ENTRY_BYTES", "array_checksum", "decode_entry", "encode_entry", "open_entry", "read_header_meta"]
+__all__ = ["CorruptEntry", "MAX_ENTRY_BYTES", "array_checksum", "decode_entry", "encode_entry", "open_entry", "read_entry_bytes", "read_header_meta"]
 
 _MAX_HEADER_BYTES = 100_000_000  # same limit as the safetensors reader
 #: the largest entry file read (64 clips of raw 520 px first frames are ~100 MB): a bigger one is not thqa's
@@ -218,3 +218,12 @@ def open_entry(path: Path):
         os.close(fd)
         raise CorruptEntry("is not a regular file of plausible size")
     return open(fd, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def read_entry_bytes(f) -> bytes:
+    """The rest of an entry file opened by :func:`open_entry`; raises :class:`CorruptEntry` when it grew past
+    :data:`MAX_ENTRY_BYTES` while read (OSError when it cannot be read)."""
+    data = f.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise CorruptEntry(f"grew past {MAX_ENTRY_BYTES} bytes while read: implausibly large for an entry")
+    return data
