@@ -719,7 +719,7 @@ def compare_scores(
         MetricError: lengths differ, non-finite scores, duplicate names, fewer than 2 groups.
         ConfigError: n_boot < 100, ci outside [0.5, 1); a source in two clusters (sources must be nested).
     """
-    from thqa.analysis.metrics import _as_1d
+    from thqa.analysis.metrics import as_1d as _as_1d
 
     _check_settings(n_boot, ci, n_perm)
     p = _as_1d(pred, "predictions")
@@ -864,12 +864,12 @@ def _read_columns(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     (column names lower-case). Empty for a headerless ``name,score`` file."""
     import csv
 
-    from thqa.analysis.metrics import _path_name
+    from thqa.data.predictions import path_name as _path_name
     from thqa.scoring.output import csv_plain
 
     path = Path(path)
     if path.suffix.lower() in (".json", ".jsonl"):
-        from thqa.analysis.metrics import _json_rows
+        from thqa.data.predictions import json_rows as _json_rows
 
         rows = _json_rows(path)
     else:
@@ -953,7 +953,8 @@ def compare(
         MediaFileNotFoundError, ManifestError: unreadable prediction or label files (file and line named).
         MetricError: no prediction matches a label, fewer than 2 groups.
     """
-    from thqa.analysis.metrics import MatchReport, _path_name, _tail, match_by_path, read_labels, read_predictions, unique_tails
+    from thqa.data.predictions import MatchReport, match_by_path, read_labels, read_predictions, unique_tails
+    from thqa.data.predictions import path_name as _path_name, path_tail as _tail
 
     if sum(x is not None for x in (group_pattern, group_column, group_fn, group_from)) != 1:
         raise ConfigError("give exactly one of group_pattern, group_column, group_fn, group_from (--group-pattern, --group-column, --group-from)")
