@@ -3,7 +3,7 @@ errors are answered without loading torch (thqa.training.recipes and thqa.featur
 their values from here)."""
 from __future__ import annotations
 
-__all__ = ["RECIPE_NAMES", "PRECISION_CHOICES", "FIT_KINDS"]
+__all__ = ["RECIPE_NAMES", "PRECISION_CHOICES", "FIT_KINDS", "MAX_CLIPS"]
 
 #: the training recipes by name (thqa.training.recipes.RECIPES, in this order)
 RECIPE_NAMES = ("frozen", "winner", "winner-exact")
@@ -11,3 +11,6 @@ RECIPE_NAMES = ("frozen", "winner", "winner-exact")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: the curve fitted before PLCC (thqa.analysis.metrics.evaluate's ``fit``)
 FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
+#: the most clips per video (--clips, ``n_clips``; a checkpoint asking for more is refused): the method uses 6, and each
+#: clip costs a SlowFast pass
+MAX_CLIPS = 64
