@@ -575,3 +575,21 @@ def test_failed_put_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert _temp_files(tmp_path) == []
     entry = cache.get(key)  # the previous entry is intact
     assert entry is not None and entry.meta == {"old": True} and cache.stats.writes == 1
+
+
+@pytest.mark.skipif(not ON_POSIX, reason="symbolic links and FIFOs")
+def test_put_replaces_a_link_or_fifo_in_the_entrys_place_never_writes_through_it(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "c")
+    key = _key(3)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    path = cache.path_for(key)
+    path.parent.mkdir(parents=True)
+    os.symlink(victim, path)
+    cache.put(key, {"a": np.arange(2, dtype=np.float32)}, {"n": 1})
+    assert victim.read_text() == "keep" and not path.is_symlink()
+    os.unlink(path)
+    os.mkfifo(path)
+    cache.put(key, {"a": np.arange(2, dtype=np.float32)}, {"n": 2})  # returns: a FIFO is never opened for writing
+    entry = cache.get(key)
+    assert entry is not None and entry.meta == {"n": 2} and path.is_file() and _temp_files(tmp_path) == []
