@@ -5,6 +5,9 @@ The header (safetensors metadata key ``thqa``) holds the format version, the fus
 the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts
 (``meta``: epoch, validation metrics, seed, loss, and ``recipe``: the recipe's name and the options that changed it), and
 (optional) ``calibration``: the validation residuals behind prediction intervals (:mod:`thqa.analysis.conformal`).
+
+What each header field may hold, and the checks run before anything is built, are in
+:mod:`thqa.models.checkpoint_schema` (``parse_header``, ``FORMAT`` and ``MAX_CLIPS`` are importable from here too).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ __all__ = [
     "backbones_made", "describe_backbones", "weights_for",
     "FORMAT", "MAX_CLIPS",
 ]
+
 
 @dataclass
 class Checkpoint:
