@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import thqa.data.cache as cache_mod
+import thqa.data.hashing as hashing_mod
 from thqa.data.cache import CACHE_FORMAT_VERSION, CacheEntry, FeatureCache, cache_key, file_digest
 from thqa.errors import CacheError, ConfigError, MediaFileNotFoundError
 
@@ -59,7 +60,7 @@ def _meta(i: int = 0) -> dict:
 
 
 def _temp_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob(".tmp-*.partial"))
+    return sorted(p for p in root.rglob("*.partial"))
 
 
 # ------------------------------------------------------------------------------------------- round trip
@@ -223,11 +224,11 @@ def test_file_digest_matches_hashlib_and_tracks_changes(tmp_path: Path) -> None:
 
 
 def test_file_digest_memoises_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache_mod._clear_digest_memo()
-    monkeypatch.setattr(cache_mod, "_RACY_MARGIN_NS", 0)  # the file was just written; allow memoising it
+    hashing_mod._clear_digest_memo()
+    monkeypatch.setattr(hashing_mod, "_RACY_MARGIN_NS", 0)  # the file was just written; allow memoising it
     calls = []
-    real = cache_mod._hash_open_file
-    monkeypatch.setattr(cache_mod, "_hash_open_file", lambda fh: calls.append(1) or real(fh))
+    real = hashing_mod._hash_open_file
+    monkeypatch.setattr(hashing_mod, "_hash_open_file", lambda fh: calls.append(1) or real(fh))
     f = tmp_path / "v.mp4"
     f.write_bytes(b"x" * 1000)
     time.sleep(0.02)  # let the coarse file-system clock tick past the file's ctime
@@ -239,14 +240,14 @@ def test_file_digest_memoises_unchanged_files(tmp_path: Path, monkeypatch: pytes
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     assert file_digest(f) == hashlib.sha256(b"y" * 1000).hexdigest()
     assert len(calls) == 2
-    cache_mod._clear_digest_memo()
+    hashing_mod._clear_digest_memo()
 
 
 def test_file_digest_does_not_memoise_fresh_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache_mod._clear_digest_memo()
+    hashing_mod._clear_digest_memo()
     calls = []
-    real = cache_mod._hash_open_file
-    monkeypatch.setattr(cache_mod, "_hash_open_file", lambda fh: calls.append(1) or real(fh))
+    real = hashing_mod._hash_open_file
+    monkeypatch.setattr(hashing_mod, "_hash_open_file", lambda fh: calls.append(1) or real(fh))
     f = tmp_path / "fresh.mp4"
     f.write_bytes(b"abc")
     file_digest(f)
@@ -574,3 +575,21 @@ def test_failed_put_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert _temp_files(tmp_path) == []
     entry = cache.get(key)  # the previous entry is intact
     assert entry is not None and entry.meta == {"old": True} and cache.stats.writes == 1
+
+
+@pytest.mark.skipif(not ON_POSIX, reason="symbolic links and FIFOs")
+def test_put_replaces_a_link_or_fifo_in_the_entrys_place_never_writes_through_it(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "c")
+    key = _key(3)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    path = cache.path_for(key)
+    path.parent.mkdir(parents=True)
+    os.symlink(victim, path)
+    cache.put(key, {"a": np.arange(2, dtype=np.float32)}, {"n": 1})
+    assert victim.read_text() == "keep" and not path.is_symlink()
+    os.unlink(path)
+    os.mkfifo(path)
+    cache.put(key, {"a": np.arange(2, dtype=np.float32)}, {"n": 2})  # returns: a FIFO is never opened for writing
+    entry = cache.get(key)
+    assert entry is not None and entry.meta == {"n": 2} and path.is_file() and _temp_files(tmp_path) == []

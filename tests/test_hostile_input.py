@@ -529,7 +529,9 @@ def test_cache_sets_aside_links_fifos_and_huge_entries(tmp_path, monkeypatch):
     os.unlink(str(path) + ".corrupt")
     path.write_bytes(good)
     assert cache.get(key).meta == {"m": 1}
-    monkeypatch.setattr(C, "_MAX_ENTRY_BYTES", len(good) - 1)
+    import thqa.data.cache_format
+
+    monkeypatch.setattr(thqa.data.cache_format, "MAX_ENTRY_BYTES", len(good) - 1)
     assert cache.get(key) is None and Path(str(path) + ".corrupt").is_file()
     assert cache.stats.corrupt == 3
 
@@ -858,7 +860,9 @@ def test_cache_entries_written_without_a_metadata_checksum_are_still_reused(tmp_
     """Item 13: entries written by thqa before the metadata checksum (its header had four fields) read as before."""
     import safetensors.numpy
 
-    from thqa.data.cache import CACHE_FORMAT_VERSION, FeatureCache, _array_checksum, _canonical_json
+    from thqa.data.cache import CACHE_FORMAT_VERSION, FeatureCache
+    from thqa.data.cache_format import array_checksum as _array_checksum
+    from thqa.data.hashing import canonical_json as _canonical_json
 
     cache = FeatureCache(tmp_path / "c")
     key = "cd" * 32

@@ -1,4 +1,4 @@
-"""Tests of thqa.analysis.metrics (challenge protocol, fits, challenge files) and thqa.analysis.plots."""
+"""Tests of thqa.analysis.metrics (challenge protocol, fits), thqa.data.predictions (challenge files) and thqa.analysis.plots."""
 from __future__ import annotations
 
 import logging
@@ -203,7 +203,7 @@ def test_read_predictions_thqa_score_csv(tmp_path: Path, caplog: pytest.LogCaptu
         "/v/bad.mp4,,,DecodeError: truncated\n"
         '/v/b.mp4,2.5,"2.5,2.5",\n',
     )
-    with caplog.at_level(logging.WARNING, logger="thqa.analysis.metrics"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.predictions"):
         assert read_predictions(path) == {"a.mp4": 1.5, "b.mp4": 2.5}
     assert "1 row(s) with a non-empty error" in caplog.text
 
@@ -241,7 +241,7 @@ def test_read_missing_file(tmp_path: Path) -> None:
 def test_match_predictions_partial(caplog: pytest.LogCaptureFixture) -> None:
     preds = {"a.mp4": 1.0, "b.mp4": 2.0, "extra.mp4": 9.0}
     labels = {"c.mp4": 3.5, "a.mp4": 1.5, "b.mp4": 2.5, "gone1.mp4": 1.0, "gone2.mp4": 1.0}
-    with caplog.at_level(logging.WARNING, logger="thqa.analysis.metrics"):
+    with caplog.at_level(logging.WARNING, logger="thqa.data.predictions"):
         names, p, m, report = match_predictions(preds, labels)
     assert names == ["a.mp4", "b.mp4"]  # labels' order
     np.testing.assert_array_equal(p, [1.0, 2.0])

@@ -11,7 +11,8 @@ import torch
 
 import media
 from thqa.data.cache import FeatureCache, cache_key, file_digest
-from thqa.data.extract import _LEGACY, extract_to_cache, features_key, frames_key, prune_cache
+from thqa.data.extract import extract_to_cache, features_key, frames_key, prune_cache
+from thqa.data.prune import _LEGACY
 from thqa.features.extractor import FeatureExtractor
 from thqa.features.settings import FEATURES_VERSION, ExtractionSettings, extraction_provenance
 
@@ -31,12 +32,14 @@ def _extract(paths, cache, backbones):
 
 def _newer(monkeypatch, **changes):
     """Pretend to be a thqa whose extraction differs (another features version, another PyAV, ...)."""
-    import thqa.data.extract
+    import thqa.data.entry_keys
+    import thqa.data.prune
     import thqa.features.prepare
 
     prov = {**extraction_provenance(), **changes}
     monkeypatch.setattr(thqa.features.prepare, "extraction_provenance", lambda: dict(prov))
-    monkeypatch.setattr(thqa.data.extract, "extraction_provenance", lambda: dict(prov))
+    monkeypatch.setattr(thqa.data.entry_keys, "extraction_provenance", lambda: dict(prov))
+    monkeypatch.setattr(thqa.data.prune, "extraction_provenance", lambda: dict(prov))
     return prov
 
 

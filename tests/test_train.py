@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import thqa.analysis.metrics
+import thqa.training.loop
 
 from thqa.data.cache import FeatureCache
 from thqa.models.checkpoint import load_checkpoint
@@ -264,7 +264,7 @@ def test_a_negative_correlation_is_never_the_best_epoch(tmp_path, monkeypatch) -
         s, p = next(scripted)
         return {"srcc": s, "plcc": p, "krcc": s, "rmse": 1.0, "main_score": (abs(s) + abs(p)) / 2, "n": len(mos)}
 
-    monkeypatch.setattr(thqa.analysis.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
+    monkeypatch.setattr(thqa.training.loop, "evaluate", fake_evaluate)  # the loop validates with it
     res = _train(tmp_path / "run", replace(REF_CONFIG, epochs=3))
     assert res.best_epoch == 3 and res.best_metrics["srcc"] == pytest.approx(0.30)
     assert res.best_metrics["main_score"] == pytest.approx(0.305)  # the challenge's figure stays for reporting
@@ -284,7 +284,7 @@ def test_best_epoch_follows_validation_not_training_loss_and_skips_undefined_epo
             raise MetricError("all predictions are equal")
         return {"srcc": s, "plcc": s, "krcc": s, "rmse": 1.0 - s, "main_score": s, "n": len(mos)}
 
-    monkeypatch.setattr(thqa.analysis.metrics, "evaluate", fake_evaluate)  # train() imports it when it validates
+    monkeypatch.setattr(thqa.training.loop, "evaluate", fake_evaluate)  # the loop validates with it
     res = _train(tmp_path / "run", replace(REF_CONFIG, epochs=4))
     assert res.best_epoch == 3
     assert math.isnan(res.history[0]["val_main_score"])

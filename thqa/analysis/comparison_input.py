@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-# The prediction-file readers and their helpers: every import of them by the comparison modules is this one block
-# (issue 23 moves the readers to thqa.data under public names: switch them here).
-from thqa.analysis.metrics import (  # noqa: F401  (_as_1d: re-exported for comparison.py)
-    _as_1d,
-    _json_rows,
-    _path_name,
-    _tail,
+from thqa.analysis.metrics import as_1d as _as_1d  # noqa: F401  (re-exported for comparison.py)
+from thqa.data.predictions import (
+    json_rows as _json_rows,
     match_by_path,
+    path_name as _path_name,
+    path_tail as _tail,
     read_labels,
     read_predictions,
     unique_tails,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thqa.data.hashing import file_digest
 from thqa.errors import ConfigError, ManifestError, MediaFileNotFoundError
 
 __all__ = [
@@ -162,127 +163,164 @@ def read_manifest(
         raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
 
 
-def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool, group_fn, content_duplicates: bool) -> Manifest:
-    from thqa.data.cache import file_digest
+@dataclass(frozen=True)
+class _Columns:
+    """Where a manifest's columns are: the header's cells and the index of each known column (None: absent)."""
 
+    header: list[str]
+    path: int
+    mos: int | None
+    group: int | None
+    split: int | None
+
+
+class _Skip(Exception):
+    """Internal: a manifest row is skipped for ``reason`` (one of :data:`SKIP_REASONS`) with ``detail``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def _read_columns(path: Path, reader, require_mos: bool) -> _Columns:
+    """Read the header (the first non-empty row) and find the known columns; warn about the others.
+
+    Raises:
+        ManifestError: empty file, repeated or ambiguous columns, no path column, no MOS column when required.
+    """
+    header: list[str] | None = None
+    for row in reader:
+        if row and any(c.strip() for c in row):
+            header = [c.strip() for c in row]
+            break
+    if header is None:
+        raise ManifestError(f"{path}: the manifest is empty")
+    lower = [c.lower() for c in header]
+    if len(set(lower)) != len(lower):
+        dup = sorted({c for c in lower if lower.count(c) > 1})
+        raise ManifestError(f"{path}: repeated column name(s) {dup}")
+    path_col = _find_column(path, lower, _PATH_COLUMNS, "path")
+    mos_col = _find_column(path, lower, _MOS_COLUMNS, "MOS")
+    group_col = _find_column(path, lower, ("group",), "group")
+    split_col = _find_column(path, lower, ("split",), "split")
+    if path_col is None:
+        raise ManifestError(
+            f"{path}: no path column (expected one of {'/'.join(_PATH_COLUMNS)}; found {', '.join(header)})"
+        )
+    if mos_col is None and require_mos:
+        raise ManifestError(
+            f"{path}: no MOS column (expected one of {'/'.join(_MOS_COLUMNS)}; found {', '.join(header)}); "
+            "pass require_mos=False for unlabelled videos"
+        )
+    known = {c for c in (path_col, mos_col, group_col, split_col) if c is not None}
+    unknown = [header[i] for i in range(len(header)) if i not in known]
+    if unknown:
+        logger.warning("%s: ignoring unknown column(s) %s", path, ", ".join(repr(c) for c in unknown))
+    return _Columns(header, path_col, mos_col, group_col, split_col)
+
+
+def _row_mos(cell: str, require_mos: bool) -> float | None:
+    """The MOS of a row's MOS cell (None: empty and not required); :class:`_Skip` when it cannot be one."""
+    if not cell:
+        if require_mos:
+            raise _Skip("missing_mos")
+        return None
+    try:
+        mos = float(cell)
+    except ValueError:
+        raise _Skip("bad_mos", f"{cell!r} is not a number") from None
+    if not math.isfinite(mos):
+        raise _Skip("bad_mos", f"{cell!r} is not finite")
+    if abs(mos) > MOS_LIMIT:
+        raise _Skip("bad_mos", f"{cell!r} is beyond any rating scale (|MOS| <= {MOS_LIMIT:g})")
+    return mos
+
+
+def _row_sample(row: list[str], cols: _Columns, root: Path, require_mos: bool, group_fn: Callable[[str], str]) -> Sample:
+    """The sample a data row describes (its file not yet checked); :class:`_Skip` with the reason when it is not one."""
+    width = len(cols.header)
+    cells = [c.strip() for c in row]
+    extra = cells[width:]
+    cells += [""] * (width - len(cells))
+    name_cell = cells[cols.path]
+    if any(extra):
+        raise _Skip("bad_row", f"{len(row)} cells, the header has {width}")
+    if not name_cell:
+        raise _Skip("empty_path")
+    mos = _row_mos(cells[cols.mos] if cols.mos is not None else "", require_mos)
+    split: str | None = None
+    if cols.split is not None and cells[cols.split]:
+        split = _SPLIT_ALIASES.get(cells[cols.split].lower())
+        if split is None:
+            raise _Skip("bad_split", f"{cells[cols.split]!r} is not one of {', '.join(SPLITS)}")
+    file_path = Path(name_cell)
+    if not file_path.is_absolute():
+        file_path = root / file_path
+    group = cells[cols.group] if cols.group is not None else ""
+    if not group:
+        try:
+            group = group_fn(file_path.name)
+        except ValueError as exc:
+            raise _Skip("bad_group", str(exc)) from None
+    if "\0" in name_cell:
+        raise _Skip("bad_path", "contains a NUL byte")
+    return Sample(path=file_path, mos=mos, group=group, split=split, name=file_path.name)
+
+
+class _Seen:
+    """The files (and contents) of the rows read so far, to skip a row naming one again."""
+
+    def __init__(self, check_files: bool, content_duplicates: bool) -> None:
+        self.check_files, self.content = check_files, check_files and content_duplicates
+        self.paths: dict[str, int] = {}  # normalised path -> line
+        self.digests: dict[str, int] = {}  # sha256 -> line
+
+    def add(self, sample: Sample, line: int) -> None:
+        """Remember ``sample``'s file; :class:`_Skip` when an earlier row named it (or its content), or it is missing."""
+        key = os.path.normpath(os.path.abspath(sample.path))
+        if key in self.paths:
+            raise _Skip("duplicate", f"same file as line {self.paths[key]}")
+        self.paths[key] = line
+        if self.check_files and not sample.path.is_file():
+            raise _Skip("missing_file", "is not a file" if sample.path.exists() else f"not found: {sample.path}")
+        if self.content:
+            try:
+                digest = file_digest(sample.path)
+            except (OSError, ValueError) as exc:  # unreadable (permissions), not a regular file
+                raise _Skip("missing_file", f"cannot be read: {exc}") from None
+            if digest in self.digests:
+                raise _Skip("duplicate", f"same content as line {self.digests[digest]}")
+            self.digests[digest] = line
+
+
+def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool, group_fn, content_duplicates: bool) -> Manifest:
     root = Path(video_root) if video_root is not None else path.parent
     group_fn = group_fn or _stem_group
     manifest = Manifest(path=path)
-    seen: dict[str, int] = {}  # normalised path -> line
-    seen_content: dict[str, int] = {}  # sha256 -> line
+    seen = _Seen(check_files, content_duplicates)
     n_rows = 0
-
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header: list[str] | None = None
+        cols = _read_columns(path, reader, require_mos)
         for row in reader:
-            if row and any(c.strip() for c in row):
-                header = [c.strip() for c in row]
-                break
-        if header is None:
-            raise ManifestError(f"{path}: the manifest is empty")
-        lower = [c.lower() for c in header]
-        if len(set(lower)) != len(lower):
-            dup = sorted({c for c in lower if lower.count(c) > 1})
-            raise ManifestError(f"{path}: repeated column name(s) {dup}")
-        path_col = _find_column(path, lower, _PATH_COLUMNS, "path")
-        mos_col = _find_column(path, lower, _MOS_COLUMNS, "MOS")
-        group_col = _find_column(path, lower, ("group",), "group")
-        split_col = _find_column(path, lower, ("split",), "split")
-        if path_col is None:
-            raise ManifestError(
-                f"{path}: no path column (expected one of {'/'.join(_PATH_COLUMNS)}; found {', '.join(header)})"
-            )
-        if mos_col is None and require_mos:
-            raise ManifestError(
-                f"{path}: no MOS column (expected one of {'/'.join(_MOS_COLUMNS)}; found {', '.join(header)}); "
-                "pass require_mos=False for unlabelled videos"
-            )
-        known = {c for c in (path_col, mos_col, group_col, split_col) if c is not None}
-        unknown = [header[i] for i in range(len(header)) if i not in known]
-        if unknown:
-            logger.warning("%s: ignoring unknown column(s) %s", path, ", ".join(repr(c) for c in unknown))
-
-        def skip(line: int, name: str, reason: str, detail: str = "") -> None:
-            manifest.skipped.append(SkippedRow(line, name, reason, detail))
-
-        for row in reader:
-            line = reader.line_num
             if not row or not any(c.strip() for c in row):
                 continue
             n_rows += 1
-            cells = [c.strip() for c in row]
-            extra = cells[len(header):]
-            cells += [""] * (len(header) - len(cells))
-            name_cell = cells[path_col]
-            if any(extra):
-                skip(line, name_cell, "bad_row", f"{len(row)} cells, the header has {len(header)}")
+            try:
+                sample = _row_sample(row, cols, root, require_mos, group_fn)
+                seen.add(sample, reader.line_num)
+            except _Skip as skip:
+                name_cell = row[cols.path].strip() if cols.path < len(row) else ""
+                manifest.skipped.append(SkippedRow(reader.line_num, name_cell, skip.reason, skip.detail))
                 continue
-            if not name_cell:
-                skip(line, name_cell, "empty_path")
-                continue
+            manifest.samples.append(sample)
+    _report(manifest, n_rows)
+    return manifest
 
-            mos: float | None = None
-            mos_cell = cells[mos_col] if mos_col is not None else ""
-            if mos_cell:
-                try:
-                    mos = float(mos_cell)
-                except ValueError:
-                    skip(line, name_cell, "bad_mos", f"{mos_cell!r} is not a number")
-                    continue
-                if not math.isfinite(mos):
-                    skip(line, name_cell, "bad_mos", f"{mos_cell!r} is not finite")
-                    continue
-                if abs(mos) > MOS_LIMIT:
-                    skip(line, name_cell, "bad_mos", f"{mos_cell!r} is beyond any rating scale (|MOS| <= {MOS_LIMIT:g})")
-                    continue
-            elif require_mos:
-                skip(line, name_cell, "missing_mos")
-                continue
 
-            split: str | None = None
-            if split_col is not None and cells[split_col]:
-                split = _SPLIT_ALIASES.get(cells[split_col].lower())
-                if split is None:
-                    skip(line, name_cell, "bad_split", f"{cells[split_col]!r} is not one of {', '.join(SPLITS)}")
-                    continue
-
-            file_path = Path(name_cell)
-            if not file_path.is_absolute():
-                file_path = root / file_path
-            file_name = file_path.name
-            group = cells[group_col] if group_col is not None else ""
-            if not group:
-                try:
-                    group = group_fn(file_name)
-                except ValueError as exc:
-                    skip(line, name_cell, "bad_group", str(exc))
-                    continue
-
-            if "\0" in name_cell:
-                skip(line, name_cell, "bad_path", "contains a NUL byte")
-                continue
-            key = os.path.normpath(os.path.abspath(file_path))
-            if key in seen:
-                skip(line, name_cell, "duplicate", f"same file as line {seen[key]}")
-                continue
-            seen[key] = line
-            if check_files and not file_path.is_file():
-                detail = "is not a file" if file_path.exists() else f"not found: {file_path}"
-                skip(line, name_cell, "missing_file", detail)
-                continue
-            if check_files and content_duplicates:
-                try:
-                    digest = file_digest(file_path)
-                except (OSError, ValueError) as exc:  # unreadable (permissions), not a regular file
-                    skip(line, name_cell, "missing_file", f"cannot be read: {exc}")
-                    continue
-                if digest in seen_content:
-                    skip(line, name_cell, "duplicate", f"same content as line {seen_content[digest]}")
-                    continue
-                seen_content[digest] = line
-            manifest.samples.append(Sample(path=file_path, mos=mos, group=group, split=split, name=file_name))
-
+def _report(manifest: Manifest, n_rows: int) -> None:
+    """Log the skipped rows; ManifestError when there were no rows or none is usable."""
+    path = manifest.path
     if n_rows == 0:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
     if manifest.skipped:
@@ -294,7 +332,6 @@ def _read_manifest(path: Path, video_root, require_mos: bool, check_files: bool,
         )
     if not manifest.samples:
         raise ManifestError(f"{path}: no usable row: all {n_rows} rows skipped ({manifest.skipped_summary()})")
-    return manifest
 
 
 # ------------------------------------------------------------------------------------------ THQA-NTIRE names
@@ -403,7 +440,6 @@ def samples_for_split(samples: Sequence[Sample], split: str | None) -> list[Samp
 def shared_content(a: Sequence[Sample], b: Sequence[Sample]) -> list[Sample]:
     """The samples of ``b`` whose file has the same content (sha256) as a file of ``a`` (files that cannot be read
     are left out: extraction reports them)."""
-    from thqa.data.cache import file_digest
 
     def digest(s: Sample) -> str | None:
         try:
@@ -420,21 +456,8 @@ def shared_groups(a: Sequence[Sample], b: Sequence[Sample]) -> set[str]:
     return {s.group for s in a} & {s.group for s in b}
 
 
-def split_by_group(
-    samples: Sequence[Sample], *, val_fraction: float = 0.2, seed: int = 3407, tolerance: float = 0.0
-) -> tuple[list[Sample], list[Sample]]:
-    """Split samples into (train, val) so that every group falls wholly on one side.
-
-    Among all group subsets, val gets one whose size is closest to ``val_fraction`` of the samples (exact subset
-    sum; ties go to the smaller val). With few large groups the closest size is often reached by one subset only,
-    so every seed gives the same val; ``tolerance`` (a fraction of all samples, e.g. 0.005) lets the seed pick
-    among all subsets whose size is within that distance of the target instead. The result depends on the
-    groups, their sizes and ``seed``, not on the order of ``samples``; both lists keep the input order.
-
-    Raises:
-        ConfigError: ``val_fraction`` not in (0, 1), ``tolerance`` < 0, no samples, a single group (a side would
-            be empty), or samples that already carry a manifest split (use :func:`samples_for_split` for those).
-    """
+def _check_split_args(samples: Sequence[Sample], val_fraction: float, tolerance: float) -> None:
+    """ConfigError unless :func:`split_by_group` can split ``samples`` as asked."""
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if not (tolerance >= 0.0 and math.isfinite(tolerance)):
@@ -453,17 +476,19 @@ def split_by_group(
             f"all {len(samples)} samples are in one group ({next(iter(sizes))!r}): a group split would leave "
             "one side empty"
         )
-    n = len(samples)
-    rng = np.random.default_rng(seed)
+
+
+def _pieces(sizes: Counter, rng: np.random.Generator) -> tuple[dict[int, list[str]], list[tuple[int, int]]]:
+    """The groups by size (in a seeded order) and the pieces of a bounded knapsack over the group sizes.
+
+    Few groups of a size are pieces of their own; many are binary-split (1, 2, 4, ... groups), so the bitset DP stays
+    small even for thousands of singleton groups. A piece is (group size, number of groups)."""
     names = sorted(sizes)
     shuffled = [names[i] for i in rng.permutation(len(names))]
     by_size: dict[int, list[str]] = {}
     for g in shuffled:
         by_size.setdefault(sizes[g], []).append(g)
-
-    # Pieces for a bounded knapsack over group sizes: few groups of a size are pieces of their own; many are
-    # binary-split (1, 2, 4, ... groups), so the bitset DP stays small even for thousands of singleton groups.
-    pieces: list[tuple[int, int]] = []  # (group size, number of groups)
+    pieces: list[tuple[int, int]] = []
     for size, members in by_size.items():
         count = len(members)
         if count <= 8:
@@ -474,9 +499,14 @@ def split_by_group(
                 pieces.append((size, min(k, count)))
                 count -= min(k, count)
                 k *= 2
-    pieces = [pieces[i] for i in rng.permutation(len(pieces))]
+    return by_size, [pieces[i] for i in rng.permutation(len(pieces))]
 
-    reach = [1]  # reach[i]: bit t set <=> t samples reachable with pieces[:i]
+
+def _val_size(pieces: list[tuple[int, int]], n: int, val_fraction: float, tolerance: float,
+              rng: np.random.Generator) -> tuple[list[int], int]:
+    """``(reach, size)``: reach[i] has bit t set when t samples are reachable with pieces[:i]; size is the reachable
+    validation size closest to the target (ties to the smaller; within ``tolerance`` the seed picks)."""
+    reach = [1]
     for size, count in pieces:
         reach.append(reach[-1] | (reach[-1] << (size * count)))
     bits = bin(reach[-1])[:1:-1]  # bits[t] == "1" <=> sum t reachable
@@ -486,10 +516,15 @@ def split_by_group(
     if tolerance > 0.0:
         allowed = [t for t in sums if abs(t - target) <= max(abs(best - target), tolerance * n)]
         best = allowed[int(rng.integers(len(allowed)))]
+    return reach, best
 
+
+def _walk_back(pieces: list[tuple[int, int]], reach: list[int], best: int, rng: np.random.Generator) -> Counter:
+    """How many groups of each size go to validation to make ``best`` samples; where both choices reach it, the seed
+    decides."""
     taken: Counter[int] = Counter()
     t = best
-    for i in range(len(pieces) - 1, -1, -1):  # walk back; where both choices reach t, the seed decides
+    for i in range(len(pieces) - 1, -1, -1):
         size, count = pieces[i]
         w = size * count
         can_skip = bool((reach[i] >> t) & 1)
@@ -497,6 +532,31 @@ def split_by_group(
         if can_take and (not can_skip or rng.random() < 0.5):
             taken[size] += count
             t -= w
+    return taken
+
+
+def split_by_group(
+    samples: Sequence[Sample], *, val_fraction: float = 0.2, seed: int = 3407, tolerance: float = 0.0
+) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (train, val) so that every group falls wholly on one side.
+
+    Among all group subsets, val gets one whose size is closest to ``val_fraction`` of the samples (exact subset
+    sum; ties go to the smaller val). With few large groups the closest size is often reached by one subset only,
+    so every seed gives the same val; ``tolerance`` (a fraction of all samples, e.g. 0.005) lets the seed pick
+    among all subsets whose size is within that distance of the target instead. The result depends on the
+    groups, their sizes and ``seed``, not on the order of ``samples``; both lists keep the input order.
+
+    Raises:
+        ConfigError: ``val_fraction`` not in (0, 1), ``tolerance`` < 0, no samples, a single group (a side would
+            be empty), or samples that already carry a manifest split (use :func:`samples_for_split` for those).
+    """
+    _check_split_args(samples, val_fraction, tolerance)
+    sizes = Counter(s.group for s in samples)
+    n = len(samples)
+    rng = np.random.default_rng(seed)
+    by_size, pieces = _pieces(sizes, rng)
+    reach, best = _val_size(pieces, n, val_fraction, tolerance, rng)
+    taken = _walk_back(pieces, reach, best, rng)
     val_groups = {g for size, k in taken.items() for g in by_size[size][:k]}
     train = [s for s in samples if s.group not in val_groups]
     val = [s for s in samples if s.group in val_groups]

@@ -5,33 +5,38 @@ The header (safetensors metadata key ``thqa``) holds the format version, the fus
 the spatial branch was fine-tuned (its weights then travel in the file under ``spatial.``), training facts
 (``meta``: epoch, validation metrics, seed, loss, and ``recipe``: the recipe's name and the options that changed it), and
 (optional) ``calibration``: the validation residuals behind prediction intervals (:mod:`thqa.analysis.conformal`).
+
+What each header field may hold, and the checks run before anything is built, are in
+:mod:`thqa.models.checkpoint_schema` (``parse_header``, ``FORMAT`` and ``MAX_CLIPS`` are importable from here too).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thqa.utils.atomic import atomic_path
-from thqa.data.manifest import MOS_LIMIT
-from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, brief, terminal_safe
-from thqa.utils.choices import MAX_CLIPS  # the most clips per video a checkpoint may ask for (the command line's bound too)
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from thqa import __version__
+from thqa.errors import CheckpointError, CheckpointMismatchError, brief, terminal_safe
+from thqa.features import spatial, temporal
+from thqa.features.pipeline import ExtractionSettings
+from thqa.features.registry import needed as backbones_needed
+from thqa.features.weights import DEFAULT_SEED, WeightsOptions, spatial_state_spec, state_mismatch
+from thqa.models.checkpoint_schema import FORMAT, MAX_CALIBRATION, MAX_CLIPS, MAX_RESIDUAL, check_calibration, parse_header  # noqa: F401 (re-exported)
 from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.features.pipeline import PRECISIONS, ExtractionSettings
-from thqa.features.registry import WEIGHT_SOURCES, needed as backbones_needed
-from thqa.features.weights import state_mismatch
+from thqa.utils.atomic import atomic_path
+from thqa.utils.hints import option
 
 __all__ = [
     "Checkpoint", "save_checkpoint", "load_checkpoint", "parse_header", "check_backbones", "preprocessing", "describe_recipe",
     "backbones_made", "describe_backbones", "weights_for",
     "FORMAT", "MAX_CLIPS",
 ]
-
-FORMAT = "thqa-fusion/1"
 
 
 @dataclass
@@ -70,8 +75,6 @@ class Checkpoint:
 
 def preprocessing(settings: ExtractionSettings) -> dict:
     """The input preprocessing of both backbones, as stored beside the weights (for readers of a checkpoint)."""
-    from thqa.features import spatial, temporal
-
     return {
         "spatial": {
             "frame": "first frame of each clip",
@@ -108,10 +111,6 @@ def save_checkpoint(
     ``calibration``: :meth:`thqa.analysis.conformal.Calibration.to_dict` of the validation residuals (plain JSON), stored
     under the header's ``"calibration"`` key when given.
     """
-    from safetensors.torch import save_file
-
-    from thqa import __version__
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"fusion.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -134,210 +133,10 @@ def save_checkpoint(
     return p
 
 
-# -- the header schema ----------------------------------------------------------------------------------------------
 #: largest checkpoint file read (a fusion model is ~10 MB; with fine-tuned ECA + Swin-T ~120 MB)
 MAX_CHECKPOINT_BYTES = 2 << 30
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_BACKBONE_SOURCES = WEIGHT_SOURCES
-
-#: what every value in a header may be: ("int" | "float", low, high) (an int is a float here, a bool never),
-#: ("float?", low, high) (a number or null), ("bool",) or ("choice", one of the names)
-_FUSION_BOUNDS = {
-    "spatial_dim": ("int", 1, 65536),
-    "temporal_dim": ("int", 1, 65536),
-    "audio_channels_in": ("int", 1, 64),
-    "audio_bins": ("int", 16, 1024),
-    "audio_frames": ("int", 4, 1024),
-    "audio_embed": ("int", 1, 8192),
-    "head_hidden": ("int", 1, 8192),
-    "dropout": ("float", 0.0, 0.99),
-    # added with the recipes (thqa 0.2): absent from older checkpoints, which then load with today's defaults
-    "head": ("choice", "mlp", "linear"),
-    "lstm_pool": ("choice", "clip", "mean"),
-    "audio_input_norm": ("bool",),
-    "embed_activation": ("bool",),
-}
-_EXTRACTION_BOUNDS = {
-    "n_clips": ("int", 1, MAX_CLIPS),
-    "clip_frames": ("int", 4, 256),
-    "frame_size": ("int", 32, 1024),
-    "short_side": ("int", 32, 4096),
-    "crop": ("int", 32, 4096),
-    "clip_sampling": ("choice", "spread", "first"),
-}
-_AUDIO_BOUNDS = {
-    "sample_rate": ("int", 8000, 192000),
-    "n_bins": ("int", 12, 1024),
-    "n_frames": ("int", 4, 1024),
-    "n_fft": ("int", 16, 65536),
-    "cqt_bins": ("int", 2, 4096),
-    "cqt_bins_per_octave": ("int", 1, 1024),
-    "cqt_fmin": ("float", 1.0, 20000.0),
-    "context": ("float", 0.0, 10.0),
-    "cqt_kind": ("choice", "log", "chroma"),
-    "chroma_tuning": ("float?", -0.5, 0.5),
-    "mfcc_top_db": ("float?", 0.0, 400.0),
-}
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                        "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-
-
-class _Bad(Exception):
-    """Internal: a header field is wrong; the message names it."""
-
-
-def _type_name(v) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null", int: "a whole number", float: "a decimal number"}
-    return names.get(type(v), type(v).__name__)
-
-
-def _number(where: str, v, kind: str, lo: float, hi: float):
-    ok = isinstance(v, int) and not isinstance(v, bool)
-    if kind == "float":
-        ok = ok or (isinstance(v, float) and math.isfinite(v))
-    if not ok:
-        want = "a whole number" if kind == "int" else "a finite number"
-        raise _Bad(f"{where} must be {want}, got {_type_name(v)} ({json.dumps(v)[:40]})")
-    if not lo <= v <= hi:
-        raise _Bad(f"{where} = {v} is out of range ({lo} to {hi})")
-    return v
-
-
-def _value(where: str, v, spec: tuple):
-    """Check one header value against its spec: ("int"|"float", lo, hi), ("float?", lo, hi) (a number or null),
-    ("bool",) or ("choice", name, ...)."""
-    kind = spec[0]
-    if kind == "bool":
-        if not isinstance(v, bool):
-            raise _Bad(f"{where} must be true or false, got {_type_name(v)}")
-        return v
-    if kind == "choice":
-        if not isinstance(v, str) or v not in spec[1:]:
-            raise _Bad(f"{where} must be one of {', '.join(spec[1:])}, got {json.dumps(v)[:40]}")
-        return v
-    if kind == "float?":
-        return None if v is None else _number(where, v, "float", spec[1], spec[2])
-    return _number(where, v, kind, spec[1], spec[2])
-
-
-def _object(where: str, v) -> dict:
-    if not isinstance(v, dict):
-        raise _Bad(f"{where} must be an object, got {_type_name(v)}")
-    return v
-
-
-def _fields(where: str, d: dict, cls, bounds: dict, *, skip: tuple[str, ...] = ()) -> dict:
-    """Check ``d``'s numbers against ``bounds``; refuse keys ``cls`` (a dataclass) does not have."""
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise _Bad(f"{where} has unknown setting(s) {', '.join(unknown)[:120]}: written by another thqa version?")
-    for k, spec in bounds.items():
-        if k in d:
-            _value(f"{where}.{k}", d[k], spec)
-    for k, v in d.items():  # fields added to the dataclass later: plain JSON scalars only
-        if k not in bounds and k not in skip and isinstance(v, (dict, list)):
-            raise _Bad(f"{where}.{k} must be a single value, got {_type_name(v)}")
-    return d
-
-
-def _int_list(where: str, v, n: int, lo: int, hi: int) -> tuple[int, ...]:
-    if not isinstance(v, list) or len(v) != n:
-        raise _Bad(f"{where} must be a list of {n} whole numbers, got {_type_name(v)} ({json.dumps(v)[:40]})")
-    return tuple(_number(f"{where}[{i}]", x, "int", lo, hi) for i, x in enumerate(v))
-
-
-def _fusion_config(d) -> FusionConfig:
-    from thqa.models.fusion import BRANCHES
-
-    d = _fields("fusion_config", _object("fusion_config", d), FusionConfig, _FUSION_BOUNDS, skip=("audio_widths", "lstm_hidden", "branches"))
-    kw = dict(d)
-    if "audio_widths" in d:
-        kw["audio_widths"] = _int_list("fusion_config.audio_widths", d["audio_widths"], 3, 1, 1024)
-    if "lstm_hidden" in d:
-        kw["lstm_hidden"] = _int_list("fusion_config.lstm_hidden", d["lstm_hidden"], 2, 1, 4096)
-    if "branches" in d:
-        b = d["branches"]
-        if not isinstance(b, list) or not b or not all(isinstance(x, str) for x in b) or len(set(b)) != len(b) or set(b) - set(BRANCHES):
-            raise _Bad(f"fusion_config.branches must be a non-empty list of distinct names from {', '.join(BRANCHES)}, got {json.dumps(b)[:60]}")
-        kw["branches"] = tuple(b)
-    try:
-        return FusionConfig(**kw).validate()
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise _Bad(f"fusion_config: {exc}") from None
-
-
-def _extraction(d) -> ExtractionSettings:
-    from thqa.features.audio import AudioSettings
-
-    d = _fields("extraction", _object("extraction", d), ExtractionSettings, _EXTRACTION_BOUNDS, skip=("audio",))
-    kw = dict(d)
-    if "audio" in d:
-        kw["audio"] = AudioSettings(**_fields("extraction.audio", _object("extraction.audio", d["audio"]), AudioSettings, _AUDIO_BOUNDS, skip=("maps",)))
-    try:
-        return ExtractionSettings(**kw).validate()
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise _Bad(f"extraction: {exc}") from None
-
-
-def _backbones(d, needed: tuple[str, ...]) -> dict:
-    d = _object("backbones", d)
-    for name in needed:
-        if name not in d:
-            raise _Bad(
-                f"backbones has no {name!r} entry: the checkpoint does not say which {name} weights it was trained on, "
-                "so its scores could not be trusted with any; ask for a checkpoint written by `thqa train`"
-            )
-    for name, b in d.items():
-        where = f"backbones.{name}"
-        b = _object(where, b)
-        sha = b.get("sha256")
-        if not (isinstance(sha, str) and _SHA256_RE.fullmatch(sha)):
-            raise _Bad(f"{where}.sha256 must be 64 lowercase hex digits, got {json.dumps(sha)[:80]}")
-        if b.get("source") not in _BACKBONE_SOURCES:
-            raise _Bad(f"{where}.source must be one of {', '.join(_BACKBONE_SOURCES)}, got {json.dumps(b.get('source'))[:40]}")
-        if b.get("path") is not None and not isinstance(b.get("path"), str):
-            raise _Bad(f"{where}.path must be a string or null, got {_type_name(b.get('path'))}")
-        if b.get("seed") is not None:
-            _number(f"{where}.seed", b["seed"], "int", -(2**63), 2**64 - 1)
-        if b.get("precision") is not None and b["precision"] not in PRECISIONS:
-            raise _Bad(f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {json.dumps(b['precision'])[:40]}")
-    return d
-
-
-_RECIPE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
-#: the most options a recipe record lists (thqa has about 40 settings)
-_MAX_RECIPE_OPTIONS = 200
-
-
-def _recipe_record(where: str, r) -> None:
-    """meta.recipe: null, or {"name": a recipe name or null, "options": {setting: a JSON scalar or a short list}}."""
-    if r is None:
-        return
-    r = _object(where, r)
-    unknown = sorted(set(r) - {"name", "options"})
-    if unknown:
-        raise _Bad(f"{where} has unknown key(s) {', '.join(unknown)[:80]}")
-    name = r.get("name")
-    if name is not None and not (isinstance(name, str) and _RECIPE_NAME_RE.fullmatch(name)):
-        raise _Bad(f"{where}.name must be a recipe name (lowercase letters, digits, '-', '_', '.'; at most 40) or null, got {json.dumps(name)[:60]}")
-    from thqa.training.recipes import RECIPES
-
-    if name is not None and name not in RECIPES:
-        raise _Bad(f"{where}.name {json.dumps(name)} is not a recipe this thqa knows ({', '.join(RECIPES)})")
-    opts = _object(f"{where}.options", r.get("options", {}))
-    if len(opts) > _MAX_RECIPE_OPTIONS:
-        raise _Bad(f"{where}.options lists {len(opts)} settings; at most {_MAX_RECIPE_OPTIONS}")
-
-    def scalar(v) -> bool:
-        return v is None or isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 200)
-
-    for k, v in opts.items():
-        if len(k) > 80:
-            raise _Bad(f"{where}.options has a setting name of {len(k)} characters; at most 80")
-        ok = scalar(v) or (isinstance(v, list) and len(v) <= 16 and all(scalar(x) for x in v))
-        if not ok:
-            raise _Bad(f"{where}.options.{k} must be a single value or a short list of them, got {_type_name(v)} ({json.dumps(v)[:40]})")
 
 
 def describe_recipe(meta: dict) -> str:
@@ -353,93 +152,6 @@ def describe_recipe(meta: dict) -> str:
     return "no recipe named" + (f" ({changed})" if changed else " (thqa's defaults)")
 
 
-def parse_header(header) -> tuple[FusionConfig, ExtractionSettings, dict, bool, dict]:
-    """Check a checkpoint's ``thqa`` header (parsed JSON) field by field, before anything is built.
-
-    Returns:
-        (fusion config, extraction settings, backbones, finetuned_spatial, meta).
-
-    Raises:
-        ValueError: the first field that is missing, of the wrong type or out of range, named in the message.
-    """
-    try:
-        h = _object("the thqa header", header)
-        if h.get("format") != FORMAT:
-            raise _Bad(f"unknown checkpoint format {json.dumps(h.get('format'))[:60]} (this thqa reads {FORMAT})")
-        for key in ("fusion_config", "extraction"):
-            if key not in h:
-                raise _Bad(f"the header has no {key!r}")
-        if "backbones" not in h:
-            raise _Bad(
-                "the header has no 'backbones': the checkpoint does not say which backbone weights it was trained on, "
-                "so its scores could not be trusted with any; ask for a checkpoint written by `thqa train`"
-            )
-        cfg = _fusion_config(h["fusion_config"])
-        settings = _extraction(h["extraction"])
-        finetuned = h.get("finetuned_spatial", False)
-        if not isinstance(finetuned, bool):
-            raise _Bad(f"finetuned_spatial must be true or false, got {_type_name(finetuned)}")
-        from thqa.features.spatial import CROP, SPATIAL_DIM
-        from thqa.features.temporal import TEMPORAL_DIM
-
-        wanted = []  # (field, its value, what it must match, that value)
-        if "audio" in cfg.branches:
-            wanted += [
-                ("fusion_config.audio_bins", cfg.audio_bins, "extraction.audio.n_bins", settings.audio.n_bins),
-                ("fusion_config.audio_frames", cfg.audio_frames, "extraction.audio.n_frames", settings.audio.n_frames),
-                ("fusion_config.audio_channels_in", cfg.audio_channels_in, "the number of extraction.audio.maps", settings.audio.n_maps),
-            ]
-        if "spatial" in cfg.branches:
-            wanted += [
-                ("fusion_config.spatial_dim", cfg.spatial_dim, "the Swin-T output", SPATIAL_DIM),
-                ("extraction.crop", settings.crop, "Swin-T's input size", CROP),
-            ]
-        if "temporal" in cfg.branches:
-            wanted.append(("fusion_config.temporal_dim", cfg.temporal_dim, "the SlowFast output", TEMPORAL_DIM))
-        for name, have, what, need in wanted:
-            if have != need:
-                raise _Bad(f"{name} = {have} does not match {what} ({need})")
-        needed = backbones_needed(cfg.branches, finetuned_spatial=finetuned)
-        backbones = _backbones(h["backbones"], needed)
-        meta = h.get("meta", {})
-        if not isinstance(meta, dict):
-            raise _Bad(f"meta must be an object, got {_type_name(meta)}")
-        if "recipe" in meta:
-            _recipe_record("meta.recipe", meta["recipe"])
-        for key in ("thqa_version",):
-            if key in h and not isinstance(h[key], str):
-                raise _Bad(f"{key} must be a string, got {_type_name(h[key])}")
-        if "preprocessing" in h and not isinstance(h["preprocessing"], dict):
-            raise _Bad(f"preprocessing must be an object, got {_type_name(h['preprocessing'])}")
-    except _Bad as exc:
-        raise ValueError(str(exc)) from None
-    return cfg, settings, backbones, finetuned, meta
-
-
-#: more validation residuals than any data set has: a header claiming more is not a thqa checkpoint's
-MAX_CALIBRATION = 1_000_000
-#: the largest validation residual |MOS - prediction| a checkpoint may carry: labels lie within +-MOS_LIMIT
-MAX_RESIDUAL = 2 * MOS_LIMIT
-
-
-def _calibration(d, p: Path) -> dict | None:
-    """The optional ``calibration`` field, checked (types, finite non-negative residuals, a bounded count) before use."""
-    if d is None:
-        return None
-    if not isinstance(d, dict) or not isinstance(d.get("scores"), list) or len(d["scores"]) > MAX_CALIBRATION:
-        raise CheckpointError(f"{p}: calibration must be an object with a list of at most {MAX_CALIBRATION} residuals")
-    for i, v in enumerate(d["scores"]):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_RESIDUAL:
-            raise CheckpointError(f"{p}: calibration.scores[{i}] = {json.dumps(v)[:40]} is not a residual between 0 and {MAX_RESIDUAL:g} (twice the largest MOS)")
-    rng = d.get("prediction_range")
-    if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MOS_LIMIT for v in rng)):
-        raise CheckpointError(f"{p}: calibration.prediction_range must be two numbers within +-{MOS_LIMIT:g}, got {json.dumps(rng)[:60]}")
-    from thqa.analysis.conformal import Calibration
-
-    Calibration.from_dict(d, where=str(p))  # raises CheckpointError naming the file and the problem
-    return d
-
-
 # -- loading --------------------------------------------------------------------------------------------------------
 def _inventory(f) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype name) of every tensor in an open safetensors file, without reading the data."""
@@ -452,8 +164,6 @@ def _inventory(f) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def _expected_fusion(cfg: FusionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype) of the fusion model's state, from a model on the meta device (nothing allocated)."""
-    import torch
-
     with torch.device("meta"):
         m = FusionModel(cfg)
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in m.state_dict().items()}
@@ -472,8 +182,6 @@ _TENSOR_PREFIXES = ("fusion.", "spatial.")
 
 def _check_finite(p: Path, tensors: dict) -> None:
     """Refuse NaN/Inf weights at load (they would make every score non-finite, file after file)."""
-    import torch
-
     for k, v in tensors.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             n = int((~torch.isfinite(v)).sum())
@@ -490,55 +198,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         CheckpointError: missing file, not a thqa checkpoint, unknown format, a bad header field, or weights that do
             not fit (the message is one line naming the file and the first problem).
     """
-    from safetensors import safe_open
-
     p = Path(path)
-    try:
-        st = os.stat(p)
-    except (OSError, ValueError):
-        raise CheckpointError(f"{p}: checkpoint file not found") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"{p}: checkpoint file not found ({'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'})")
-    if st.st_size > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{p}: {st.st_size / 2**30:.1f} GiB is far larger than any thqa checkpoint; not loaded")
+    _check_file(p)
     try:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get("thqa")
             inventory = _inventory(f)
-            if raw is None:
-                raise CheckpointError(f"{p}: has no thqa header: not a thqa fusion checkpoint")
-            try:
-                header = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise CheckpointError(f"{p}: corrupt thqa header ({exc})") from exc
-            try:
-                cfg, settings, backbones, finetuned, meta = parse_header(header)
-            except ValueError as exc:
-                raise CheckpointError(f"{p}: {exc}") from None
-            calibration = _calibration(header.get("calibration"), p)
-            fusion = {k[len("fusion.") :]: v for k, v in inventory.items() if k.startswith("fusion.")}
-            problem = state_mismatch(_expected_fusion(cfg), fusion)
-            if problem:
-                raise CheckpointError(f"{p}: its fusion weights do not fit the model its header describes: {problem}")
-            other = sorted(k for k in inventory if not k.startswith(_TENSOR_PREFIXES))
-            if other:
-                raise CheckpointError(
-                    f"{p}: holds {len(other)} tensor(s) that are not part of a thqa model (first: {terminal_safe(other[0])[:80]}); "
-                    f"a checkpoint holds only {' and '.join(k + '*' for k in _TENSOR_PREFIXES)} tensors"
-                )
-            spatial_names = [k for k in inventory if k.startswith("spatial.")]
-            if finetuned != bool(spatial_names):
-                raise CheckpointError(
-                    f"{p}: finetuned_spatial is {str(finetuned).lower()} but the file holds "
-                    f"{len(spatial_names) or 'no'} spatial.* tensors"
-                )
-            if spatial_names:
-                from thqa.features.weights import spatial_state_spec
-
-                problem = state_mismatch(spatial_state_spec(), {k[len("spatial.") :]: inventory[k] for k in spatial_names})
-                if problem:
-                    raise CheckpointError(f"{p}: its fine-tuned spatial weights do not fit ECA + Swin-T: {problem}")
-            tensors = _load_tensors(p, f, [f"fusion.{k}" for k in fusion] + spatial_names)
+            cfg, settings, backbones, finetuned, meta, calibration = _read_header(p, raw)
+            names = _check_inventory(p, inventory, cfg, finetuned)
+            tensors = _load_tensors(p, f, names)
             _check_finite(p, tensors)
     except CheckpointError:
         raise
@@ -549,9 +217,63 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model.load_state_dict({k[len("fusion.") :]: v for k, v in tensors.items() if k.startswith("fusion.")}, strict=True)
     except (RuntimeError, ValueError) as exc:  # shapes and names were checked: this is not expected
         raise CheckpointError(f"{p}: its fusion weights do not fit ({brief(exc)})") from exc
-    spatial = {k[len("spatial.") :]: v for k, v in tensors.items() if k.startswith("spatial.")} or None
+    spatial_state = {k[len("spatial.") :]: v for k, v in tensors.items() if k.startswith("spatial.")} or None
     model.eval()
-    return Checkpoint(model, settings, backbones, spatial, meta, p, calibration)
+    return Checkpoint(model, settings, backbones, spatial_state, meta, p, calibration)
+
+
+def _check_file(p: Path) -> None:
+    """CheckpointError unless ``p`` is a regular file of a plausible size."""
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        raise CheckpointError(f"{p}: checkpoint file not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{p}: checkpoint file not found ({'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'})")
+    if st.st_size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{p}: {st.st_size / 2**30:.1f} GiB is far larger than any thqa checkpoint; not loaded")
+
+
+def _read_header(p: Path, raw: str | None) -> tuple[FusionConfig, ExtractionSettings, dict, bool, dict, dict | None]:
+    """The checked header (:func:`parse_header`) and calibration of the file ``p``; CheckpointError naming it."""
+    if raw is None:
+        raise CheckpointError(f"{p}: has no thqa header: not a thqa fusion checkpoint")
+    try:
+        header = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: corrupt thqa header ({exc})") from exc
+    try:
+        cfg, settings, backbones, finetuned, meta = parse_header(header)
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
+    calibration = check_calibration(header.get("calibration"), p)
+    return cfg, settings, backbones, finetuned, meta, calibration
+
+
+def _check_inventory(p: Path, inventory: dict, cfg: FusionConfig, finetuned: bool) -> list[str]:
+    """Check the file's tensors (names, shapes, dtypes) against the model its header describes, before reading any;
+    the names of the tensors to load."""
+    fusion = {k[len("fusion.") :]: v for k, v in inventory.items() if k.startswith("fusion.")}
+    problem = state_mismatch(_expected_fusion(cfg), fusion)
+    if problem:
+        raise CheckpointError(f"{p}: its fusion weights do not fit the model its header describes: {problem}")
+    other = sorted(k for k in inventory if not k.startswith(_TENSOR_PREFIXES))
+    if other:
+        raise CheckpointError(
+            f"{p}: holds {len(other)} tensor(s) that are not part of a thqa model (first: {terminal_safe(other[0])[:80]}); "
+            f"a checkpoint holds only {' and '.join(k + '*' for k in _TENSOR_PREFIXES)} tensors"
+        )
+    spatial_names = [k for k in inventory if k.startswith("spatial.")]
+    if finetuned != bool(spatial_names):
+        raise CheckpointError(
+            f"{p}: finetuned_spatial is {str(finetuned).lower()} but the file holds "
+            f"{len(spatial_names) or 'no'} spatial.* tensors"
+        )
+    if spatial_names:
+        problem = state_mismatch(spatial_state_spec(), {k[len("spatial.") :]: inventory[k] for k in spatial_names})
+        if problem:
+            raise CheckpointError(f"{p}: its fine-tuned spatial weights do not fit ECA + Swin-T: {problem}")
+    return [f"fusion.{k}" for k in fusion] + spatial_names
 
 
 def _describe(b: dict) -> str:
@@ -573,8 +295,6 @@ def check_backbones(ck: Checkpoint, built: dict, *, names: tuple[str, ...]) -> N
         if want is None or have is None:
             continue
         if want.get("sha256") != have.get("sha256"):
-            from thqa.utils.hints import option
-
             hint = ""
             if want.get("source") == "random-init" and have.get("source") != "random-init":
                 hint = f" This checkpoint was trained on random-init backbones: pass {option('random_init=True')}."
@@ -641,9 +361,6 @@ def weights_for(
         CheckpointMismatchError: random-init asked for a pretrained checkpoint, pretrained weights (``random_init=False``
             or a weight file) for a random-init one, or another seed; the message names both sides.
     """
-    from thqa.utils.hints import option
-    from thqa.features.weights import DEFAULT_SEED, WeightsOptions
-
     made = backbones_made(ck)
     files = {"swin_weights": swin_weights, "slowfast_weights": slowfast_weights}
     if made is None:

@@ -7,22 +7,24 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
+import torch
 
-from thqa.data.cache import FeatureCache
-from thqa.models.checkpoint import check_backbones, load_checkpoint, weights_for
-from thqa.data.manifest import Sample
-from thqa.data.extract import ExtractSummary, extract_files
+from thqa.analysis.conformal import Calibration, empirical_coverage
 from thqa.analysis.metrics import evaluate_with_curve
+from thqa.data.cache import FeatureCache
+from thqa.data.extract import ExtractSummary, extract_files
+from thqa.data.manifest import Sample
+from thqa.errors import ConfigError
 from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor, precision_for
-from thqa.training.loop import FeatureTable, TrainConfig, TrainResult, load_table, predict_table, train
 from thqa.features.registry import needed as backbones_needed
 from thqa.features.weights import WeightsOptions, build_spatial
-
-if TYPE_CHECKING:
-    from thqa.training.recipes import Plan, Recipe
+from thqa.models.checkpoint import check_backbones, load_checkpoint, weights_for
+from thqa.training.config import TrainConfig
+from thqa.training.loop import FeatureTable, TrainResult, load_table, predict_table, train
+from thqa.training.recipes import Plan, Recipe, resolve
 
 __all__ = ["extract_files", "train_run", "evaluate_checkpoint", "EvaluationResult"]
 
@@ -60,15 +62,7 @@ def train_run(
     Raises:
         ConfigError: ``recipe`` with ``config`` or ``settings``; given ``backbones`` of another precision than the recipe's.
     """
-    from thqa.errors import ConfigError
-    from thqa.training.recipes import Plan, resolve
-
-    precision = "auto"
-    if recipe is not None:
-        if config is not None or settings is not None:
-            raise ConfigError("give recipe= or config=/settings=, not both (options go on top of a recipe: thqa.training.recipes.resolve)")
-        plan = recipe if isinstance(recipe, Plan) else resolve(recipe)
-        config, settings, precision = plan.config, plan.settings, plan.precision
+    config, settings, precision = _plan(recipe, config, settings)
     cfg = (config or TrainConfig()).validate()
     settings = (settings or ExtractionSettings()).validate()
     cache = FeatureCache(cache_dir)
@@ -76,13 +70,7 @@ def train_run(
     if precision != "auto" and bb.precision != precision_for(bb.device, precision):
         raise ConfigError(f"the recipe asks for {precision} backbones, the backbones given run in {bb.precision}")
     extractor = FeatureExtractor(settings, backbones=bb, workers=workers)
-    all_paths = [str(s.path) for s in list(train_samples) + list(val_samples)]
-    summary = extract_files(all_paths, cache, extractor, frames=cfg.finetune_spatial, progress=progress)
-    failed = {p for p, _, _ in summary.failures}
-    if failed:
-        log.warning("%d file(s) failed extraction and are left out: %s", len(failed), ", ".join(sorted(failed)[:3]))
-    tr = [s for s in train_samples if str(s.path) not in failed]
-    va = [s for s in val_samples if str(s.path) not in failed]
+    summary, tr, va = _extract(train_samples, val_samples, cache, extractor, frames=cfg.finetune_spatial, progress=progress)
     infos = bb.infos
     t_table = load_table(tr, cache, settings, infos, frames=cfg.finetune_spatial, what="training samples")
     v_table = load_table(va, cache, settings, infos, frames=cfg.finetune_spatial, what="validation samples")
@@ -102,6 +90,30 @@ def train_run(
         calibration_fraction=calibration_fraction,
     )
     return result, summary
+
+
+def _plan(recipe: "str | Recipe | Plan | None", config: TrainConfig | None,
+          settings: ExtractionSettings | None) -> tuple[TrainConfig | None, ExtractionSettings | None, str]:
+    """``(config, settings, backbones' precision)`` of a run: the recipe's when one is named, else those given."""
+    if recipe is None:
+        return config, settings, "auto"
+    if config is not None or settings is not None:
+        raise ConfigError("give recipe= or config=/settings=, not both (options go on top of a recipe: thqa.training.recipes.resolve)")
+    plan = recipe if isinstance(recipe, Plan) else resolve(recipe)
+    return plan.config, plan.settings, plan.precision
+
+
+def _extract(train_samples: Sequence[Sample], val_samples: Sequence[Sample], cache: FeatureCache, extractor: FeatureExtractor,
+             *, frames: bool, progress: bool) -> tuple[ExtractSummary, list[Sample], list[Sample]]:
+    """Extract what the cache lacks of both splits; ``(summary, train samples, val samples)`` without the failed files."""
+    all_paths = [str(s.path) for s in list(train_samples) + list(val_samples)]
+    summary = extract_files(all_paths, cache, extractor, frames=frames, progress=progress)
+    failed = {p for p, _, _ in summary.failures}
+    if failed:
+        log.warning("%d file(s) failed extraction and are left out: %s", len(failed), ", ".join(sorted(failed)[:3]))
+    tr = [s for s in train_samples if str(s.path) not in failed]
+    va = [s for s in val_samples if str(s.path) not in failed]
+    return summary, tr, va
 
 
 @dataclass
@@ -140,8 +152,6 @@ def evaluate_checkpoint(
         CheckpointMismatchError: the checkpoint was trained on other backbone weights than ``weights`` gives.
         MetricError: too few samples, constant predictions, ...
     """
-    import torch
-
     ck = load_checkpoint(checkpoint)
     if backbones is None:  # the backbones the checkpoint records; given weights must agree with them
         given = {} if weights is None else {
@@ -172,7 +182,5 @@ def evaluate_checkpoint(
     metrics, _ = evaluate_with_curve(pred, table.mos, fit=fit)
     coverage = None
     if ck.calibration is not None:
-        from thqa.analysis.conformal import Calibration, empirical_coverage
-
         coverage = empirical_coverage(pred, table.mos, Calibration.from_dict(ck.calibration, where=str(checkpoint)))
     return EvaluationResult(metrics, table.paths, pred, table.mos, summary, coverage)

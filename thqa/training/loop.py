@@ -32,62 +32,23 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from thqa.utils.atomic import atomic_path, atomic_write_text, clean_partials
+from thqa.analysis.conformal import calibration_from_predictions
+from thqa.analysis.metrics import evaluate
 from thqa.data.cache import FeatureCache
-from thqa.models.checkpoint import save_checkpoint
+from thqa.data.extract import load_features, load_frames
 from thqa.data.manifest import Sample
 from thqa.errors import ConfigError, MetricError, THQAError, brief
-from thqa.data.extract import load_features, load_frames
-from thqa.features.spatial import crop, normalize
-from thqa.models.fusion import FusionConfig, FusionModel
 from thqa.features.pipeline import ExtractionSettings
+from thqa.features.spatial import crop, normalize
+from thqa.models.checkpoint import save_checkpoint
+from thqa.models.fusion import FusionConfig, FusionModel
+from thqa.training.config import LOSSES, TrainConfig
+from thqa.training.recipes import recipe_meta, run_record
+from thqa.utils.atomic import atomic_path, atomic_write_text, check_writable, clean_partials
 
 __all__ = ["TrainConfig", "TrainResult", "train", "LOSSES", "loss_fn", "FeatureTable", "load_table", "predict_table", "selection_score"]
 
 log = logging.getLogger(__name__)
-
-LOSSES = ("l1+rank", "l1", "plcc", "plcc+rank", "mse")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings (saved as config.json in the run directory). The defaults are the ``frozen`` recipe; build
-    other recipes' configs with :func:`thqa.training.recipes.resolve` (``resolve("winner", epochs=10).config``)."""
-
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-4  #: fusion model (the method's 1e-5, the winner recipe's, is for end-to-end training; on cached features 1e-4 converges in far fewer epochs)
-    lr_spatial: float = 1e-5  #: ECA + Swin-T when fine-tuning (the method's)
-    weight_decay: float = 1e-7
-    step_size: int = 2  #: StepLR every 2 epochs
-    gamma: float = 0.95
-    loss: str = "l1+rank"
-    rank_weight: float = 1.0
-    seed: int = 3407
-    finetune_spatial: bool = False
-    fit: str = "poly3"  #: curve fitted before PLCC in the validation metrics
-    fusion: dict = field(default_factory=lambda: FusionConfig().to_dict())
-    #: the recipe these values came from (:mod:`thqa.training.recipes`; None: none named) and where each value came from
-    #: ({"train.lr": "recipe" | "option" | "default", ...}; empty: work it out against thqa's defaults)
-    recipe: str | None = None
-    sources: dict = field(default_factory=dict)
-
-    def validate(self) -> "TrainConfig":
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be >= 1")
-        if not (self.lr > 0 and self.lr_spatial > 0):
-            raise ConfigError("learning rates must be > 0")
-        from thqa.utils.choices import FIT_KINDS
-
-        if self.fit not in FIT_KINDS:
-            raise ConfigError(f"unknown fit {self.fit!r}; choose one of {', '.join(FIT_KINDS)}")
-        if self.batch_size < 2 and ("rank" in self.loss or "plcc" in self.loss):
-            raise ConfigError(f"loss {self.loss!r} compares samples within a batch: batch_size must be >= 2")
-        FusionConfig.from_dict(self.fusion)
-        return self
-
 
 @dataclass
 class TrainResult:
@@ -276,8 +237,6 @@ def _val_split(train_table: FeatureTable, val_table: FeatureTable, val_groups: S
 def _calibration(pred: np.ndarray, mos: np.ndarray, split: _ValSplit) -> dict | None:
     """The epoch's residuals on the calibration rows for prediction intervals (thqa.analysis.conformal); None if a prediction
     is not finite."""
-    from thqa.analysis.conformal import calibration_from_predictions
-
     pred, mos = pred[split.calibrate], mos[split.calibrate]
     if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(mos))):
         log.warning("validation predictions are not all finite: the checkpoint gets no calibration for prediction intervals")
@@ -330,8 +289,6 @@ def check_run_dir(run_dir: str | os.PathLike) -> None:
     Raises:
         ConfigError: a file where the folder should be, an unwritable place, a config.json that is not thqa's.
     """
-    from thqa.utils.atomic import check_writable
-
     check_writable(run_dir, "--out", folder=True)
     cfg_path = Path(run_dir) / "config.json"
     if cfg_path.exists():
@@ -382,9 +339,30 @@ def train(
     Raises:
         ConfigError: bad config, a run directory holding a different config, fewer than 5 validation samples.
     """
-    from thqa.analysis.metrics import evaluate  # scipy.stats, loaded here: `thqa extract` imports this module for TrainConfig
-
     cfg = (config or TrainConfig()).validate()
+    _check_tables(cfg, train_table, val_table, spatial_net, calibration_fraction)
+    split = _val_split(train_table, val_table, val_groups, calibration_fraction, cfg.seed)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    record = run_record(cfg, settings, backbones)
+    _start_run_dir(run, cfg, record, settings, backbones, (len(train_table), len(val_table)), calibration_fraction)
+    r = _setup(cfg, settings, backbones, run, spatial_net, torch.device(device), split, record)
+    resume_path = run / "resume.pt"
+    if resume and resume_path.exists():
+        _resume(r, resume_path)
+    for epoch in range(r.start_epoch, cfg.epochs + 1):
+        row = _epoch(r, epoch, train_table, val_table)
+        if on_epoch:
+            on_epoch(row)
+    if not (run / "best.safetensors").exists():
+        raise THQAError(f"{run}: no epoch produced defined validation metrics; no best checkpoint was written")
+    if not r.best.get("srcc", 0.0) > 0:
+        log.warning("no epoch ranked the validation videos the right way round (best SRCC %.3f): the model has not learnt", r.best.get("srcc", math.nan))
+    return TrainResult(int(r.best["epoch"]), r.best, run / "best.safetensors", r.history, run)
+
+
+def _check_tables(cfg: TrainConfig, train_table: FeatureTable, val_table: FeatureTable, spatial_net, calibration_fraction: float) -> None:
+    """ConfigError unless the tables (and the spatial net when fine-tuning) can train ``cfg``."""
     if cfg.finetune_spatial and (spatial_net is None or train_table.frames is None or val_table.frames is None):
         raise ConfigError("fine-tuning the spatial branch needs the Swin-T model and cached frames for both splits")
     if len(val_table) < 5:
@@ -393,21 +371,20 @@ def train(
         raise ConfigError(f"the training set has {len(train_table)} samples; at least 2 are needed")
     if not 0.0 <= calibration_fraction < 1.0:
         raise ConfigError(f"calibration_fraction must be in [0, 1), got {calibration_fraction!r}")
-    split = _val_split(train_table, val_table, val_groups, calibration_fraction, cfg.seed)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    from thqa.training.recipes import recipe_meta, run_record
 
-    record = run_record(cfg, settings, backbones)
+
+def _start_run_dir(run: Path, cfg: TrainConfig, record: dict, settings: ExtractionSettings, backbones: dict,
+                   sizes: tuple[int, int], calibration_fraction: float) -> None:
+    """Write the run's config.json, after removing a killed run's temp files; a run folder holding another
+    configuration is refused (ConfigError)."""
     train_doc = {k: v for k, v in asdict(cfg).items() if k not in ("recipe", "sources")}
     cfg_doc = {
         "recipe": record,
         "train": train_doc,
         "extraction": settings.to_dict(),
         "backbones": backbones,
-        "n_train": len(train_table),
-        "n_val": len(val_table),
+        "n_train": sizes[0],
+        "n_val": sizes[1],
     }
     if calibration_fraction:
         cfg_doc["calibration_fraction"] = calibration_fraction
@@ -419,6 +396,30 @@ def train(
             raise ConfigError(f"{run} holds a run with a different configuration; choose another --out directory")
     _write_json_atomic(cfg_path, cfg_doc)  # a resumed run may extend the number of epochs
 
+
+@dataclass
+class _Run:
+    """What every epoch of a training run uses and updates."""
+
+    cfg: TrainConfig
+    settings: ExtractionSettings
+    backbones: dict
+    run: Path
+    device: torch.device
+    split: _ValSplit
+    model: FusionModel
+    spatial_net: torch.nn.Module | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.StepLR
+    meta_base: dict
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"selection_score": -math.inf, "main_score": -math.inf, "epoch": 0})
+    start_epoch: int = 1
+
+
+def _setup(cfg: TrainConfig, settings: ExtractionSettings, backbones: dict, run: Path, spatial_net, device: torch.device,
+           split: _ValSplit, record: dict) -> _Run:
+    """Build the model (seeded), the optimizer and the scheduler; the spatial net trains only when fine-tuning."""
     torch.manual_seed(cfg.seed)
     model = FusionModel(FusionConfig.from_dict(cfg.fusion)).to(device)
     groups = [{"params": model.parameters(), "lr": cfg.lr}]
@@ -431,96 +432,110 @@ def train(
         spatial_net = None
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    history: list[dict] = []
-    best = {"selection_score": -math.inf, "main_score": -math.inf, "epoch": 0}
-    start_epoch = 1
-    resume_path = run / "resume.pt"
-    if resume and resume_path.exists():
-        try:
-            st = torch.load(resume_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(st["model"])
-            if spatial_net is not None and "spatial" in st:
-                spatial_net.load_state_dict(st["spatial"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            history = json.loads(st["history"])
-            best = json.loads(st["best"])
-            start_epoch = int(st["epoch"]) + 1
-            log.info("resuming %s after epoch %d", run, start_epoch - 1)
-        except Exception as exc:  # noqa: BLE001
-            raise THQAError(f"{resume_path}: cannot resume from it ({type(exc).__name__}: {brief(exc)}); delete it to start over") from exc
-
-    y_train = torch.from_numpy(train_table.mos)
     meta_base = {"seed": cfg.seed, "loss": cfg.loss, "finetune_spatial": cfg.finetune_spatial, "recipe": recipe_meta(record)}
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        order = torch.randperm(len(train_table), generator=gen).numpy()
-        model.train()
-        if spatial_net is not None:
-            spatial_net.train()
-        losses = []
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            if len(idx) < 2 and cfg.loss != "l1" and cfg.loss != "mse":
-                continue  # a lone last sample has no pair to rank against
-            mos, _ = _forward(model, spatial_net, train_table, idx, settings, device, train=True, gen=gen)
-            loss = loss_fn(cfg.loss, mos, y_train[idx].to(device), rank_weight=cfg.rank_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        sched.step()
-        t_train = time.perf_counter() - t0
-        pred = predict_table(model, val_table, settings, spatial_net=spatial_net, device=device)
-        try:
-            m = evaluate(pred[split.choose], val_table.mos[split.choose], fit=cfg.fit)
-        except MetricError as exc:
-            log.warning("epoch %d: validation metrics undefined (%s)", epoch, exc)
-            m = {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan, "rmse": math.nan, "main_score": math.nan}
-        row = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
-            "val_srcc": m["srcc"],
-            "val_plcc": m["plcc"],
-            "val_krcc": m["krcc"],
-            "val_rmse": m["rmse"],
-            "val_main_score": m["main_score"],
-            "val_selection_score": selection_score(m),
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": round(t_train, 3),
-        }
-        history.append(row)
-        spatial_state = {k: v for k, v in spatial_net.state_dict().items()} if spatial_net is not None else None
-        meta = {**meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
-        calib = _calibration(pred, val_table.mos, split)
-        save_checkpoint(run / "last.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
-        sel = selection_score(m)
-        if math.isfinite(sel) and sel > best.get("selection_score", _old_selection(best)):
-            best = {"selection_score": sel, "main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
-            save_checkpoint(run / "best.safetensors", model, settings=settings, backbones=backbones, spatial_state=spatial_state, meta=meta, calibration=calib)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "epoch": epoch,
-            "history": json.dumps(history),
-            "best": json.dumps(best),
-        }
-        if spatial_net is not None:
-            state["spatial"] = spatial_net.state_dict()
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
-        _write_metrics(run, history)
-        log.info(
-            "epoch %d/%d loss %.4f val SRCC %.4f PLCC %.4f main %.4f (%.1f s)",
-            epoch, cfg.epochs, row["train_loss"], m["srcc"], m["plcc"], m["main_score"], t_train,
-        )
-        if on_epoch:
-            on_epoch(row)
-    if not (run / "best.safetensors").exists():
-        raise THQAError(f"{run}: no epoch produced defined validation metrics; no best checkpoint was written")
-    if not best.get("srcc", 0.0) > 0:
-        log.warning("no epoch ranked the validation videos the right way round (best SRCC %.3f): the model has not learnt", best.get("srcc", math.nan))
-    return TrainResult(int(best["epoch"]), best, run / "best.safetensors", history, run)
+    return _Run(cfg, settings, backbones, run, device, split, model, spatial_net, opt, sched, meta_base)
+
+
+def _resume(r: _Run, resume_path: Path) -> None:
+    """Load a killed run's state (model, optimizer, scheduler, history, best epoch) to go on after its last epoch."""
+    try:
+        st = torch.load(resume_path, map_location="cpu", weights_only=True)
+        r.model.load_state_dict(st["model"])
+        if r.spatial_net is not None and "spatial" in st:
+            r.spatial_net.load_state_dict(st["spatial"])
+        r.opt.load_state_dict(st["optimizer"])
+        r.sched.load_state_dict(st["scheduler"])
+        r.history = json.loads(st["history"])
+        r.best = json.loads(st["best"])
+        r.start_epoch = int(st["epoch"]) + 1
+        log.info("resuming %s after epoch %d", r.run, r.start_epoch - 1)
+    except Exception as exc:  # noqa: BLE001
+        raise THQAError(f"{resume_path}: cannot resume from it ({type(exc).__name__}: {brief(exc)}); delete it to start over") from exc
+
+
+def _train_epoch(r: _Run, epoch: int, table: FeatureTable) -> list[float]:
+    """One pass over the training table in the epoch's seeded order; the batches' losses."""
+    cfg = r.cfg
+    torch.manual_seed(cfg.seed + epoch)
+    gen = torch.Generator().manual_seed(cfg.seed + epoch)
+    order = torch.randperm(len(table), generator=gen).numpy()
+    y_train = torch.from_numpy(table.mos)
+    r.model.train()
+    if r.spatial_net is not None:
+        r.spatial_net.train()
+    losses = []
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        if len(idx) < 2 and cfg.loss != "l1" and cfg.loss != "mse":
+            continue  # a lone last sample has no pair to rank against
+        mos, _ = _forward(r.model, r.spatial_net, table, idx, r.settings, r.device, train=True, gen=gen)
+        loss = loss_fn(cfg.loss, mos, y_train[idx].to(r.device), rank_weight=cfg.rank_weight)
+        r.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        r.opt.step()
+        losses.append(loss.item())
+    r.sched.step()
+    return losses
+
+
+def _validate(r: _Run, epoch: int, val_table: FeatureTable) -> tuple[np.ndarray, dict]:
+    """Predictions (M,) for the validation table and the metrics of the rows that choose the epoch (NaN: undefined)."""
+    pred = predict_table(r.model, val_table, r.settings, spatial_net=r.spatial_net, device=r.device)
+    try:
+        m = evaluate(pred[r.split.choose], val_table.mos[r.split.choose], fit=r.cfg.fit)
+    except MetricError as exc:
+        log.warning("epoch %d: validation metrics undefined (%s)", epoch, exc)
+        m = {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan, "rmse": math.nan, "main_score": math.nan}
+    return pred, m
+
+
+def _epoch(r: _Run, epoch: int, train_table: FeatureTable, val_table: FeatureTable) -> dict:
+    """Train one epoch, validate, write the checkpoints, resume state and metrics; the epoch's metrics row."""
+    t0 = time.perf_counter()
+    losses = _train_epoch(r, epoch, train_table)
+    t_train = time.perf_counter() - t0
+    pred, m = _validate(r, epoch, val_table)
+    row = {
+        "epoch": epoch,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "val_srcc": m["srcc"],
+        "val_plcc": m["plcc"],
+        "val_krcc": m["krcc"],
+        "val_rmse": m["rmse"],
+        "val_main_score": m["main_score"],
+        "val_selection_score": selection_score(m),
+        "lr": r.opt.param_groups[0]["lr"],
+        "seconds": round(t_train, 3),
+    }
+    r.history.append(row)
+    _save_epoch(r, epoch, m, _calibration(pred, val_table.mos, r.split))
+    _write_metrics(r.run, r.history)
+    log.info(
+        "epoch %d/%d loss %.4f val SRCC %.4f PLCC %.4f main %.4f (%.1f s)",
+        epoch, r.cfg.epochs, row["train_loss"], m["srcc"], m["plcc"], m["main_score"], t_train,
+    )
+    return row
+
+
+def _save_epoch(r: _Run, epoch: int, m: dict, calib: dict | None) -> None:
+    """Write last.safetensors, best.safetensors when the epoch is the best so far, and resume.pt."""
+    spatial_state = {k: v for k, v in r.spatial_net.state_dict().items()} if r.spatial_net is not None else None
+    meta = {**r.meta_base, "epoch": epoch, "val": {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse", "main_score")}}
+    kw = {"settings": r.settings, "backbones": r.backbones, "spatial_state": spatial_state, "meta": meta, "calibration": calib}
+    save_checkpoint(r.run / "last.safetensors", r.model, **kw)
+    sel = selection_score(m)
+    if math.isfinite(sel) and sel > r.best.get("selection_score", _old_selection(r.best)):
+        r.best = {"selection_score": sel, "main_score": m["main_score"], "epoch": epoch, **{k: m[k] for k in ("srcc", "plcc", "krcc", "rmse")}}
+        save_checkpoint(r.run / "best.safetensors", r.model, **kw)
+    state = {
+        "model": r.model.state_dict(),
+        "optimizer": r.opt.state_dict(),
+        "scheduler": r.sched.state_dict(),
+        "epoch": epoch,
+        "history": json.dumps(r.history),
+        "best": json.dumps(r.best),
+    }
+    if r.spatial_net is not None:
+        state["spatial"] = r.spatial_net.state_dict()
+    with atomic_path(r.run / "resume.pt") as tmp:
+        torch.save(state, tmp)

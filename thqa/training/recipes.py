@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from thqa.utils.choices import PRECISION_CHOICES, RECIPE_NAMES
 from thqa.errors import ConfigError
 from thqa.features.audio import METHOD_AUDIO, AudioSettings
-from thqa.models.fusion import FusionConfig
 from thqa.features.pipeline import ExtractionSettings
+from thqa.models.fusion import FusionConfig
+from thqa.training.config import TrainConfig
+from thqa.utils.choices import PRECISION_CHOICES, RECIPE_NAMES
 
-if TYPE_CHECKING:
-    from thqa.training.loop import TrainConfig
-
-__all__ = ["Recipe", "Plan", "RECIPES", "FROZEN", "WINNER", "WINNER_EXACT", "get_recipe", "resolve", "run_record", "flat_values", "OPTION_NAMES"]
+__all__ = ["Recipe", "Plan", "RECIPES", "FROZEN", "WINNER", "WINNER_EXACT", "get_recipe", "resolve", "run_record", "recipe_meta", "flat_values",
+           "OPTION_NAMES"]
 
 #: TrainConfig fields a recipe sets
 TRAIN_FIELDS = ("finetune_spatial", "epochs", "batch_size", "lr", "lr_spatial", "weight_decay", "step_size", "gamma", "loss", "rank_weight", "seed")
@@ -154,8 +153,6 @@ def resolve(recipe: str | Recipe | None = None, **options: Any) -> Plan:
     Raises:
         ConfigError: an unknown recipe or option, or values that do not fit together.
     """
-    from thqa.training.loop import TrainConfig
-
     named = recipe is not None
     r = get_recipe(recipe if named else "frozen")
     unknown = sorted(set(options) - set(OPTION_NAMES))
@@ -224,8 +221,6 @@ def run_record(cfg, settings: ExtractionSettings, backbones: Mapping[str, Mappin
     if cfg.sources:
         sources = dict(cfg.sources)
     else:
-        from thqa.training.loop import TrainConfig
-
         defaults = flat_values(TrainConfig(), ExtractionSettings(), None)
         sources = {k: "default" if k == "precision" or values[k] == defaults[k] else "option" for k in values}
     return {"name": cfg.recipe, "settings": {k: {"value": v, "from": sources.get(k, "default")} for k, v in values.items()}}

@@ -13,5 +13,6 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 AUTO_PRECISION = "bf16 autocast on a GPU and on a CPU with bf16 in hardware (AVX-512 BF16 or AMX), else fp32"
 #: the curve fitted before PLCC (thqa.analysis.metrics.evaluate's ``fit``)
 FIT_KINDS: tuple[str, ...] = ("poly3", "logistic4", "none")
-#: the most clips per video (the checkpoint schema's bound, thqa.models.checkpoint; each clip costs a SlowFast pass)
+#: the most clips per video (--clips, ``n_clips``; a checkpoint asking for more is refused): the method uses 6, and each
+#: clip costs a SlowFast pass
 MAX_CLIPS = 64
