@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from thqa.errors import ConfigError
+
 __all__ = ["atomic_path", "atomic_write_text", "clean_partials", "default_file_mode", "check_writable", "check_output",
            "output_lock", "open_through", "is_stream", "STDOUT"]
 
@@ -143,8 +145,6 @@ def open_through(path: str | os.PathLike, what: str = ""):
     A FIFO nobody reads is an error at once (never a hang). Raises:
         ConfigError: nothing reads the FIFO. OSError: naming ``path``.
     """
-    from thqa.errors import ConfigError
-
     if os.fspath(path) == STDOUT or _is_our_stdout(path):
         return contextlib.nullcontext(sys.stdout)
     flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -301,8 +301,6 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
         ConfigError: ``path`` is a folder where a file is wanted (or a file where a folder is), a parent is a file,
             or the nearest existing folder (or the file itself) cannot be written.
     """
-    from thqa.errors import ConfigError
-
     label = f"{what} {os.fspath(path)}" if what else os.fspath(path)
     if not folder and os.fspath(path) == STDOUT:
         return Path(path)
@@ -340,8 +338,6 @@ def check_output(path: str | os.PathLike, what: str, *, inputs: Iterable = (), o
     Raises:
         ConfigError: as :func:`check_writable`, or the output is an input or another output of the run, or binary.
     """
-    from thqa.errors import ConfigError
-
     p = check_writable(path, what, folder=folder)
     if is_stream(p):
         return p
@@ -410,8 +406,6 @@ def output_lock(path: str | os.PathLike, what: str, *, wait: bool = False) -> It
         yield
         return
     import fcntl
-
-    from thqa.errors import ConfigError
 
     lock = _lock_name(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
