@@ -179,6 +179,7 @@ def _progress(total: int, desc: str, enabled: bool | None = None):
 
 # -- score -------------------------------------------------------------------------------------------------------
 def _score(args) -> int:
+    from thqa.scoring.columns import printable_result, score_columns
     from thqa.scoring.scorer import Scorer
 
     _setup_threads(args)
@@ -192,7 +193,7 @@ def _score(args) -> int:
     if args.engine == "ray" and (args.timeline or args.sync):
         raise_usage("--timeline and --sync run with the local engine only")
     fmt = _output_format(args.output, args.format)
-    rows = _row_formatter(args)
+    rows = score_columns(timeline=args.timeline, sync=args.sync)
     resumed, model = _check_score_output(args, fmt, rows)
     if args.plot:
         _check_plot_dir(args.plot)
@@ -219,7 +220,7 @@ def _score(args) -> int:
     with _score_writer(args, fmt, resumed, rows) as out, _progress(len(files), "scoring") as bar:
         it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync, sync_window_ms=args.sync_window) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
-            out.add(_printable_result(r, model))
+            out.add(printable_result(r, model))
             notes.append(r)
             if r.error:
                 errors.append(r.error)
@@ -228,14 +229,6 @@ def _score(args) -> int:
             bar.update(1)
     _print_interval_notes(notes)
     return _scores_done(args, out, errors)
-
-
-def _row_formatter(args):
-    """``format_rows(results, fmt)`` for this run's columns (the timeline and sync columns when asked for)."""
-    import functools
-
-    extras = (("timeline",) if getattr(args, "timeline", False) else ()) + (_SYNC_KEYS if getattr(args, "sync", False) else ())
-    return functools.partial(_format_scores, extras=extras)
 
 
 def _check_plot_dir(path: str) -> None:
@@ -336,19 +329,6 @@ def _printable(path) -> str:
     return printable(os.fsdecode(path))
 
 
-def _printable_result(r, model: str | None = None):
-    """The result with its file name in thqa.scoring.output.path_text's unambiguous UTF-8 (undecodable bytes as \\xff)
-    and its messages printable, so that every output is valid UTF-8; stamped with this run's ``model`` digest where
-    the scorer left it out."""
-    import dataclasses
-
-    from thqa.scoring.output import path_text, printable
-
-    fixed = {"path": path_text(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings],
-             "model": r.model or model}
-    return r if all(getattr(r, k) == v for k, v in fixed.items()) else dataclasses.replace(r, **fixed)
-
-
 def _scores_done(args, out, errors: list[str]) -> int:
     for e in errors:
         print(f"thqa score: {e}", file=sys.stderr)
@@ -389,6 +369,7 @@ def _scorer_kwargs(args) -> dict:
 
 def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
     from thqa.engines.ray_engine import score_with_ray
+    from thqa.scoring.columns import printable_result
 
     opts = _ray_options(args)
     with _progress(len(files), "scoring") as bar:
@@ -396,7 +377,7 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | Non
     _print_interval_notes(results)
     with _score_writer(args, fmt, resumed, rows) as out:
         for r in results:
-            out.add(_printable_result(r, model))
+            out.add(printable_result(r, model))
     return _scores_done(args, out, [r.error for r in results if r.error])
 
 
@@ -481,14 +462,6 @@ def _output_format(output: str | None, fmt: str | None) -> str:
     return "csv"
 
 
-_SYNC_KEYS = ("av_offset_ms", "av_in_sync", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
-
-
-def _bool_cell(value: bool | None) -> str:
-    """true / false, or empty for None (the in_sync columns)."""
-    return "" if value is None else str(bool(value)).lower()
-
-
 def _sync_window_arg(text: str) -> tuple[float, float]:
     """--sync-window LEAD,LAG: ms the sound may come before and after the lips (two numbers from 0 to 10000)."""
     parts = text.replace(" ", "").split(",")
@@ -506,69 +479,6 @@ SYNC_WINDOW_HELP = (
     "in_sync when the sound is at most LEAD ms before and LAG ms after the lips (default 45,125: ITU-R BT.1359's threshold "
     "of detectability; its acceptability threshold is 90,185)"
 )
-
-
-def _csv_cell(value) -> str:
-    """A CSV cell: numbers as numbers, text made safe for spreadsheets (thqa.scoring.output.csv_safe)."""
-    from thqa.scoring.output import csv_safe
-
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in value)
-    if isinstance(value, str):
-        return csv_safe(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
-    """The score table of ``results`` (the one definition of its columns): CSV (text cells made safe for
-    spreadsheets: thqa.scoring.output.csv_safe) or JSON (text as it is)."""
-    from thqa.scoring.output import MODEL_COLUMN, csv_safe
-
-    if fmt == "json":
-        rows = [
-            {
-                "path": r.path,
-                "mos": r.mos,
-                "clip_scores": r.clip_scores,
-                "error": r.error,
-                "seconds": r.seconds,
-                "recipe": r.recipe,
-                "weights": r.weights,
-                "untrained": r.untrained,
-                "precision": r.precision,
-                MODEL_COLUMN: r.model,
-                "warnings": r.warnings,
-                "mos_low": r.mos_low,
-                "mos_high": r.mos_high,
-                "coverage": r.coverage,
-                "interval_note": r.interval_note,
-                **{k: getattr(r, k) for k in extras},
-            }
-            for r in results
-        ]
-        return json.dumps(rows, indent=2) + "\n"
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", MODEL_COLUMN, *extras])
-    for r in results:
-        w.writerow(
-            [
-                csv_safe(r.path),
-                "" if r.mos is None else f"{r.mos:.6f}",
-                "" if r.clip_scores is None else " ".join(f"{c:.6f}" for c in r.clip_scores),
-                csv_safe(r.error or ""),
-                r.weights,
-                str(r.untrained).lower(),
-                "" if r.mos_low is None else f"{r.mos_low:.6f}",
-                "" if r.mos_high is None else f"{r.mos_high:.6f}",
-                r.precision,
-                r.model or "",
-                *(_bool_cell(getattr(r, k)) if k == "av_in_sync" else _csv_cell(getattr(r, k)) for k in extras),
-            ]
-        )
-    return buf.getvalue()
 
 
 def _path_text(path) -> str:
@@ -598,6 +508,7 @@ def _plot_syncs(folder: str, results) -> None:
 
 def _sync(args) -> int:
     from thqa.analysis.sync import IN_SYNC_WINDOW_MS, SyncResult, SyncSettings, estimate_av_offset
+    from thqa.scoring.columns import bool_cell, csv_cell
 
     try:
         settings = SyncSettings(max_offset_ms=args.max_offset, locator=args.locator, in_sync_window_ms=args.sync_window or IN_SYNC_WINDOW_MS).validate()
@@ -632,7 +543,7 @@ def _sync(args) -> int:
         for r in results:
             region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
             w.writerow(
-                [_csv_cell(_path_text(r.path)), _csv_cell(r.offset_ms), _bool_cell(r.in_sync), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, _csv_cell(r.note or ""), _csv_cell(r.error or "")]
+                [csv_cell(_path_text(r.path)), csv_cell(r.offset_ms), bool_cell(r.in_sync), csv_cell(r.confidence), csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", csv_cell(r.seconds_used), csv_cell(r.fps), csv_cell(r.repeated_frames), region, csv_cell(r.note or ""), csv_cell(r.error or "")]
             )
         text = buf.getvalue()
     if args.plot:
@@ -1173,11 +1084,13 @@ def _evaluate(args) -> int:
         if args.output:
             import csv as _csv
 
+            from thqa.scoring.columns import csv_cell
+
             buf = io.StringIO()
             w = _csv.writer(buf, lineterminator="\n")
             w.writerow(["path", "prediction", "mos"])
             for path, pr, mo in zip(ev.paths, ev.predictions, ev.mos):
-                w.writerow([_csv_cell(_path_text(path)), f"{pr:.6f}", f"{mo:.4f}"])
+                w.writerow([csv_cell(_path_text(path)), f"{pr:.6f}", f"{mo:.4f}"])
             _write_atomic(Path(args.output), buf.getvalue())
     result["fit"] = args.fit
     if args.plot:

@@ -4,7 +4,7 @@ One Serve deployment (:class:`ScoringService`) holds a warm :class:`thqa.Scorer`
 
     POST /score     a video (multipart field ``file``, or the raw body), or ``?path=`` under ``--allow-paths DIR``;
                     query options ``timeline``, ``sync``, ``coverage``. The answer is the row ``thqa score --json``
-                    writes (the CLI's own row function), plus ``timings``.
+                    writes (:mod:`thqa.scoring.columns`), plus ``timings``.
     GET  /healthz   200 with the model's description once the models are built (the replica exists only then)
     GET  /metrics   Prometheus text of this replica: requests by outcome, latency, queue depth, batch sizes
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import math
 import os
@@ -33,15 +32,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from types import SimpleNamespace
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+import torch
+
 from thqa import errors as thqa_errors
+from thqa.analysis.conformal import check_coverage
 from thqa.errors import ConfigError, MediaError, MediaFileNotFoundError, brief
+from thqa.scoring.columns import score_columns
+from thqa.scoring.scorer import Scorer, with_interval
 from thqa.engines.serve_defaults import (
     BATCH_WAIT_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, MAX_BATCH, TOKEN_ENV,
 )
@@ -103,11 +106,8 @@ class _Job:
 
 
 def score_row(result, *, timeline: bool = False, sync: bool = False) -> dict:
-    """The JSON row ``thqa score --json`` writes for ``result`` (the CLI's own row function and columns)."""
-    from thqa.cli.app import _row_formatter
-
-    rows = _row_formatter(SimpleNamespace(timeline=timeline, sync=sync))
-    return json.loads(rows([result], "json"))[0]
+    """The JSON row ``thqa score --json`` writes for ``result`` (:mod:`thqa.scoring.columns`)."""
+    return score_columns(timeline=timeline, sync=sync).json_row(result)
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -149,10 +149,6 @@ class ScoringService:
     """The Serve deployment: one warm :class:`thqa.Scorer` per replica (see the module's docstring)."""
 
     def __init__(self, cfg: ServeConfig):
-        import torch
-
-        from thqa.scoring.scorer import Scorer
-
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -269,8 +265,6 @@ class ScoringService:
     def _coverage(self, text: str | None) -> float | None:
         if text is None:
             return None
-        from thqa.analysis.conformal import check_coverage
-
         try:
             return check_coverage(float(text))
         except (ValueError, ConfigError) as exc:
@@ -333,8 +327,6 @@ class ScoringService:
         ]
 
     def _answer(self, res, job: _Job, name: str, upload: str | None, coverage: float | None, seconds: float) -> Response:
-        from thqa.scoring.scorer import with_interval
-
         self.latency_ema = 0.8 * self.latency_ema + 0.2 * seconds
         if upload:  # the user knows the file by its name, not by our temp path
             res.path = name
