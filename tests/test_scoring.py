@@ -212,7 +212,8 @@ def cli_scorer(monkeypatch, small_scorer):
 
     def fake(checkpoint=None, **kwargs):
         calls.append((checkpoint, kwargs))
-        assert checkpoint is None and kwargs["random_init"] is True
+        # the model the CLI worked out once for --resume's check (thqa.scoring.scorer.scoring_model), not loaded again
+        assert isinstance(checkpoint, thqa.scoring.scorer.ScoringModel) and checkpoint.untrained and kwargs["random_init"] is True
         return small_scorer
 
     monkeypatch.setattr(thqa.scoring.scorer, "Scorer", fake)

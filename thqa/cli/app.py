@@ -209,7 +209,7 @@ def _score(args) -> int:
     if args.engine == "ray":
         return _score_ray(args, files, fmt, resumed, rows, model)
     # lazy: with decoding workers, the backbones are built while the workers start on the first files
-    scorer = _server_client(args) if args.server else Scorer(args.checkpoint, workers=args.workers, lazy=True, **_scorer_kwargs(args))
+    scorer = _server_client(args) if args.server else Scorer(_model_or_checkpoint(args), workers=args.workers, lazy=True, **_scorer_kwargs(args))
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {_provenance(ck)}", file=sys.stderr)
@@ -272,26 +272,28 @@ def _check_score_output(args, fmt: str, rows):
 
 
 def _run_model(args) -> tuple:
-    """``(digest, precision, WeightsOptions)`` of the model this run scores with: the backbones the Scorer will build
-    (thqa.scoring.scorer.weights_options: the checkpoint's record unless the options say otherwise), the precision it will
-    pick and thqa.scoring.scorer.model_digest of it all; Nones when the checkpoint is missing or no model is given (the
-    Scorer then says so)."""
-    from thqa.models.checkpoint import load_checkpoint
+    """``(digest, precision, WeightsOptions)`` of the model this run scores with (thqa.scoring.scorer.scoring_model,
+    kept in ``args.scoring_model`` for the Scorer: the checkpoint is loaded once); Nones when the checkpoint is missing
+    or no model is given (the Scorer then says so)."""
     from thqa.errors import CheckpointError
-    from thqa.features.pipeline import precision_for
-    from thqa.scoring.scorer import model_digest, weights_options
+    from thqa.scoring.scorer import scoring_model
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         return None, None, None
-    ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
     try:
-        weights, _ = weights_options(ck, random_init=args.random_init, seed=args.seed)
+        m = scoring_model(args.checkpoint, **_model_kwargs(args))
     except CheckpointError:
-        if ck is None:  # no model: the Scorer says so
+        if not args.checkpoint:  # no model: the Scorer says so
             return None, None, None
         raise
-    precision = precision_for(args.device, args.precision or (ck.scoring_precision if ck is not None else "auto"))
-    return model_digest(ck, random_init=weights.random_init, seed=weights.seed, precision=precision), precision, weights
+    args.scoring_model = m
+    precision = m.resolved_precision(args.device)
+    return m.digest(precision), precision, m.weights
+
+
+def _model_or_checkpoint(args):
+    """The scoring model _run_model worked out (loaded once), else the checkpoint's path (the Scorer says what is wrong)."""
+    return getattr(args, "scoring_model", None) or args.checkpoint
 
 
 def _to_score(files: list[str], resumed) -> list[str]:
@@ -352,19 +354,21 @@ def _plot_timeline(args, files: list[str], r, index: int) -> None:
     log.info("timeline plot of %s -> %s", r.path, out)
 
 
-def _scorer_kwargs(args) -> dict:
-    """The model and device options of `thqa score`, as both engines take them."""
+def _model_kwargs(args) -> dict:
+    """The model options of `thqa score` (thqa.scoring.scorer.scoring_model's)."""
     return {
-        "device": args.device,
         "random_init": args.random_init,
         "seed": args.seed,
         "swin_weights": args.swin_weights,
         "slowfast_weights": args.slowfast_weights,
         "offline": True if args.offline else None,
-        "batch_size": args.batch_size,
-        "coverage": args.coverage,
         "precision": args.precision,
     }
+
+
+def _scorer_kwargs(args) -> dict:
+    """The model and device options of `thqa score`, as both engines take them."""
+    return {"device": args.device, "batch_size": args.batch_size, "coverage": args.coverage, **_model_kwargs(args)}
 
 
 def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
@@ -373,7 +377,7 @@ def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | Non
 
     opts = _ray_options(args)
     with _progress(len(files), "scoring") as bar:
-        results = score_with_ray(files, args.checkpoint, options=opts, progress=bar.update, **_scorer_kwargs(args))
+        results = score_with_ray(files, _model_or_checkpoint(args), options=opts, progress=bar.update, **_scorer_kwargs(args))
     _print_interval_notes(results)
     with _score_writer(args, fmt, resumed, rows) as out:
         for r in results:
@@ -1278,7 +1282,10 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--host", default=d.DEFAULT_HOST, help=f"address to listen on (default {d.DEFAULT_HOST}; any other needs --token)")
     p.add_argument("--port", type=_int_in(1, 65535), default=d.DEFAULT_PORT, help=f"HTTP port (default {d.DEFAULT_PORT})")
     p.add_argument("--address", metavar="ADDR", help="join a Ray cluster (auto, HOST:PORT, ray://HOST:10001); default: a local Ray instance")
-    p.add_argument("--replicas", type=_int_in(1, 1024), default=1, help="scoring replicas, each with its own warm models (default 1)")
+    p.add_argument("--replicas", type=_int_in(1, 1024), default=None, help="scoring replicas, each with its own warm models (default 1)")
+    p.add_argument("--min-replicas", type=_int_in(0, 1024), default=None, metavar="N",
+                   help="with --max-replicas: let Ray Serve add and remove replicas as the load asks, keeping at least N (default 1; 0: none while idle)")
+    p.add_argument("--max-replicas", type=_int_in(1, 1024), default=None, metavar="N", help="autoscale up to N replicas (instead of a fixed --replicas)")
     p.add_argument("--max-upload-mb", type=_float_in(0, 1e6, open_low=True), default=d.DEFAULT_MAX_UPLOAD_MB, help=f"larger uploads are refused, 413 (default {d.DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--max-queue", type=_int_in(0, 100000), default=d.DEFAULT_MAX_QUEUE, help=f"requests waiting per replica; more are refused, 503 (default {d.DEFAULT_MAX_QUEUE})")
     p.add_argument("--request-timeout", type=_float_in(0, 1e6, open_low=True), default=d.DEFAULT_REQUEST_TIMEOUT, metavar="S", help=f"answer 504 after S seconds (default {d.DEFAULT_REQUEST_TIMEOUT:g})")
@@ -1297,17 +1304,22 @@ def _serve(args) -> int:
         print(f"thqa serve: {NO_MODEL_MESSAGE}", file=sys.stderr)
         return EXIT_SETUP
     from thqa.engines import serve_defaults as d
-    from thqa.engines.serve import ServeConfig, check_bind, run_service
+    from thqa.engines.serve import ServeConfig, check_bind, replica_options, run_service
 
     token = args.token or os.environ.get(d.TOKEN_ENV) or None
     check_bind(args.host, token)
+    scaling = {"replicas": args.replicas, "min_replicas": args.min_replicas, "max_replicas": args.max_replicas}
+    try:
+        replica_options(**scaling)
+    except THQAError as exc:
+        raise_usage(str(exc))
     _setup_threads(args)
     cfg = ServeConfig(
         checkpoint=args.checkpoint, scorer_kwargs=_scorer_kwargs(args), max_upload_mb=args.max_upload_mb, max_queue=args.max_queue,
         request_timeout=args.request_timeout, token=token, allow_paths=args.allow_paths, threads=args.threads,
     ).check()
     say = (lambda url: None) if args.quiet else (lambda url: print(f"thqa serve: ready on {url} (POST /score, GET /healthz, GET /metrics)", file=sys.stderr))
-    return run_service(cfg, host=args.host, port=args.port, address=args.address, replicas=args.replicas, ready=say)
+    return run_service(cfg, host=args.host, port=args.port, address=args.address, ready=say, **scaling)
 
 
 class _Parser(argparse.ArgumentParser):

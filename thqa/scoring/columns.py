@@ -1,7 +1,7 @@
 """The columns of ``thqa score``'s table: the one definition that the CSV, the JSON, ``--resume``'s header check
 (:mod:`thqa.scoring.output`), ``thqa serve``'s rows and the Ray engine's results all use.
 
-A column is a name, how its value is read from a :class:`~thqa.scoring.scorer.ScoreResult` and how it is written
+A column is a name, how its value is read from a :class:`~thqa.scoring.result.ScoreResult` and how it is written
 in a CSV cell (JSON holds the value as it is). The JSON object lists the columns in :data:`COLUMNS`'s order; the CSV
 has the columns with a ``csv_at`` place, in that order (it leaves out what does not fit a cell: clip seconds,
 warnings, the interval's coverage and note). The timeline and sync columns follow in both when asked for.
@@ -15,12 +15,10 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from thqa.scoring.output import MODEL_COLUMN, csv_safe, path_text, printable
-
-if TYPE_CHECKING:  # pragma: no cover
-    from thqa.scoring.scorer import ScoreResult
+from thqa.scoring.result import ScoreResult
 
 __all__ = ["Column", "COLUMNS", "TIMELINE_COLUMNS", "SYNC_COLUMNS", "ScoreColumns", "score_columns", "csv_cell", "bool_cell",
            "printable_result"]
@@ -68,9 +66,9 @@ class Column:
     name: str
     csv_at: int | None = None
     cell: Callable[[Any], str] = csv_cell
-    read: Callable[["ScoreResult"], Any] | None = None
+    read: Callable[[ScoreResult], Any] | None = None
 
-    def value(self, result: "ScoreResult") -> Any:
+    def value(self, result: ScoreResult) -> Any:
         return self.read(result) if self.read is not None else getattr(result, self.name)
 
 
@@ -117,15 +115,15 @@ class ScoreColumns:
         """The CSV header's names."""
         return [c.name for c in self.csv_columns]
 
-    def csv_row(self, result: "ScoreResult") -> list[str]:
+    def csv_row(self, result: ScoreResult) -> list[str]:
         """The CSV cells of ``result`` (text cells made safe for spreadsheets)."""
         return [c.cell(c.value(result)) for c in self.csv_columns]
 
-    def json_row(self, result: "ScoreResult") -> dict:
+    def json_row(self, result: ScoreResult) -> dict:
         """The JSON object of ``result`` (values as they are)."""
         return {c.name: c.value(result) for c in self.json_columns}
 
-    def csv_text(self, results: Sequence["ScoreResult"], *, header: bool = True) -> str:
+    def csv_text(self, results: Sequence[ScoreResult], *, header: bool = True) -> str:
         """CSV lines (``\\n``-terminated) of ``results``, after the header when ``header``."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -134,11 +132,11 @@ class ScoreColumns:
         w.writerows(self.csv_row(r) for r in results)
         return buf.getvalue()
 
-    def json_block(self, result: "ScoreResult") -> str:
+    def json_block(self, result: ScoreResult) -> str:
         """``result``'s object as it stands in the JSON array (indented, without the separating comma)."""
         return json.dumps([self.json_row(result)], indent=2)[2:-2]
 
-    def format(self, results: Sequence["ScoreResult"], fmt: str) -> str:
+    def format(self, results: Sequence[ScoreResult], fmt: str) -> str:
         """The whole table of ``results``: "csv" (header and rows) or "json" (an array)."""
         if fmt == "json":
             return json.dumps([self.json_row(r) for r in results], indent=2) + "\n"
@@ -150,7 +148,7 @@ def score_columns(*, timeline: bool = False, sync: bool = False) -> ScoreColumns
     return ScoreColumns((TIMELINE_COLUMNS if timeline else ()) + (SYNC_COLUMNS if sync else ()))
 
 
-def printable_result(result: "ScoreResult", model: str | None = None) -> "ScoreResult":
+def printable_result(result: ScoreResult, model: str | None = None) -> ScoreResult:
     """``result`` with its file name in :func:`thqa.scoring.output.path_text`'s unambiguous UTF-8 (undecodable bytes
     as ``\\xff``) and its messages printable, so that every output is valid UTF-8; stamped with this run's ``model``
     digest where the scorer left it out."""
