@@ -10,7 +10,10 @@ The cache directory must be storage that every node sees (NFS, a shared disk): :
 it at start by having a task on every node write a file there that the driver then reads. Entries already in the
 cache are skipped, so a re-run after a crash only does what is missing. Ray retries tasks and restarts actors whose
 process dies; a file whose preparation fails (a ``THQAError``) is reported as a failure, as in the local engine,
-and the job goes on.
+and the job goes on. Scores are made into results on the driver, as the local scorer makes them
+(:class:`thqa.scoring.result.ResultStamp`).
+
+Ray itself is imported when first needed (:func:`import_ray`), so that a missing Ray is said with how to install it.
 """
 from __future__ import annotations
 

@@ -226,8 +226,9 @@ def _take(out: Resumed, p: Path, row: dict, kept, name: str, expect: dict, model
 
 class ScoreWriter:
     """Writes score rows as they come: to ``path`` (created or, with ``resumed``, rewritten with the kept rows first)
-    or to ``stream`` (stdout). A ``path`` that is ``-``, a device or a FIFO is written through as a stream.
-    Use as a context manager; :meth:`add` one result at a time, in input order."""
+    or to ``stream`` (stdout), in the table's ``columns`` (:func:`thqa.scoring.columns.score_columns`). A ``path`` that
+    is ``-``, a device or a FIFO is written through as a stream. Use as a context manager; :meth:`add` one result at
+    a time, in input order."""
 
     def __init__(self, columns: Columns, fmt: str, *, path: str | os.PathLike | None = None, stream: TextIO | None = None,
                  resumed: Resumed | None = None):

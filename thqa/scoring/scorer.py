@@ -197,7 +197,9 @@ class Scorer:
     """Predicts the MOS of talking-head files.
 
     Args:
-        checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``. None requires ``random_init=True``.
+        checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``, or a :class:`ScoringModel` already worked
+            out (:func:`scoring_model`; the model options, where given too, must be the ones it was made with). None
+            requires ``random_init=True``.
         device: "auto", "cpu", "cuda", "cuda:1", ...
         random_init: build the backbones with seeded random weights instead of the pretrained ones (testing). With a
             checkpoint, None (the default) uses the backbones it records it was trained on (random-init with its
