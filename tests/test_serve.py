@@ -233,6 +233,8 @@ def _samples(text: str) -> dict[str, list]:
 
 
 def test_metrics_count_outcomes_and_batches_per_replica(service, videos, local) -> None:
+    assert _post(service["url"] + "/score", b"x", token="wrong")[0] == 401
+    _good(service, videos, local)  # a 200 and a batch
     req = urllib.request.Request(service["url"] + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req) as r:
         got = _samples(r.read().decode())

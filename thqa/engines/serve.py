@@ -15,8 +15,8 @@ backbones run in one thread per replica, so a file's score is the local scorer's
 a JSON ``{"error": one line, "error_type": ...}`` with its status: 401 token, 403 path outside ``--allow-paths``,
 404/405 route, 413 upload too large, 422 not a usable video, 503 queue full (Retry-After), 504 over
 ``--request-timeout``. Replicas are ``--replicas N`` (fixed) or between ``--min-replicas`` and ``--max-replicas``
-(Ray Serve's autoscaling: :func:`replica_options`). Uploads are written to a private folder (0700) and deleted when their request is answered (a
-request answered 504 keeps its file until its work ends).
+(Ray Serve's autoscaling: :func:`replica_options`). Uploads are written to a private folder (0700) and deleted when
+their request is answered (a request answered 504 keeps its file until its work ends).
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-
 import torch
 
 from thqa import errors as thqa_errors
