@@ -406,7 +406,7 @@ def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0(checkpo
             req = urllib.request.Request(url + "/metrics")
             while True:  # until both are held by the replica
                 with urllib.request.urlopen(req) as r:
-                    if "thqa_queue_depth 2.0" in r.read().decode():
+                    if [smp.value for smp in _samples(r.read().decode())["thqa_queue_depth"]] == [2.0]:  # its one replica
                         break
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
