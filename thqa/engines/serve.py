@@ -7,8 +7,9 @@ One Serve deployment (:class:`ScoringService`) holds a warm :class:`thqa.Scorer`
                     writes (:mod:`thqa.scoring.columns`), plus ``timings``.
     GET  /healthz   200 with the model's description once the models are built (the replica exists only then)
     GET  /metrics   Prometheus text of every replica of the application, each series labelled ``replica``: requests
-                    by outcome, latency, queue depth, batch sizes (the other replicas' as they reported them at most
-                    :data:`~thqa.engines.serve_defaults.METRICS_PUSH_S` ago, through a small named Ray actor)
+                    by outcome, latency, queue depth, batch sizes (this replica's as they are, the others' as they
+                    were at most 2 x :data:`~thqa.engines.serve_defaults.METRICS_PUSH_S` ago: replicas exchange them
+                    in the background through a small named Ray actor, so /metrics never waits on another process)
 
 Concurrent requests are scored together (Ray Serve's request batching, :data:`MAX_BATCH` files at most); the
 backbones run in one thread per replica, so a file's score is the local scorer's whatever the batch. Every refusal is
@@ -196,7 +197,7 @@ class ScoringService:
                 return JSONResponse(self.info())
             self._check_token(request)
             if route == "/metrics":
-                return Response(await self.shared.gather(), media_type=CONTENT_TYPE_LATEST)
+                return Response(self.shared.gather(), media_type=CONTENT_TYPE_LATEST)
             if route != "/score":
                 raise HTTPError(404, f"{route}: no such route (POST /score, GET /healthz, GET /metrics)", "NotFound")
             if request.method != "POST":
@@ -363,16 +364,15 @@ class MetricsHub:
     def __init__(self):
         self.latest: dict[str, tuple[float, str]] = {}
 
-    def put(self, replica: str, text: str) -> None:
-        self.latest[replica] = (time.monotonic(), text)
+    def report(self, replica: str, text: str, max_age: float) -> dict[str, str]:
+        """Keep ``replica``'s ``text``; the texts of the other replicas heard from within ``max_age`` seconds."""
+        now = time.monotonic()
+        self.latest[replica] = (now, text)
+        self.latest = {r: (t, txt) for r, (t, txt) in self.latest.items() if now - t <= max_age}
+        return {r: txt for r, (_, txt) in self.latest.items() if r != replica}
 
     def drop(self, replica: str) -> None:
         self.latest.pop(replica, None)
-
-    def recent(self, max_age: float) -> dict[str, str]:
-        now = time.monotonic()
-        self.latest = {r: (t, text) for r, (t, text) in self.latest.items() if now - t <= max_age}
-        return {r: text for r, (_, text) in self.latest.items()}
 
 
 class _Families:
@@ -409,13 +409,14 @@ def _replica_identity() -> tuple[str, str | None]:
 
 class _SharedMetrics:
     """This replica's metrics, reported to the application's :class:`MetricsHub` every :data:`METRICS_PUSH_S`
-    seconds (a daemon thread), and every replica's gathered for /metrics."""
+    seconds by a daemon thread, which keeps the other replicas' in return for /metrics."""
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         self.replica, app = _replica_identity()
         self.name = f"thqa-metrics-{app}" if app else None
         self._hub = None
+        self.others: dict[str, str] = {}  #: the other replicas' texts, as the hub last gave them
         self._lock = threading.Lock()
         self._stop = threading.Event()
         if self.name:
@@ -433,27 +434,20 @@ class _SharedMetrics:
     def _lost(self, exc: BaseException) -> None:
         log.debug("thqa serve: metrics hub %s unreachable (%s); made again on the next report", self.name, brief(exc))
         with self._lock:
-            self._hub = None
+            self._hub, self.others = None, {}
 
     def _report(self) -> None:
         while True:
             try:
-                ray.get(self.hub().put.remote(self.replica, self.own()), timeout=METRICS_PUSH_S * 5)
+                self.others = ray.get(self.hub().report.remote(self.replica, self.own(), METRICS_STALE_S), timeout=METRICS_PUSH_S * 5)
             except Exception as exc:  # noqa: BLE001 - the hub died with its owner, or Ray is stopping
                 self._lost(exc)
             if self._stop.wait(METRICS_PUSH_S):
                 return
 
-    async def gather(self) -> bytes:
+    def gather(self) -> bytes:
         """Every replica's metrics (this one's as they are now), labelled by replica."""
-        texts: dict[str, str] = {}
-        if self.name:
-            try:
-                texts = await asyncio.wait_for(self.hub().recent.remote(METRICS_STALE_S), METRICS_PUSH_S * 5)
-            except Exception as exc:  # noqa: BLE001 - then this replica's own, still labelled
-                self._lost(exc)
-        texts[self.replica] = self.own()
-        return merged_metrics(texts)
+        return merged_metrics({**self.others, self.replica: self.own()})
 
     def close(self) -> None:
         self._stop.set()
