@@ -1089,13 +1089,12 @@ def test_a_long_timeline_says_its_cost_up_front_and_warns_once(monkeypatch, capl
         return [VideoFeatures(path="long.mp4", spatial=None, temporal=None, audio=np.zeros((k, 1), np.float32),
                               seconds=items[0].seconds, has_audio=True, info={}, warnings=items[0].warnings)]
 
-    scorer = SimpleNamespace(backbones=SimpleNamespace(batch_size=chunk, features=features), settings=ExtractionSettings(),
-                             extractor=SimpleNamespace(file_timeout=None))
+    backbones = SimpleNamespace(batch_size=chunk, features=features)
     monkeypatch.setattr(thqa.media.probe, "probe", lambda path: SimpleNamespace(duration=float(n)))
     monkeypatch.setattr(tl, "prepare", prepare)
     monkeypatch.setattr(tl, "release_free_memory", lambda: True)
     with caplog.at_level(logging.INFO):
-        feats = tl.second_features(scorer, "long.mp4")
+        feats = tl.second_features("long.mp4", backbones=backbones, settings=ExtractionSettings())
     assert feats.n == n
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 3, warned[:5]

@@ -87,6 +87,7 @@ def test_ray_scores_equal_the_local_scorer(local_ray, files, small_scorer) -> No
             assert g.clip_scores == w.clip_scores
             assert g.seconds == w.seconds and len(g.seconds) == small_scorer.settings.n_clips
             assert g.warnings == w.warnings
+            assert g.to_dict() == w.to_dict()  # made the one way (ResultStamp): digest, precision, interval, labels
         else:
             assert g.error_type == w.error_type == "NoVideoStreamError"
 

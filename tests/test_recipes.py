@@ -376,12 +376,12 @@ def test_method_settings_round_trip_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_score_json_rows_carry_the_recipe_and_csv_columns_stay() -> None:
-    from thqa.cli.score import _format_scores
+    from thqa.scoring.columns import score_columns
     from thqa.scoring.scorer import ScoreResult
 
     r = ScoreResult("a.mp4", 3.2, [3.1, 3.3], seconds=[0, 1], recipe="winner")
-    assert json.loads(_format_scores([r], "json"))[0]["recipe"] == "winner"
-    header = _format_scores([r], "csv").splitlines()[0].split(",")
+    assert json.loads(score_columns().format([r], "json"))[0]["recipe"] == "winner"
+    header = score_columns().format([r], "csv").splitlines()[0].split(",")
     assert header[:6] == ["path", "mos", "clip_scores", "error", "weights", "untrained"] and "recipe" not in header
 
 

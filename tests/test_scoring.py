@@ -212,7 +212,8 @@ def cli_scorer(monkeypatch, small_scorer):
 
     def fake(checkpoint=None, **kwargs):
         calls.append((checkpoint, kwargs))
-        assert checkpoint is None and kwargs["random_init"] is True
+        # the model the CLI worked out once for --resume's check (thqa.scoring.scorer.scoring_model), not loaded again
+        assert isinstance(checkpoint, thqa.scoring.scorer.ScoringModel) and checkpoint.untrained and kwargs["random_init"] is True
         return small_scorer
 
     monkeypatch.setattr(thqa.scoring.scorer, "Scorer", fake)
@@ -339,3 +340,53 @@ def test_console_script_scores_a_file(good_video, tmp_path, backbones, small_set
     assert rows[0]["mos"] == pytest.approx(np.mean(clips), abs=1e-6)
     assert rows[0]["untrained"] is False and rows[0]["weights"] == "random-init"
     assert "Traceback" not in proc.stderr
+
+
+# -- one model, one way to make results, one definition of the columns ----------------------------------------------
+def test_a_scoring_model_is_worked_out_once_and_keeps_its_options(small_scorer, small_settings):
+    from types import SimpleNamespace
+
+    from thqa.errors import ConfigError
+    from thqa.scoring.scorer import default_precision, model_digest
+
+    m = small_scorer.scoring_model
+    assert m.untrained and m.precision == "fp32" and m.settings == small_settings and m.weights.seed == 3407
+    assert m.digest("fp32") == small_scorer.model_digest == model_digest(None, random_init=True, seed=3407, precision="fp32",
+                                                                           settings=small_settings)
+    with pytest.raises(ConfigError, match="precision"):  # the model was made for fp32: refused before any backbone is built
+        Scorer(m, precision="bf16")
+    assert default_precision(None) == "auto" and default_precision(None, "bf16") == "bf16"
+    assert default_precision(SimpleNamespace(scoring_precision="fp32")) == "fp32"  # a checkpoint trained on fp32 features
+
+
+def test_ray_rows_become_results_the_way_the_local_scorer_makes_them(small_scorer):
+    from thqa.engines.ray_engine import _result
+
+    stamp = small_scorer.stamp
+    meta = json.dumps({"seconds": [0, 1], "warnings": ["a.mp4: short audio"]})
+    ok = _result(stamp, "a.mp4", {"status": "done", "mos": 3.25, "clip_scores": "[3.0, 3.5]", "meta": meta})
+    assert ok == stamp.scored("a.mp4", 3.25, [3.0, 3.5], seconds=[0, 1], warnings=["a.mp4: short audio"])
+    assert (ok.model, ok.precision, ok.weights, ok.coverage) == (small_scorer.model_digest, "fp32", "random-init", 0.9)
+    assert ok.interval_note == small_scorer.interval_note
+    nan = _result(stamp, "b.mp4", {"status": "done", "mos": float("nan"), "clip_scores": "[NaN, 1.0]", "meta": ""})
+    assert nan.mos is None and nan.error_type == "THQAError" and nan.error == "b.mp4: the model produced a non-finite score"
+    lost = _result(stamp, "c.mp4", None)
+    failed = _result(stamp, "d.mp4", {"status": "failed", "error_type": "DecodeError", "error": "d.mp4: broken"})
+    assert (lost.error, lost.error_type) == ("c.mp4: not scored", "THQAError")
+    assert (failed.error_type, failed.error) == ("DecodeError", "d.mp4: broken")
+    assert lost.model == failed.model == small_scorer.model_digest and failed.coverage is None
+
+
+def test_a_new_score_column_is_one_entry():
+    from thqa.scoring.columns import COLUMNS, Column, ScoreColumns, score_columns
+
+    r = ScoreResult("=a.mp4", 3.5, [3.0, 4.0], seconds=[0, 1], model="0123456789abcdef", av_in_sync=False)
+    base = score_columns()
+    assert base.header() == ["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", "model"]
+    assert list(base.json_row(r)) == [c.name for c in COLUMNS]
+    assert base.csv_row(r)[:3] == ["'=a.mp4", "3.500000", "3.000000 4.000000"]  # a formula is disarmed in CSV only
+    assert base.json_row(r)["path"] == "=a.mp4"
+    assert score_columns(sync=True).csv_row(r)[len(base.header()) + 1] == "false"  # av_in_sync
+    extra = ScoreColumns((Column("seconds_scored", read=lambda res: len(res.seconds)),))
+    assert extra.header()[-1] == "seconds_scored" and extra.csv_row(r)[-1] == "2" and extra.json_row(r)["seconds_scored"] == 2
+    assert extra.csv_text([r]).splitlines()[0].endswith(",seconds_scored")

@@ -222,13 +222,84 @@ def test_timeout_is_504_and_a_full_queue_503_with_retry_after(service, videos, l
     _good(service, videos, local)
 
 
-def test_metrics_count_outcomes_and_batches(service, videos, local) -> None:
+def _samples(text: str) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            out.setdefault(smp.name, []).append(smp)
+    return out
+
+
+def test_metrics_count_outcomes_and_batches_per_replica(service, videos, local) -> None:
+    assert _post(service["url"] + "/score", b"x", token="wrong")[0] == 401
+    _good(service, videos, local)  # a 200 and a batch
     req = urllib.request.Request(service["url"] + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req) as r:
-        text = r.read().decode()
-    assert 'thqa_requests_total{outcome="200",route="/score"}' in text
-    assert 'thqa_requests_total{outcome="401",route="/score"}' in text
-    assert "thqa_request_seconds_bucket" in text and "thqa_batch_size_count" in text and "thqa_queue_depth" in text
+        got = _samples(r.read().decode())
+    outcomes = {(smp.labels["route"], smp.labels["outcome"]) for smp in got["thqa_requests_total"] if smp.value > 0}
+    assert {("/score", "200"), ("/score", "401")} <= outcomes
+    # every series names its replica; "/" runs one replica (the "/tight" application's are not in its /metrics)
+    replicas = {smp.labels.get("replica") for samples in got.values() for smp in samples}
+    assert len(replicas) == 1 and None not in replicas and "" not in replicas
+    (depth,) = got["thqa_queue_depth"]
+    assert depth.value == 0  # nothing held between requests
+    (batches,) = got["thqa_batch_size_count"]
+    assert batches.value >= 1 and "thqa_request_seconds_bucket" in got
+
+
+def test_merged_metrics_label_each_replicas_queue_and_batches() -> None:
+    from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+
+    from thqa.engines.serve import merged_metrics
+
+    texts = {}
+    for name, depth, batches in (("r1", 3, [1, 4]), ("r2", 0, [8])):
+        reg = CollectorRegistry()
+        Gauge("thqa_queue_depth", "held", registry=reg).set(depth)
+        h = Histogram("thqa_batch_size", "files per batch", registry=reg, buckets=(1, 2, 4, 8))
+        for b in batches:
+            h.observe(b)
+        texts[name] = generate_latest(reg).decode()
+    text = merged_metrics(texts).decode()
+    got = _samples(text)
+    assert {smp.labels["replica"]: smp.value for smp in got["thqa_queue_depth"]} == {"r1": 3.0, "r2": 0.0}
+    assert {smp.labels["replica"]: smp.value for smp in got["thqa_batch_size_sum"]} == {"r1": 5.0, "r2": 8.0}
+    le4 = {smp.labels["replica"]: smp.value for smp in got["thqa_batch_size_bucket"] if smp.labels["le"] == "4.0"}
+    assert le4 == {"r1": 2.0, "r2": 0.0}
+    assert text.count("# TYPE thqa_queue_depth gauge") == 1  # one family, a series per replica
+
+
+def test_replicas_fixed_or_autoscaling_bounds(monkeypatch, capsys) -> None:
+    from thqa.cli.app import main
+    from thqa.engines import serve as serve_engine
+    from thqa.engines.serve_defaults import AUTOSCALE_TARGET_ONGOING
+    from thqa.errors import ConfigError
+
+    ro = serve_engine.replica_options
+    assert ro() == {"num_replicas": 1} and ro(3) == {"num_replicas": 3}
+    assert ro(min_replicas=0, max_replicas=4) == {"autoscaling_config": {"min_replicas": 0, "max_replicas": 4,
+                                                                         "target_ongoing_requests": AUTOSCALE_TARGET_ONGOING}}
+    assert ro(max_replicas=2)["autoscaling_config"]["min_replicas"] == 1
+    for kw, words in (({"replicas": 2, "max_replicas": 3}, "one or the other"), ({"min_replicas": 2}, "give --max-replicas"),
+                      ({"min_replicas": 3, "max_replicas": 2}, "min <= max"), ({"min_replicas": 0, "max_replicas": 0}, "max >= 1")):
+        with pytest.raises(ConfigError, match=words):
+            ro(**kw)
+    # Ray Serve takes the bounds as its autoscaling config
+    app = build_app(ServeConfig(None, dict(KW)), min_replicas=0, max_replicas=4)
+    auto = app._bound_deployment._deployment_config.autoscaling_config
+    assert (auto.min_replicas, auto.max_replicas, auto.target_ongoing_requests) == (0, 4, AUTOSCALE_TARGET_ONGOING)
+    # the command line's flags reach the service; a fixed number with bounds is a usage error, before Ray starts
+    seen = []
+    monkeypatch.setattr(serve_engine, "run_service", lambda cfg, **kw: seen.append(kw) or 0)
+    assert main(["serve", "--random-init", "--min-replicas", "0", "--max-replicas", "4"]) == 0
+    assert main(["serve", "--random-init", "--replicas", "3"]) == 0
+    assert [{k: kw[k] for k in ("replicas", "min_replicas", "max_replicas")} for kw in seen] == [
+        {"replicas": None, "min_replicas": 0, "max_replicas": 4}, {"replicas": 3, "min_replicas": None, "max_replicas": None}]
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--random-init", "--replicas", "2", "--max-replicas", "4"])
+    assert exc.value.code == 2 and "one or the other" in capsys.readouterr().err and len(seen) == 2
 
 
 def test_score_server_cli_writes_the_local_rows_and_resumes(service, videos, local, tmp_path, monkeypatch, capsys) -> None:
@@ -335,7 +406,7 @@ def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0(checkpo
             req = urllib.request.Request(url + "/metrics")
             while True:  # until both are held by the replica
                 with urllib.request.urlopen(req) as r:
-                    if "thqa_queue_depth 2.0" in r.read().decode():
+                    if [smp.value for smp in _samples(r.read().decode())["thqa_queue_depth"]] == [2.0]:  # its one replica
                         break
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)

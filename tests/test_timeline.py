@@ -41,7 +41,7 @@ def test_timeline_keeps_the_method_mos_and_averages_windows(small_scorer, head4)
     assert r.mos == pytest.approx(plain.mos, abs=1e-5) and r.clip_scores == pytest.approx(plain.clip_scores, abs=1e-5)
     assert r.seconds == plain.seconds == [0, 2]
     # each second's score is the mean of its clip scores over the windows [j, j+1] (2 clips) that contain it
-    feats = second_features(small_scorer, head4)
+    feats = second_features(head4, backbones=small_scorer.backbones, settings=small_scorer.settings)
     assert feats.n == 4 and feats.audio.shape == (4, 4, 128, 32)
     clip = [small_scorer.score_features([feats.take([j, j + 1])])[0][1] for j in range(3)]
     expected = [clip[0][0], (clip[0][1] + clip[1][0]) / 2, (clip[1][1] + clip[2][0]) / 2, clip[2][1]]
@@ -64,8 +64,6 @@ def blur_span(src: Path, dst: Path, t0: float, t1: float, sigma: float = 4.0) ->
 def spatial_checkpoint(tmp_path_factory, small_settings):
     """A fusion model on the spatial branch only (random-init Swin-T features), trained on per-second features of
     two clean synthetic heads (pseudo-MOS 4.5; the tested file is a longer take of the first) and their blurred copies (2.0), saved as a checkpoint."""
-    from types import SimpleNamespace
-
     from thqa.models.checkpoint import save_checkpoint
     from thqa.models.fusion import FusionConfig, FusionModel
     from thqa.features.pipeline import Backbones
@@ -73,13 +71,12 @@ def spatial_checkpoint(tmp_path_factory, small_settings):
     from thqa.features.weights import WeightsOptions
 
     bb = Backbones(WeightsOptions(random_init=True, seed=3407), device="cpu", temporal=False, start_workers=False, precision="fp32")
-    spatial_only = SimpleNamespace(backbones=bb, settings=small_settings, extractor=SimpleNamespace(file_timeout=None))
     d = tmp_path_factory.mktemp("ck")
     xs, ys = [], []
     for seed in (21, 22):
         clean = make_talking_head(d / f"h{seed}.mp4", seed=seed, duration=4.0, size=128).path
         for path, mos in ((clean, 4.5), (blur_span(clean, d / f"b{seed}.mp4", 0, 99), 2.0)):
-            sp = second_features(spatial_only, path).spatial  # (4, 768)
+            sp = second_features(path, backbones=bb, settings=small_settings).spatial  # (4, 768)
             xs += [sp[j : j + 2] for j in range(3)]
             ys += [mos] * 3
     torch.manual_seed(0)
@@ -165,7 +162,7 @@ def test_free_memory_is_handed_back_after_every_chunk(small_scorer, head4, monke
     calls = []
     monkeypatch.setattr(tl, "_chunk_size", lambda batch_size: 1)  # one second per chunk: 4 chunks
     monkeypatch.setattr(tl, "release_free_memory", lambda: calls.append(1) or True)
-    feats = tl.second_features(small_scorer, head4)
+    feats = tl.second_features(head4, backbones=small_scorer.backbones, settings=small_scorer.settings)
     assert feats.spatial.shape[0] == 4 and len(calls) == 4
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert release_free_memory() is True

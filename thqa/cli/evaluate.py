@@ -26,8 +26,9 @@ from thqa.cli.options import (
     setup_threads,
 )
 from thqa.cli.outputs import check_plot_output, guard_outputs, path_text, printable, provenance, write_atomic
-from thqa.cli.score import _csv_cell
+
 from thqa.utils.choices import FIT_KINDS
+from thqa.scoring.columns import csv_cell
 
 
 def add_parser(sub) -> None:
@@ -134,7 +135,7 @@ def _write_predictions(path: Path, ev) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "prediction", "mos"])
     for p, pr, mo in zip(ev.paths, ev.predictions, ev.mos):
-        w.writerow([_csv_cell(path_text(p)), f"{pr:.6f}", f"{mo:.4f}"])
+        w.writerow([csv_cell(path_text(p)), f"{pr:.6f}", f"{mo:.4f}"])
     write_atomic(path, buf.getvalue())
 
 

@@ -1,7 +1,6 @@
 """``thqa score``: predict the MOS of video files (one row per file), locally, on Ray or on a running ``thqa serve``.
 
-The score table's columns (``_format_scores`` and the helpers after it) are kept here verbatim until they move to the
-scoring package. Library modules are imported inside the functions that run the command: ``thqa --help`` must not load
+The score table's columns are thqa.scoring.columns'. Library modules are imported inside the functions that run the command: ``thqa --help`` must not load
 torch (tests/test_startup.py) and pays no start-up time for what only a run needs.
 """
 from __future__ import annotations
@@ -67,6 +66,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Score the files (skipping those --resume finds done) and write one row per file; exit 1 when any failed."""
+    from thqa.scoring.columns import printable_result, score_columns  # late: start-up time --help need not pay
     from thqa.scoring.scorer import NO_MODEL_MESSAGE, Scorer  # late: loads torch
 
     setup_threads(args)
@@ -78,7 +78,7 @@ def run(args) -> int:
     if args.engine == "ray" and (args.timeline or args.sync):
         raise_usage("--timeline and --sync run with the local engine only")
     fmt = output_format(args.output, args.format)
-    rows = _row_formatter(args)
+    rows = score_columns(timeline=args.timeline, sync=args.sync)
     resumed, model = _check_score_output(args, fmt, rows)
     if args.plot:
         check_plot_dir(args.plot)
@@ -94,7 +94,7 @@ def run(args) -> int:
     if args.engine == "ray":
         return _score_ray(args, files, fmt, resumed, rows, model)
     # lazy: with decoding workers, the backbones are built while the workers start on the first files
-    scorer = _server_client(args) if args.server else Scorer(args.checkpoint, workers=args.workers, lazy=True, **scorer_kwargs(args))
+    scorer = _server_client(args) if args.server else Scorer(_model_or_checkpoint(args), workers=args.workers, lazy=True, **scorer_kwargs(args))
     ck = getattr(scorer, "checkpoint", None)
     if ck is not None and not args.quiet:
         print(f"score: {provenance(ck)}", file=sys.stderr)
@@ -105,7 +105,7 @@ def run(args) -> int:
     with _score_writer(args, fmt, resumed, rows) as out, progress(len(files), "scoring") as bar:
         it = scorer.iter_explain(files, timeline=args.timeline, sync=args.sync, sync_window_ms=args.sync_window) if explain else scorer.iter_score(files)
         for i, r in enumerate(it):
-            out.add(_printable_result(r, model))
+            out.add(printable_result(r, model))
             notes.append(r)
             if r.error:
                 errors.append(r.error)
@@ -144,25 +144,27 @@ def _check_score_output(args, fmt: str, rows):
 
 
 def _run_model(args) -> tuple:
-    """``(digest, precision, WeightsOptions)`` of the model this run scores with: the backbones the Scorer will build
-    (thqa.scoring.scorer.weights_options: the checkpoint's record unless the options say otherwise), the precision it will
-    pick and thqa.scoring.scorer.model_digest of it all; Nones when the checkpoint is missing or no model is given (the
-    Scorer then says so)."""
-    from thqa.models.checkpoint import load_checkpoint  # late: loads torch
-    from thqa.features.pipeline import precision_for  # late: loads torch
-    from thqa.scoring.scorer import model_digest, weights_options  # late: loads torch
+    """``(digest, precision, WeightsOptions)`` of the model this run scores with (thqa.scoring.scorer.scoring_model,
+    kept in ``args.scoring_model`` for the Scorer: the checkpoint is loaded once); Nones when the checkpoint is missing
+    or no model is given (the Scorer then says so)."""
+    from thqa.scoring.scorer import scoring_model  # late: loads torch
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         return None, None, None
-    ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
     try:
-        weights, _ = weights_options(ck, random_init=args.random_init, seed=args.seed)
+        m = scoring_model(args.checkpoint, **_model_kwargs(args))
     except CheckpointError:
-        if ck is None:  # no model: the Scorer says so
+        if not args.checkpoint:  # no model: the Scorer says so
             return None, None, None
         raise
-    precision = precision_for(args.device, args.precision or (ck.scoring_precision if ck is not None else "auto"))
-    return model_digest(ck, random_init=weights.random_init, seed=weights.seed, precision=precision), precision, weights
+    args.scoring_model = m
+    precision = m.resolved_precision(args.device)
+    return m.digest(precision), precision, m.weights
+
+
+def _model_or_checkpoint(args):
+    """The scoring model _run_model worked out (loaded once), else the checkpoint's path (the Scorer says what is wrong)."""
+    return getattr(args, "scoring_model", None) or args.checkpoint
 
 
 def _to_score(files: list[str], resumed) -> list[str]:
@@ -199,32 +201,35 @@ def _plot_timeline(args, files: list[str], r, index: int) -> None:
     log.info("timeline plot of %s -> %s", r.path, out)
 
 
-def scorer_kwargs(args) -> dict:
-    """The model and device options of `thqa score`, as both engines take them."""
+def _model_kwargs(args) -> dict:
+    """The model options of `thqa score` (thqa.scoring.scorer.scoring_model's)."""
     return {
-        "device": args.device,
         "random_init": args.random_init,
         "seed": args.seed,
         "swin_weights": args.swin_weights,
         "slowfast_weights": args.slowfast_weights,
         "offline": True if args.offline else None,
-        "batch_size": args.batch_size,
-        "coverage": args.coverage,
         "precision": args.precision,
     }
+
+
+def scorer_kwargs(args) -> dict:
+    """The model and device options of `thqa score`, as both engines take them."""
+    return {"device": args.device, "batch_size": args.batch_size, "coverage": args.coverage, **_model_kwargs(args)}
 
 
 def _score_ray(args, files: list[str], fmt: str, resumed, rows, model: str | None) -> int:
     """Score ``files`` on a Ray cluster (--engine ray), then write the rows in the files' order."""
     from thqa.engines.ray_engine import score_with_ray  # late: loads numpy (and Ray when it runs)
+    from thqa.scoring.columns import printable_result  # late: start-up time --help need not pay
 
     opts = ray_options(args)
     with progress(len(files), "scoring") as bar:
-        results = score_with_ray(files, args.checkpoint, options=opts, progress=bar.update, **scorer_kwargs(args))
+        results = score_with_ray(files, _model_or_checkpoint(args), options=opts, progress=bar.update, **scorer_kwargs(args))
     _print_interval_notes(results)
     with _score_writer(args, fmt, resumed, rows) as out:
         for r in results:
-            out.add(_printable_result(r, model))
+            out.add(printable_result(r, model))
     return _scores_done(args, out, [r.error for r in results if r.error])
 
 
@@ -256,97 +261,3 @@ def _server_client(args):
         args._client = Client(args.server, coverage=args.coverage)
         args._client.health()  # an unreachable service or a wrong URL is said before any output
     return args._client
-
-
-
-# -- the score table's columns (verbatim from the old thqa/cli.py; they move to thqa.scoring) -------------------------
-_SYNC_KEYS = ("av_offset_ms", "av_in_sync", "av_sync_confidence", "av_sync_reliable", "av_sync_error", "av_sync_agreement")
-
-
-def _bool_cell(value: bool | None) -> str:
-    """true / false, or empty for None (the in_sync columns)."""
-    return "" if value is None else str(bool(value)).lower()
-
-
-def _csv_cell(value) -> str:
-    """A CSV cell: numbers as numbers, text made safe for spreadsheets (thqa.scoring.output.csv_safe)."""
-    from thqa.scoring.output import csv_safe
-
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in value)
-    if isinstance(value, str):
-        return csv_safe(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _format_scores(results, fmt: str, extras: Sequence[str] = ()) -> str:
-    """The score table of ``results`` (the one definition of its columns): CSV (text cells made safe for
-    spreadsheets: thqa.scoring.output.csv_safe) or JSON (text as it is)."""
-    from thqa.scoring.output import MODEL_COLUMN, csv_safe
-
-    if fmt == "json":
-        rows = [
-            {
-                "path": r.path,
-                "mos": r.mos,
-                "clip_scores": r.clip_scores,
-                "error": r.error,
-                "seconds": r.seconds,
-                "recipe": r.recipe,
-                "weights": r.weights,
-                "untrained": r.untrained,
-                "precision": r.precision,
-                MODEL_COLUMN: r.model,
-                "warnings": r.warnings,
-                "mos_low": r.mos_low,
-                "mos_high": r.mos_high,
-                "coverage": r.coverage,
-                "interval_note": r.interval_note,
-                **{k: getattr(r, k) for k in extras},
-            }
-            for r in results
-        ]
-        return json.dumps(rows, indent=2) + "\n"
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "mos", "clip_scores", "error", "weights", "untrained", "mos_low", "mos_high", "precision", MODEL_COLUMN, *extras])
-    for r in results:
-        w.writerow(
-            [
-                csv_safe(r.path),
-                "" if r.mos is None else f"{r.mos:.6f}",
-                "" if r.clip_scores is None else " ".join(f"{c:.6f}" for c in r.clip_scores),
-                csv_safe(r.error or ""),
-                r.weights,
-                str(r.untrained).lower(),
-                "" if r.mos_low is None else f"{r.mos_low:.6f}",
-                "" if r.mos_high is None else f"{r.mos_high:.6f}",
-                r.precision,
-                r.model or "",
-                *(_bool_cell(getattr(r, k)) if k == "av_in_sync" else _csv_cell(getattr(r, k)) for k in extras),
-            ]
-        )
-    return buf.getvalue()
-
-
-def _row_formatter(args):
-    """``format_rows(results, fmt)`` for this run's columns (the timeline and sync columns when asked for)."""
-    import functools
-
-    extras = (("timeline",) if getattr(args, "timeline", False) else ()) + (_SYNC_KEYS if getattr(args, "sync", False) else ())
-    return functools.partial(_format_scores, extras=extras)
-
-
-def _printable_result(r, model: str | None = None):
-    """The result with its file name in thqa.scoring.output.path_text's unambiguous UTF-8 (undecodable bytes as \\xff)
-    and its messages printable, so that every output is valid UTF-8; stamped with this run's ``model`` digest where
-    the scorer left it out."""
-    import dataclasses
-
-    from thqa.scoring.output import path_text, printable
-
-    fixed = {"path": path_text(r.path), "error": printable(r.error) if r.error else r.error, "warnings": [printable(w) for w in r.warnings],
-             "model": r.model or model}
-    return r if all(getattr(r, k) == v for k, v in fixed.items()) else dataclasses.replace(r, **fixed)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from thqa.cli.options import EXIT_FAILURES, EXIT_OK, SYNC_WINDOW_HELP, float_in, raise_usage, sync_window_arg
 from thqa.cli.outputs import check_plot_dir, guard_outputs, output_format, path_text, plot_name, progress, write_atomic
-from thqa.cli.score import _bool_cell, _csv_cell
+
 from thqa.errors import THQAError
+from thqa.scoring.columns import bool_cell, csv_cell
 
 log = logging.getLogger("thqa")
 
@@ -96,7 +97,7 @@ def _sync_table(results, fmt: str, *, curve: bool) -> str:
     for r in results:
         region = " ".join(str(v) for v in r.mouth_region) if r.mouth_region else ""
         w.writerow(
-            [_csv_cell(path_text(r.path)), _csv_cell(r.offset_ms), _bool_cell(r.in_sync), _csv_cell(r.confidence), _csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", _csv_cell(r.seconds_used), _csv_cell(r.fps), _csv_cell(r.repeated_frames), region, _csv_cell(r.note or ""), _csv_cell(r.error or "")]
+            [csv_cell(path_text(r.path)), csv_cell(r.offset_ms), bool_cell(r.in_sync), csv_cell(r.confidence), csv_cell(r.reliable), f"{r.range_ms[0]:g} {r.range_ms[1]:g}", csv_cell(r.seconds_used), csv_cell(r.fps), csv_cell(r.repeated_frames), region, csv_cell(r.note or ""), csv_cell(r.error or "")]
         )
     return buf.getvalue()
 

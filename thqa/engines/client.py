@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from thqa import errors as thqa_errors
 from thqa.errors import MediaFileNotFoundError, ServiceError, THQAError
 from thqa.engines.serve_defaults import TOKEN_ENV
+from thqa.scoring.result import ScoreResult
 
 __all__ = ["Client"]
 
@@ -157,14 +158,10 @@ def _multipart(path: Path) -> tuple[bytes, str]:
     return head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def _result(row: dict, path: str):
-    from thqa.scoring.scorer import ScoreResult
-
+def _result(row: dict, path: str) -> ScoreResult:
     names = {f.name for f in dataclasses.fields(ScoreResult)}
     return ScoreResult(**{**{k: v for k, v in row.items() if k in names}, "path": path})
 
 
-def _error_result(path: str, error_type: str, message: str):
-    from thqa.scoring.scorer import ScoreResult
-
+def _error_result(path: str, error_type: str, message: str) -> ScoreResult:
     return ScoreResult(path=path, mos=None, clip_scores=None, error=message, error_type=error_type)

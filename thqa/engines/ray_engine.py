@@ -10,7 +10,10 @@ The cache directory must be storage that every node sees (NFS, a shared disk): :
 it at start by having a task on every node write a file there that the driver then reads. Entries already in the
 cache are skipped, so a re-run after a crash only does what is missing. Ray retries tasks and restarts actors whose
 process dies; a file whose preparation fails (a ``THQAError``) is reported as a failure, as in the local engine,
-and the job goes on.
+and the job goes on. Scores are made into results on the driver, as the local scorer makes them
+(:class:`thqa.scoring.result.ResultStamp`).
+
+Ray itself is imported when first needed (:func:`import_ray`), so that a missing Ray is said with how to install it.
 """
 from __future__ import annotations
 
@@ -26,8 +29,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
+from thqa.analysis.conformal import check_coverage
+from thqa.data.cache import FeatureCache, file_digest
+from thqa.data.extract import ExtractSummary, is_cached, store_features
 from thqa.errors import CacheError, ConfigError, DependencyError, THQAError, WeightsError
+from thqa.features.pipeline import Backbones, ExtractionSettings, precision_for, prepare
+from thqa.features.weights import WeightsOptions, build_spatial, build_temporal
+from thqa.scoring.result import ResultStamp, ScoreResult
+from thqa.scoring.scorer import Scorer, ScoringModel, scoring_model
 
 __all__ = ["RayOptions", "check_shared_cache", "extract_with_ray", "score_with_ray", "import_ray"]
 
@@ -152,10 +163,6 @@ def _prepare_row(row: dict, spec: dict) -> dict:
     """CPU task: hash, look the file up in the cache, prepare it. Never raises for a bad file."""
     import ray
 
-    from thqa.data.cache import FeatureCache, file_digest
-    from thqa.data.extract import is_cached
-    from thqa.features.pipeline import ExtractionSettings, prepare
-
     path = str(row["path"])
     out = {"path": path, "status": "failed", "digest": "", "item": b"", "error_type": "", "error": "", "prep_node": ray.get_runtime_context().get_node_id()}
     settings = ExtractionSettings.from_dict(spec["settings"])
@@ -180,17 +187,10 @@ class _BackboneActor:
     """Holds the backbones (and, for scoring, the fusion model) once; runs them over batches of prepared files."""
 
     def __init__(self, spec: dict):
-        import torch
-
-        from thqa.data.cache import FeatureCache
-        from thqa.features.pipeline import Backbones, ExtractionSettings
-
         torch.set_num_threads(max(1, int(spec.get("threads") or 1)))
         self.spec = spec
         self.settings = ExtractionSettings.from_dict(spec["settings"])
         if spec["mode"] == "score":
-            from thqa.scoring.scorer import Scorer
-
             self.scorer = Scorer(
                 spec["checkpoint"], workers=0, device=spec["device"], batch_size=spec["batch_size"], precision=spec["precision"], warm=False,
                 **spec["weights_kw"],
@@ -243,17 +243,11 @@ class _BackboneActor:
         for k, f in feats.items():
             path = str(batch["path"][k])
             try:
-                if self.scorer is not None:
+                if self.scorer is not None:  # the driver makes the result (ResultStamp.scored, as the local scorer)
                     m, c = self.scorer.score_features([f])[0]
-                    r = self.scorer._result(f, m, c)  # the local scorer's checks (a non-finite score is an error)
-                    if r.error is not None:
-                        status[k], err_t[k], err[k] = "failed", r.error_type or "THQAError", r.error
-                        continue
                     mos[k], clips[k] = float(m), json.dumps([float(x) for x in c])
                     meta[k] = json.dumps({"seconds": [int(x) for x in f.seconds], "warnings": list(f.warnings)})
                 else:
-                    from thqa.data.extract import store_features
-
                     store_features(
                         self.cache, f, path=path, digest=str(batch["digest"][k]), settings=self.settings,
                         backbones=self.spec["backbones"], frames=self.spec["frames"],
@@ -281,16 +275,12 @@ def _run(paths: Sequence[str], spec: dict, opts: RayOptions, progress: Callable[
     gpus = int(res.get("GPU", 0))
     use_gpu = gpus > 0 and spec["device"] in ("auto", "cuda")
     spec["device"] = "cuda" if use_gpu else ("cpu" if spec["device"] == "auto" else spec["device"])
-    from thqa.features.pipeline import precision_for
-
     # decided here, once: every actor runs in it (a node's own "auto" could differ), and it is part of the keys
     spec["precision"] = precision_for(spec["device"], spec.get("precision", "auto"))
     for info in (spec.get("backbones") or {}).values():
         info["precision"] = spec["precision"]
     actors = opts.actors or (gpus if use_gpu else max(1, int(res.get("CPU", 1)) // 4))
     if not use_gpu:
-        import torch
-
         # an actor runs the backbones on its share of the CPUs, at most the threads the local engine would use here:
         # in bf16 a CPU's kernels (oneDNN's) are bit-reproducible for one thread count, so where an actor gets as
         # many threads as a local run (one actor on a machine like this one) both engines give the same numbers
@@ -380,10 +370,6 @@ def extract_with_ray(
     Returns:
         an :class:`thqa.data.extract.ExtractSummary`; ``pipeline`` holds the nodes that prepared files and ran actors.
     """
-    from thqa.data.extract import ExtractSummary
-    from thqa.features.pipeline import ExtractionSettings
-    from thqa.features.weights import WeightsOptions, build_spatial, build_temporal
-
     opts = options or RayOptions()
     settings = (settings or ExtractionSettings()).validate()
     weights = weights or WeightsOptions()
@@ -424,7 +410,7 @@ def extract_with_ray(
 
 def score_with_ray(
     paths: Sequence[str | os.PathLike],
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | ScoringModel | None = None,
     *,
     random_init: bool | None = None,
     seed: int | None = None,
@@ -439,50 +425,34 @@ def score_with_ray(
     progress: Callable[[int], None] | None = None,
     coverage: float = 0.9,
     precision: str | None = None,
-):
-    """Score files on Ray; one :class:`thqa.scoring.scorer.ScoreResult` per path, in order (with prediction intervals at
-    ``coverage``, as the local scorer's)."""
-    from thqa.models.checkpoint import load_checkpoint
-    from thqa.analysis.conformal import check_coverage
-    from thqa.features.pipeline import ExtractionSettings
-    from thqa.scoring.scorer import ScoreResult, calibration_of, model_digest, weights_options, with_interval
-
+) -> list[ScoreResult]:
+    """Score files on Ray; one :class:`thqa.scoring.result.ScoreResult` per path, in order, made as the local
+    scorer makes them (:func:`thqa.scoring.scorer.scoring_model`, :class:`thqa.scoring.result.ResultStamp`; with
+    prediction intervals at ``coverage``). ``checkpoint``: a path, or a :class:`~thqa.scoring.scorer.ScoringModel`
+    already worked out (its options, when given too, must agree)."""
     coverage = check_coverage(coverage)
-
-    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-    # the backbones the local Scorer builds: the checkpoint's record unless told otherwise (a mismatch raises here)
-    w, _ = weights_options(ck, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline)
-    random_init, seed = w.random_init, w.seed
-    calibration, interval_note = calibration_of(ck)
-    recipe = None
-    if ck is not None:
-        settings, recipe = ck.settings, ck.recipe
-    precision = precision or (ck.scoring_precision if ck is not None else "auto")  # as the local Scorer
-    settings = (settings or ExtractionSettings()).validate()
-    opts = options or RayOptions()
-    spec = _spec("score", settings, False, None, device, batch_size, file_timeout, precision)
-    spec.update(
-        checkpoint=str(checkpoint) if checkpoint else None,
-        weights_kw={"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights, "offline": offline, "settings": settings},
+    model_options = {"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights,
+                     "offline": offline, "precision": precision, "settings": settings}
+    m = (checkpoint.check_options(**model_options) if isinstance(checkpoint, ScoringModel)
+         else scoring_model(checkpoint, **model_options))  # a mismatch with the checkpoint's record raises here
+    spec = _spec("score", m.settings, False, None, device, batch_size, file_timeout, m.precision)
+    w = m.weights
+    spec.update(  # every actor's Scorer: this model (the backbones resolved here), on its own node
+        checkpoint=str(m.checkpoint.path) if m.checkpoint is not None else None,
+        weights_kw={"random_init": w.random_init, "seed": w.seed, "swin_weights": w.swin_weights, "slowfast_weights": w.slowfast_weights,
+                    "offline": w.offline, "settings": m.settings},
     )
-    rows = {r["path"]: r for r in _with_lost([str(p) for p in paths], _run([str(p) for p in paths], spec, opts, progress))}
-    weights_label = "random-init" if random_init else "pretrained"
-    model = model_digest(ck, random_init=random_init, seed=seed, precision=spec["precision"], settings=settings)  # as the local Scorer's
-    out = []
-    for p in paths:
-        r = rows.get(str(p))
-        if r is None or r["status"] != "done":
-            out.append(
-                ScoreResult(str(p), None, None, error=(r or {}).get("error") or f"{p}: not scored", error_type=(r or {}).get("error_type") or "THQAError",
-                            weights=weights_label, untrained=checkpoint is None, recipe=recipe,
-                            precision=spec["precision"], model=model)
-            )
-        else:
-            extra = json.loads(r.get("meta") or "{}")
-            res = ScoreResult(
-                str(p), float(r["mos"]), json.loads(r["clip_scores"]), seconds=extra.get("seconds"),
-                weights=weights_label, untrained=checkpoint is None, warnings=extra.get("warnings", []), recipe=recipe, precision=spec["precision"],
-                model=model,
-            )
-            out.append(with_interval(res, calibration, coverage, interval_note))
-    return out
+    str_paths = [str(p) for p in paths]
+    rows = {r["path"]: r for r in _with_lost(str_paths, _run(str_paths, spec, options or RayOptions(), progress))}
+    stamp = m.stamp(spec["precision"], coverage)  # the precision _run resolved for every actor
+    return [_result(stamp, p, rows.get(p)) for p in str_paths]
+
+
+def _result(stamp: ResultStamp, path: str, row: dict | None) -> ScoreResult:
+    """The result of ``path`` from its row (None: it came back without one)."""
+    if row is None or row["status"] != "done":
+        row = row or {}
+        return stamp.failed(path, row.get("error_type") or "THQAError", row.get("error") or f"{path}: not scored")
+    extra = json.loads(row.get("meta") or "{}")
+    return stamp.scored(path, float(row["mos"]), json.loads(row["clip_scores"]), seconds=extra.get("seconds"),
+                        warnings=extra.get("warnings", []))

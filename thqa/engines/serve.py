@@ -4,22 +4,26 @@ One Serve deployment (:class:`ScoringService`) holds a warm :class:`thqa.Scorer`
 
     POST /score     a video (multipart field ``file``, or the raw body), or ``?path=`` under ``--allow-paths DIR``;
                     query options ``timeline``, ``sync``, ``coverage``. The answer is the row ``thqa score --json``
-                    writes (the CLI's own row function), plus ``timings``.
+                    writes (:mod:`thqa.scoring.columns`), plus ``timings``.
     GET  /healthz   200 with the model's description once the models are built (the replica exists only then)
-    GET  /metrics   Prometheus text of this replica: requests by outcome, latency, queue depth, batch sizes
+    GET  /metrics   Prometheus text of every replica of the application, each series labelled ``replica``: requests
+                    by outcome, latency, queue depth, batch sizes (this replica's as they are, the others' as they
+                    were at most 2 x :data:`~thqa.engines.serve_defaults.METRICS_PUSH_S` ago: replicas exchange them
+                    in the background through a small named Ray actor, so /metrics never waits on another process)
 
 Concurrent requests are scored together (Ray Serve's request batching, :data:`MAX_BATCH` files at most); the
 backbones run in one thread per replica, so a file's score is the local scorer's whatever the batch. Every refusal is
 a JSON ``{"error": one line, "error_type": ...}`` with its status: 401 token, 403 path outside ``--allow-paths``,
 404/405 route, 413 upload too large, 422 not a usable video, 503 queue full (Retry-After), 504 over
-``--request-timeout``. Uploads are written to a private folder (0700) and deleted when their request is answered (a
-request answered 504 keeps its file until its work ends).
+``--request-timeout``. Replicas are ``--replicas N`` (fixed) or between ``--min-replicas`` and ``--max-replicas``
+(Ray Serve's autoscaling: :func:`replica_options`). Uploads are written to a private folder (0700) and deleted when
+their request is answered (a request answered 504 keeps its file until its work ends).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-import json
 import logging
 import math
 import os
@@ -33,20 +37,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from types import SimpleNamespace
 
+import ray
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+import torch
 
 from thqa import errors as thqa_errors
+from thqa.analysis.conformal import check_coverage
 from thqa.errors import ConfigError, MediaError, MediaFileNotFoundError, brief
+from thqa.scoring.columns import score_columns
+from thqa.scoring.scorer import Scorer, with_interval
 from thqa.engines.serve_defaults import (
-    BATCH_WAIT_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, MAX_BATCH, TOKEN_ENV,
+    AUTOSCALE_TARGET_ONGOING, BATCH_WAIT_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
+    MAX_BATCH, METRICS_PUSH_S, METRICS_STALE_S, TOKEN_ENV,
 )
 
-__all__ = ["ServeConfig", "ScoringService", "build_app", "run_service", "TOKEN_ENV"]
+__all__ = ["ServeConfig", "ScoringService", "build_app", "run_service", "replica_options", "merged_metrics", "MetricsHub", "TOKEN_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +114,8 @@ class _Job:
 
 
 def score_row(result, *, timeline: bool = False, sync: bool = False) -> dict:
-    """The JSON row ``thqa score --json`` writes for ``result`` (the CLI's own row function and columns)."""
-    from thqa.cli.score import _row_formatter
-
-    rows = _row_formatter(SimpleNamespace(timeline=timeline, sync=sync))
-    return json.loads(rows([result], "json"))[0]
+    """The JSON row ``thqa score --json`` writes for ``result`` (:mod:`thqa.scoring.columns`)."""
+    return score_columns(timeline=timeline, sync=sync).json_row(result)
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -149,10 +157,6 @@ class ScoringService:
     """The Serve deployment: one warm :class:`thqa.Scorer` per replica (see the module's docstring)."""
 
     def __init__(self, cfg: ServeConfig):
-        import torch
-
-        from thqa.scoring.scorer import Scorer
-
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -168,6 +172,7 @@ class ScoringService:
         self.busy_file = os.path.join(stop_dir, f"busy-{uuid.uuid4().hex}") if stop_dir and os.path.isdir(stop_dir) else None
         self.latency_ema = 1.0
         self._metrics()
+        self.shared = _SharedMetrics(self.registry)
         self._batched.set_max_batch_size(max(1, min(MAX_BATCH, cfg.capacity)))
         log.info("thqa serve: replica ready (uploads in %s)", self.upload_dir)
 
@@ -192,7 +197,7 @@ class ScoringService:
                 return JSONResponse(self.info())
             self._check_token(request)
             if route == "/metrics":
-                return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+                return Response(self.shared.gather(), media_type=CONTENT_TYPE_LATEST)
             if route != "/score":
                 raise HTTPError(404, f"{route}: no such route (POST /score, GET /healthz, GET /metrics)", "NotFound")
             if request.method != "POST":
@@ -269,8 +274,6 @@ class ScoringService:
     def _coverage(self, text: str | None) -> float | None:
         if text is None:
             return None
-        from thqa.analysis.conformal import check_coverage
-
         try:
             return check_coverage(float(text))
         except (ValueError, ConfigError) as exc:
@@ -333,8 +336,6 @@ class ScoringService:
         ]
 
     def _answer(self, res, job: _Job, name: str, upload: str | None, coverage: float | None, seconds: float) -> Response:
-        from thqa.scoring.scorer import with_interval
-
         self.latency_ema = 0.8 * self.latency_ema + 0.2 * seconds
         if upload:  # the user knows the file by its name, not by our temp path
             res.path = name
@@ -349,7 +350,110 @@ class ScoringService:
         return JSONResponse(row)
 
     def __del__(self) -> None:
+        if getattr(self, "shared", None) is not None:
+            self.shared.close()
         shutil.rmtree(getattr(self, "upload_dir", ""), ignore_errors=True)
+
+
+# -- every replica's metrics in /metrics ----------------------------------------------------------------------------
+class MetricsHub:
+    """The replicas' latest metrics texts, so that /metrics, answered by any one replica, shows them all: a small Ray
+    actor per application (``thqa-metrics-APP``, made by the first replica that needs it, made again by the next one
+    should it die with its owner). A replica not heard from for :data:`METRICS_STALE_S` is left out."""
+
+    def __init__(self):
+        self.latest: dict[str, tuple[float, str]] = {}
+
+    def report(self, replica: str, text: str, max_age: float) -> dict[str, str]:
+        """Keep ``replica``'s ``text``; the texts of the other replicas heard from within ``max_age`` seconds."""
+        now = time.monotonic()
+        self.latest[replica] = (now, text)
+        self.latest = {r: (t, txt) for r, (t, txt) in self.latest.items() if now - t <= max_age}
+        return {r: txt for r, (_, txt) in self.latest.items() if r != replica}
+
+    def drop(self, replica: str) -> None:
+        self.latest.pop(replica, None)
+
+
+class _Families:
+    """A prometheus_client collector of ready metric families."""
+
+    def __init__(self, families: list):
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+def merged_metrics(texts: dict[str, str]) -> bytes:
+    """One Prometheus exposition of several replicas' metrics (``{replica: its text}``): every series gets the label
+    ``replica``, the families of one name are written together."""
+    families: dict[str, Metric] = {}
+    for replica in sorted(texts):
+        for fam in text_string_to_metric_families(texts[replica]):
+            merged = families.setdefault(fam.name, Metric(fam.name, fam.documentation, fam.type))
+            merged.samples += [s._replace(labels={**s.labels, "replica": replica}) for s in fam.samples]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+def _replica_identity() -> tuple[str, str | None]:
+    """``(this replica's tag, its application's name)``; outside a Serve replica ``("pid-N", None)``."""
+    try:
+        ctx = serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - Serve raises its own exception outside a replica
+        return f"pid-{os.getpid()}", None
+    return ctx.replica_tag, ctx.app_name
+
+
+class _SharedMetrics:
+    """This replica's metrics, reported to the application's :class:`MetricsHub` every :data:`METRICS_PUSH_S`
+    seconds by a daemon thread, which keeps the other replicas' in return for /metrics."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.replica, app = _replica_identity()
+        self.name = f"thqa-metrics-{app}" if app else None
+        self._hub = None
+        self.others: dict[str, str] = {}  #: the other replicas' texts, as the hub last gave them
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if self.name:
+            threading.Thread(target=self._report, name="thqa-metrics", daemon=True).start()
+
+    def own(self) -> str:
+        return generate_latest(self.registry).decode()
+
+    def hub(self):
+        with self._lock:
+            if self._hub is None:
+                self._hub = ray.remote(MetricsHub).options(name=self.name, get_if_exists=True, num_cpus=0).remote()
+            return self._hub
+
+    def _lost(self, exc: BaseException) -> None:
+        log.debug("thqa serve: metrics hub %s unreachable (%s); made again on the next report", self.name, brief(exc))
+        with self._lock:
+            self._hub, self.others = None, {}
+
+    def _report(self) -> None:
+        while True:
+            try:
+                self.others = ray.get(self.hub().report.remote(self.replica, self.own(), METRICS_STALE_S), timeout=METRICS_PUSH_S * 5)
+            except Exception as exc:  # noqa: BLE001 - the hub died with its owner, or Ray is stopping
+                self._lost(exc)
+            if self._stop.wait(METRICS_PUSH_S):
+                return
+
+    def gather(self) -> bytes:
+        """Every replica's metrics (this one's as they are now), labelled by replica."""
+        return merged_metrics({**self.others, self.replica: self.own()})
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._hub is not None:
+            with contextlib.suppress(Exception):  # Ray may be stopping
+                self._hub.drop.remote(self.replica)
 
 
 def _remove_orphans(parent: str) -> None:
@@ -378,12 +482,36 @@ def _wait_idle(root: str, timeout: float, grace: float = 2.0) -> None:
     time.sleep(grace)
 
 
-def build_app(cfg: ServeConfig, *, replicas: int = 1, num_cpus: float = 1.0):
-    """The Serve application of ``cfg`` (``serve.run(build_app(cfg))``)."""
+def replica_options(replicas: int | None = None, *, min_replicas: int | None = None, max_replicas: int | None = None) -> dict:
+    """Ray Serve's deployment options for the replicas: ``replicas`` (default 1) fixed, or, with ``max_replicas`` (and
+    ``min_replicas``, default 1; 0 lets the service scale to zero), Serve's autoscaling between the two, aiming at
+    :data:`~thqa.engines.serve_defaults.AUTOSCALE_TARGET_ONGOING` requests held per replica.
+
+    Raises:
+        ConfigError: a fixed number and bounds together, bounds the wrong way round, or a minimum without a maximum.
+    """
+    if min_replicas is None and max_replicas is None:
+        n = 1 if replicas is None else replicas
+        if n < 1:
+            raise ConfigError(f"--replicas {n}: must be >= 1")
+        return {"num_replicas": n}
+    if replicas is not None:
+        raise ConfigError("--replicas is a fixed number of replicas, --min-replicas/--max-replicas autoscale: give one or the other")
+    if max_replicas is None:
+        raise ConfigError(f"--min-replicas {min_replicas}: give --max-replicas too (the most replicas to scale up to)")
+    lo = 1 if min_replicas is None else min_replicas
+    if lo < 0 or max_replicas < max(1, lo):
+        raise ConfigError(f"--min-replicas {lo} --max-replicas {max_replicas}: need 0 <= min <= max and max >= 1")
+    return {"autoscaling_config": {"min_replicas": lo, "max_replicas": max_replicas, "target_ongoing_requests": AUTOSCALE_TARGET_ONGOING}}
+
+
+def build_app(cfg: ServeConfig, *, replicas: int | None = None, min_replicas: int | None = None, max_replicas: int | None = None,
+              num_cpus: float = 1.0):
+    """The Serve application of ``cfg`` (``serve.run(build_app(cfg))``); replicas as :func:`replica_options` says."""
     dep = serve.deployment(
         ScoringService,
         name="thqa",
-        num_replicas=replicas,
+        **replica_options(replicas, min_replicas=min_replicas, max_replicas=max_replicas),
         # above our own bound, so that the replica answers a full queue itself (503 + Retry-After, JSON)
         max_ongoing_requests=cfg.capacity + 8,
         graceful_shutdown_timeout_s=cfg.request_timeout,
@@ -400,21 +528,22 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def run_service(cfg: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address: str | None = None,
-                replicas: int = 1, ready=None) -> int:
+                replicas: int | None = None, min_replicas: int | None = None, max_replicas: int | None = None, ready=None) -> int:
     """Serve until SIGTERM/SIGINT, then stop accepting, answer what is in flight, remove the uploads; 0 when done.
 
+    Replicas: ``replicas`` fixed, or autoscaling between ``min_replicas`` and ``max_replicas`` (:func:`replica_options`).
     ``ready(url)`` is called once the service answers."""
-    import ray
-
     check_bind(host, cfg.token)
     cfg.check()
+    scaling = {"replicas": replicas, "min_replicas": min_replicas, "max_replicas": max_replicas}
+    replica_options(**scaling)  # a bad combination is said before Ray starts
     root = tempfile.mkdtemp(prefix="thqa-serve-")
     cfg.upload_dir = cfg.upload_dir or root
     cfg.stop_file = os.path.join(root, "stopping")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         serve.start(http_options={"host": host, "port": port})
-        serve.run(build_app(cfg, replicas=replicas), name="thqa", route_prefix="/")
+        serve.run(build_app(cfg, **scaling), name="thqa", route_prefix="/")
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
             signal.signal(sig, lambda *_: stop.set())

@@ -6,8 +6,8 @@ one in a single write), so whatever moment a run is killed at, the file reads as
 far. :func:`read_for_resume` reads such a file back: the rows that scored are kept, the files they name are skipped by
 the next run, and rows with an error are dropped so that those files are tried again.
 
-The row text itself comes from the caller (``format_rows(results, fmt) -> str``, the whole table for those results),
-so the columns are defined in one place. Every row names the model that scored it (the ``model`` column:
+The row text comes from the table's columns (:class:`thqa.scoring.columns.ScoreColumns`, the one definition of the
+columns, passed in as ``columns``). Every row names the model that scored it (the ``model`` column:
 :data:`MODEL_COLUMN`, a digest of the fusion weights, settings, backbones and precision: thqa.scoring.scorer.model_digest);
 ``--resume`` refuses a table of another model, and compares file names made absolute (``./a.mp4`` is ``a.mp4``).
 
@@ -23,14 +23,20 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Protocol, Sequence, TextIO
 
 from thqa.utils.atomic import atomic_write_text, is_stream, open_through
 from thqa.errors import ConfigError
 
 __all__ = ["ScoreWriter", "Resumed", "read_for_resume", "printable", "path_text", "path_key", "csv_safe", "csv_plain", "MODEL_COLUMN"]
 
-FormatRows = Callable[[Sequence, str], str]
+
+class Columns(Protocol):
+    """What the writer needs of :class:`thqa.scoring.columns.ScoreColumns` (the table's columns)."""
+
+    def csv_text(self, results: Sequence, *, header: bool = True) -> str: ...
+
+    def json_block(self, result) -> str: ...
 
 #: the column (and JSON key) naming the model behind each score row
 MODEL_COLUMN = "model"
@@ -117,13 +123,8 @@ class Resumed:
     dropped: int = 0  #: rows with an error, left out so that their files are scored again
 
 
-def _blocks_of(format_rows: FormatRows, results: Sequence) -> str:
-    """The JSON array's row blocks for ``results`` (the text between ``[\\n`` and ``\\n]\\n``)."""
-    return format_rows(results, "json")[2:-3]
-
-
-def _csv_header(format_rows: FormatRows) -> str:
-    return format_rows([], "csv")
+def _csv_header(columns: Columns) -> str:
+    return columns.csv_text([])
 
 
 def _same_run(path: Path, row: dict, expect: dict) -> None:
@@ -152,12 +153,12 @@ def _same_model(path: Path, row: dict, model: str | None) -> None:
         )
 
 
-def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, *, expect: dict | None = None,
+def read_for_resume(path: str | os.PathLike, fmt: str, columns: Columns, *, expect: dict | None = None,
                     model: str | None = None) -> Resumed:
     """Read a score file that an earlier (possibly killed) run wrote.
 
     Args:
-        fmt: "csv" or "json". expect: column -> value every kept row must have (e.g. ``{"untrained": False}``).
+        fmt: "csv" or "json". columns: the table's (:func:`thqa.scoring.columns.score_columns`). expect: column -> value every kept row must have (e.g. ``{"untrained": False}``).
         model: this run's model digest (thqa.scoring.scorer.model_digest): every row must carry it (None: not checked).
 
     Returns:
@@ -190,7 +191,7 @@ def read_for_resume(path: str | os.PathLike, fmt: str, format_rows: FormatRows, 
         return out
     if not text.endswith("\n"):  # a row cut short by a kill: its file is scored again
         text = text[: text.rfind("\n") + 1]
-    header_line = _csv_header(format_rows)
+    header_line = _csv_header(columns)
     if not text.startswith(header_line):
         first = text.split("\n", 1)[0][:120]
         raise ConfigError(
@@ -225,12 +226,13 @@ def _take(out: Resumed, p: Path, row: dict, kept, name: str, expect: dict, model
 
 class ScoreWriter:
     """Writes score rows as they come: to ``path`` (created or, with ``resumed``, rewritten with the kept rows first)
-    or to ``stream`` (stdout). A ``path`` that is ``-``, a device or a FIFO is written through as a stream.
-    Use as a context manager; :meth:`add` one result at a time, in input order."""
+    or to ``stream`` (stdout), in the table's ``columns`` (:func:`thqa.scoring.columns.score_columns`). A ``path`` that
+    is ``-``, a device or a FIFO is written through as a stream. Use as a context manager; :meth:`add` one result at
+    a time, in input order."""
 
-    def __init__(self, format_rows: FormatRows, fmt: str, *, path: str | os.PathLike | None = None, stream: TextIO | None = None,
+    def __init__(self, columns: Columns, fmt: str, *, path: str | os.PathLike | None = None, stream: TextIO | None = None,
                  resumed: Resumed | None = None):
-        self.format_rows, self.fmt = format_rows, fmt
+        self.columns, self.fmt = columns, fmt
         self.path = Path(path) if path is not None else None
         self.stream = stream
         self.n = 0  #: rows written by this run
@@ -243,12 +245,12 @@ class ScoreWriter:
             self._owned = self.stream = open_through(self.path, "--output").__enter__()
             self.path = None
         if self.path is None:
-            self._out(_csv_header(format_rows) if fmt == "csv" else "[\n")
+            self._out(_csv_header(columns) if fmt == "csv" else "[\n")
             return
         kept = resumed.rows if resumed else []
         if fmt == "csv":
             buf = io.StringIO()
-            buf.write(_csv_header(format_rows))
+            buf.write(_csv_header(columns))
             csv.writer(buf, lineterminator="\n").writerows(kept)
             self._start_file(buf.getvalue())
             self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
@@ -283,14 +285,14 @@ class ScoreWriter:
 
     def _add(self, result) -> None:
         if self.fmt == "csv":
-            row = self.format_rows([result], "csv").split("\n", 1)[1]
+            row = self.columns.csv_text([result], header=False)
             if self._file is not None:
                 self._file.write(row)
                 self._file.flush()
             else:
                 self._out(row)
         else:
-            block = _blocks_of(self.format_rows, [result])
+            block = self.columns.json_block(result)
             if self._fd is not None:
                 # overwrite the closing bracket with the row and a new closing bracket: one write, valid after it
                 if self._rows_in_file:

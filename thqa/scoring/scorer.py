@@ -1,4 +1,8 @@
-"""Scoring files with a trained fusion checkpoint (or, when asked for by name, with untrained weights)."""
+"""Scoring files with a trained fusion checkpoint (or, when asked for by name, with untrained weights).
+
+:func:`scoring_model` works out once what a scorer scores with (the checkpoint loaded, the backbones it needs, the
+precision, the settings, the model digest); :class:`Scorer`, the Ray engine and ``thqa score --resume`` all use it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,20 +10,25 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
-from thqa.models.checkpoint import Checkpoint, check_backbones, load_checkpoint, weights_for
-from thqa.errors import CheckpointError, THQAError, brief
-from thqa.models.fusion import FusionConfig, FusionModel
-from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, prepare, warm_up
+from thqa.analysis.conformal import Calibration, check_coverage
+from thqa.analysis.sync import SyncSettings, estimate_av_offset
+from thqa.errors import CheckpointError, ConfigError, THQAError, brief
+from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor, VideoFeatures, precision_for, prepare, warm_up
 from thqa.features.registry import SWIN_T, needed as backbones_needed
 from thqa.features.weights import DEFAULT_SEED, WeightsOptions, build_spatial, state_digest
+from thqa.models.checkpoint import Checkpoint, check_backbones, load_checkpoint, weights_for
+from thqa.models.fusion import FusionConfig, FusionModel
+from thqa.scoring.result import NON_FINITE, ResultStamp, ScoreResult, with_interval
+from thqa.scoring.timeline import second_features, timeline_scores
 
-__all__ = ["Scorer", "ScoreResult", "NO_MODEL_MESSAGE", "model_digest"]
+__all__ = ["Scorer", "ScoreResult", "ScoringModel", "scoring_model", "default_precision", "NO_MODEL_MESSAGE", "model_digest",
+           "with_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -29,50 +38,6 @@ NO_MODEL_MESSAGE = (
     "pass it with --checkpoint, or pass --random-init to run the whole pipeline with untrained weights "
     "(for testing only: the scores then mean nothing)."
 )
-
-
-@dataclass
-class ScoreResult:
-    """The score of one file. ``mos`` is None when ``error`` says why the file could not be scored."""
-
-    path: str
-    mos: float | None
-    clip_scores: list[float] | None  #: (N,) one score per clip, in clip order
-    error: str | None = None
-    error_type: str | None = None
-    seconds: list[int] | None = None  #: (N,) start second of each clip
-    weights: str = "pretrained"  #: how the backbones were obtained: "pretrained" or "random-init"
-    untrained: bool = False  #: True when no trained fusion checkpoint was used (scores are meaningless)
-    precision: str = "fp32"  #: what the backbones computed in: "fp32" or "bf16-autocast"
-    warnings: list[str] = field(default_factory=list)
-    timeline: list[float] | None = None  #: (n,) a score per second of the file (``explain(timeline=True)``)
-    av_offset_ms: float | None = None  #: audio/video offset, > 0: sound later than the lips (``explain(sync=True)``)
-    #: the offset lies within the in-sync window (ITU-R BT.1359's detectability, :data:`thqa.analysis.sync.IN_SYNC_WINDOW_MS`);
-    #: None when no offset was measured
-    av_in_sync: bool | None = None
-    av_sync_confidence: float | None = None  #: how clearly that offset wins (see :class:`thqa.analysis.sync.SyncResult`)
-    av_sync_error: str | None = None  #: why the offset could not be measured (no audio, no speaking face, ...)
-    av_sync_reliable: bool | None = None  #: False: the offset is weak or ambiguous, a guess (the reason is in ``warnings``)
-    av_sync_agreement: list[float] | None = None  #: (n,) lip/speech agreement per second at that offset
-    mos_low: float | None = None  #: prediction interval at ``coverage`` (split conformal); None when not valid
-    mos_high: float | None = None
-    coverage: float | None = None
-    interval_note: str | None = None  #: why there is no interval, or why to doubt it
-    recipe: str | None = None  #: the training recipe of the checkpoint ("winner", "frozen", ...); None: none named or recorded
-    model: str | None = None  #: :func:`model_digest` of the model that scored it (what ``--resume`` compares)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        """``(mos_low, mos_high)``: holds the MOS with probability ``coverage`` for videos like the checkpoint's
-        validation videos; None when there is no valid interval (``interval_note`` says why)."""
-        return None if self.mos_low is None or self.mos_high is None else (self.mos_low, self.mos_high)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def model_digest(checkpoint: Checkpoint | None, *, random_init: bool, seed: int, precision: str,
@@ -120,8 +85,6 @@ def weights_options(checkpoint: Checkpoint | None, *, random_init: bool | None =
 
 def calibration_of(ck: Checkpoint | None):
     """``(Calibration or None, why there is none)`` of a checkpoint (None: an untrained model)."""
-    from thqa.analysis.conformal import Calibration
-
     if ck is None:
         return None, "no prediction interval: no trained checkpoint"
     if ck.calibration is None:
@@ -132,24 +95,112 @@ def calibration_of(ck: Checkpoint | None):
     return Calibration.from_dict(ck.calibration, where=str(ck.path)), None
 
 
-def with_interval(res: ScoreResult, calibration, coverage: float, missing_note: str | None) -> ScoreResult:
-    """Fill ``mos_low``/``mos_high``/``coverage``/``interval_note`` of a scored result."""
-    res.coverage = coverage
-    if res.mos is None:
-        return res
-    if calibration is None:
-        res.interval_note = missing_note
-        return res
-    iv = calibration.interval(res.mos, coverage)
-    res.mos_low, res.mos_high, res.interval_note = iv.low, iv.high, iv.note
-    return res
+def default_precision(checkpoint: Checkpoint | None, precision: str | None = None) -> str:
+    """The backbones' precision to score in, before it is resolved on a device (:func:`precision_for`): ``precision``
+    when asked for, else what the checkpoint's features were made in when that was fp32
+    (:attr:`Checkpoint.scoring_precision`), else "auto" (bf16 autocast on a GPU)."""
+    return precision or (checkpoint.scoring_precision if checkpoint is not None else "auto")
+
+
+#: the options a :class:`ScoringModel` is made from (those of :func:`scoring_model`)
+_MODEL_OPTIONS = ("random_init", "seed", "swin_weights", "slowfast_weights", "offline", "precision", "settings")
+
+
+@dataclass
+class ScoringModel:
+    """What a scorer scores with, worked out once by :func:`scoring_model`: the loaded checkpoint (None: untrained),
+    the backbones to build, the features' settings, the precision asked for (resolved on a device by
+    :meth:`resolved_precision`) and the prediction intervals' calibration."""
+
+    checkpoint: Checkpoint | None
+    weights: WeightsOptions
+    weights_note: str | None  #: how the backbones are made, when the checkpoint's record decided it
+    settings: ExtractionSettings
+    precision: str  #: "auto", "fp32" or "bf16" (:func:`default_precision`)
+    calibration: Calibration | None
+    interval_note: str | None  #: why there is no interval (no calibration)
+    options: dict = field(default_factory=dict, repr=False)  #: the options it was made from
+    _digests: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def untrained(self) -> bool:
+        return self.checkpoint is None
+
+    @property
+    def recipe(self) -> str | None:
+        return self.checkpoint.recipe if self.checkpoint is not None else None
+
+    @property
+    def finetuned(self) -> bool:
+        """The checkpoint carries its own fine-tuned spatial backbone."""
+        return self.checkpoint is not None and self.checkpoint.spatial_state is not None
+
+    def resolved_precision(self, device: str | torch.device) -> str:
+        """"fp32" or "bf16-autocast": what the backbones compute in on ``device``."""
+        return precision_for(device, self.precision)
+
+    def digest(self, precision: str) -> str:
+        """:func:`model_digest` of this model with backbones in the resolved ``precision`` (computed once)."""
+        if precision not in self._digests:
+            self._digests[precision] = model_digest(self.checkpoint, random_init=self.weights.random_init, seed=self.weights.seed,
+                                                    precision=precision, settings=self.settings)
+        return self._digests[precision]
+
+    def fusion(self) -> FusionModel:
+        """The fusion model: the checkpoint's, or an untrained one seeded with the backbones' seed."""
+        if self.checkpoint is not None:
+            return self.checkpoint.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.weights.seed)
+            return FusionModel(FusionConfig())
+
+    def stamp(self, precision: str, coverage: float, *, weights: str | None = None) -> ResultStamp:
+        """How every result of this model is made with backbones in the resolved ``precision`` and intervals at
+        ``coverage`` (``weights``: the label of the backbones built, default from :attr:`weights`)."""
+        return ResultStamp(weights=weights or ("random-init" if self.weights.random_init else "pretrained"), untrained=self.untrained,
+                           precision=precision, recipe=self.recipe, model=self.digest(precision), coverage=coverage,
+                           calibration=self.calibration, interval_note=self.interval_note)
+
+    def check_options(self, **options) -> "ScoringModel":
+        """This model, when every option given (not None) is the one it was made from; else a ConfigError."""
+        differ = [k for k, v in options.items() if v is not None and v != self.options.get(k)]
+        if differ:
+            raise ConfigError(f"options {', '.join(differ)} differ from those the scoring model was made with: pass one or the other")
+        return self
+
+
+def scoring_model(checkpoint: str | os.PathLike | Checkpoint | None = None, *, random_init: bool | None = None,
+                  seed: int | None = None, swin_weights: str | None = None, slowfast_weights: str | None = None,
+                  offline: bool | None = None, precision: str | None = None,
+                  settings: ExtractionSettings | None = None) -> ScoringModel:
+    """What :class:`Scorer` (same arguments) scores with, worked out once: the checkpoint loaded, the backbones it
+    needs (:func:`weights_options`), its settings (``settings`` only without a checkpoint), the default precision
+    (:func:`default_precision`) and its calibration (:func:`calibration_of`).
+
+    Raises:
+        CheckpointError: no checkpoint and no ``random_init``, or an unreadable checkpoint.
+        CheckpointMismatchError: the options disagree with the backbones the checkpoint was trained on.
+    """
+    options = {"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights,
+               "offline": offline, "precision": precision, "settings": settings}
+    ck = load_checkpoint(checkpoint) if checkpoint is not None and not isinstance(checkpoint, Checkpoint) else checkpoint
+    # with a checkpoint: the backbones it was trained on unless told otherwise; an explicit disagreement is an error naming both
+    weights, note = weights_options(ck, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights,
+                                    offline=offline)
+    if note:
+        log.info("backbones: %s", note)
+    calibration, interval_note = calibration_of(ck)
+    return ScoringModel(ck, weights, note, ck.settings if ck is not None else (settings or ExtractionSettings()).validate(),
+                        default_precision(ck, precision), calibration, interval_note, options)
 
 
 class Scorer:
     """Predicts the MOS of talking-head files.
 
     Args:
-        checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``. None requires ``random_init=True``.
+        checkpoint: a fusion checkpoint (.safetensors) from ``thqa train``, or a :class:`ScoringModel` already worked
+            out (:func:`scoring_model`; the model options, where given too, must be the ones it was made with). None
+            requires ``random_init=True``.
         device: "auto", "cpu", "cuda", "cuda:1", ...
         random_init: build the backbones with seeded random weights instead of the pretrained ones (testing). With a
             checkpoint, None (the default) uses the backbones it records it was trained on (random-init with its
@@ -178,7 +229,7 @@ class Scorer:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | ScoringModel | None = None,
         *,
         device: str = "auto",
         random_init: bool | None = None,
@@ -194,69 +245,56 @@ class Scorer:
         warm: bool = True,
         lazy: bool = False,
     ):
-        from thqa.analysis.conformal import check_coverage
-
         self.coverage = check_coverage(coverage)
-        self.checkpoint: Checkpoint | None = None
+        options = {"random_init": random_init, "seed": seed, "swin_weights": swin_weights, "slowfast_weights": slowfast_weights,
+                   "offline": offline, "precision": precision, "settings": settings}
+        m = checkpoint.check_options(**options) if isinstance(checkpoint, ScoringModel) else scoring_model(checkpoint, **options)
+        self.scoring_model = m
+        self.checkpoint, self.weights, self.settings = m.checkpoint, m.weights, m.settings
         #: how the backbones are made, when the checkpoint's record decided it ("random-init backbones (seed 3407), as ...")
-        self.weights_note: str | None = None
-        if checkpoint is None:
-            self.weights, _ = weights_options(
-                None, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.weights.seed)
-                model = FusionModel(FusionConfig())
-            self.settings = (settings or ExtractionSettings()).validate()
-            branches = model.config.branches
-        else:
-            self.checkpoint = load_checkpoint(checkpoint)
-            # the backbones it was trained on unless told otherwise; an explicit disagreement is an error naming both
-            self.weights, self.weights_note = weights_options(
-                self.checkpoint, random_init=random_init, seed=seed, swin_weights=swin_weights, slowfast_weights=slowfast_weights, offline=offline
-            )
-            if self.weights_note:
-                log.info("backbones: %s", self.weights_note)
-            model = self.checkpoint.model
-            self.settings = self.checkpoint.settings
-            branches = model.config.branches
-        self.calibration, self.interval_note = calibration_of(self.checkpoint)
-        finetuned = self.checkpoint is not None and self.checkpoint.spatial_state is not None
-        self.backbones = Backbones(
-            self.weights,
-            device=device,
-            spatial=("spatial" in branches and not finetuned),
-            temporal=("temporal" in branches),
-            batch_size=batch_size,
-            start_workers=workers != 0,
-            precision=precision or (self.checkpoint.scoring_precision if self.checkpoint is not None else "auto"),
-            lazy=lazy,
-        )
-        if finetuned:
-            # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
-            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=self.weights.seed))
-            try:
-                spatial.load_state_dict(self.checkpoint.spatial_state, strict=True)
-            except RuntimeError as exc:
-                raise CheckpointError(f"{checkpoint}: its fine-tuned spatial weights do not fit ECA + Swin-T ({brief(exc)})") from exc
-            self.backbones.spatial = spatial.to(self.backbones.device).eval()
-            self.backbones.spatial_info = type(info)(SWIN_T.name, "checkpoint", state_digest(spatial), str(checkpoint), None)
-        if self.checkpoint is not None:
-            names = backbones_needed(("spatial", "temporal"), finetuned_spatial=finetuned)
-            check_backbones(self.checkpoint, self.backbones.infos, names=names)
+        self.weights_note = m.weights_note
+        self.calibration, self.interval_note = m.calibration, m.interval_note
+        model = m.fusion()
+        self.backbones = self._backbones(m, model.config.branches, device=device, batch_size=batch_size, workers=workers, lazy=lazy)
         self.model = model.to(self.backbones.device).eval()
         if workers == "auto" and lazy and self.backbones.device.type == "cpu" and (os.cpu_count() or 1) >= 2:
             workers = 1  # the worker's imports and first file run beside the model building, on the other core
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
         if warm and not lazy and self.extractor.workers == 0:
             warm_up(self.settings, png=False)
-        self.untrained = self.checkpoint is None
-        self.weights_label = "random-init" if self.backbones.random_init else "pretrained"
-        self.recipe = self.checkpoint.recipe if self.checkpoint is not None else None
-        self.model_digest = model_digest(self.checkpoint, random_init=self.weights.random_init, seed=self.weights.seed,
-                                         precision=self.backbones.precision, settings=self.settings)
+        #: how this scorer's results are made (:class:`thqa.scoring.result.ResultStamp`: the Ray engine's too)
+        self.stamp = m.stamp(self.backbones.precision, self.coverage, weights="random-init" if self.backbones.random_init else "pretrained")
+        self.untrained, self.weights_label, self.recipe, self.model_digest = m.untrained, self.stamp.weights, m.recipe, self.stamp.model
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
+
+    @staticmethod
+    def _backbones(m: ScoringModel, branches, *, device: str, batch_size: int | None, workers, lazy: bool) -> Backbones:
+        """The backbones of ``m``'s branches (a fine-tuned spatial backbone from the checkpoint), checked against the
+        checkpoint's record."""
+        backbones = Backbones(
+            m.weights,
+            device=device,
+            spatial=("spatial" in branches and not m.finetuned),
+            temporal=("temporal" in branches),
+            batch_size=batch_size,
+            start_workers=workers != 0,
+            precision=m.precision,
+            lazy=lazy,
+        )
+        if m.finetuned:
+            # the fine-tuned ECA + Swin-T travel in the checkpoint: no pretrained Swin-T needed
+            spatial, info = build_spatial(WeightsOptions(random_init=True, seed=m.weights.seed))
+            try:
+                spatial.load_state_dict(m.checkpoint.spatial_state, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{m.checkpoint.path}: its fine-tuned spatial weights do not fit ECA + Swin-T ({brief(exc)})") from exc
+            backbones.spatial = spatial.to(backbones.device).eval()
+            backbones.spatial_info = type(info)(SWIN_T.name, "checkpoint", state_digest(spatial), str(m.checkpoint.path), None)
+        if m.checkpoint is not None:
+            names = backbones_needed(("spatial", "temporal"), finetuned_spatial=m.finetuned)
+            check_backbones(m.checkpoint, backbones.infos, names=names)
+        return backbones
 
     @torch.inference_mode()
     def score_features(self, feats: list[VideoFeatures]) -> list[tuple[float, list[float]]]:
@@ -270,28 +308,8 @@ class Scorer:
         mos, clips = self.model(stack("spatial"), stack("temporal"), stack("audio"))
         return [(float(m), [float(c) for c in cs]) for m, cs in zip(mos.cpu(), clips.cpu())]
 
-    def _result(self, f: VideoFeatures, mos: float, clips: list[float]) -> ScoreResult:
-        if not (math.isfinite(mos) and all(math.isfinite(c) for c in clips)):
-            return self._error(f.path, "THQAError", f"{f.path}: the model produced a non-finite score")
-        res = ScoreResult(
-            path=f.path,
-            mos=mos,
-            clip_scores=clips,
-            seconds=f.seconds,
-            weights=self.weights_label,
-            untrained=self.untrained,
-            precision=self.backbones.precision,
-            warnings=f.warnings,
-            recipe=self.recipe,
-            model=self.model_digest,
-        )
-        return with_interval(res, self.calibration, self.coverage, self.interval_note)
-
-    def _error(self, path: str, etype: str, msg: str) -> ScoreResult:
-        return ScoreResult(
-            path=path, mos=None, clip_scores=None, error=msg, error_type=etype, weights=self.weights_label, untrained=self.untrained, recipe=self.recipe,
-            precision=self.backbones.precision, model=self.model_digest,
-        )
+    def _scored(self, f: VideoFeatures, mos: float, clips: list[float]) -> ScoreResult:
+        return self.stamp.scored(f.path, mos, clips, seconds=f.seconds, warnings=f.warnings)
 
     def score(self, path: str | os.PathLike) -> ScoreResult:
         """Score one file.
@@ -301,7 +319,7 @@ class Scorer:
         """
         f = self.backbones.features([prepare(path, self.settings)])[0]
         mos, clips = self.score_features([f])[0]
-        res = self._result(f, mos, clips)
+        res = self._scored(f, mos, clips)
         if res.error:
             raise THQAError(res.error)
         return res
@@ -310,10 +328,10 @@ class Scorer:
         """Yield a :class:`ScoreResult` per path, in order; bad files give error results and the batch goes on."""
         for item in self.extractor.iter_extract(paths):
             if item.features is None:
-                yield self._error(item.path, item.error_type or "THQAError", item.error or "failed")
+                yield self.stamp.failed(item.path, item.error_type or "THQAError", item.error or "failed")
                 continue
             mos, clips = self.score_features([item.features])[0]
-            yield self._result(item.features, mos, clips)
+            yield self._scored(item.features, mos, clips)
 
     def explain(
         self, path: str | os.PathLike, *, timeline: bool = True, sync: bool = False, sync_window_ms: tuple[float, float] | None = None
@@ -339,23 +357,21 @@ class Scorer:
             try:
                 yield self._explain(p, timeline=timeline, sync=sync, sync_window_ms=sync_window_ms)
             except THQAError as exc:
-                yield self._error(str(p), type(exc).__name__, str(exc))
+                yield self.stamp.failed(str(p), type(exc).__name__, str(exc))
             except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
                 log.debug("unexpected error explaining %s", p, exc_info=True)
-                yield self._error(str(p), type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
+                yield self.stamp.failed(str(p), type(exc).__name__, f"{p}: unexpected {type(exc).__name__}: {exc}")
 
     def _explain(self, path: str | os.PathLike, *, timeline: bool, sync: bool, sync_window_ms: tuple[float, float] | None = None) -> ScoreResult:
         if timeline:
-            from thqa.scoring.timeline import second_features, timeline_scores
-
-            feats = second_features(self, path)
-            per_second, mos, clips, seconds = timeline_scores(self, feats)
-            f = feats.take(seconds)
-            res = self._result(f, mos, clips)
+            feats = second_features(path, backbones=self.backbones, settings=self.settings, file_timeout=self.extractor.file_timeout)
+            per_second, seconds = timeline_scores(feats, model=self.model, settings=self.settings, device=self.backbones.device)
+            f = feats.take(seconds)  # the method's MOS: the fusion model on the sampled clips
+            res = self._scored(f, *self.score_features([f])[0])
             if res.ok:
                 res.timeline = [float(x) for x in per_second]
                 if not all(math.isfinite(x) for x in res.timeline):
-                    return self._error(str(path), "THQAError", f"{path}: the model produced a non-finite score")
+                    return self.stamp.failed(str(path), "THQAError", f"{path}: {NON_FINITE}")
         else:
             res = next(self.iter_score([path]))
         if sync and res.ok:
@@ -371,8 +387,6 @@ def add_sync(res: ScoreResult, path: str | os.PathLike, window_ms: tuple[float, 
     """Fill ``res``'s av_* fields from :func:`thqa.analysis.sync.estimate_av_offset` (an unmeasurable offset is said in
     ``av_sync_error`` and ``warnings``, an unreliable one in ``av_sync_reliable`` and ``warnings``; the score
     stands). ``window_ms``: (lead, lag) of ``av_in_sync`` (default :data:`thqa.analysis.sync.IN_SYNC_WINDOW_MS`)."""
-    from thqa.analysis.sync import SyncSettings, estimate_av_offset
-
     try:
         s = estimate_av_offset(path, SyncSettings(in_sync_window_ms=tuple(window_ms)) if window_ms is not None else None)
     except THQAError as exc:

@@ -24,17 +24,15 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from thqa.utils.memory import release_free_memory
-from thqa.features.pipeline import VideoFeatures, prepare
+from thqa.features.pipeline import Backbones, ExtractionSettings, VideoFeatures, prepare
+from thqa.media import probe as media_probe
 from thqa.media.sampling import clip_seconds, whole_seconds
-
-if TYPE_CHECKING:  # pragma: no cover
-    from thqa.scoring.scorer import Scorer
+from thqa.models.fusion import FusionModel
+from thqa.utils.memory import release_free_memory
 
 __all__ = ["SecondFeatures", "second_features", "window_starts", "timeline_scores", "FUSION_WINDOWS_PER_PASS"]
 
@@ -138,21 +136,21 @@ def _capped(warnings: list[str]) -> list[str]:
     return warnings[:_MAX_WARNINGS] + [f"... and {len(warnings) - _MAX_WARNINGS} more warning(s)"]
 
 
-def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures:
-    """Decode every whole second of ``path`` and run it through the scorer's backbones, one chunk of seconds at a
-    time (each chunk is one decoding pass and ``chunk / batch_size`` full backbone passes). A long file's cost is
-    said up front (:data:`LONG_TIMELINE_S`); decoding warnings come as one summary, not one per chunk.
+def second_features(path: str | os.PathLike, *, backbones: Backbones, settings: ExtractionSettings,
+                    file_timeout: float | None = None) -> SecondFeatures:
+    """Decode every whole second of ``path`` (with ``settings``, each decoding pass within ``file_timeout`` seconds)
+    and run it through ``backbones``, one chunk of seconds at a time (each chunk is one decoding pass and
+    ``chunk / batch_size`` full backbone passes). A long file's cost is said up front (:data:`LONG_TIMELINE_S`);
+    decoding warnings come as one summary, not one per chunk.
 
     Raises:
         THQAError subclasses naming the file (missing, empty, not a video, undecodable).
     """
-    from thqa.media.probe import probe
-
-    info = probe(path)
+    info = media_probe.probe(path)
     n = whole_seconds(info.duration)
-    chunk = _chunk_size(scorer.backbones.batch_size)
+    chunk = _chunk_size(backbones.batch_size)
     n_chunks = max(1, math.ceil(n / chunk))
-    _say_cost(path, n, scorer.settings.n_clips, n_chunks)
+    _say_cost(path, n, settings.n_clips, n_chunks)
     sp, tp, au = [], [], []
     warnings: list[str] = []
     has_audio = False
@@ -160,8 +158,8 @@ def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures
         for start in range(0, n, chunk):
             t = time.perf_counter()
             secs = list(range(start, min(n, start + chunk)))
-            item = prepare(path, scorer.settings, seconds=secs, timeout=scorer.extractor.file_timeout)
-            f = scorer.backbones.features([item])[0]
+            item = prepare(path, settings, seconds=secs, timeout=file_timeout)
+            f = backbones.features([item])[0]
             sp.append(f.spatial)
             tp.append(f.temporal)
             au.append(f.audio)
@@ -170,7 +168,7 @@ def second_features(scorer: "Scorer", path: str | os.PathLike) -> SecondFeatures
             del item, f
             release_free_memory()  # else glibc keeps each chunk's freed buffers and the process grows chunk by chunk
             if start == 0:
-                _say_cost(path, n, scorer.settings.n_clips, n_chunks, time.perf_counter() - t)
+                _say_cost(path, n, settings.n_clips, n_chunks, time.perf_counter() - t)
     return SecondFeatures(
         path=str(path),
         spatial=None if sp[0] is None else np.concatenate(sp),
@@ -197,17 +195,19 @@ def window_starts(n: int, k: int) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def timeline_scores(scorer: "Scorer", feats: SecondFeatures) -> tuple[list[float], float, list[float], list[int]]:
-    """Per-second scores, and the method's MOS with its clip scores and clip seconds.
+def timeline_scores(feats: SecondFeatures, *, model: FusionModel, settings: ExtractionSettings,
+                    device: str | torch.device = "cpu") -> tuple[list[float], list[int]]:
+    """Per-second scores of the fusion ``model`` (on ``device``) over every window of ``settings.n_clips`` seconds,
+    and the seconds the method samples for the file's MOS.
 
     Returns:
-        timeline: (n,) one score per second;
-        mos, clip_scores (k,), seconds (k,): the fusion model on the sampled clips (the method's MOS).
+        timeline: (n,) one score per second; seconds: (k,) the clip seconds of the method's MOS (score
+        ``feats.take(seconds)`` for it).
     """
-    k = scorer.settings.n_clips
+    k = settings.n_clips
     n = feats.n
     windows = window_starts(n, k)
-    d = scorer.backbones.device
+    d = device
     total = np.zeros(n)
     count = np.zeros(n)
 
@@ -216,10 +216,8 @@ def timeline_scores(scorer: "Scorer", feats: SecondFeatures) -> tuple[list[float
 
     for i in range(0, len(windows), FUSION_WINDOWS_PER_PASS):
         idx = np.asarray(windows[i : i + FUSION_WINDOWS_PER_PASS])  # (W, k)
-        _, clips = scorer.model(tensor(feats.spatial, idx), tensor(feats.temporal, idx), tensor(feats.audio, idx))
+        _, clips = model(tensor(feats.spatial, idx), tensor(feats.temporal, idx), tensor(feats.audio, idx))
         np.add.at(total, idx.reshape(-1), clips.float().cpu().numpy().reshape(-1))
         np.add.at(count, idx.reshape(-1), 1.0)
     timeline = (total / np.maximum(count, 1)).tolist()
-    sampled = clip_seconds(feats.duration, n_clips=k, spread=scorer.settings.clip_sampling == "spread")
-    mos, clip_scores = scorer.score_features([feats.take(sampled)])[0]
-    return timeline, mos, clip_scores, sampled
+    return timeline, clip_seconds(feats.duration, n_clips=k, spread=settings.clip_sampling == "spread")
