@@ -22,6 +22,7 @@ from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtract
 from thqa.features.registry import needed as backbones_needed
 from thqa.features.weights import WeightsOptions, build_spatial
 from thqa.models.checkpoint import check_backbones, load_checkpoint, weights_for
+from thqa.scoring.scorer import default_precision
 from thqa.training.config import TrainConfig
 from thqa.training.loop import FeatureTable, TrainResult, load_table, predict_table, train
 from thqa.training.recipes import Plan, Recipe, resolve
@@ -163,7 +164,7 @@ def evaluate_checkpoint(
             log.info("backbones: %s", note)
     # precision: of the backbones for features missing from the cache (default: what the checkpoint was trained on)
     # lazy: built only when a feature is missing from the cache (the keys need only the remembered digests)
-    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=precision or ck.scoring_precision, lazy=True)
+    bb = backbones or Backbones(weights, device=device, batch_size=backbone_batch_size, precision=default_precision(ck, precision), lazy=True)
     check_backbones(ck, bb.infos, names=backbones_needed(("spatial", "temporal"), finetuned_spatial=bool(ck.spatial_state)))
     cache = FeatureCache(cache_dir)
     extractor = FeatureExtractor(ck.settings, backbones=bb, workers=workers)
