@@ -222,7 +222,6 @@ def test_graph_reader_sees_imports_inside_functions_and_skips_type_checking(tmp_
     assert cycles(graph) == [["pkg.c", "pkg.sub", "pkg.sub.b"]]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 23 in progress")
 def test_no_import_cycle_among_thqas_modules():
     graph = import_graph()
     found = cycles(graph)
@@ -405,13 +404,11 @@ def test_allow_list_gives_a_reason_for_each_entry_and_names_real_code():
         assert (REPO / key.split("::")[0]).is_file(), f"{key}: no such file (drop it from ALLOWED_LONG)"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 23 in progress")
 def test_no_module_over_the_limit():
     over = {k: n for k, n in long_modules().items() if k not in ALLOWED_LONG}
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them, or list them in ALLOWED_LONG with the reason): {over}"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 23 in progress")
 def test_no_function_over_the_limit():
     over = {k: n for k, n in long_functions().items() if k not in ALLOWED_LONG}
     assert not over, f"functions over {MAX_FUNCTION_LINES} lines (split them, or list them in ALLOWED_LONG with the reason): {over}"
