@@ -1,6 +1,6 @@
 """Nominal against measured size and coverage of `thqa compare` and the prediction intervals (issue 24).
 
-The designs of tests/test_calibration.py (imported from there: one definition of each), with more replications:
+The designs of tests/analysis/test_calibration.py (imported from there: one definition of each), with more replications:
 heteroscedastic unpaired groups, sources nested in portraits (by source and by portrait), few sources per group,
 grouped calibration of prediction intervals. Each row: the nominal rate, the measured one with its Monte Carlo
 standard error, and the replications.

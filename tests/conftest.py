@@ -17,6 +17,11 @@ import torch
 # the media helpers live beside the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# the tests mirror the packages (tests/media/, tests/features/, ...): a test that imports another test's helpers
+# (`from test_train import make_table`) finds it in whatever folder that test lives
+for _sub in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    sys.path.insert(1, str(_sub))
+
 import media  # noqa: E402
 
 torch.set_num_threads(2)

@@ -33,7 +33,7 @@ on its own group's mean; with a source key, the difference of the groups' least-
 standard error (the source bootstrap of the figures themselves, so the test is of the difference shown) against
 Student's t with (the smaller group's sources, or clusters, - 1) degrees of freedom. A permutation test of the raw
 difference of means would test "same distribution", not "same mean", and is far too liberal when group sizes and
-spreads differ (measured in ``tests/test_calibration.py`` and ``benchmarks/bench_calibration.py``).
+spreads differ (measured in ``tests/analysis/test_calibration.py`` and ``benchmarks/bench_calibration.py``).
 
 Where each part lives: :mod:`~thqa.analysis.comparison_results` (the result dataclasses and the table),
 :mod:`~thqa.analysis.comparison_layout` (cells, least-squares means and their bootstrap),

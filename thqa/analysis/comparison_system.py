@@ -43,7 +43,7 @@ Z_GRID = np.r_[-np.inf, np.linspace(-3.8, 3.8, 101), np.inf]
 #: The PLCC is tested at this share of the error rate (0.98 for a 95% interval): the world's signal covariance is
 #: itself estimated, which a test at the nominal level ignores - measured with 8 generators x 30 sources, nominal
 #: 95%: 90-91% at the nominal level, 94% with this share at reliability 0.86 and 0.98, 91% at 0.55
-#: (benchmarks/bench_calibration.py, 120 replications each; tests/test_calibration.py)
+#: (benchmarks/bench_calibration.py, 120 replications each; tests/analysis/test_calibration.py)
 PLCC_ALPHA_SHARE = 0.4
 
 

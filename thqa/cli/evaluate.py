@@ -2,7 +2,7 @@
 or of a checkpoint on a manifest's videos (features from the cache), with the coverage of its prediction intervals.
 
 Library modules are imported inside the functions that run the command: ``thqa --help`` must not load torch
-(tests/test_startup.py).
+(tests/features/test_startup.py).
 """
 from __future__ import annotations
 

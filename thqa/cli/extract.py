@@ -1,7 +1,7 @@
 """``thqa extract`` (features of a manifest's videos into the feature cache) and ``thqa cache prune``.
 
 Library modules are imported inside the functions that run the commands: ``thqa --help`` must not load torch
-(tests/test_startup.py).
+(tests/features/test_startup.py).
 """
 from __future__ import annotations
 

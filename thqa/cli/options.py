@@ -2,7 +2,7 @@
 
 ``add_*_args`` put a group of options on a command's parser; the functions below them turn the parsed options into
 the library's objects. Library modules are imported inside those functions: building the parser (``thqa --help``,
-argument errors) must not load torch or numpy (tests/test_startup.py).
+argument errors) must not load torch or numpy (tests/features/test_startup.py).
 """
 from __future__ import annotations
 

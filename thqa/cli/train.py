@@ -1,7 +1,7 @@
 """``thqa train``: train the fusion model on a manifest's videos and MOS (extracting whatever the cache lacks).
 
 Library modules are imported inside the functions that run the command: ``thqa --help`` must not load torch
-(tests/test_startup.py).
+(tests/features/test_startup.py).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ The file is small JSON, rewritten atomically; one that cannot be read or parsed 
 write), and one that cannot be written costs only the time saved. ``$THQA_DIGEST_CACHE=0`` turns the cache off.
 
 The key names thqa's code by the backbone's ``code_version``, which survives moving and editing files that do not
-change what is built (``tests/test_startup.py`` fails when the code of a backbone changes without a bump). thqa 0.x up
+change what is built (``tests/features/test_startup.py`` fails when the code of a backbone changes without a bump). thqa 0.x up
 to the move into subpackages named it by a hash of three files' bytes (``thqa_code``: :data:`LEGACY_CODE`); an entry
 keyed so is code_version 1, reused as it is and copied under the new key (:meth:`DigestCache.get`).
 """

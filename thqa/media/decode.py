@@ -11,7 +11,7 @@ The central function is :func:`read_clips`: given the seconds that the sampled c
 Exactness
 ---------
 A clip's frames and sound do not depend on which other clips are read with it: they are what a plain decode of the
-whole file from its start gives (``tests/oracle.py``; ``tests/test_exact_decoding.py`` compares them pixel for pixel
+whole file from its start gives (``tests/oracle.py``; ``tests/media/test_exact_decoding.py`` compares them pixel for pixel
 and sample for sample on real and made files). Two rules make it so:
 
 * **Video** is read in passes (:class:`_VideoPass`). A pass starts with a seek, which flushes the decoder, to the

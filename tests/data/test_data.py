@@ -20,7 +20,7 @@ from thqa.data.manifest import (
 )
 from thqa.errors import ConfigError, ManifestError, MediaFileNotFoundError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "thqa-ntire"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "thqa-ntire"
 
 
 def _official(split: str) -> Path:

@@ -30,7 +30,7 @@ from thqa.features.pipeline import precision_for
 from thqa.features.weights import WeightsOptions
 from test_train import talking_head_corpus
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NTIRE = SHARED / "thqa-ntire"
 #: SlowFast clips of 8 frames at 64 px (what the shared corpus was extracted with)
 SMALL_CLIPS = dict(clip_frames=8, frame_size=64)

@@ -29,7 +29,7 @@ from thqa.training.loop import TrainConfig, train
 
 from test_train import FAKE_BACKBONES, make_table
 
-METHOD_MD = Path(__file__).resolve().parents[1].parent / "shared" / "METHOD.md"
+METHOD_MD = Path(__file__).resolve().parents[2].parent / "shared" / "METHOD.md"
 
 #: METHOD.md, "Facts from the public code" (training, fusion, audio net) - transcribed; checked against the file below
 METHOD_FACTS = {

@@ -2,7 +2,7 @@
 exchangeable synthetic data, calibration written by train() into checkpoints, intervals on scores (Python, CLI), and
 the plain statements when an interval is not valid.
 
-No backbones: a tiny fusion model trained on synthetic feature tables (as tests/test_train.py makes them); the
+No backbones: a tiny fusion model trained on synthetic feature tables (as tests/training/test_train.py makes them); the
 Scorer runs with stand-ins for the backbones and the extractor that hand it those features.
 """
 from __future__ import annotations

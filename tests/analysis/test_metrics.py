@@ -20,7 +20,7 @@ from thqa.analysis.metrics import (
     read_predictions,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "thqa-ntire"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "thqa-ntire"
 
 
 def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

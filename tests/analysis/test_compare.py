@@ -23,7 +23,7 @@ from thqa.analysis.comparison_tests import n_perm_for, welch_parts
 from thqa.data.manifest import thqa_ntire_group, thqa_ntire_source
 from thqa.errors import ConfigError, ManifestError, MetricError
 
-NTIRE = Path(__file__).resolve().parents[1].parent / "shared" / "thqa-ntire"
+NTIRE = Path(__file__).resolve().parents[2].parent / "shared" / "thqa-ntire"
 
 
 def _names(prefix: str, n: int) -> list[str]:
