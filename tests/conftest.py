@@ -38,6 +38,15 @@ def pytest_report_header(config) -> str:
     return f"thqa CPU: {info.model}, flags {','.join(info.flags) or 'none'}{forced}; bf16 in hardware: {info.bf16}"
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_stay_two():
+    """Every test starts with the session's 2 torch threads: an in-process `thqa ... --threads N` sets torch's global
+    thread count, and a later test comparing bits with a 2-thread run would then compute with N."""
+    yield
+    if torch.get_num_threads() != 2:
+        torch.set_num_threads(2)
+
+
 @pytest.fixture()
 def cpu_flags(monkeypatch):
     """cpu_flags("avx2,amx_bf16") makes thqa.utils.hardware see a CPU with those flags ("none": no flag), whatever this

@@ -238,12 +238,14 @@ def group_coverage(n_sources: int, reps: int, seed: int) -> float:
     return hits / reps
 
 
-@pytest.mark.parametrize("n_sources", [6, 12])
-def test_group_intervals_keep_their_coverage_with_few_sources(n_sources) -> None:
+@pytest.mark.parametrize("n_sources, reps, cover_min", [(6, 300, COVER_MIN), (12, 1500, 0.93)])
+def test_group_intervals_keep_their_coverage_with_few_sources(n_sources, reps, cover_min) -> None:
     """Issue 24 fault 5: percentile group intervals held the true mean 89.6 % of the time at 12 sources (nominal
-    95 %). Below T_UNITS units they are Student-t intervals from the bootstrap SE."""
-    cov = group_coverage(n_sources, reps=300, seed=7)
-    assert cov >= COVER_MIN, cov  # 300 reps: se 0.013 at 0.95 (the benchmark: 0.965 over 1000 at 12 sources)
+    95 %). Below T_UNITS units they are Student-t intervals from the bootstrap SE. At 12 sources the shortfall is
+    small, so the band is tight and the replications many (1,500: se 0.006): the percentile intervals of thqa 0.1
+    give 0.900 here, the t intervals 0.946."""
+    cov = group_coverage(n_sources, reps=reps, seed=7)
+    assert cov >= cover_min, cov
 
 
 def system_design(rng: np.random.Generator, spread: float) -> tuple[list, np.ndarray, list, list, np.ndarray]:

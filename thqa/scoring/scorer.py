@@ -262,11 +262,25 @@ class Scorer:
         self.extractor = FeatureExtractor(self.settings, backbones=self.backbones, workers=workers)
         if warm and not lazy and self.extractor.workers == 0:
             warm_up(self.settings, png=False)
-        #: how this scorer's results are made (:class:`thqa.scoring.result.ResultStamp`: the Ray engine's too)
-        self.stamp = m.stamp(self.backbones.precision, self.coverage, weights="random-init" if self.backbones.random_init else "pretrained")
-        self.untrained, self.weights_label, self.recipe, self.model_digest = m.untrained, self.stamp.weights, m.recipe, self.stamp.model
+        self._stamp: ResultStamp | None = None
+        self.untrained, self.weights_label, self.recipe = m.untrained, self.stamp.weights, m.recipe
         if self.untrained:
             log.warning("scoring with an untrained fusion model and random-init backbones: the scores mean nothing")
+
+    @property
+    def stamp(self) -> ResultStamp:
+        """How this scorer's results are made (:class:`thqa.scoring.result.ResultStamp`: the Ray engine's too), for the
+        precision the backbones run in now (made again when it is changed)."""
+        p = self.backbones.precision
+        if self._stamp is None or self._stamp.precision != p:
+            weights = "random-init" if self.backbones.random_init else "pretrained"
+            self._stamp = self.scoring_model.stamp(p, self.coverage, weights=weights)
+        return self._stamp
+
+    @property
+    def model_digest(self) -> str:
+        """The digest every row of this scorer carries (:func:`model_digest` of the model in the current precision)."""
+        return self.stamp.model
 
     @staticmethod
     def _backbones(m: ScoringModel, branches, *, device: str, batch_size: int | None, workers, lazy: bool) -> Backbones:
