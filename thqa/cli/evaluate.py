@@ -28,7 +28,6 @@ from thqa.cli.options import (
 from thqa.cli.outputs import check_plot_output, guard_outputs, path_text, printable, provenance, write_atomic
 
 from thqa.utils.choices import FIT_KINDS
-from thqa.scoring.columns import csv_cell
 
 
 def add_parser(sub) -> None:
@@ -131,6 +130,7 @@ def _evaluate_checkpoint(args, outputs: list[tuple[str, str | None]]) -> tuple:
 
 def _write_predictions(path: Path, ev) -> None:
     """--output: one row per video evaluated (path, prediction, mos)."""
+    from thqa.scoring.columns import csv_cell  # late: start-up time --help need not pay
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "prediction", "mos"])

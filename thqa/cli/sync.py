@@ -16,7 +16,6 @@ from thqa.cli.options import EXIT_FAILURES, EXIT_OK, SYNC_WINDOW_HELP, float_in,
 from thqa.cli.outputs import check_plot_dir, guard_outputs, output_format, path_text, plot_name, progress, write_atomic
 
 from thqa.errors import THQAError
-from thqa.scoring.columns import bool_cell, csv_cell
 
 log = logging.getLogger("thqa")
 
@@ -89,6 +88,7 @@ def run(args) -> int:
 
 def _sync_table(results, fmt: str, *, curve: bool) -> str:
     """The results as JSON (with the agreement curves unless ``curve`` is false) or CSV (SYNC_COLUMNS)."""
+    from thqa.scoring.columns import bool_cell, csv_cell  # late: start-up time --help need not pay
     if fmt == "json":
         return json.dumps([r.to_dict(curve=curve) for r in results], indent=2) + "\n"
     buf = io.StringIO()

@@ -22,9 +22,8 @@ A new backbone is one :func:`register` call (or one entry in :data:`BACKBONES`) 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 __all__ = ["BackboneSpec", "BACKBONES", "WEIGHT_SOURCES", "register", "spec", "specs", "by_slot", "needed", "module_of", "SWIN_T", "SLOWFAST_R50"]
 
@@ -33,9 +32,9 @@ __all__ = ["BackboneSpec", "BACKBONES", "WEIGHT_SOURCES", "register", "spec", "s
 WEIGHT_SOURCES = ("random-init", "file", "cache", "download", "checkpoint")
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One backbone (see the module's docs)."""
+class BackboneSpec(NamedTuple):
+    """One backbone (see the module's docs); immutable. A NamedTuple, not a dataclass: `thqa --help` builds its flags
+    from this table, and dataclasses would load inspect and ast for it."""
 
     name: str  #: its identity's name (BackboneInfo.name, checkpoints, cache keys): never change it for a backbone
     slot: str  #: Backbones attribute / VideoFeatures field ("spatial", "temporal"; others land in VideoFeatures.extra)
