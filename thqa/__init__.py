@@ -3,6 +3,25 @@
 >>> import thqa
 >>> scorer = thqa.Scorer(checkpoint="best.safetensors")   # doctest: +SKIP
 >>> scorer.score("talking_head.mp4").mos                  # doctest: +SKIP
+
+The package is one subpackage per role: :mod:`thqa.media` (reading files), :mod:`thqa.features` (extractors,
+backbones, the extraction pipeline), :mod:`thqa.models` (fusion model, checkpoints), :mod:`thqa.data` (cache,
+manifests, label files), :mod:`thqa.training`, :mod:`thqa.scoring`, :mod:`thqa.analysis` (metrics, comparisons,
+intervals, lip sync, plots), :mod:`thqa.synthetic` (made-up heads, degradations, the demo), :mod:`thqa.engines`
+(Ray, the scoring service), :mod:`thqa.cli` and :mod:`thqa.utils`; the old flat module paths re-export for one
+release with a DeprecationWarning.
+
+Imports are at the top of every module, except where loading late is the point:
+
+- this module's public names load their subpackage on first use (``import thqa`` loads no torch);
+- the command line's modules (:mod:`thqa.cli`) import the library inside the function that runs a command
+  (``thqa --help`` and argument errors load no torch), and ``--help``'s flags come from torch-free tables
+  (:mod:`thqa.features.registry`, :mod:`thqa.utils.choices`);
+- optional or heavy third-party libraries where only one path needs them: matplotlib (plots), dlib (lip sync's face
+  locator), Ray (the engine, with an install hint), timm / pytorchvideo / huggingface_hub (building a backbone),
+  librosa / spafe (the audio maps, also in decoding workers), PyAV / scipy's resampler (decoding), OpenCV (frame
+  PNGs), safetensors' numpy reader (cache entries), tqdm (progress bars), threadpoolctl (one BLAS thread), and torch
+  in the modules that must stay torch-free otherwise (weight digests' keys, CPU facts, the CLI's thread option).
 """
 from __future__ import annotations
 
