@@ -9,6 +9,7 @@ them up). A file that cannot be a manifest at all raises :class:`~thqa.errors.Ma
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -153,8 +154,16 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"manifest not found: {path}")
-    try:
+    with readable_csv(path):
         return _read_manifest(path, video_root, require_mos, check_files, group_fn, content_duplicates)
+
+
+@contextlib.contextmanager
+def readable_csv(path: Path) -> Iterator[None]:
+    """Reading ``path`` as UTF-8 CSV inside: a file that is not UTF-8 text or not readable CSV raises a
+    :class:`ManifestError` naming it (the one rule for manifests, label and prediction files)."""
+    try:
+        yield
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"{path}: not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, {exc.reason}); save it as UTF-8"

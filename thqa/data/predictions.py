@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from thqa.data.manifest import readable_csv
 from thqa.errors import ManifestError, MediaFileNotFoundError, MetricError
 from thqa.scoring.output import csv_plain
 
@@ -86,14 +87,8 @@ def _read_name_score_file(path: str | os.PathLike[str], what: str, by_path: bool
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"{what} file not found: {path}")
-    try:
+    with readable_csv(path):
         return _read_name_score_rows(path, what, by_path)
-    except UnicodeDecodeError as exc:
-        raise ManifestError(
-            f"{path}: not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, {exc.reason}); save it as UTF-8"
-        ) from None
-    except csv.Error as exc:
-        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
 
 
 def _short(row: list[str]) -> str:
