@@ -1,7 +1,8 @@
 """``thqa score``: predict the MOS of video files (one row per file), locally, on Ray or on a running ``thqa serve``.
 
-The score table's columns are thqa.scoring.columns'. Library modules are imported inside the functions that run the command: ``thqa --help`` must not load
-torch (tests/features/test_startup.py) and pays no start-up time for what only a run needs.
+The score table's columns are defined once, in :mod:`thqa.scoring.columns`. Library modules are imported inside the
+functions that run the command: ``thqa --help`` must not load torch (tests/features/test_startup.py) and pays no
+start-up time for what only a run needs.
 """
 from __future__ import annotations
 
