@@ -257,3 +257,25 @@ def test_python_blocks_parse_as_python_three_ten():
     for path in DOCS:
         for line, body in blocks(path, {"python", "py"}):
             ast.parse(body, feature_version=(3, 10))
+
+
+def test_readme_has_a_table_of_contents_that_reaches_every_section():
+    """Issue 25.6: a newcomer finds a task from the contents: every ``##`` section after the set-up is linked from it."""
+    text = README.read_text(encoding="utf-8")
+    contents = re.search(r"^## Contents\n(.*?)^## ", text, re.M | re.S)
+    assert contents, "the README has no '## Contents' section"
+    linked = set(re.findall(r"\]\(#([\w-]+)\)", contents.group(1)))
+    sections = [h for h in re.findall(r"^## (.+)$", text, re.M) if h not in ("Contents",) and not h.startswith("Set-up")]
+    missing = [h for h in sections if slug(h) not in linked]
+    assert not missing, f"sections the contents do not link: {missing}"
+
+
+def test_readme_is_for_users_and_measurements_live_elsewhere():
+    """Issue 25.6: the README stays short (its measurements and their history are in benchmarks/README.md), says how to
+    install PyTorch's CPU-only wheels and that ../shared is for the tests only."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 600, "the README grew past 600 lines: move measurements to benchmarks/README.md"
+    assert "](benchmarks/README.md" in text
+    install = [body for _, body in blocks(README, SHELLS) if "download.pytorch.org/whl/cpu" in body]
+    assert install and "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in install[0]
+    assert re.search(r"`\.\./shared` is for the tests only", text)
