@@ -8,7 +8,7 @@ def __getattr__(name: str):
     """FusionModel and AudioNet load torch: imported on first use (late on purpose), so that the torch-free modules
     of this package (fusion_config: the recipes, ``thqa extract``'s plan) do not load it."""
     if name in ("FusionModel", "AudioNet"):
-        from thqa.models import fusion
+        from thqa.models import fusion  # late: loads torch
 
         return getattr(fusion, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
