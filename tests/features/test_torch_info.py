@@ -13,9 +13,10 @@ import torch
 
 import thqa.utils.hardware as hw
 import thqa.utils.torch_info as ti
+import thqa.features.decoder_versions as dv
 from thqa.features.digests import code_versions, random_init_key
 from thqa.features.identity import WeightsOptions, known_infos
-from thqa.features.settings import known_precision, precision_for, resolve_device
+from thqa.features.settings import extraction_provenance, known_precision, precision_for, resolve_device
 
 
 def test_torch_version_and_build_are_torchs():
@@ -135,3 +136,28 @@ def test_known_infos_are_the_lazy_backbones_infos(backbones):
     remembered); not known where a digest is not remembered (another seed)."""
     assert known_infos(backbones.weights, "fp32") == backbones.infos
     assert known_infos(WeightsOptions(random_init=True, seed=backbones.weights.seed + 12345), "fp32") is None
+
+
+def test_remembered_decoder_versions_are_pyavs(tmp_path, monkeypatch):
+    """The decoder's part of every key, remembered per installation, against PyAV's own answer; a changed
+    installation (a file of PyAV or of its bundled FFmpeg rewritten) is asked again; the switch turns it off."""
+    asked = dv.asked_versions()
+    prov = extraction_provenance()
+    assert (prov["pyav"], prov["ffmpeg"]) == (asked["pyav"], asked["ffmpeg"])
+    store = tmp_path / "versions.json"
+    assert dv.decoder_versions(store) == asked
+    key = dv.installation_key()
+    if key is None:  # a PyAV without bundled FFmpeg: asked every time, nothing remembered
+        assert not store.exists()
+        return
+    assert any(name.startswith("av.libs/libavcodec") for name, _, _ in key["files"])
+    calls = []
+    monkeypatch.setattr(dv, "asked_versions", lambda: calls.append(1) or {"pyav": "x", "ffmpeg": "y"})
+    assert dv.decoder_versions(store) == asked and calls == []  # remembered
+    name, size, mtime = key["files"][-1]
+    changed = {**key, "files": key["files"][:-1] + [(name, size, mtime + 1)]}
+    monkeypatch.setattr(dv, "installation_key", lambda: changed)
+    assert dv.decoder_versions(store) == {"pyav": "x", "ffmpeg": "y"} and calls == [1]  # another installation: asked
+    monkeypatch.setenv("THQA_DIGEST_CACHE", "0")
+    monkeypatch.setattr(dv, "installation_key", lambda: key)
+    assert dv.decoder_versions(store) == {"pyav": "x", "ffmpeg": "y"} and calls == [1, 1]  # switched off: asked

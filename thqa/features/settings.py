@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from thqa.errors import ConfigError
 from thqa.features.audio import AudioSettings
+from thqa.features.decoder_versions import decoder_versions
 from thqa.utils.hardware import cpu_has_bf16
 from thqa.utils.torch_info import bf16_known, no_cuda_proven
 
@@ -61,11 +62,11 @@ PRECISIONS = ("fp32", "bf16-autocast")
 @functools.lru_cache(maxsize=1)
 def extraction_provenance() -> dict:
     """What, besides the settings and the weights, decides the numbers this process extracts: the features version
-    and the versions of the decoder (PyAV and the FFmpeg it carries) and of the audio libraries (librosa, scipy's
-    resampler, spafe). Part of every cache key and entry. (The backbones' precision is added per extractor.)"""
+    and the versions of the decoder (PyAV and the FFmpeg it carries: remembered per installation, so that a process
+    that only looks entries up imports no PyAV, :mod:`thqa.features.decoder_versions`) and of the audio libraries
+    (librosa, scipy's resampler, spafe: from their installed metadata, not imported). Part of every cache key and
+    entry. (The backbones' precision is added per extractor.)"""
     from importlib.metadata import PackageNotFoundError, version
-
-    import av
 
     def v(dist: str) -> str:
         try:
@@ -73,11 +74,11 @@ def extraction_provenance() -> dict:
         except PackageNotFoundError:
             return "absent"
 
-    ffmpeg = getattr(av, "ffmpeg_version_info", None) or ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    decoder = decoder_versions()
     return {
         "features_version": FEATURES_VERSION,
-        "pyav": av.__version__,
-        "ffmpeg": str(ffmpeg),
+        "pyav": decoder["pyav"],
+        "ffmpeg": decoder["ffmpeg"],
         "librosa": v("librosa"),
         "scipy": v("scipy"),
         "spafe": v("spafe"),
