@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import media
 import numpy as np
 
 from thqa.cli import app as cli
@@ -15,6 +16,8 @@ from thqa.data.entry_keys import features_key, frames_key
 from thqa.data.extract import extract_to_cache
 from thqa.data.hashing import file_digest
 from thqa.features.pipeline import Backbones, ExtractionSettings, FeatureExtractor
+from thqa.models.checkpoint import save_checkpoint
+from thqa.models.fusion import FusionModel
 
 #: runs the command line, then says what it loaded (the last line of stdout, JSON)
 _WRAP = """
@@ -52,7 +55,8 @@ def test_an_all_cached_extract_loads_no_torch_and_a_missing_entry_is_extracted_a
     from test_batching import _TinySpatial, _TinyTemporal
     from test_cli_experiments import use_session_backbones
 
-    paths = [str(good_video), str(good_video_2s)]
+    third = media.write_video(tmp_path / "third.mp4", seconds=1, size=(80, 48), audio=np.zeros(16000, np.float32))
+    paths = [str(good_video), str(good_video_2s), str(third)]
     settings = ExtractionSettings(n_clips=1)
     # the session's identity (seed 3407, digests remembered in $THQA_CACHE_HOME) with cheap stand-in models
     tiny = Backbones(backbones.weights, device="cpu", lazy=True, start_workers=False, precision="fp32")
@@ -60,7 +64,7 @@ def test_an_all_cached_extract_loads_no_torch_and_a_missing_entry_is_extracted_a
     # the normal way: the extractor (and so torch) first
     normal = FeatureCache(tmp_path / "normal")
     s = extract_to_cache(paths, normal, FeatureExtractor(settings, backbones=tiny, workers=0))
-    assert (s.done, s.failed) == (2, 0)
+    assert (s.done, s.failed) == (3, 0)
     expected = _entries(normal, paths, settings, tiny.infos)
 
     # the command line: keys without torch, the extractor built because entries are missing
@@ -70,7 +74,7 @@ def test_an_all_cached_extract_loads_no_torch_and_a_missing_entry_is_extracted_a
     cache_dir, summary = tmp_path / "c", tmp_path / "s.json"
     argv = ["-q", "extract", str(manifest), "--cache-dir", str(cache_dir), "--random-init", "--precision", "fp32", "--clips", "1",
             "--workers", "0", "--summary-json", str(summary)]
-    assert cli.main(argv) == 0 and json.loads(summary.read_text())["done"] == 2
+    assert cli.main(argv) == 0 and json.loads(summary.read_text())["done"] == 3
     _same(_entries(FeatureCache(cache_dir), paths, settings, tiny.infos), expected)
 
     # every entry cached: another process computes the keys, reuses both files and loads no torch
@@ -80,12 +84,23 @@ def test_an_all_cached_extract_loads_no_torch_and_a_missing_entry_is_extracted_a
     # nor the decoding side: nothing decodes (the decoder's versions in the keys are remembered)
     assert last["loaded"] == [], last
     doc = json.loads(summary.read_text())
-    assert (doc["done"], doc["reused"]) == (0, 2) and doc["backbones"] == tiny.infos
+    assert (doc["done"], doc["reused"]) == (0, 3) and doc["backbones"] == tiny.infos
 
     # one entry missing: that file is extracted again, as the normal way extracts it
     cache = FeatureCache(cache_dir)
     assert cache.remove(features_key(file_digest(good_video_2s), settings, tiny.infos))
     assert cli.main(argv) == 0
     doc = json.loads(summary.read_text())
-    assert (doc["done"], doc["reused"]) == (1, 1)
+    assert (doc["done"], doc["reused"]) == (1, 2)
     _same(_entries(FeatureCache(cache_dir), paths, settings, tiny.infos), expected)
+
+    # `thqa evaluate --checkpoint` on cached features: torch for the fusion model, no backbone built (no timm, no
+    # pytorchvideo: they load only to build one). (It loads PyAV and OpenCV with thqa.scoring's sync analysis.)
+    ck = save_checkpoint(tmp_path / "ck.safetensors", FusionModel(), settings=settings, backbones=tiny.infos)
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("path,mos\n" + "".join(f"{p},{m}\n" for p, m in zip(paths, (2.0, 4.0, 3.0))))
+    argv = ["-q", "evaluate", "--checkpoint", str(ck), str(labelled), "--cache-dir", str(cache_dir), "--workers", "0", "--json", "--fit", "none"]
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *argv], capture_output=True, text=True, timeout=300)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last["rc"] == 0, proc.stderr[-2000:]
+    assert "torch" in last["loaded"] and not {"timm", "pytorchvideo"} & set(last["loaded"]), last
