@@ -21,7 +21,10 @@ Imports are at the top of every module, except where loading late is the point:
   locator), Ray (the engine, with an install hint), timm / pytorchvideo / huggingface_hub (building a backbone),
   librosa / spafe (the audio maps, also in decoding workers), PyAV / scipy's resampler (decoding), OpenCV (frame
   PNGs), safetensors' numpy reader (cache entries), tqdm (progress bars), threadpoolctl (one BLAS thread), and torch
-  in the modules that must stay torch-free otherwise (weight digests' keys, CPU facts, the CLI's thread option).
+  in the modules that must stay torch-free otherwise (weight digests' keys, CPU facts, the CLI's thread option);
+- the cache keys of features: computed without torch or PyAV (:mod:`thqa.utils.torch_info`,
+  :mod:`thqa.features.identity`, :mod:`thqa.features.decoder_versions`), so that a ``thqa extract`` whose every entry
+  is cached loads neither; :mod:`thqa.models` loads its torch models (FusionModel, AudioNet) on first use.
 """
 from __future__ import annotations
 

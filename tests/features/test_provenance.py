@@ -32,14 +32,13 @@ def _extract(paths, cache, backbones):
 
 def _newer(monkeypatch, **changes):
     """Pretend to be a thqa whose extraction differs (another features version, another PyAV, ...)."""
-    import thqa.data.entry_keys
-    import thqa.data.prune
-    import thqa.features.prepare
+    # "from ... import" finds the modules even where tests/test_house.py re-imported their package (thqa.data) fresh
+    from thqa.data import entry_keys, prune
+    from thqa.features import prepare
 
     prov = {**extraction_provenance(), **changes}
-    monkeypatch.setattr(thqa.features.prepare, "extraction_provenance", lambda: dict(prov))
-    monkeypatch.setattr(thqa.data.entry_keys, "extraction_provenance", lambda: dict(prov))
-    monkeypatch.setattr(thqa.data.prune, "extraction_provenance", lambda: dict(prov))
+    for module in (prepare, entry_keys, prune):
+        monkeypatch.setattr(module, "extraction_provenance", lambda: dict(prov))
     return prov
 
 

@@ -66,8 +66,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Extract what the cache lacks; say what was done, reused and failed, and why any entry was not reused."""
     from thqa.data.cache import FeatureCache  # late: loads numpy
-    from thqa.data.extract import run_id  # late: loads torch
-    from thqa.features.pipeline import ExtractionSettings  # late: loads torch
+    from thqa.data.extract import run_id  # late: loads numpy
+    from thqa.features.settings import ExtractionSettings  # late: loads numpy
 
     setup_threads(args)
     this_run = run_id()
@@ -97,17 +97,33 @@ def run(args) -> int:
 
 
 def _extract_here(args, paths: list[str], cache, plan) -> tuple:
-    """Extraction on this machine: ``(summary, random_init, backbone infos, precision)``."""
-    from thqa.data.extract import extract_files  # late: loads torch
+    """Extraction on this machine: ``(summary, random_init, backbone infos, precision)``. Where the backbones'
+    identity and precision are known without torch (remembered digests: :mod:`thqa.features.identity`), the
+    extractor is built only when some entry is missing: a run whose every entry is cached imports no torch."""
+    from thqa.data.extract import DeferredExtractor, extract_files  # late: loads numpy
+    from thqa.features.identity import known_infos  # late: reads the remembered digests
+    from thqa.features.settings import known_precision  # late: loads the audio settings
+
+    weights = weights_options(args)
+    precision = known_precision(args.device, plan.precision)
+    infos = known_infos(weights, precision) if precision is not None else None
+    if infos is None:
+        ex = _extractor(args, plan, weights)
+        infos, precision = ex.backbones.infos, ex.backbones.precision
+    else:
+        ex = DeferredExtractor(plan.settings, infos, lambda: _extractor(args, plan, weights))
+    summary = extract_files(paths, cache, ex, frames=not args.no_frames, progress=not args.quiet)
+    return summary, any(i.get("source") == "random-init" for i in infos.values()), infos, precision
+
+
+def _extractor(args, plan, weights):
+    """The FeatureExtractor of ``thqa extract``: lazy backbones (where the weights' digests are remembered,
+    thqa.features.digests, the keys need no model, and a run whose every entry is cached builds and hashes none)."""
     from thqa.features.pipeline import Backbones, FeatureExtractor  # late: loads torch
 
-    # lazy: where the weights' digests are remembered (thqa.features.digests), the keys need no model, and a run whose
-    # every entry is cached builds (and hashes) none
-    bb = Backbones(weights_options(args), device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
+    bb = Backbones(weights, device=args.device, batch_size=args.batch_size, start_workers=str(args.workers) != "0",
                    precision=plan.precision, lazy=True)
-    ex = FeatureExtractor(plan.settings, backbones=bb, workers=args.workers)
-    summary = extract_files(paths, cache, ex, frames=not args.no_frames, progress=not args.quiet)
-    return summary, bb.random_init, bb.infos, bb.precision
+    return FeatureExtractor(plan.settings, backbones=bb, workers=args.workers)
 
 
 def _extract_ray(args, paths: list[str], cache, plan) -> tuple:
@@ -153,14 +169,14 @@ def _extract_outputs(args):
 
 def _is_failure_list(path: Path) -> bool:
     """Whether ``path`` is a regular file that starts like a failure list thqa wrote (so rows may be added to it)."""
-    from thqa.data.extract import is_failure_list  # late: loads torch
+    from thqa.data.extract import is_failure_list  # late: loads numpy
 
     return is_failure_list(path)
 
 
 def _check_failures_path(path: Path) -> None:
     """--failures may name a new file or a failure list thqa wrote before: never another file of the user's."""
-    from thqa.data.extract import FAILURES_COLUMNS  # late: loads torch
+    from thqa.data.extract import FAILURES_COLUMNS  # late: loads numpy
 
     check_file_output(path, "--failures")
     if os.path.lexists(path) and not _is_failure_list(path):
@@ -173,7 +189,7 @@ def _check_failures_path(path: Path) -> None:
 def _add_failures(path: Path, failures, run: str) -> Path:
     """This run's failures added to the list (rows naming the run; earlier runs' rows stay); return where they went
     (beside ``path`` when a file that is not a failure list appeared there during the run)."""
-    from thqa.data.extract import add_failures  # late: loads torch
+    from thqa.data.extract import add_failures  # late: loads numpy
 
     with lock(path, "--failures", wait=True):
         out = add_failures(path, failures, run=run)
@@ -185,7 +201,7 @@ def _add_failures(path: Path, failures, run: str) -> Path:
 def run_prune(args) -> int:
     """`thqa cache prune`: delete (or with --dry-run list) the entries no current setting can reach."""
     from thqa.data.cache import FeatureCache  # late: loads numpy
-    from thqa.data.extract import prune_cache  # late: loads torch
+    from thqa.data.extract import prune_cache  # late: loads numpy
 
     if not Path(args.cache_dir).is_dir():
         raise UsageError(f"{args.cache_dir}: no such cache directory")

@@ -265,7 +265,7 @@ def add_debug_arg(p: argparse.ArgumentParser) -> None:
 # -- the options as the library's objects (late imports: the parser alone must not load torch or numpy) --------------
 def weights_options(args):
     """The weights options as :class:`thqa.features.weights.WeightsOptions`."""
-    from thqa.features.weights import DEFAULT_SEED, WeightsOptions  # late: loads torch
+    from thqa.features.identity import DEFAULT_SEED, WeightsOptions  # late: reads the backbone table
 
     named = {b.keyword: getattr(args, b.keyword, None) for b in backbone_specs()}  # --swin-weights, ...
     return WeightsOptions(

@@ -6,7 +6,7 @@ current keys never reach.
 from __future__ import annotations
 
 from thqa.data.hashing import cache_key
-from thqa.features.pipeline import ExtractionSettings, extraction_provenance
+from thqa.features.settings import ExtractionSettings, extraction_provenance
 
 __all__ = ["features_key", "frames_key", "features_provenance", "frames_provenance", "weights_identity", "backbones_precision"]
 

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -40,10 +40,16 @@ from thqa.data.failures import FAILURES_COLUMNS, add_failures, is_failure_list, 
 from thqa.data.hashing import file_digest
 from thqa.data.prune import PruneItem, prune_cache, reuse_hints, stale_reasons
 from thqa.errors import THQAError
-from thqa.features.pipeline import ExtractionSettings, FeatureExtractor, VideoFeatures, decode_frame_png, encode_frame_png
+from thqa.features.frames_png import decode_frame_png, encode_frame_png
+from thqa.features.settings import ExtractionSettings
+
+if TYPE_CHECKING:  # this module imports no torch: a run whose every entry is cached needs none (DeferredExtractor)
+    from thqa.features.extractor import FeatureExtractor
+    from thqa.features.runner import VideoFeatures
 
 __all__ = [
     "ExtractSummary",
+    "DeferredExtractor",
     "PruneItem",
     "features_key",
     "frames_key",
@@ -105,6 +111,18 @@ class ExtractSummary:
         }
 
 
+@dataclass(frozen=True)
+class DeferredExtractor:
+    """A :class:`~thqa.features.extractor.FeatureExtractor` built only when some entry is missing: the settings and
+    the backbones' identity that key the cache (``infos``: what ``Backbones.infos`` will be, e.g.
+    :func:`thqa.features.identity.known_infos` with :func:`thqa.features.settings.known_precision`), and ``build()``
+    making the extractor. A run whose every entry is cached so imports no torch and builds no backbone."""
+
+    settings: ExtractionSettings
+    infos: dict
+    build: Callable[[], "FeatureExtractor"]
+
+
 def _features_arrays(f: VideoFeatures) -> dict[str, np.ndarray]:
     return {
         "spatial": np.asarray(f.spatial, dtype=np.float32),
@@ -160,7 +178,7 @@ def is_cached(cache: FeatureCache, digest: str, settings: ExtractionSettings, ba
 def extract_to_cache(
     paths: Sequence[str | os.PathLike],
     cache: FeatureCache,
-    extractor: FeatureExtractor,
+    extractor: FeatureExtractor | DeferredExtractor,
     *,
     frames: bool = True,
     progress: Callable[[int], None] | None = None,
@@ -170,7 +188,8 @@ def extract_to_cache(
     Args:
         paths: the video files.
         cache: where entries go.
-        extractor: builds the features (its backbones' identity goes into the keys).
+        extractor: builds the features (its backbones' identity goes into the keys); a :class:`DeferredExtractor` is
+            built only when some entry is missing.
         frames: also store the preprocessed first frames (needed by ``thqa train --finetune-spatial``).
         progress: called with the number of files finished, as they finish.
 
@@ -180,17 +199,35 @@ def extract_to_cache(
     t_start = time.perf_counter()
     summary = ExtractSummary()
     tick = progress or (lambda n: None)
-    backbones = extractor.backbones.infos
+    backbones = extractor.infos if isinstance(extractor, DeferredExtractor) else extractor.backbones.infos
     todo, digests = _look_up(paths, cache, extractor.settings, backbones, summary, frames=frames, tick=tick)
+    if todo and isinstance(extractor, DeferredExtractor):
+        extractor, backbones, todo, digests, summary = _built(extractor, paths, cache, (todo, digests, summary), frames=frames)
     t_extract = time.perf_counter()
-    stage_tot = _extract_missing(todo, digests, cache, extractor, backbones, summary, frames=frames, tick=tick)
+    stage_tot = _extract_missing(todo, digests, cache, extractor, backbones, summary, frames=frames, tick=tick) if todo else {}
     summary.seconds = time.perf_counter() - t_start
-    summary.pipeline = dict(getattr(extractor, "stats", {}) or {})
+    summary.pipeline = dict(getattr(extractor, "stats", None) or {})
     if summary.done:
         summary.extract_seconds = time.perf_counter() - t_extract
         summary.per_video_s = summary.extract_seconds / summary.done
         summary.stage_s = {k: v / summary.done for k, v in stage_tot.items()}
     return summary
+
+
+def _built(deferred: DeferredExtractor, paths: Sequence[str | os.PathLike], cache: FeatureCache, looked_up: tuple, *, frames: bool) -> tuple:
+    """Build the deferred extractor, once the look-up (``looked_up``: todo, digests, summary) found entries missing;
+    ``(extractor, backbones' infos, todo, digests, summary)``. Should its backbones
+    report another identity than the deferred one (a bug: the keys computed without torch differ from torch's), the
+    look-up is done again with theirs, so that no entry is written or reused under a wrong key."""
+    extractor = deferred.build()
+    backbones = extractor.backbones.infos
+    todo, digests, summary = looked_up
+    if backbones != deferred.infos:
+        log.warning("the backbones' identity differs from the one known before building them (%s, not %s): looking up the cache again",
+                    backbones, deferred.infos)
+        summary = ExtractSummary()
+        todo, digests = _look_up(paths, cache, extractor.settings, backbones, summary, frames=frames, tick=lambda n: None)
+    return extractor, backbones, todo, digests, summary
 
 
 def _look_up(paths: Sequence[str | os.PathLike], cache: FeatureCache, settings: ExtractionSettings, backbones: dict,
@@ -269,7 +306,7 @@ def _extract_missing(todo: list[str], digests: dict[str, str], cache: FeatureCac
 def extract_files(
     paths: Sequence[str | os.PathLike],
     cache: FeatureCache,
-    extractor: FeatureExtractor,
+    extractor: FeatureExtractor | DeferredExtractor,
     *,
     frames: bool = True,
     progress: bool = True,

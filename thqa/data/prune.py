@@ -12,7 +12,7 @@ from pathlib import Path
 from thqa.data.cache import FeatureCache
 from thqa.data.entry_keys import backbones_precision, features_key, features_provenance, frames_provenance, weights_identity
 from thqa.errors import CacheError
-from thqa.features.pipeline import ExtractionSettings, extraction_provenance
+from thqa.features.settings import ExtractionSettings, extraction_provenance
 from thqa.utils.hints import in_cli, option
 
 __all__ = ["PruneItem", "prune_cache", "stale_reasons", "reuse_hints"]

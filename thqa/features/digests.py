@@ -33,6 +33,7 @@ from pathlib import Path
 
 from thqa.features.registry import spec
 from thqa.utils.atomic import atomic_write_text
+from thqa.utils.torch_info import cpu_capability, torch_version
 
 __all__ = ["cache_home", "DigestCache", "remembered_digest", "file_key", "random_init_key", "code_versions", "legacy_keys", "LEGACY_CODE", "ENV_HOME", "ENV_SWITCH"]
 
@@ -70,14 +71,13 @@ def code_versions(backbone: str) -> dict:
     (the registry's ``library``: timm for Swin-T, pytorchvideo for SlowFast) and the backbone's ``code_version``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import torch
-
     s = spec(backbone)
     try:
         lib_version = version(s.library)
     except PackageNotFoundError:
         lib_version = "absent"
-    return {"torch": torch.__version__, s.library: lib_version, "thqa_code_version": s.code_version}
+    # torch's version as torch.__version__ says it (local suffix included), read without importing torch
+    return {"torch": torch_version(), s.library: lib_version, "thqa_code_version": s.code_version}
 
 
 def legacy_keys(key: dict) -> list[dict]:
@@ -108,14 +108,13 @@ def file_key(backbone: str, path: str | os.PathLike) -> dict | None:
 
 
 def random_init_key(backbone: str, seed: int) -> dict:
-    """The key of a random-init backbone's digest."""
-    import torch
-
+    """The key of a random-init backbone's digest (computed without importing torch where it can be:
+    :mod:`thqa.utils.torch_info`)."""
     return {
         "backbone": backbone,
         "random_init_seed": int(seed),
         "code": code_versions(backbone),
-        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "cpu_capability": cpu_capability(),
     }
 
 

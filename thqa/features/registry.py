@@ -12,7 +12,9 @@ A backbone's module provides
 
 * the builder (``builder``): ``(WeightsOptions | None) -> (nn.Module, BackboneInfo)``, seeded and recorded as
   :func:`thqa.features.weights.build` expects;
-* ``weights_file(options, how) -> (Path, source)``: where its weights are (a named file, a cache, a download);
+* ``weights_file(options, how) -> (Path, source)``: where its weights are (a named file, a cache, a download); a
+  named file (``options.named_file(name)``) always comes first, as "file": :func:`thqa.features.identity.known_identity`
+  relies on it to name the weights without importing the module;
 * optionally ``batch_input(chunk, channels_last)``: the model's input from a padded chunk of its prepared input, on the
   device (default: the chunk itself), and ``MEMORY_FORMAT``: the memory format its model takes when ``channels_last``.
 

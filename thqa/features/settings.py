@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from thqa.errors import ConfigError
 from thqa.features.audio import AudioSettings
-from thqa.features.spatial import CROP, SHORT_SIDE
+from thqa.features.decoder_versions import decoder_versions
 from thqa.utils.hardware import cpu_has_bf16
+from thqa.utils.torch_info import bf16_known, no_cuda_proven
+
+if TYPE_CHECKING:  # this module imports no torch: a run whose every feature is cached computes its keys without it
+    import torch
 
 __all__ = [
     "LOGGER",
@@ -24,10 +27,16 @@ __all__ = [
     "extraction_provenance",
     "precision_for",
     "resolve_device",
+    "known_precision",
     "clip_input_bytes",
     "ExtractionSettings",
 ]
 
+
+#: the frames' short side after resizing (the first frames kept for fine-tuning, Swin-T's input before its crop)
+SHORT_SIDE = 520
+#: the side of the square Swin-T reads (the centre crop of the resized frame)
+CROP = 224
 
 #: the logger of extraction (prepare, runner, workers, extractor): the name it had as one module, which the timeline's
 #: gathering of decoding warnings (thqa.scoring.timeline) and users' logging configurations name
@@ -53,11 +62,11 @@ PRECISIONS = ("fp32", "bf16-autocast")
 @functools.lru_cache(maxsize=1)
 def extraction_provenance() -> dict:
     """What, besides the settings and the weights, decides the numbers this process extracts: the features version
-    and the versions of the decoder (PyAV and the FFmpeg it carries) and of the audio libraries (librosa, scipy's
-    resampler, spafe). Part of every cache key and entry. (The backbones' precision is added per extractor.)"""
+    and the versions of the decoder (PyAV and the FFmpeg it carries: remembered per installation, so that a process
+    that only looks entries up imports no PyAV, :mod:`thqa.features.decoder_versions`) and of the audio libraries
+    (librosa, scipy's resampler, spafe: from their installed metadata, not imported). Part of every cache key and
+    entry. (The backbones' precision is added per extractor.)"""
     from importlib.metadata import PackageNotFoundError, version
-
-    import av
 
     def v(dist: str) -> str:
         try:
@@ -65,11 +74,11 @@ def extraction_provenance() -> dict:
         except PackageNotFoundError:
             return "absent"
 
-    ffmpeg = getattr(av, "ffmpeg_version_info", None) or ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    decoder = decoder_versions()
     return {
         "features_version": FEATURES_VERSION,
-        "pyav": av.__version__,
-        "ffmpeg": str(ffmpeg),
+        "pyav": decoder["pyav"],
+        "ffmpeg": decoder["ffmpeg"],
         "librosa": v("librosa"),
         "scipy": v("scipy"),
         "spafe": v("spafe"),
@@ -90,8 +99,25 @@ def precision_for(device: str | torch.device, precision: str = "auto") -> str:
     raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
 
 
+def known_precision(device: str | torch.device = "auto", precision: str = "auto") -> str | None:
+    """``precision_for(resolve_device(device), precision)`` where it is certain without importing torch (None: ask
+    torch, as :func:`precision_for` does): devices "cpu" and "auto", the latter only where there is certainly no CUDA
+    (:func:`thqa.utils.torch_info.no_cuda_proven`) when the precision depends on it; "auto" precision on a CPU only
+    where its bf16 is certain (:func:`thqa.utils.torch_info.bf16_known`, ``$THQA_CPU_FLAGS`` included)."""
+    if not isinstance(device, str) or device not in ("auto", "cpu"):
+        return None  # another device: resolve_device checks it (and may refuse it) with torch
+    if precision != "auto":
+        return precision_for("cpu", precision)  # the device does not matter, and "auto"/"cpu" are never refused
+    if device == "auto" and not no_cuda_proven():
+        return None
+    bf16 = bf16_known()
+    return None if bf16 is None else ("bf16-autocast" if bf16 else "fp32")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu."""
+    import torch  # late: the keys of cached features are computed without torch (known_precision)
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from thqa.features.settings import CROP, SHORT_SIDE  # defined with the settings, which need no torch
+
 __all__ = ["ECA", "SpatialExtractor", "preprocess_frame", "frame_features", "SPATIAL_DIM", "SHORT_SIDE", "CROP", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 SPATIAL_DIM = 768
-SHORT_SIDE = 520
-CROP = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SWIN_NAME = "swin_tiny_patch4_window7_224"

@@ -34,7 +34,7 @@ import pickle
 import re
 import socket
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -44,6 +44,15 @@ from torch import nn
 
 from thqa.errors import WeightsError, WeightsNotFoundError, brief
 from thqa.features.digests import DigestCache, file_key, random_init_key, remembered_digest
+from thqa.features.identity import (  # noqa: F401 - defined without torch there, importable from here as before
+    DEFAULT_SEED,
+    ENV_OFFLINE,
+    BackboneInfo,
+    WeightsOptions,
+    _check_named_file,
+    _how,
+    known_identity,
+)
 from thqa.features.registry import SLOWFAST_R50, SWIN_T, module_of, spec
 from thqa.features.spatial import SWIN_NAME  # noqa: F401 - importable from here, as before the registry
 from thqa.utils.hints import option
@@ -69,65 +78,8 @@ log = logging.getLogger(__name__)
 SWIN_HUB_ID = SWIN_T.weights
 SLOWFAST_URL = SLOWFAST_R50.weights
 SLOWFAST_FILE = SLOWFAST_R50.weight_file
-DEFAULT_SEED = 3407
 ENV_SWIN = SWIN_T.env
 ENV_SLOWFAST = SLOWFAST_R50.env
-ENV_OFFLINE = "THQA_OFFLINE"
-
-
-def _how(backbone: str) -> str:
-    """How to provide a backbone's weights (the end of every "not found" message), named as the user gives them:
-    keywords from Python (``swin_weights=FILE``, ``random_init=True``), options from the CLI (:mod:`thqa.utils.hints`)."""
-    s = spec(backbone)
-    return f"pass {option(s.keyword, 'FILE')} or set ${s.env}, or use {option('random_init=True')} for untrained weights"
-
-
-@dataclass(frozen=True)
-class WeightsOptions:
-    """How to obtain the backbones' weights. Paths default to the environment variables above."""
-
-    random_init: bool = False
-    seed: int = DEFAULT_SEED
-    swin_weights: str | None = None
-    slowfast_weights: str | None = None
-    offline: bool | None = None  #: None: from $THQA_OFFLINE / $HF_HUB_OFFLINE
-    #: local weight files of further backbones: (keyword, path) pairs (the registry's ``keyword``, e.g. "x_weights")
-    files: tuple[tuple[str, str], ...] = ()
-
-    def named_file(self, backbone: str) -> str | None:
-        """The weights file named for ``backbone`` (a registry name): its keyword here, else its environment variable."""
-        s = spec(backbone)
-        given = getattr(self, s.keyword) if s.keyword in self.__dataclass_fields__ else dict(self.files).get(s.keyword)
-        return given or os.environ.get(s.env) or None
-
-    def resolved_swin(self) -> str | None:
-        return self.named_file(SWIN_T.name)
-
-    def resolved_slowfast(self) -> str | None:
-        return self.named_file(SLOWFAST_R50.name)
-
-    def is_offline(self) -> bool:
-        if self.offline is not None:
-            return self.offline
-        return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
-
-
-@dataclass(frozen=True)
-class BackboneInfo:
-    """Where a backbone's weights came from, and their identity."""
-
-    name: str  #: the registry name: "swin_t", "slowfast_r50", ...
-    source: str  #: one of thqa.features.registry.WEIGHT_SOURCES
-    sha256: str  #: digest of the parameters and buffers (see :func:`state_digest`)
-    path: str | None = None
-    seed: int | None = None
-
-    @property
-    def random_init(self) -> bool:
-        return self.source == "random-init"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def state_digest(module: nn.Module) -> str:
@@ -159,13 +111,6 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
     t.start()
     t.join(timeout + 0.5)
     return bool(ok and ok[0])
-
-
-def _check_named_file(path: str, what: str, how: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsNotFoundError(f"{what} weights file not found: {p} ({how})")
-    return p
 
 
 def _spec(state) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -270,9 +215,9 @@ def known_info(backbone: str, options: WeightsOptions | None = None) -> Backbone
         WeightsNotFoundError: as the builders (the weights are located - downloaded if need be - here).
     """
     o = options or WeightsOptions()
-    if o.random_init:
-        sha = DigestCache().get(random_init_key(backbone, o.seed))
-        return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
+    known = known_identity(backbone, o)
+    if known is not False:  # random-init or a named file: known (or not remembered) without the module's route
+        return known
     p, source = _weights_file(backbone, o)
     sha = DigestCache().get(file_key(backbone, p))
     return BackboneInfo(backbone, source, sha, str(p), None) if sha else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from thqa.errors import ConfigError
-from thqa.models.fusion import FusionConfig
+from thqa.models.fusion_config import FusionConfig
 from thqa.utils.choices import FIT_KINDS
 
 __all__ = ["TrainConfig", "LOSSES"]

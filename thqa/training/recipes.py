@@ -24,8 +24,8 @@ from typing import Any, Mapping
 
 from thqa.errors import ConfigError
 from thqa.features.audio import METHOD_AUDIO, AudioSettings
-from thqa.features.pipeline import ExtractionSettings
-from thqa.models.fusion import FusionConfig
+from thqa.features.settings import ExtractionSettings
+from thqa.models.fusion_config import FusionConfig
 from thqa.training.config import TrainConfig
 from thqa.utils.choices import PRECISION_CHOICES, RECIPE_NAMES
 
