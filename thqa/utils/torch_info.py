@@ -5,7 +5,7 @@ version (the remembered digests' keys, :mod:`thqa.features.digests`), its CPU di
 digests) and, for ``--precision auto`` and ``--device auto``, whether CUDA is there and whether the CPU computes bf16.
 Each function here gives PyTorch's own answer: read from its files, derived by PyTorch's rule from what the kernel
 reports, or - wherever the derivation is not certain - by importing torch and asking it (``None`` from the ``*_known``
-functions: the caller asks torch). ``tests/utils/test_torch_info.py`` compares each with torch's answer.
+functions: the caller asks torch). ``tests/features/test_torch_info.py`` compares each with torch's answer.
 """
 from __future__ import annotations
 
