@@ -22,6 +22,9 @@ from thqa.errors import CheckpointError, CheckpointMismatchError, ConfigError, W
 from thqa.features.spatial import ECA, eca_kernel_size, preprocess_frame
 from thqa.features.temporal import SLOWFAST_MEAN, SLOWFAST_STD, TemporalExtractor, preprocess_clip, slow_indices
 from thqa.models.fusion import FusionConfig, FusionModel
+from thqa.features.identity import known_identity
+from thqa.features.registry import SWIN_T
+from thqa.features.weight_caches import cached_weights
 from thqa.features.weights import (
     DEFAULT_SEED,
     WeightsOptions,
@@ -235,6 +238,40 @@ def test_slowfast_from_torch_hub_cache(clean_env, tmp_path, slowfast_file):
     cached.symlink_to(path)
     _, info = build_temporal(WeightsOptions(offline=True))
     _check_slowfast(info, sha, cached, source="cache")
+    # what an all-cached run knows without torch (torch.hub's folder by torch's rule, the digest remembered) is the
+    # build's own report
+    assert known_identity("slowfast_r50", WeightsOptions(offline=True)) == info
+
+
+def _hf_cache(clean_env, root: Path, repo_id: str, files: dict[str, Path]) -> None:
+    """A Hugging Face hub cache under ``root`` holding ``files`` (name -> file) as the hub lays them out (a snapshot
+    of revision "main"), and huggingface_hub pointed at it."""
+    import huggingface_hub.constants as hc
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    for name, src in files.items():
+        (repo / "snapshots" / "0123abcd").mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / "0123abcd" / name).symlink_to(src)
+    clean_env.setenv("HF_HUB_CACHE", str(root))
+    clean_env.setattr(hc, "HF_HUB_CACHE", str(root))
+
+
+def test_swin_from_the_hugging_face_cache_is_known_without_a_build(clean_env, tmp_path, swin_files):
+    """Swin-T's published weights found in the hub's cache: the build reports source "cache" and the snapshot's path,
+    and once its digest is remembered :func:`known_identity` (no torch, no timm) reports exactly that."""
+    _, st, sha, _ = swin_files
+    _hf_cache(clean_env, tmp_path / "hub", SWIN_T.weights, {"model.safetensors": st})
+    snapshot = tmp_path / "hub" / ("models--" + SWIN_T.weights.replace("/", "--")) / "snapshots" / "0123abcd" / "model.safetensors"
+    assert cached_weights(SWIN_T) == snapshot
+    _, info = build_spatial(WeightsOptions(offline=True))
+    assert (info.source, info.sha256, Path(info.path)) == ("cache", sha, snapshot)
+    assert known_identity("swin_t", WeightsOptions(offline=True)) == info
+    # a named file comes first; no cache and no name: the module's own route decides (False)
+    assert known_identity("swin_t", WeightsOptions(swin_weights=str(st))).source == "file"
+    _hf_cache(clean_env, tmp_path / "empty", "someone/else", {})
+    assert cached_weights(SWIN_T) is None and known_identity("swin_t", WeightsOptions(offline=True)) is False
 
 
 def test_swin_from_pth_and_safetensors_files(clean_env, swin_files):

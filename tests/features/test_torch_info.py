@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +162,22 @@ def test_remembered_decoder_versions_are_pyavs(tmp_path, monkeypatch):
     monkeypatch.setenv("THQA_DIGEST_CACHE", "0")
     monkeypatch.setattr(dv, "installation_key", lambda: key)
     assert dv.decoder_versions(store) == {"pyav": "x", "ffmpeg": "y"} and calls == [1, 1]  # switched off: asked
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/tmp/th-home"}, {"XDG_CACHE_HOME": "/tmp/xdg"}, {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/tmp/xdg"}])
+def test_torch_hub_dir_without_torch_is_torchs(monkeypatch, env):
+    """torch.hub's folder by torch's rule (as if torch were not loaded) equals torch.hub.get_dir() under the same
+    environment; with torch loaded, torch's own answer (which torch.hub.set_dir may move) is given."""
+    import sys
+
+    import torch
+
+    from thqa.features.weight_caches import torch_hub_dir
+
+    for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert torch_hub_dir() == Path(torch.hub.get_dir())
+    monkeypatch.delitem(sys.modules, "torch")
+    assert torch_hub_dir() == Path(torch.hub.get_dir())

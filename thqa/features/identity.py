@@ -15,6 +15,7 @@ from pathlib import Path
 from thqa.errors import WeightsNotFoundError
 from thqa.features.digests import DigestCache, file_key, random_init_key
 from thqa.features.registry import SLOWFAST_R50, SWIN_T, spec, specs
+from thqa.features.weight_caches import cached_weights
 from thqa.utils.hints import option
 
 __all__ = ["WeightsOptions", "BackboneInfo", "known_identity", "known_infos", "DEFAULT_SEED", "ENV_OFFLINE"]
@@ -87,8 +88,10 @@ def _check_named_file(path: str, what: str, how: str) -> Path:
 
 def known_identity(backbone: str, options: WeightsOptions | None = None) -> BackboneInfo | None | bool:
     """The :class:`BackboneInfo` a build of ``backbone`` will report, where it is known without torch: random-init
-    weights or a named file whose digest is remembered. None: the digest is not remembered (a build hashes it);
-    False: the weights come from a cache or a download, which the backbone's module locates (with torch).
+    weights, a named file or the published weights in the cache the registry names
+    (:func:`thqa.features.weight_caches.cached_weights`), whose digest is remembered. None: the digest is not
+    remembered (a build hashes it); False: the weights are in no known place, and the backbone's module locates or
+    downloads them (with torch).
 
     Raises:
         WeightsNotFoundError: a named file that is not there (as the builders).
@@ -98,11 +101,14 @@ def known_identity(backbone: str, options: WeightsOptions | None = None) -> Back
         sha = DigestCache().get(random_init_key(backbone, o.seed))
         return BackboneInfo(backbone, "random-init", sha, None, o.seed) if sha else None
     named = o.named_file(backbone)
-    if not named:
-        return False
-    p = _check_named_file(named, spec(backbone).title, _how(backbone))
+    if named:
+        p, source = _check_named_file(named, spec(backbone).title, _how(backbone)), "file"
+    else:
+        p, source = cached_weights(spec(backbone)), "cache"
+        if p is None:
+            return False
     sha = DigestCache().get(file_key(backbone, p))
-    return BackboneInfo(backbone, "file", sha, str(p), None) if sha else None
+    return BackboneInfo(backbone, source, sha, str(p), None) if sha else None
 
 
 def known_infos(options: WeightsOptions | None, precision: str) -> dict[str, dict] | None:

@@ -53,6 +53,9 @@ class BackboneSpec(NamedTuple):
     code_version: int  #: bump when a change of the code in ``code`` can change the state built from the same weights
     code: tuple[str, ...]  #: "module:name" of the functions and classes that turn weights into its state
     help: str = ""  #: the command-line flag's help
+    #: the cache its published weights wait in, found without torch (thqa.features.weight_caches): "hf" (the Hugging
+    #: Face hub's, ``weights`` is the repository), "torch-hub" (torch.hub's checkpoints folder, ``weight_file``), or ""
+    cache: str = ""
 
     @property
     def flag(self) -> str:
@@ -85,6 +88,7 @@ SWIN_T = BackboneSpec(
     code=(*_WEIGHTS_CODE, "thqa.features.swin:build_spatial", "thqa.features.swin:_load_swin", "thqa.features.spatial:ECA",
           "thqa.features.spatial:SpatialExtractor", "thqa.features.spatial:eca_kernel_size", "thqa.features.spatial:SWIN_NAME"),
     help="local Swin-T weights (else $THQA_SWIN_WEIGHTS, the HF cache, a download)",
+    cache="hf",
 )
 
 SLOWFAST_R50 = BackboneSpec(
@@ -103,6 +107,7 @@ SLOWFAST_R50 = BackboneSpec(
     code_version=1,
     code=(*_WEIGHTS_CODE, "thqa.features.slowfast:build_temporal", "thqa.features.temporal:TemporalExtractor"),
     help="local SLOWFAST_8x8_R50.pyth (else $THQA_SLOWFAST_WEIGHTS, torch.hub's cache, a download)",
+    cache="torch-hub",
 )
 
 #: name -> entry, in the order backbones are built, run and recorded

@@ -14,6 +14,7 @@ import torch
 from thqa.errors import WeightsError, WeightsNotFoundError, brief
 from thqa.features.registry import SLOWFAST_R50
 from thqa.features.temporal import TemporalExtractor, preprocess_clips
+from thqa.features.weight_caches import cached_weights, torch_hub_dir
 from thqa.features.weights import (
     BackboneInfo,
     WeightsOptions,
@@ -38,14 +39,13 @@ MEMORY_FORMAT = torch.channels_last_3d
 
 def cache_path() -> Path:
     """Where torch.hub keeps the SlowFast checkpoint: ``$TORCH_HOME/hub/checkpoints/SLOWFAST_8x8_R50.pyth``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / SLOWFAST_R50.weight_file
+    return torch_hub_dir() / "checkpoints" / SLOWFAST_R50.weight_file
 
 
 def weights_file(o: WeightsOptions, how: str) -> tuple[Path, str]:
     """(path, source) of SlowFast's weights: a named file, torch.hub's cache, a download."""
-    cache = cache_path()
-    return _locate(o.named_file(SLOWFAST_R50.name), SLOWFAST_R50.title, how, lambda: cache if cache.is_file() else None,
-                   lambda: _download_slowfast(o, cache, how))
+    return _locate(o.named_file(SLOWFAST_R50.name), SLOWFAST_R50.title, how, lambda: cached_weights(SLOWFAST_R50),
+                   lambda: _download_slowfast(o, cache_path(), how))
 
 
 def batch_input(chunk: torch.Tensor, channels_last: bool) -> list[torch.Tensor]:

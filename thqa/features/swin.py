@@ -15,6 +15,7 @@ from torch import nn
 from thqa.errors import WeightsError, WeightsNotFoundError, brief
 from thqa.features.registry import SWIN_T
 from thqa.features.spatial import SWIN_NAME, SpatialExtractor
+from thqa.features.weight_caches import cached_weights
 from thqa.features.weights import (
     BackboneInfo,
     WeightsOptions,
@@ -38,7 +39,7 @@ SWIN_HUB_ID = SWIN_T.weights
 
 def weights_file(o: WeightsOptions, how: str) -> tuple[Path, str]:
     """(path, source) of Swin-T's weights: a named file, the Hugging Face cache, a download."""
-    return _locate(o.named_file(SWIN_T.name), SWIN_T.title, how, _hf_cached_file, lambda: _download_swin(o, how))
+    return _locate(o.named_file(SWIN_T.name), SWIN_T.title, how, lambda: cached_weights(SWIN_T), lambda: _download_swin(o, how))
 
 
 def state_spec() -> dict[str, tuple[tuple[int, ...], str]]:
@@ -114,18 +115,3 @@ def _download_swin(o: WeightsOptions, how: str) -> Path:
         return Path(hf_hub_download(SWIN_HUB_ID, "model.safetensors"))
     except Exception as exc:  # noqa: BLE001 - hub, HTTP and proxy errors all mean: not available
         raise WeightsNotFoundError(f"Swin-T weights download from the hub ({SWIN_HUB_ID}) failed ({type(exc).__name__}: {exc}); {how}") from exc
-
-
-def _hf_cached_file() -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-        return None
-    for fname in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            hit = try_to_load_from_cache(SWIN_HUB_ID, fname)
-        except Exception:  # noqa: BLE001
-            hit = None
-        if isinstance(hit, str) and os.path.isfile(hit):
-            return Path(hit)
-    return None
