@@ -9,19 +9,14 @@ can change under it) is asked every time. ``$THQA_DIGEST_CACHE=0`` turns the rem
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import logging
-import time
 from pathlib import Path
 
 from thqa.features.digests import _enabled, cache_home
-from thqa.utils.atomic import atomic_write_text
+from thqa.utils.keyed_store import KeyedStore
 
 __all__ = ["decoder_versions", "asked_versions", "installation_key", "FILE_NAME"]
 
-log = logging.getLogger(__name__)
 
 FILE_NAME = "decoder-versions.json"
 FORMAT = "thqa-decoder-versions/1"
@@ -58,24 +53,10 @@ def installation_key() -> dict | None:
     return {"package": str(pkg), "files": files} if any(n.startswith("av.libs/") for n, _, _ in files) else None
 
 
-def _key_id(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _read(path: Path) -> dict[str, dict]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
-        return {}
-    return {k: v for k, v in doc["entries"].items() if isinstance(v, dict)}
-
-
-def _valid(entry: dict | None, key: dict) -> dict[str, str] | None:
+def _valid(entry: dict | None) -> dict[str, str] | None:
     v = (entry or {}).get("versions")
     ok = isinstance(v, dict) and set(v) == {"pyav", "ffmpeg"} and all(isinstance(x, str) for x in v.values())
-    return dict(v) if ok and json.loads(json.dumps(key)) == entry.get("key") else None
+    return dict(v) if ok else None
 
 
 def decoder_versions(path: Path | None = None) -> dict[str, str]:
@@ -84,17 +65,10 @@ def decoder_versions(path: Path | None = None) -> dict[str, str]:
     key = installation_key() if _enabled() else None
     if key is None:
         return asked_versions()
-    path = path or cache_home() / FILE_NAME
-    entries = _read(path)
-    hit = _valid(entries.get(_key_id(key)), key)
+    store = KeyedStore(path or cache_home() / FILE_NAME, FORMAT, MAX_ENTRIES)
+    hit = _valid(store.entry(key))
     if hit is not None:
         return hit
     got = asked_versions()
-    entries[_key_id(key)] = {"key": key, "versions": got, "written": time.time()}
-    newest = sorted(entries.items(), key=lambda kv: float(kv[1].get("written") or 0), reverse=True)[:MAX_ENTRIES]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"format": FORMAT, "entries": dict(newest)}, indent=1) + "\n")
-    except OSError as exc:
-        log.debug("decoder versions %s not written: %s", path, exc)
+    store.put(key, versions=got)
     return got

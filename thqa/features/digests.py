@@ -23,21 +23,16 @@ keyed so is code_version 1, reused as it is and copied under the new key (:meth:
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import logging
 import os
 import re
-import time
 from pathlib import Path
 
 from thqa.features.registry import spec
-from thqa.utils.atomic import atomic_write_text
+from thqa.utils.keyed_store import KeyedStore
 from thqa.utils.torch_info import cpu_capability, torch_version
 
 __all__ = ["cache_home", "DigestCache", "remembered_digest", "file_key", "random_init_key", "code_versions", "legacy_keys", "LEGACY_CODE", "ENV_HOME", "ENV_SWITCH"]
 
-log = logging.getLogger(__name__)
 
 ENV_HOME = "THQA_CACHE_HOME"
 ENV_SWITCH = "THQA_DIGEST_CACHE"
@@ -118,14 +113,10 @@ def random_init_key(backbone: str, seed: int) -> dict:
     }
 
 
-def _key_id(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _valid(entries: dict[str, dict], key: dict) -> str | None:
+def _valid(store: KeyedStore, entries: dict[str, dict], key: dict) -> str | None:
     """The well-formed digest stored for exactly ``key`` in ``entries``, or None."""
-    e = entries.get(_key_id(key))
-    if e is None or e.get("key") != key or not isinstance(e.get("sha256"), str) or not _SHA256_RE.fullmatch(e["sha256"]):
+    e = store.entry(key, entries)
+    if e is None or not isinstance(e.get("sha256"), str) or not _SHA256_RE.fullmatch(e["sha256"]):
         return None
     return e["sha256"]
 
@@ -136,29 +127,17 @@ class DigestCache:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else cache_home() / FILE_NAME
         self.enabled = _enabled()
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            log.debug("weight digest cache %s ignored: %s", self.path, exc)
-            return {}
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
-            log.debug("weight digest cache %s ignored: not a %s file", self.path, FORMAT)
-            return {}
-        return {k: v for k, v in doc["entries"].items() if isinstance(v, dict)}
+        self._store = KeyedStore(self.path, FORMAT, MAX_ENTRIES)
 
     def get(self, key: dict | None) -> str | None:
         """The digest stored for ``key``, or None."""
         if key is None or not self.enabled:
             return None
-        entries = self._read()
-        hit = _valid(entries, key)
+        entries = self._store.read()
+        hit = _valid(self._store, entries, key)
         if hit is None:
             for old in legacy_keys(key):
-                hit = _valid(entries, old)
+                hit = _valid(self._store, entries, old)
                 if hit is not None:
                     self.put(key, hit)  # migrated: found under its own key from now on
                     break
@@ -168,16 +147,7 @@ class DigestCache:
         """Remember ``sha256`` for ``key`` (best effort: a cache that cannot be written is left alone)."""
         if key is None or not self.enabled or not _SHA256_RE.fullmatch(sha256):
             return
-        entries = self._read()
-        entries[_key_id(key)] = {"key": key, "sha256": sha256, "written": time.time()}
-        if len(entries) > MAX_ENTRIES:
-            newest = sorted(entries.items(), key=lambda kv: float(kv[1].get("written") or 0), reverse=True)
-            entries = dict(newest[:MAX_ENTRIES])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps({"format": FORMAT, "entries": entries}, indent=1) + "\n")
-        except OSError as exc:
-            log.debug("weight digest cache %s not written: %s", self.path, exc)
+        self._store.put(key, sha256=sha256)
 
 
 def remembered_digest(key: dict | None, compute) -> str:
